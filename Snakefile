@@ -1,0 +1,22 @@
+# grainflow: CNNs for materials micrographs, trained on synthetic images with free labels.
+# This file is the table of contents; rules live in workflow/rules/, logic in src/grainflow/.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/synthesize.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_targets,

@@ -1,0 +1,272 @@
+"""Contrast and noise models: how a microscope turns a microstructure into an image.
+
+Every renderer takes label maps and returns a float32 image in [0, 1]. Geometric
+distortions of the scan (drift, scan-line jitter) move pixels, so they are
+applied by :func:`shift_rows` to the image *and* its labels together.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+from skimage.segmentation import find_boundaries
+
+from grainflow.seeds import as_rng
+
+__all__ = [
+    "smooth_field",
+    "illumination",
+    "poisson_gaussian",
+    "row_shifts",
+    "shift_rows",
+    "render_sem_grains",
+    "render_optical_grains",
+    "render_sem_phases",
+    "render_tem_particles",
+    "render_bicrystal",
+]
+
+
+def smooth_field(shape, *, scale_px: float, rng) -> np.ndarray:
+    """Gaussian random field with correlation length ``scale_px``, zero mean, unit std."""
+    rng = as_rng(rng)
+    field = ndi.gaussian_filter(rng.standard_normal(shape), scale_px, mode="wrap")
+    std = field.std()
+    return (field - field.mean()) / (std if std > 0 else 1.0)
+
+
+def illumination(shape, *, strength: float, rng) -> np.ndarray:
+    """Multiplicative uneven illumination: a tilted plane times a vignette, mean 1."""
+    rng = as_rng(rng)
+    rows, cols = shape
+    y, x = np.mgrid[0:rows, 0:cols]
+    y = (y - rows / 2) / rows
+    x = (x - cols / 2) / cols
+    t = rng.uniform(0, 2 * np.pi)
+    plane = np.cos(t) * x + np.sin(t) * y
+    cy, cx = rng.uniform(-0.3, 0.3, 2)
+    vignette = -((x - cx) ** 2 + (y - cy) ** 2)
+    field = plane + vignette
+    field = (field - field.mean()) / (np.abs(field).max() + 1e-12)
+    return 1.0 + strength * field
+
+
+def poisson_gaussian(image: np.ndarray, *, dose: float, read_noise: float, rng) -> np.ndarray:
+    """Shot noise at ``dose`` counts per unit intensity plus Gaussian read noise."""
+    rng = as_rng(rng)
+    counts = rng.poisson(np.clip(image, 0, None) * dose)
+    return counts / dose + rng.normal(0.0, read_noise, image.shape)
+
+
+def row_shifts(rows: int, *, drift_px: float, jitter_px: float, rng) -> np.ndarray:
+    """Integer column shift of each scan line: slow linear drift plus line-to-line jitter."""
+    rng = as_rng(rng)
+    drift = drift_px * (np.arange(rows) / max(rows - 1, 1) - 0.5)
+    jitter = rng.normal(0.0, jitter_px, rows) if jitter_px > 0 else np.zeros(rows)
+    return np.rint(drift + jitter).astype(int)
+
+
+def shift_rows(array: np.ndarray, shifts: np.ndarray) -> np.ndarray:
+    """Shift each row of ``array`` right by ``shifts[row]`` pixels, repeating the edge."""
+    rows, cols = array.shape
+    src = np.clip(np.arange(cols)[None, :] - shifts[:, None], 0, cols - 1)
+    return array[np.arange(rows)[:, None], src]
+
+
+def _boundary_distance(labels: np.ndarray) -> np.ndarray:
+    """Distance in pixels from each pixel to the nearest grain boundary."""
+    edges = find_boundaries(labels, connectivity=1, mode="thick")
+    return ndi.distance_transform_edt(~edges)
+
+
+def _finish(image, *, blur_px, dose, read_noise, rng) -> np.ndarray:
+    if blur_px > 0:
+        image = ndi.gaussian_filter(image, blur_px)
+    image = poisson_gaussian(image, dose=dose, read_noise=read_noise, rng=rng)
+    return np.clip(image, 0.0, 1.0).astype(np.float32)
+
+
+def render_sem_grains(
+    labels: np.ndarray,
+    *,
+    rng,
+    tone_range=(0.15, 0.85),
+    groove_depth: float = 0.25,
+    groove_sign: int = -1,
+    groove_width_px: float = 1.0,
+    edge_gain: float = 0.1,
+    edge_length_px: float = 2.0,
+    charging: float = 0.1,
+    blur_px: float = 0.6,
+    dose: float = 60.0,
+    read_noise: float = 0.02,
+) -> np.ndarray:
+    """Backscatter/channelling SEM image of a polycrystal.
+
+    Each grain gets its own orientation (channelling) tone; boundaries are
+    grooves (dark for ``groove_sign=-1``, bright for +1); a secondary-electron
+    edge effect brightens a thin band along each boundary; charging adds a
+    smooth gradient; Poisson-Gaussian noise sets the dose.
+    """
+    rng = as_rng(rng)
+    tone = rng.uniform(*tone_range, int(labels.max()) + 1)
+    image = tone[labels]
+    d = _boundary_distance(labels)
+    image = image + groove_sign * groove_depth * np.exp(-(d**2) / (2 * groove_width_px**2))
+    image = image + edge_gain * np.exp(-d / edge_length_px)
+    image = image * illumination(labels.shape, strength=charging, rng=rng)
+    return _finish(image, blur_px=blur_px, dose=dose, read_noise=read_noise, rng=rng)
+
+
+def _triple_junctions(labels: np.ndarray) -> np.ndarray:
+    """Pixels whose 3x3 neighbourhood holds three or more grains."""
+    padded = np.pad(labels, 1, mode="edge")
+    rows, cols = labels.shape
+    stack = np.stack(
+        [padded[i : i + rows, j : j + cols] for i in range(3) for j in range(3)], axis=0
+    )
+    stack.sort(axis=0)
+    return 1 + np.count_nonzero(np.diff(stack, axis=0), axis=0) >= 3
+
+
+def _spots(shape, *, count: int, radius_px: tuple[float, float], rng) -> np.ndarray:
+    """Soft round spots (inclusions, dust) as a [0, 1] map."""
+    out = np.zeros(shape)
+    if count <= 0:
+        return out
+    y, x = np.mgrid[0 : shape[0], 0 : shape[1]]
+    for _ in range(count):
+        cy, cx = rng.uniform(0, shape[0]), rng.uniform(0, shape[1])
+        r = rng.uniform(*radius_px)
+        out = np.maximum(out, np.clip(1.5 - np.hypot(y - cy, x - cx) / r, 0, 1))
+    return out
+
+
+def render_optical_grains(
+    labels: np.ndarray,
+    *,
+    rng,
+    grain_tone: float = 0.78,
+    tone_spread: float = 0.06,
+    boundary_darkness: float = 0.6,
+    boundary_width_px: float = 1.0,
+    width_variation: float = 0.4,
+    faint_fraction: float = 0.25,
+    pit_probability: float = 0.3,
+    inclusions: int = 3,
+    dust: int = 1,
+    illumination_strength: float = 0.2,
+    blur_px: float = 1.0,
+    dose: float = 200.0,
+    read_noise: float = 0.015,
+) -> np.ndarray:
+    """Etched optical (bright-field) micrograph of a polycrystal.
+
+    Grains are bright with a slight etch tint per grain; boundaries are dark
+    lines whose width and strength vary along them, so that a fraction of
+    boundary length is only faintly etched; triple junctions may be pitted;
+    small inclusions and out-of-focus dust; uneven illumination; blur.
+    """
+    rng = as_rng(rng)
+    shape = labels.shape
+    tone = grain_tone + tone_spread * rng.standard_normal(int(labels.max()) + 1)
+    image = tone[labels]
+    d = _boundary_distance(labels)
+    scale = max(shape) / 8
+    width = boundary_width_px * np.exp(width_variation * smooth_field(shape, scale_px=scale, rng=rng))
+    # strength along the boundaries: a smooth field; its lowest `faint_fraction`
+    # quantile is mapped to faint (10-30 %) etching
+    field = smooth_field(shape, scale_px=scale, rng=rng)
+    cut = np.quantile(field, faint_fraction) if faint_fraction > 0 else -np.inf
+    strength = np.where(field < cut, 0.1 + 0.2 * rng.random(), 1.0)
+    strength = ndi.gaussian_filter(strength, 2.0)
+    image = image - boundary_darkness * strength * np.exp(-(d**2) / (2 * width**2))
+    if pit_probability > 0:
+        tj = _triple_junctions(labels)
+        comp, n = ndi.label(tj)
+        keep = np.concatenate([[False], rng.random(n) < pit_probability])
+        pits = ndi.binary_dilation(keep[comp], iterations=1)
+        image = np.where(pits, image * 0.35, image)
+    image = image * (1 - 0.7 * _spots(shape, count=inclusions, radius_px=(0.8, 2.0), rng=rng))
+    dust_map = ndi.gaussian_filter(_spots(shape, count=dust, radius_px=(4, 10), rng=rng), 3)
+    image = image * (1 - 0.3 * dust_map)
+    image = image * illumination(shape, strength=illumination_strength, rng=rng)
+    return _finish(image, blur_px=blur_px, dose=dose, read_noise=read_noise, rng=rng)
+
+
+def render_sem_phases(
+    phase: np.ndarray,
+    *,
+    rng,
+    matrix_tone: float = 0.6,
+    precipitate_tone: float = 0.3,
+    edge_gain: float = 0.08,
+    charging: float = 0.1,
+    blur_px: float = 0.7,
+    dose: float = 80.0,
+    read_noise: float = 0.02,
+) -> np.ndarray:
+    """SEM image of precipitates (``phase == 1``) in a matrix; either phase may be darker."""
+    rng = as_rng(rng)
+    image = np.where(phase > 0, precipitate_tone, matrix_tone).astype(float)
+    edges = find_boundaries(phase, mode="inner")
+    image = image + edge_gain * ndi.gaussian_filter(edges.astype(float), 0.8) * 2
+    image = image * illumination(phase.shape, strength=charging, rng=rng)
+    return _finish(image, blur_px=blur_px, dose=dose, read_noise=read_noise, rng=rng)
+
+
+def render_tem_particles(
+    particle_ids: np.ndarray,
+    *,
+    rng,
+    support_tone: float = 0.65,
+    particle_tone: float = 0.35,
+    speckle: float = 0.08,
+    fringe_contrast: float = 0.12,
+    fringe_period_px: tuple[float, float] = (3.0, 6.0),
+    thickness_variation: float = 0.1,
+    blur_px: float = 0.6,
+    dose: float = 100.0,
+    read_noise: float = 0.02,
+) -> np.ndarray:
+    """Bright-field TEM image of crystalline nanoparticles on an amorphous support.
+
+    The support is speckled (band-passed noise, as amorphous carbon looks at
+    high magnification) with slow thickness variation; particles are darker
+    (mass-thickness contrast) and carry lattice fringes at a random
+    orientation and period each.
+    """
+    rng = as_rng(rng)
+    shape = particle_ids.shape
+    noise = rng.standard_normal(shape)
+    band = ndi.gaussian_filter(noise, 0.7) - ndi.gaussian_filter(noise, 2.0)
+    band /= band.std() + 1e-12
+    thickness = smooth_field(shape, scale_px=max(shape) / 6, rng=rng)
+    image = support_tone + speckle * band + thickness_variation * 0.5 * thickness
+    y, x = np.mgrid[0 : shape[0], 0 : shape[1]]
+    for sl_index, sl in enumerate(ndi.find_objects(particle_ids), start=1):
+        if sl is None:
+            continue
+        mask = particle_ids[sl] == sl_index
+        theta = rng.uniform(0, np.pi)
+        period = rng.uniform(*fringe_period_px)
+        phase0 = rng.uniform(0, 2 * np.pi)
+        fr = np.cos(2 * np.pi * (x[sl] * np.cos(theta) + y[sl] * np.sin(theta)) / period + phase0)
+        tone = particle_tone + rng.normal(0, 0.03) + fringe_contrast * fr
+        image[sl] = np.where(mask, tone + 0.3 * speckle * band[sl], image[sl])
+    return _finish(image, blur_px=blur_px, dose=dose, read_noise=read_noise, rng=rng)
+
+
+def render_bicrystal(
+    labels: np.ndarray,
+    *,
+    rng,
+    tones=(0.3, 0.7),
+    blur_px: float = 0.5,
+    dose: float = 400.0,
+    read_noise: float = 0.01,
+) -> np.ndarray:
+    """The lecture's two-grain image: two flat tones, slight blur and noise."""
+    rng = as_rng(rng)
+    lut = np.array([0.0, *tones])
+    return _finish(lut[labels], blur_px=blur_px, dose=dose, read_noise=read_noise, rng=rng)

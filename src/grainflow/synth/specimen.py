@@ -1,0 +1,284 @@
+"""Specimens and sessions: the structure that the ``synthesize`` rule writes.
+
+A *specimen* is one physical sample: all its images share its microstructure
+statistics (grain size, dispersion, elongation; area fraction, particle size
+and shape). A *session* is one imaging session of a specimen: modality,
+contrast, noise, blur and scan distortions. Each image is a new field of view
+of its specimen, imaged under its session's conditions.
+
+Seeds: the job's seed makes the specimen's parameters; each session and image
+gets a seed derived from it and its names, recorded in the output, so that
+:func:`render` regenerates any image alone from its parameters and seed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+import numpy as np
+
+from grainflow.io import Sample
+from grainflow.seeds import derive_seed
+from grainflow.synth import imaging
+from grainflow.synth.bicrystal import bicrystal
+from grainflow.synth.phases import particles
+from grainflow.synth.tessellation import boundary_mask, polycrystal
+
+__all__ = ["TASKS", "specimen_index", "synthesize_specimen", "render"]
+
+TASKS = ("grains", "phases", "kernels")
+_SPECIMEN = re.compile(r"^s(\d+)$")
+
+
+def specimen_index(name: str) -> int:
+    """Index of a specimen named like ``"s03"``."""
+    m = _SPECIMEN.match(name)
+    if not m:
+        raise ValueError(f"specimen names look like 's00', 's01', ...; got {name!r}")
+    return int(m.group(1))
+
+
+def _log_uniform(rng, lo, hi) -> float:
+    return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+
+
+def _specimen_params(task: str, index: int, s: Mapping, rng) -> dict:
+    if task == "grains":
+        tess = s["tessellation"][index % len(s["tessellation"])]
+        elongated = rng.random() < s["elongated_fraction"]
+        return {
+            "tessellation": tess,
+            "grain_diameter_px": _log_uniform(rng, *s["grain_diameter_px"]),
+            "dispersion": float(rng.uniform(*s["dispersion"])) if tess == "laguerre" else 0.0,
+            "elongation": float(rng.uniform(*s["elongation"])) if elongated else 1.0,
+            "angle_deg": float(rng.uniform(0, 180)),
+        }
+    if task == "phases":
+        modality = s["modalities"][index % len(s["modalities"])]
+        morph = ("cuboid", "blob") if modality == "sem_precipitates" else ("faceted", "blob")
+        lo, hi = s["area_fraction"]
+        if modality == "tem_particles":  # particles on a support are sparse
+            hi = min(hi, 0.4)
+            lo = min(lo, hi)
+        return {
+            "modality": modality,
+            "morphology": str(rng.choice(morph)),
+            "area_fraction": float(rng.uniform(lo, hi)),
+            "particle_diameter_px": _log_uniform(rng, *s["particle_diameter_px"]),
+            "dispersion": float(rng.uniform(0.05, 0.3)),
+            "jitter": 0.1 if modality == "sem_precipitates" else 0.35,
+        }
+    if task == "kernels":
+        return {"tones": sorted(float(t) for t in rng.uniform(0.2, 0.8, 2))}
+    raise ValueError(f"task must be one of {TASKS}, got {task=}")
+
+
+def _session_params(task: str, index: int, session: int, s: Mapping, rng) -> dict:
+    if task == "grains":
+        modality = s["modalities"][(index + session) % len(s["modalities"])]
+        if modality == "sem":
+            return {
+                "modality": "sem",
+                "groove_sign": int(rng.choice([-1, 1])),
+                "groove_depth": float(rng.uniform(0.1, 0.35)),
+                "groove_width_px": float(rng.uniform(0.7, 1.5)),
+                "edge_gain": float(rng.uniform(0.0, 0.15)),
+                "charging": float(rng.uniform(0.0, 0.25)),
+                "blur_px": float(rng.uniform(0.3, 1.0)),
+                "dose": _log_uniform(rng, 20, 200),
+                "read_noise": float(rng.uniform(0.005, 0.03)),
+                "drift_px": float(rng.uniform(0, 3)),
+                "jitter_px": float(rng.uniform(0, 0.6)),
+            }
+        return {
+            "modality": "optical",
+            "boundary_darkness": float(rng.uniform(0.35, 0.7)),
+            "boundary_width_px": float(rng.uniform(0.7, 1.6)),
+            "faint_fraction": float(rng.uniform(0.1, 0.35)),
+            "pit_probability": float(rng.uniform(0.0, 0.5)),
+            "inclusions": int(rng.integers(0, 6)),
+            "dust": int(rng.integers(0, 3)),
+            "illumination_strength": float(rng.uniform(0.05, 0.3)),
+            "blur_px": float(rng.uniform(0.5, 1.4)),
+            "dose": _log_uniform(rng, 60, 400),
+            "read_noise": float(rng.uniform(0.005, 0.02)),
+        }
+    if task == "phases":
+        a, b = sorted(rng.uniform(0.2, 0.85, 2))
+        if b - a < 0.25:
+            a, b = max(0.05, a - 0.15), min(0.95, b + 0.15)
+        dark_precipitates = bool(rng.random() < 0.5)
+        common = {
+            "blur_px": float(rng.uniform(0.3, 1.0)),
+            "dose": _log_uniform(rng, 30, 200),
+            "read_noise": float(rng.uniform(0.005, 0.03)),
+        }
+        return {
+            "precipitate_tone": a if dark_precipitates else b,
+            "matrix_tone": b if dark_precipitates else a,
+            "edge_gain": float(rng.uniform(0.0, 0.1)),
+            "charging": float(rng.uniform(0.0, 0.2)),
+            "speckle": float(rng.uniform(0.04, 0.12)),
+            "fringe_contrast": float(rng.uniform(0.05, 0.2)),
+            "thickness_variation": float(rng.uniform(0.0, 0.15)),
+            **common,
+        }
+    return {
+        "modality": "bicrystal",
+        "blur_px": float(rng.uniform(0.0, 0.8)),
+        "dose": _log_uniform(rng, 100, 1000),
+        "read_noise": float(rng.uniform(0.0, 0.02)),
+    }
+
+
+def _image_params(task: str, k: int, spec: Mapping, rng) -> dict:
+    if task == "grains":
+        return {"angle_deg": float(spec["angle_deg"] + rng.normal(0, 5))}
+    if task == "kernels":
+        geometry = ("corner", "straight", "curved")[k % 3]
+        return {
+            "geometry": geometry,
+            "angle_deg": float(rng.uniform(0, 180)),
+            "curvature": float(rng.uniform(0.005, 0.03)) if geometry == "curved" else 0.0,
+            "offset_px": float(rng.uniform(-8, 8)),
+        }
+    return {}
+
+
+def render(task: str, params: Mapping, *, shape, boundary_width_px: int, seed: int):
+    """Render one image and its labels from its full parameter set and seed.
+
+    Returns
+    -------
+    image : ndarray of shape ``shape``, float32 in [0, 1]
+    labels : dict of str -> ndarray of shape ``shape``
+    """
+    rng = np.random.default_rng(seed)
+    p = dict(params)
+    if task == "grains":
+        grains = polycrystal(
+            shape,
+            grain_diameter_px=p["grain_diameter_px"],
+            dispersion=p["dispersion"],
+            elongation=p["elongation"],
+            angle_deg=p["angle_deg"],
+            rng=rng,
+        )
+        if p["modality"] == "sem":
+            shifts = imaging.row_shifts(
+                shape[0], drift_px=p["drift_px"], jitter_px=p["jitter_px"], rng=rng
+            )
+            grains = imaging.shift_rows(grains, shifts)
+            keys = ("groove_sign", "groove_depth", "groove_width_px", "edge_gain", "charging",
+                    "blur_px", "dose", "read_noise")
+            image = imaging.render_sem_grains(grains, rng=rng, **{k: p[k] for k in keys})
+        else:
+            keys = ("boundary_darkness", "boundary_width_px", "faint_fraction",
+                    "pit_probability", "inclusions", "dust", "illumination_strength",
+                    "blur_px", "dose", "read_noise")
+            image = imaging.render_optical_grains(grains, rng=rng, **{k: p[k] for k in keys})
+        boundaries = boundary_mask(grains, width_px=boundary_width_px)
+        return image, {"grain_ids": grains, "boundaries": boundaries.astype(np.uint8)}
+    if task == "phases":
+        ids = particles(
+            shape,
+            area_fraction=p["area_fraction"],
+            particle_diameter_px=p["particle_diameter_px"],
+            dispersion=p["dispersion"],
+            morphology=p["morphology"],
+            jitter=p["jitter"],
+            rng=rng,
+        )
+        common = {k: p[k] for k in ("blur_px", "dose", "read_noise")}
+        if p["modality"] == "sem_precipitates":
+            image = imaging.render_sem_phases(
+                ids > 0, rng=rng, matrix_tone=p["matrix_tone"],
+                precipitate_tone=p["precipitate_tone"], edge_gain=p["edge_gain"],
+                charging=p["charging"], **common,
+            )
+        else:
+            image = imaging.render_tem_particles(
+                ids, rng=rng, speckle=p["speckle"], fringe_contrast=p["fringe_contrast"],
+                thickness_variation=p["thickness_variation"], **common,
+            )
+        return image, {"phase": (ids > 0).astype(np.uint8), "particle_ids": ids}
+    if task == "kernels":
+        grains = bicrystal(
+            shape, geometry=p["geometry"], angle_deg=p["angle_deg"],
+            curvature=p["curvature"], offset_px=p["offset_px"],
+        )
+        image = imaging.render_bicrystal(
+            grains, rng=rng, tones=tuple(p["tones"]),
+            **{k: p[k] for k in ("blur_px", "dose", "read_noise")},
+        )
+        boundaries = boundary_mask(grains, width_px=boundary_width_px)
+        return image, {"grain_ids": grains, "boundaries": boundaries.astype(np.uint8)}
+    raise ValueError(f"task must be one of {TASKS}, got {task=}")
+
+
+def synthesize_specimen(
+    task: str, specimen: str, settings: Mapping, *, seed: int, progress: bool = False
+) -> tuple[list[Sample], dict]:
+    """All images of one specimen, with labels and metadata.
+
+    Parameters
+    ----------
+    task : {"grains", "phases", "kernels"}
+    specimen : str
+        Specimen name, ``"s00"``, ``"s01"``, ...
+    settings : mapping
+        The task's block of the config's ``synthesize`` section.
+    seed : int
+        The job's seed (derived from the base seed and the job's names).
+
+    Returns
+    -------
+    samples : list of Sample
+    specimen_params : dict
+    """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task=}")
+    index = specimen_index(specimen)
+    size = int(settings["image_size_px"])
+    shape = (size, size)
+    width = int(settings.get("boundary_width_px", 2))
+    spec = _specimen_params(task, index, settings, np.random.default_rng(derive_seed(seed, "specimen", specimen)))
+    samples = []
+    n_sessions = int(settings["sessions_per_specimen"])
+    n_images = int(settings["images_per_session"])
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=n_sessions * n_images, desc=f"{task}/{specimen}", unit="image")
+    for b in range(n_sessions):
+        session = f"b{b}"
+        sess = _session_params(
+            task, index, b, settings, np.random.default_rng(derive_seed(seed, "session", b))
+        )
+        if task == "phases":  # the material decides the modality, not the session
+            sess["modality"] = spec["modality"]
+        for k in range(n_images):
+            img_seed = derive_seed(seed, "image", b, k)
+            extra = _image_params(task, k, spec, np.random.default_rng(derive_seed(img_seed, "p")))
+            params = {**spec, **sess, **extra}
+            image, labels = render(task, params, shape=shape, boundary_width_px=width, seed=img_seed)
+            samples.append(
+                Sample(
+                    image=image,
+                    labels=labels,
+                    image_id=f"{task}/{specimen}/{session}/i{k:02d}",
+                    specimen=specimen,
+                    session=session,
+                    seed=img_seed,
+                    modality=params["modality"],
+                    params=params,
+                    original_id="",
+                )
+            )
+            if bar is not None:
+                bar.update()
+    if bar is not None:
+        bar.close()
+    return samples, spec

@@ -1,0 +1,41 @@
+# Validation of the config and the stacks sheet, seeds, wildcard constraints and targets.
+
+from pathlib import Path
+
+from grainflow.config import read_stacks, validate_config
+from grainflow.seeds import derive_seed
+
+SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"
+
+validate_config(config, source="the configuration (config/config.yaml and overrides)", schema_dir=SCHEMAS)
+STACKS = read_stacks(config["stacks"], schema_dir=SCHEMAS)
+
+#: segmentation tasks of this run
+TASKS = list(config["tasks"])
+#: every task that has synthetic data
+SYNTH_TASKS = [*TASKS, "kernels"]
+
+
+wildcard_constraints:
+    task="[a-z]+",
+    specimen=r"s\d+",
+    fold=r"\d+",
+
+
+def specimens(task):
+    """Names of the specimens of a task: s00, s01, ..."""
+    n = config["synthesize"][task]["specimens"]
+    return [f"s{i:02d}" for i in range(n)]
+
+
+def job_seed(*parts):
+    """The seed of one job, derived from the base seed and the job's names."""
+    return derive_seed(config["seed"], *parts)
+
+
+def synthetic_files(task):
+    return [f"results/synthetic/{task}/{s}.h5" for s in specimens(task)]
+
+
+#: final outputs; each rule file adds its own
+all_targets = []

@@ -1,0 +1,19 @@
+"""Rule synthetic_examples: a figure of example images beside their labels, per task."""
+
+import sys
+
+sys.stderr = open(snakemake.log[0], "w")
+
+from grainflow.figures import synthetic_examples
+from grainflow.io import read_specimen
+
+n = snakemake.params.per_task
+samples = {}
+for task in ("grains", "phases", "kernels"):
+    chosen = []
+    for path in snakemake.input[task]:
+        f = read_specimen(path)
+        # one image per session, so that the modalities are shown
+        chosen += [s for s in f.samples if s.image_id.endswith("i00")] or f.samples[:1]
+    samples[task] = chosen[:n] if task != "kernels" else read_specimen(snakemake.input[task][0]).samples[:n]
+synthetic_examples(samples).savefig(snakemake.output.fig, dpi=150)
