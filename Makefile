@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 CORES ?= all
 STAMP := $(VENV)/.installed
 
-.PHONY: run test report lint clean-results
+.PHONY: run test report lint clean-results readme-figures
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,3 +33,9 @@ lint: $(STAMP)
 
 clean-results:
 	rm -rf results logs benchmarks/rules .snakemake
+
+# the PNGs the README shows, regenerated from a finished run
+README_FIGURES := synthetic_examples
+readme-figures: run
+	mkdir -p docs
+	for f in $(README_FIGURES); do cp results/figures/$$f.png docs/$$f.png; done

@@ -4,10 +4,15 @@ from pathlib import Path
 
 from grainflow.config import read_stacks, validate_config
 from grainflow.seeds import derive_seed
+from grainflow.synth.stats import summarize_statistics
 
 SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"
 
-validate_config(config, source="the configuration (config/config.yaml and overrides)", schema_dir=SCHEMAS)
+validate_config(
+    config,
+    source="the configuration (config/config.yaml and overrides)",
+    schema_dir=SCHEMAS,
+)
 STACKS = read_stacks(config["stacks"], schema_dir=SCHEMAS)
 
 #: segmentation tasks of this run

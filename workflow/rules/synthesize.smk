@@ -1,23 +1,6 @@
 # Synthetic micrographs with free labels: one job per specimen.
 
 
-def synthetic_summary(table):
-    """Figures for the captions: worst relative error of the requested statistics."""
-    import pandas as pd
-
-    t = pd.read_csv(table, sep="\t")
-    out = {"specimens": len(t)}
-    g = t[t.task == "grains"]
-    if len(g):
-        err = (g.measured_diameter_px / g.requested_diameter_px - 1).abs().max()
-        out["grain_diameter_max_error_pct"] = round(100 * float(err), 1)
-    p = t[t.task == "phases"]
-    if len(p):
-        err = (p.measured_area_fraction - p.requested_area_fraction).abs().max()
-        out["area_fraction_max_error"] = round(float(err), 3)
-    return out
-
-
 rule synthesize:
     output:
         h5="results/synthetic/{task}/{specimen}.h5",
@@ -25,13 +8,15 @@ rule synthesize:
         "logs/synthesize/{task}/{specimen}.log",
     benchmark:
         "benchmarks/rules/synthesize/{task}/{specimen}.tsv"
-    params:
-        settings=lambda wc: config["synthesize"][wc.task],
-        seed=lambda wc: job_seed("synthesize", wc.task, wc.specimen),
+    conda:
+        "../../environment.yml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=30,
+    params:
+        settings=lambda wc: config["synthesize"][wc.task],
+        seed=lambda wc: job_seed("synthesize", wc.task, wc.specimen),
     script:
         "../scripts/synthesize.py"
 
@@ -49,6 +34,8 @@ rule synthetic_examples:
         ),
     log:
         "logs/synthetic_examples.log",
+    conda:
+        "../../environment.yml"
     params:
         per_task=3,
     script:
@@ -67,6 +54,8 @@ rule synthetic_statistics:
         ),
     log:
         "logs/synthetic_statistics.log",
+    conda:
+        "../../environment.yml"
     script:
         "../scripts/synthetic_statistics.py"
 
@@ -82,9 +71,11 @@ rule synthetic_statistics_figure:
         ),
     log:
         "logs/synthetic_statistics_figure.log",
+    conda:
+        "../../environment.yml"
     params:
         # read by the caption: numbers in captions come from the results
-        summary=lambda wc, input: synthetic_summary(input.table),
+        summary=lambda wc, input: summarize_statistics(input.table),
     script:
         "../scripts/synthetic_statistics_figure.py"
 

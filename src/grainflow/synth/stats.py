@@ -9,7 +9,7 @@ import pandas as pd
 
 from grainflow.io import read_specimen
 
-__all__ = ["grain_count_density", "specimen_statistics"]
+__all__ = ["grain_count_density", "specimen_statistics", "summarize_statistics"]
 
 
 def grain_count_density(labels: np.ndarray) -> float:
@@ -57,3 +57,22 @@ def specimen_statistics(paths: Iterable[str]) -> pd.DataFrame:
             )
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def summarize_statistics(path) -> dict:
+    """Figures for the report's captions from a statistics table written by the workflow.
+
+    Returns the number of specimens and the worst relative grain-diameter
+    error (percent) and worst absolute area-fraction error.
+    """
+    t = pd.read_csv(path, sep="\t")
+    out = {"specimens": len(t)}
+    g = t[t.task == "grains"]
+    if len(g):
+        err = (g.measured_diameter_px / g.requested_diameter_px - 1).abs().max()
+        out["grain_diameter_max_error_pct"] = round(100 * float(err), 1)
+    p = t[t.task == "phases"]
+    if len(p):
+        err = (p.measured_area_fraction - p.requested_area_fraction).abs().max()
+        out["area_fraction_max_error"] = round(float(err), 3)
+    return out

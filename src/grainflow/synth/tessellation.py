@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
-from skimage.segmentation import find_boundaries, relabel_sequential
+from skimage.segmentation import relabel_sequential
 
 from grainflow.seeds import as_rng
 
@@ -172,8 +172,9 @@ def boundary_mask(labels: np.ndarray, *, width_px: int = 2) -> np.ndarray:
     ----------
     labels : ndarray of shape (M, N), int
     width_px : int
-        Boundary width in pixels: 1 marks one side of each boundary, 2 both
-        sides (the default), larger widths grow these symmetrically.
+        Boundary width in pixels: 1 marks the pixel above or left of each
+        boundary, 2 the pixels on both sides (the default); larger widths grow
+        these symmetrically.
 
     Returns
     -------
@@ -183,7 +184,16 @@ def boundary_mask(labels: np.ndarray, *, width_px: int = 2) -> np.ndarray:
         raise ValueError(f"labels must be 2-D, got {labels.shape=}")
     if not 1 <= width_px <= 15:
         raise ValueError(f"width_px must be in [1, 15], got {width_px=}")
-    base = find_boundaries(labels, connectivity=1, mode="inner" if width_px % 2 else "thick")
+    # a boundary runs between two pixels: width 1 marks the pixel above / left of it,
+    # width 2 the pixels on both sides
+    down = labels[:-1, :] != labels[1:, :]
+    right = labels[:, :-1] != labels[:, 1:]
+    base = np.zeros(labels.shape, bool)
+    base[:-1, :] |= down
+    base[:, :-1] |= right
+    if width_px % 2 == 0:
+        base[1:, :] |= down
+        base[:, 1:] |= right
     grow = (width_px - 1) // 2 if width_px % 2 else (width_px - 2) // 2
     if grow:
         base = ndi.binary_dilation(base, structure=np.ones((2 * grow + 1,) * 2, bool))
