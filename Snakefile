@@ -14,6 +14,10 @@ report: "workflow/report/workflow.rst"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/synthesize.smk"
+include: "workflow/rules/augment.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/anatomy.smk"
+include: "workflow/rules/stacks.smk"
 
 
 rule all:

@@ -71,3 +71,28 @@ def test_synthesis_is_reproducible_across_runs(tmp_path):
         with h5py.File(workdir / "results/synthetic/phases/s02.h5") as f:
             digests.append((f["images"][()].tobytes(), f["labels/particle_ids"][()].tobytes()))
     assert digests[0] == digests[1]
+
+
+def test_tiny_run_of_everything(workdir):
+    """The whole default DAG on the tiny config, then the report."""
+    result = snakemake(workdir, "--cores", "2", timeout=1200)
+    assert result.returncode == 0, result.stderr[-6000:]
+    for task in ("grains", "phases"):
+        manifest = pd.read_csv(workdir / f"results/splits/{task}.tsv", sep="\t")
+        assert sorted(manifest.fold.unique()) == [0, 1, 2]
+        # no specimen in two folds, copies with their originals
+        assert manifest.groupby("specimen").fold.nunique().max() == 1
+        assert (workdir / f"results/splits/{task}.tsv.sha256").exists()
+    for task in ("grains", "phases"):
+        cv = pd.read_csv(workdir / f"results/metrics/{task}/classical/cv.tsv", sep="\t")
+        score = "boundary_f1" if task == "grains" else "iou"
+        folds = cv[cv.fold.astype(str).str.isdigit()]
+        assert len(folds) == 3 and folds[score].between(0.2, 1.0).all()
+    figures = sorted(p.name for p in (workdir / "results/figures").glob("*.png"))
+    assert "anatomy_kernels.png" in figures and "synthetic_examples.png" in figures
+    report = snakemake(workdir, "--cores", "1", "--report", "results/report.html")
+    assert report.returncode == 0, report.stderr[-3000:]
+    html = (workdir / "results/report.html").read_text(errors="replace")
+    for category in ("Synthetic data", "CNN anatomy", "Augmentation and splits",
+                     "Cross-validated results"):
+        assert category in html
