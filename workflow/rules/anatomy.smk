@@ -1,0 +1,273 @@
+# CNN anatomy: the course's hand-set kernels, worked examples, output sizes, pooling,
+# parameter counts, receptive fields, feature maps, a designed boundary detector and the
+# U-Net encoder's shapes, each computed by grainflow (numbers in captions come from
+# results/tables/anatomy_numbers.json, computed with the figures' own seeds).
+
+ANATOMY_SEED_NAMES = ("examples", "receptive_field", "hierarchy", "designed_kernel")
+
+
+def anatomy_seeds():
+    """Seeds of the anatomy figures, shared by the numbers table and the figures."""
+    return {name: job_seed("anatomy", name) for name in ANATOMY_SEED_NAMES}
+
+
+def read_anatomy_numbers(path):
+    """The numbers the anatomy captions quote (read when the figure job runs)."""
+    import json
+
+    with open(path) as f:
+        return json.load(f)
+
+
+ANATOMY_NUMBERS = "results/tables/anatomy_numbers.json"
+
+
+rule anatomy_numbers:
+    output:
+        json=ANATOMY_NUMBERS,
+    log:
+        "logs/anatomy/numbers.log",
+    benchmark:
+        "benchmarks/rules/anatomy/numbers.tsv"
+    params:
+        settings=config["anatomy"],
+        seeds=anatomy_seeds(),
+    script:
+        "../scripts/anatomy_numbers.py"
+
+
+rule anatomy_kernels:
+    output:
+        fig=report(
+            "results/figures/anatomy_kernels.png",
+            caption="../report/anatomy_kernels.rst",
+            category="CNN anatomy",
+        ),
+    log:
+        "logs/anatomy/kernels.log",
+    script:
+        "../scripts/anatomy_kernels.py"
+
+
+rule anatomy_feature_maps:
+    input:
+        numbers=ANATOMY_NUMBERS,
+    output:
+        fig=report(
+            "results/figures/anatomy_feature_maps.png",
+            caption="../report/anatomy_feature_maps.rst",
+            category="CNN anatomy",
+        ),
+    log:
+        "logs/anatomy/feature_maps.log",
+    benchmark:
+        "benchmarks/rules/anatomy/feature_maps.tsv"
+    params:
+        image_size_px=config["anatomy"]["image_size_px"],
+        grain_diameter_px=config["anatomy"]["grain_diameter_px"],
+        seed=anatomy_seeds()["examples"],
+        numbers=lambda wc, input: read_anatomy_numbers(input.numbers),
+    script:
+        "../scripts/anatomy_feature_maps.py"
+
+
+rule anatomy_correlation:
+    input:
+        numbers=ANATOMY_NUMBERS,
+    output:
+        fig=report(
+            "results/figures/anatomy_correlation.png",
+            caption="../report/anatomy_correlation.rst",
+            category="CNN anatomy",
+        ),
+    log:
+        "logs/anatomy/correlation.log",
+    benchmark:
+        "benchmarks/rules/anatomy/correlation.tsv"
+    params:
+        image_size_px=config["anatomy"]["image_size_px"],
+        grain_diameter_px=config["anatomy"]["grain_diameter_px"],
+        seed=anatomy_seeds()["examples"],
+        numbers=lambda wc, input: read_anatomy_numbers(input.numbers),
+    script:
+        "../scripts/anatomy_correlation.py"
+
+
+rule anatomy_output_size:
+    input:
+        numbers=ANATOMY_NUMBERS,
+    output:
+        fig=report(
+            "results/figures/anatomy_output_size.png",
+            caption="../report/anatomy_output_size.rst",
+            category="CNN anatomy",
+        ),
+    log:
+        "logs/anatomy/output_size.log",
+    params:
+        numbers=lambda wc, input: read_anatomy_numbers(input.numbers),
+    script:
+        "../scripts/anatomy_output_size.py"
+
+
+rule anatomy_pooling:
+    input:
+        numbers=ANATOMY_NUMBERS,
+    output:
+        fig=report(
+            "results/figures/anatomy_pooling.png",
+            caption="../report/anatomy_pooling.rst",
+            category="CNN anatomy",
+        ),
+    log:
+        "logs/anatomy/pooling.log",
+    params:
+        numbers=lambda wc, input: read_anatomy_numbers(input.numbers),
+    script:
+        "../scripts/anatomy_pooling.py"
+
+
+rule anatomy_parameters:
+    input:
+        numbers=ANATOMY_NUMBERS,
+    output:
+        fig=report(
+            "results/figures/anatomy_parameters.png",
+            caption="../report/anatomy_parameters.rst",
+            category="CNN anatomy",
+        ),
+    log:
+        "logs/anatomy/parameters.log",
+    params:
+        settings=config["anatomy"]["parameter_counts"],
+        numbers=lambda wc, input: read_anatomy_numbers(input.numbers),
+    script:
+        "../scripts/anatomy_parameters.py"
+
+
+rule anatomy_diffraction_cnn:
+    input:
+        numbers=ANATOMY_NUMBERS,
+    output:
+        fig=report(
+            "results/figures/anatomy_diffraction_cnn.png",
+            caption="../report/anatomy_diffraction_cnn.rst",
+            category="CNN anatomy",
+        ),
+    log:
+        "logs/anatomy/diffraction_cnn.log",
+    benchmark:
+        "benchmarks/rules/anatomy/diffraction_cnn.tsv"
+    params:
+        input_px=config["anatomy"]["diffraction_input_px"],
+        numbers=lambda wc, input: read_anatomy_numbers(input.numbers),
+    script:
+        "../scripts/anatomy_diffraction_cnn.py"
+
+
+rule anatomy_receptive_field:
+    input:
+        numbers=ANATOMY_NUMBERS,
+    output:
+        fig=report(
+            "results/figures/anatomy_receptive_field.png",
+            caption="../report/anatomy_receptive_field.rst",
+            category="CNN anatomy",
+        ),
+    log:
+        "logs/anatomy/receptive_field.log",
+    benchmark:
+        "benchmarks/rules/anatomy/receptive_field.tsv"
+    params:
+        image_size_px=config["anatomy"]["image_size_px"],
+        grain_diameter_px=config["anatomy"]["grain_diameter_px"],
+        seeds=anatomy_seeds(),
+        numbers=lambda wc, input: read_anatomy_numbers(input.numbers),
+    script:
+        "../scripts/anatomy_receptive_field.py"
+
+
+# Hook for the "after training" maps: once the train rule exists, add
+#     trained="results/models/grains/unet/fold0/best.pt",
+# to the inputs below; the script then shows the trained U-Net's encoder maps under the
+# random CNN's (grainflow.figures_anatomy.feature_hierarchy(trained=...)).
+rule anatomy_feature_hierarchy:
+    output:
+        fig=report(
+            "results/figures/anatomy_feature_hierarchy.png",
+            caption="../report/anatomy_feature_hierarchy.rst",
+            category="CNN anatomy",
+        ),
+    log:
+        "logs/anatomy/feature_hierarchy.log",
+    benchmark:
+        "benchmarks/rules/anatomy/feature_hierarchy.tsv"
+    params:
+        image_size_px=config["anatomy"]["image_size_px"],
+        grain_diameter_px=config["anatomy"]["grain_diameter_px"],
+        channels=config["anatomy"]["random_cnn_channels"],
+        seeds=anatomy_seeds(),
+    script:
+        "../scripts/anatomy_feature_hierarchy.py"
+
+
+rule anatomy_designed_kernel:
+    input:
+        numbers=ANATOMY_NUMBERS,
+    output:
+        fig=report(
+            "results/figures/anatomy_designed_kernel.png",
+            caption="../report/anatomy_designed_kernel.rst",
+            category="CNN anatomy",
+        ),
+    log:
+        "logs/anatomy/designed_kernel.log",
+    benchmark:
+        "benchmarks/rules/anatomy/designed_kernel.tsv"
+    params:
+        settings=config["anatomy"]["designed_kernel"],
+        image_size_px=config["anatomy"]["image_size_px"],
+        seed=anatomy_seeds()["designed_kernel"],
+        numbers=lambda wc, input: read_anatomy_numbers(input.numbers),
+    script:
+        "../scripts/anatomy_designed_kernel.py"
+
+
+rule anatomy_encoder:
+    input:
+        numbers=ANATOMY_NUMBERS,
+    output:
+        fig=report(
+            "results/figures/anatomy_encoder.png",
+            caption="../report/anatomy_encoder.rst",
+            category="CNN anatomy",
+        ),
+    log:
+        "logs/anatomy/encoder.log",
+    benchmark:
+        "benchmarks/rules/anatomy/encoder.tsv"
+    params:
+        encoder=config["anatomy"]["encoder"],
+        numbers=lambda wc, input: read_anatomy_numbers(input.numbers),
+    script:
+        "../scripts/anatomy_encoder.py"
+
+
+all_targets.extend(
+    [
+        f"results/figures/anatomy_{name}.png"
+        for name in (
+            "kernels",
+            "feature_maps",
+            "correlation",
+            "output_size",
+            "pooling",
+            "parameters",
+            "diffraction_cnn",
+            "receptive_field",
+            "feature_hierarchy",
+            "designed_kernel",
+            "encoder",
+        )
+    ]
+)

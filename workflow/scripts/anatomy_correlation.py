@@ -1,0 +1,17 @@
+"""Rule anatomy_correlation: the worked example, and correlation against convolution."""
+
+import sys
+
+sys.stderr = open(snakemake.log[0], "w")
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+from grainflow.anatomy import example_images
+from grainflow.figures_anatomy import correlation_example, save_figure
+
+p = snakemake.params
+images = example_images(size_px=p.image_size_px, grain_diameter_px=p.grain_diameter_px, rng=p.seed)
+image, _ = images["bicrystal"]
+save_figure(correlation_example(image), snakemake.output.fig)

@@ -1,0 +1,16 @@
+"""Rule anatomy_designed_kernel: a designed boundary detector and its selectivity."""
+
+import sys
+
+sys.stderr = open(snakemake.log[0], "w")
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+from grainflow.anatomy import designed_kernel_study
+from grainflow.figures_anatomy import designed_kernel_figure, save_figure
+
+p = snakemake.params
+study = designed_kernel_study(**p.settings, image_px=p.image_size_px, rng=p.seed)
+save_figure(designed_kernel_figure(study), snakemake.output.fig)

@@ -1,0 +1,17 @@
+"""Rule anatomy_diffraction_cnn: the DiffractionCNN's parameters per layer, read from the model."""
+
+import sys
+
+sys.stderr = open(snakemake.log[0], "w")
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+from grainflow.figures_anatomy import parameter_table_figure, save_figure
+from grainflow.models import build_model
+
+n = snakemake.params.input_px
+fig = parameter_table_figure(build_model("diffraction_cnn"), input_shape=(1, n, n),
+                             title="DiffractionCNN")
+save_figure(fig, snakemake.output.fig)

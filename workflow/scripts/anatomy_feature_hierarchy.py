@@ -1,0 +1,30 @@
+"""Rule anatomy_feature_hierarchy: feature maps of layers 1–3 of a tiny random CNN.
+
+When the rule is given an input named ``trained`` (a U-Net checkpoint), that model's
+encoder maps are shown below the random ones.
+"""
+
+import sys
+
+sys.stderr = open(snakemake.log[0], "w")
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+from grainflow.anatomy import example_images
+from grainflow.checkpoint import model_from_checkpoint
+from grainflow.figures_anatomy import feature_hierarchy, save_figure
+from grainflow.normalize import normalize_image
+
+p = snakemake.params
+images = example_images(size_px=p.image_size_px, grain_diameter_px=p.grain_diameter_px,
+                        rng=p.seeds["examples"])
+image, _ = images["polycrystal"]
+trained = trained_input = None
+if "trained" in snakemake.input.keys():  # the hook: a U-Net checkpoint, when the rule names one
+    trained = model_from_checkpoint(snakemake.input.trained)
+    trained_input = normalize_image(image)  # as in training
+fig = feature_hierarchy(image, channels=p.channels, rng=p.seeds["hierarchy"], trained=trained,
+                        trained_input=trained_input)
+save_figure(fig, snakemake.output.fig)

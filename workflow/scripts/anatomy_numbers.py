@@ -1,0 +1,14 @@
+"""Rule anatomy_numbers: every number the CNN-anatomy captions quote, as JSON."""
+
+import sys
+
+sys.stderr = open(snakemake.log[0], "w")
+
+import json
+
+from grainflow.anatomy import anatomy_numbers
+from grainflow.io import atomic_path
+
+numbers = anatomy_numbers(**snakemake.params.settings, seeds=snakemake.params.seeds)
+with atomic_path(snakemake.output.json) as tmp:
+    tmp.write_text(json.dumps(numbers, indent=2, ensure_ascii=False) + "\n")

@@ -1,0 +1,13 @@
+"""Rule anatomy_output_size: output sizes by the formula, checked against torch."""
+
+import sys
+
+sys.stderr = open(snakemake.log[0], "w")
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+from grainflow.figures_anatomy import output_size_examples, save_figure
+
+save_figure(output_size_examples(), snakemake.output.fig)

@@ -1,0 +1,13 @@
+"""Rule anatomy_parameters: weights of a dense first layer against a convolution layer."""
+
+import sys
+
+sys.stderr = open(snakemake.log[0], "w")
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+from grainflow.figures_anatomy import parameter_counts, save_figure
+
+save_figure(parameter_counts(**snakemake.params.settings), snakemake.output.fig)
