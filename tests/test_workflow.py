@@ -88,6 +88,8 @@ def test_tiny_run_of_everything(workdir):
         score = "boundary_f1" if task == "grains" else "iou"
         folds = cv[cv.fold.astype(str).str.isdigit()]
         assert len(folds) == 3 and folds[score].between(0.2, 1.0).all()
+    for stack in ("nist_steel", "nasa_superalloy"):
+        assert (workdir / f"results/stacks/{stack}.ome.zarr/zarr.json").exists()
     figures = sorted(p.name for p in (workdir / "results/figures").glob("*.png"))
     assert "anatomy_kernels.png" in figures and "synthetic_examples.png" in figures
     report = snakemake(workdir, "--cores", "1", "--report", "results/report.html")
