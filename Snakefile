@@ -16,6 +16,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/synthesize.smk"
 include: "workflow/rules/augment.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/train.smk"
 include: "workflow/rules/anatomy.smk"
 include: "workflow/rules/stacks.smk"
 

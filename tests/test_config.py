@@ -48,7 +48,7 @@ def _broken(path, value):
         ("synthesize.grains.boundary_width_px", 0, "synthesize.grains.boundary_width_px: 0 is out of range"),
         ("synthesize.phases.area_fraction", [0.1, 0.95], "synthesize.phases.area_fraction.1: 0.95 is out of range"),
         # a device name from another tool
-        ("device", "gpu", "device: 'gpu' is not one of ['auto', 'cpu', 'cuda']"),
+        ("training.device", "gpu", "training.device: 'gpu' is not one of ['auto', 'cpu', 'cuda']"),
         # a range written high-to-low
         ("synthesize.grains.grain_diameter_px", [30, 10], "synthesize.grains.grain_diameter_px: range [30, 10] has low > high"),
         # a required key deleted
@@ -68,11 +68,11 @@ def test_bad_config_names_the_key(path, value, expected):
 
 
 def test_every_problem_is_reported_at_once():
-    config = _broken("device", "gpu")
+    config = _broken("training.device", "gpu")
     config["synthesize"]["grains"]["specimens"] = 0
     with pytest.raises(ConfigError) as info:
         validate_config(config)
-    assert "device" in str(info.value) and "synthesize.grains.specimens" in str(info.value)
+    assert "training.device" in str(info.value) and "synthesize.grains.specimens" in str(info.value)
 
 
 def test_shipped_stacks_sheet_is_valid(tmp_path):

@@ -84,10 +84,14 @@ def test_tiny_run_of_everything(workdir):
         assert manifest.groupby("specimen").fold.nunique().max() == 1
         assert (workdir / f"results/splits/{task}.tsv.sha256").exists()
     for task in ("grains", "phases"):
-        cv = pd.read_csv(workdir / f"results/metrics/{task}/classical/cv.tsv", sep="\t")
         score = "boundary_f1" if task == "grains" else "iou"
-        folds = cv[cv.fold.astype(str).str.isdigit()]
-        assert len(folds) == 3 and folds[score].between(0.2, 1.0).all()
+        for model in ("classical", "unet"):
+            cv = pd.read_csv(workdir / f"results/metrics/{task}/{model}/cv.tsv", sep="\t")
+            folds = cv[cv.fold.astype(str).str.isdigit()]
+            assert len(folds) == 3 and folds[score].between(0.0, 1.0).all()
+        for fold in range(3):
+            history = pd.read_csv(workdir / f"results/models/{task}/unet/fold{fold}/history.tsv", sep="\t")
+            assert list(history.epoch) == [1, 2]
     for stack in ("nist_steel", "nasa_superalloy"):
         assert (workdir / f"results/stacks/{stack}.ome.zarr/zarr.json").exists()
     figures = sorted(p.name for p in (workdir / "results/figures").glob("*.png"))
@@ -95,6 +99,6 @@ def test_tiny_run_of_everything(workdir):
     report = snakemake(workdir, "--cores", "1", "--report", "results/report.html")
     assert report.returncode == 0, report.stderr[-3000:]
     html = (workdir / "results/report.html").read_text(errors="replace")
-    for category in ("Synthetic data", "CNN anatomy", "Augmentation and splits",
+    for category in ("Synthetic data", "CNN anatomy", "Augmentation and splits", "Training",
                      "Cross-validated results"):
         assert category in html

@@ -576,6 +576,73 @@ def run_baseline_fold(
     return per_image, info
 
 
+def held_out_originals(
+    manifest_path: str | os.PathLike, specimen_files: Sequence[str | os.PathLike], *, fold: int
+) -> list[Sample]:
+    """The original images of fold ``fold`` (its held-out specimens), with their labels."""
+    from grainflow.splits import read_manifest
+
+    manifest = read_manifest(manifest_path)
+    originals = manifest[manifest["original_id"] == manifest["image_id"]]
+    held = originals[originals["fold"] == fold].sort_values("image_id")
+    if held.empty:
+        raise ValueError(
+            f"fold {fold} has no original images in {manifest_path}; folds there: "
+            f"{sorted(originals['fold'].unique().tolist())}"
+        )
+    samples = _load(specimen_files, dict(zip(held["image_id"], held["specimen"])))
+    return [samples[i] for i in held["image_id"]]
+
+
+def run_model_fold(
+    task: str,
+    manifest_path: str | os.PathLike,
+    specimen_files: Sequence[str | os.PathLike],
+    checkpoint: str | os.PathLike,
+    *,
+    fold: int,
+    model: str,
+    tolerance_px: float = 2.0,
+    iou_threshold: float = 0.5,
+    pixel_size_um: float = 1.0,
+    device: str = "cpu",
+) -> tuple[pd.DataFrame, np.ndarray, list[Sample]]:
+    """Score fold ``fold``'s trained network on its held-out originals.
+
+    Returns
+    -------
+    per_image : DataFrame
+        One row per held-out original (:func:`evaluate_samples`).
+    probability : ndarray of shape (N, H, W), float32
+        Foreground probability of each held-out image (for the figures).
+    samples : list of Sample
+    """
+    from grainflow.checkpoint import load_checkpoint, model_from_checkpoint
+    from grainflow.predict import foreground, labels_from_probability, predict_probabilities
+
+    _check_task(task)
+    test = held_out_originals(manifest_path, specimen_files, fold=fold)
+    ckpt = load_checkpoint(checkpoint)
+    trained = ckpt.get("extra") or {}
+    if trained.get("task", task) != task or int(trained.get("fold", fold)) != int(fold):
+        raise ValueError(
+            f"{checkpoint} was trained for task {trained.get('task')!r} fold "
+            f"{trained.get('fold')}, not {task!r} fold {fold}; rerun the train rule"
+        )
+    net = model_from_checkpoint(ckpt)
+    percentiles = ckpt.get("config", {}).get("norm_percentiles", (1.0, 99.0))
+    probs = predict_probabilities(
+        net, [s.image for s in test], norm_percentiles=percentiles, device=device
+    )
+    fg = foreground(task, probs)
+    preds = [labels_from_probability(task, p) for p in fg]
+    per_image = evaluate_samples(
+        task, test, preds, model=model, fold=fold,
+        tolerance_px=tolerance_px, iou_threshold=iou_threshold, pixel_size_um=pixel_size_um,
+    )
+    return per_image, fg.astype(np.float32), test
+
+
 # ------------------------------------------------------------------------ figure
 
 

@@ -131,6 +131,7 @@ def write_specimen(
             "images", data=np.stack([s.image for s in samples]).astype(np.float32),
             chunks=chunks, **gz,
         )
+        f.create_group("labels")  # present even without label maps (diffraction patterns)
         for name in names:
             data = np.stack([s.labels[name] for s in samples])
             f.create_dataset(f"labels/{name}", data=data, chunks=chunks, **gz)

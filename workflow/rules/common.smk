@@ -5,6 +5,7 @@ from pathlib import Path
 from grainflow.config import read_stacks, validate_config
 from grainflow.seeds import derive_seed
 from grainflow.synth.stats import summarize_statistics
+from grainflow.figures_training import training_summary
 
 SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"
 
@@ -25,6 +26,7 @@ wildcard_constraints:
     task="[a-z]+",
     specimen=r"s\d+",
     fold=r"\d+",
+    arch="|".join(config["training"]["archs"]),
 
 
 def specimens(task):
@@ -40,6 +42,20 @@ def job_seed(*parts):
 
 def synthetic_files(task):
     return [f"results/synthetic/{task}/{s}.h5" for s in specimens(task)]
+
+
+def augmented_files(task):
+    return [f"results/augmented/{task}/{s}.h5" for s in specimens(task)]
+
+
+def archs_for(task):
+    """Names of the architectures (config training.archs) trained on a task."""
+    return [name for name, arch in config["training"]["archs"].items() if task in arch["tasks"]]
+
+
+def training_shared():
+    """Training settings shared by all architectures (config training without archs)."""
+    return {k: v for k, v in config["training"].items() if k != "archs"}
 
 
 #: final outputs; each rule file adds its own

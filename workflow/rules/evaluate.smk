@@ -53,8 +53,7 @@ rule aggregate_metrics:
     log:
         "logs/aggregate_metrics/{task}/{model}.log",
     wildcard_constraints:
-        # widen (e.g. "[A-Za-z0-9_]+") once the networks write fold tables too
-        model="classical",
+        model="[a-z][a-z0-9_]*",
     conda:
         "../../environment.yml"
     script:
@@ -63,10 +62,11 @@ rule aggregate_metrics:
 
 rule metric_distributions:
     input:
+        # a network's figure shows the classical baseline beside it
         folds=lambda wc: expand(
             "results/metrics/{task}/{model}/fold{fold}.tsv",
             task=wc.task,
-            model=wc.model,
+            model=sorted({wc.model, "classical"}),
             fold=range(config["splits"]["folds"]),
         ),
     output:
@@ -79,14 +79,16 @@ rule metric_distributions:
     log:
         "logs/metric_distributions/{task}/{model}.log",
     wildcard_constraints:
-        model="classical",
+        model="[a-z][a-z0-9_]*",
     conda:
         "../../environment.yml"
     params:
         tolerance_px=config["evaluation"]["boundary_tolerance_px"],
         iou_threshold=config["evaluation"]["match_iou"],
         # read by the caption: numbers in captions come from the results
-        headline=lambda wc, input: headline_scores(input.folds, task=wc.task),
+        headline=lambda wc, input: headline_scores(
+            [f for f in input.folds if f"/{wc.model}/" in f], task=wc.task
+        ),
     script:
         "../scripts/metric_distributions.py"
 

@@ -27,7 +27,7 @@ from grainflow.synth.tessellation import boundary_mask, polycrystal
 
 __all__ = ["TASKS", "specimen_index", "synthesize_specimen", "render"]
 
-TASKS = ("grains", "phases", "kernels")
+TASKS = ("grains", "phases", "kernels", "diffraction")
 _SPECIMEN = re.compile(r"^s(\d+)$")
 
 
@@ -108,7 +108,9 @@ def _session_params(task: str, index: int, session: int, s: Mapping, rng) -> dic
         a, b = sorted(rng.uniform(0.2, 0.85, 2))
         if b - a < 0.25:
             a, b = max(0.05, a - 0.15), min(0.95, b + 0.15)
-        dark_precipitates = bool(rng.random() < 0.5)
+        # sessions alternate which phase is darker (backscatter or secondary electrons,
+        # detector settings), so every specimen imaged twice shows both polarities
+        dark_precipitates = (session + index) % 2 == 0
         common = {
             "blur_px": float(rng.uniform(0.3, 1.0)),
             "dose": _log_uniform(rng, 30, 200),
@@ -154,6 +156,10 @@ def render(task: str, params: Mapping, *, shape, boundary_width_px: int, seed: i
     image : ndarray of shape ``shape``, float32 in [0, 1]
     labels : dict of str -> ndarray of shape ``shape``
     """
+    if task == "diffraction":  # patterns have no label maps; see grainflow.synth.diffraction
+        from grainflow.synth.diffraction import render_pattern
+
+        return render_pattern(params, shape=shape, seed=seed), {}
     rng = np.random.default_rng(seed)
     p = dict(params)
     if task == "grains":
@@ -224,7 +230,8 @@ def synthesize_specimen(
 
     Parameters
     ----------
-    task : {"grains", "phases", "kernels"}
+    task : {"grains", "phases", "kernels", "diffraction"}
+        "diffraction" is :func:`grainflow.synth.diffraction.synthesize_diffraction_specimen`.
     specimen : str
         Specimen name, ``"s00"``, ``"s01"``, ...
     settings : mapping
@@ -239,6 +246,10 @@ def synthesize_specimen(
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task=}")
+    if task == "diffraction":
+        from grainflow.synth.diffraction import synthesize_diffraction_specimen
+
+        return synthesize_diffraction_specimen(specimen, settings, seed=seed, progress=progress)
     index = specimen_index(specimen)
     size = int(settings["image_size_px"])
     shape = (size, size)

@@ -1,0 +1,44 @@
+"""Rule prediction_overlays: worst and best held-out images, and true against predicted sizes."""
+
+import sys
+
+sys.stderr = open(snakemake.log[0], "w")
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from grainflow.evaluation import read_metric_tables
+from grainflow.figures_training import prediction_overlays, size_distributions
+from grainflow.io import read_specimen
+from grainflow.metrology import grain_size_distribution
+from grainflow.predict import labels_from_probability
+
+task = snakemake.wildcards.task
+rows = read_metric_tables(snakemake.input.metrics)
+probability = {}
+for path in snakemake.input.probability:
+    with h5py.File(path) as f:
+        for image_id, p in zip(f["image_id"].asstr()[()], f["probability"][()]):
+            probability[image_id] = p
+samples = {s.image_id: s for path in snakemake.input.specimens for s in read_specimen(path).samples
+           if s.image_id in probability}
+predictions = {i: labels_from_probability(task, p) for i, p in probability.items()}
+score = "boundary_f1" if task == "grains" else "iou"
+prediction_overlays(rows, samples, probability, predictions, task=task, score=score).savefig(
+    snakemake.output.overlays, dpi=130
+)
+key = "grain_ids" if task == "grains" else "particle_ids"
+px = snakemake.params.pixel_size_um
+
+
+def diameters(labels):
+    """Equivalent-circle diameters (µm) of the objects not cut by the image edge."""
+    return grain_size_distribution(labels, pixel_size_um=px)["ecd_um"].to_numpy()
+
+
+true = np.concatenate([diameters(s.labels[key]) for s in samples.values()])
+pred = np.concatenate([diameters(predictions[i][key]) for i in samples])
+what = "grain" if task == "grains" else "particle"
+size_distributions(true, pred, unit="µm", what=what).savefig(snakemake.output.sizes, dpi=150)
+pd.Series({"true_median_um": np.median(true), "pred_median_um": np.median(pred)}).to_csv(sys.stderr, sep="\t")
