@@ -384,6 +384,22 @@ def test_fold_datasets_from_manifest(tmp_path):
     assert train_set.class_counts(2).sum() == 12 * 32 * 32
 
 
+def test_regenerated_data_under_the_same_ids_is_not_resumed(tmp_path):
+    # the same image ids with other pixels (synthesis rerun after a code change) must
+    # change the fingerprint, else a stale last.pt would be taken as the finished run
+    manifest = write_line_specimens(tmp_path, seed=0)
+    before = fold_datasets(manifest, 1, task="grains", root=tmp_path)
+    import shutil
+
+    shutil.rmtree(tmp_path / "results")
+    manifest = write_line_specimens(tmp_path, seed=1)
+    after = fold_datasets(manifest, 1, task="grains", root=tmp_path)
+    assert before[0].ids == after[0].ids and before[1].ids == after[1].ids
+    assert before[0].content_digest() != after[0].content_digest()
+    again = fold_datasets(manifest, 1, task="grains", root=tmp_path)
+    assert again[0].content_digest() == after[0].content_digest()
+
+
 def test_manifest_errors(tmp_path):
     manifest = write_line_specimens(tmp_path, specimens=2, images=1)
     with pytest.raises(ValueError, match=r"fold 5 is not in .*folds \[0, 1\]"):

@@ -13,6 +13,7 @@ the same function that inference applies to real images.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,6 +25,7 @@ from torch.utils.data import Dataset
 
 from grainflow import splits
 from grainflow.io import Sample, read_specimen
+from grainflow.normalize import normalize_image  # one definition, shared with inference
 from grainflow.splits import MANIFEST_COLUMNS
 
 __all__ = [
@@ -56,33 +58,6 @@ def read_manifest(path: str | os.PathLike, *, verify: bool = True) -> pd.DataFra
         if not pd.api.types.is_integer_dtype(table[column]):
             raise ValueError(f"split manifest {path}: column {column!r} must hold integers")
     return table
-
-
-def normalize_image(image: np.ndarray, *, percentiles: Sequence[float] = (1.0, 99.0)) -> np.ndarray:
-    """Map an image's low and high percentiles to 0 and 1 (float32, not clipped).
-
-    The same normalisation is applied to training images and, at inference, to
-    every real image (or tile's source image), so that the network never sees
-    the absolute brightness or contrast of a microscope. Values outside the
-    percentiles are kept (bright boundaries stay distinct). A constant image
-    gives zeros.
-
-    Parameters
-    ----------
-    image : ndarray of shape (H, W)
-    percentiles : (float, float)
-        Low and high percentiles, in percent.
-
-    Returns
-    -------
-    normalized : ndarray of shape (H, W), float32
-    """
-    image = np.asarray(image, dtype=np.float32)
-    lo, hi = np.percentile(image, percentiles)
-    scale = float(hi - lo)
-    if not scale > 1e-12:
-        return np.zeros_like(image)
-    return ((image - lo) / scale).astype(np.float32)
 
 
 Target = str | Callable[[Sample], np.ndarray | int]
@@ -173,6 +148,19 @@ class MicrographDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, target = self._load(i)
         return torch.from_numpy(image), torch.from_numpy(target.astype(np.int64))
+
+    def content_digest(self) -> str:
+        """SHA-256 of every image and target as the network sees them.
+
+        Part of a training run's fingerprint: a resume checkpoint written for
+        other pixels (the same image ids, regenerated) is never reused.
+        """
+        digest = hashlib.sha256()
+        for i in range(len(self)):
+            image, target = self._load(i)
+            digest.update(np.ascontiguousarray(image).tobytes())
+            digest.update(np.ascontiguousarray(target).tobytes())
+        return digest.hexdigest()
 
     def class_counts(self, num_classes: int) -> np.ndarray:
         """Pixels (or images, for class targets) of each class, shape (num_classes,)."""

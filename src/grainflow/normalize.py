@@ -11,8 +11,8 @@ inference computes the limits once per plane from a regular subsample
 and applies them block by block (:func:`apply_limits`), giving the same numbers
 as :func:`normalize_image` on the whole plane.
 
-``grainflow.datasets.normalize_image`` (training) computes the same map; it
-should import :func:`normalize_image` from here so that there is one definition.
+Training (:mod:`grainflow.datasets`) imports :func:`normalize_image` from here,
+so that there is one definition.
 """
 
 from __future__ import annotations

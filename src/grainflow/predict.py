@@ -16,7 +16,7 @@ import torch
 from skimage.measure import label as connected_components
 from skimage.segmentation import relabel_sequential, watershed
 
-from grainflow.datasets import normalize_image
+from grainflow.normalize import normalize_image
 
 __all__ = ["predict_probabilities", "labels_from_probability"]
 

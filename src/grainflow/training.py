@@ -7,7 +7,7 @@ What the loop does
 ------------------
 - **Data.** :class:`grainflow.datasets.MicrographDataset` reads the images of
   the manifest rows through :mod:`grainflow.io` and normalises each image by
-  its own percentiles (:func:`grainflow.datasets.normalize_image`, as inference
+  its own percentiles (:func:`grainflow.normalize.normalize_image`, as inference
   does). The model of fold ``k`` trains on every row whose fold is not ``k``
   (originals and their offline augmented copies) and is validated on the
   *original* images of fold ``k``.
@@ -657,6 +657,9 @@ def _fingerprint(model_name: str, model_kwargs: Mapping, config: TrainConfig,
         "model": model_name, "kwargs": dict(model_kwargs), "config": result_config,
         "train": list(getattr(train_set, "ids", [len(train_set)])),
         "val": list(getattr(val_set, "ids", [len(val_set)])),
+        # the pixels too: regenerated data under the same ids must not resume an old run
+        "data": [ds.content_digest() if hasattr(ds, "content_digest") else None
+                 for ds in (train_set, val_set)],
     }
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
