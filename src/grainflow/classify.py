@@ -1,0 +1,702 @@
+"""Crystal-system classification of diffraction patterns: data, training, transfer, evaluation.
+
+The ``diffraction`` task's models (the course's :class:`~grainflow.models.DiffractionCNN`
+and torchvision's ResNet-18 by transfer) learn the crystal system (cubic,
+hexagonal, orthorhombic) of a pattern. They train through
+:func:`grainflow.training.train`, so checkpoints (``best.pt`` / ``last.pt``,
+atomic, read with ``weights_only=True``), resume, history and determinism are
+those of the segmentation models.
+
+Data and folds
+    The split manifest (``make_manifest(..., stratify_by="crystal_system")``)
+    puts every crystal (specimen) in one fold, with the systems balanced
+    across folds. The model of fold ``k`` is *tested* on fold ``k``; it is
+    *validated* (best epoch) on ``val_specimens_per_class`` crystals of each
+    system taken from the other folds (:func:`fold_rows`), so neither the
+    choice of epoch nor anything else sees the test crystals.
+Augmentation
+    Online, in the training set: a rotation by an angle uniform in
+    [0°, 360°) about the direct beam (:class:`PatternDataset`, bilinear,
+    pixels from outside filled with the pattern's border median) and a
+    random flip/90° rotation (:class:`grainflow.training.OnlineFlips`).
+    Rotation angles come from torch's global generator, which
+    :func:`~grainflow.training.train` reseeds from ``(seed, epoch)`` every
+    epoch: runs with ``num_workers: 0`` reproduce bit for bit and resume exactly.
+Transfer
+    ``resnet18`` starts from a local weights file (:func:`grainflow.models.load_pretrained`;
+    ImageNet weights saved once by the user, or grainflow's own pretraining on
+    a large synthetic set of other crystals, :func:`pretrain`) with one of the
+    strategies ``frozen`` / ``finetune`` / ``full``
+    (:func:`grainflow.models.set_transfer_strategy`); :func:`transfer_run`
+    trains one strategy on ``n`` labelled patterns per class.
+Evaluation
+    :func:`predict_fold` gives one row per held-out pattern (true and
+    predicted system, probabilities, pattern kind, dose, zone axis);
+    :func:`summarize_predictions` counts first (confusion matrices per fold
+    and pooled) and then reduces: accuracy, per-class precision and recall,
+    expected calibration error and the reliability table, accuracy by
+    pattern kind and by dose.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from grainflow.augment import apply_transform
+from grainflow.io import read_specimen
+from grainflow.seeds import derive_seed
+from grainflow.synth.diffraction import BRAVAIS, SYSTEMS
+
+__all__ = [
+    "CLASSES",
+    "TARGETS",
+    "TARGET_NAMES",
+    "PatternDataset",
+    "rotate_pattern",
+    "load_patterns",
+    "fold_rows",
+    "subsample_per_class",
+    "classifier_config",
+    "train_classifier",
+    "pretrain",
+    "transfer_run",
+    "predict_proba",
+    "predict_fold",
+    "confusion_matrix",
+    "per_class_table",
+    "expected_calibration_error",
+    "reliability_table",
+    "summarize_predictions",
+    "first_layer_weights",
+    "train_diffraction_fold",
+    "evaluate_classifier",
+    "headline",
+]
+
+LOG = logging.getLogger(__name__)
+
+CLASSES = SYSTEMS
+#: what a model can learn: parameter of the patterns -> class names
+TARGETS = {"class_index": SYSTEMS, "bravais_index": BRAVAIS}
+#: config names of the targets (``diffraction.pretrain.target``)
+TARGET_NAMES = {"crystal_system": "class_index", "bravais": "bravais_index"}
+#: training defaults of a classifier (the course's: Adam, lr 1e-3, cosine annealing, CE)
+CLASSIFIER_DEFAULTS = {
+    "optimizer": "adam",
+    "lr": 1e-3,
+    "min_lr": 1e-5,
+    "warmup_epochs": 0.0,
+    "weight_decay": 0.0,
+    "grad_clip": 0.0,
+    "loss": "ce",
+    "class_weights": "none",
+    "flips": True,
+}
+META = ("specimen", "session", "modality", "crystal_system", "bravais", "dose_counts",
+        "zone_family")
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _border_median(image: np.ndarray) -> float:
+    return float(np.median(np.concatenate([image[0], image[-1], image[1:-1, 0], image[1:-1, -1]])))
+
+
+def rotate_pattern(image: np.ndarray, angle_deg: float) -> np.ndarray:
+    """``image`` (H, W) turned counter-clockwise about its centre; outside: its border median."""
+    op = {"name": "rotate", "params": {"angle_deg": float(angle_deg), "fill": "constant",
+                                       "fill_value": _border_median(image)}}
+    return apply_transform(image, {}, {"ops": [op]})[0]
+
+
+class PatternDataset(Dataset):
+    """Patterns and class indices in memory; items ``(image (1, H, W) float32, class int64)``.
+
+    Parameters
+    ----------
+    images : ndarray of shape (N, H, W), float32 in [0, 1]
+    targets : ndarray of shape (N,), int
+    ids : sequence of str
+        Image ids (enter the resume fingerprint of :func:`grainflow.training.train`).
+    rotate : bool
+        Rotate each item by a random angle (uniform in [0°, 360°), drawn from
+        torch's global generator) about the pattern centre.
+    """
+
+    def __init__(self, images: np.ndarray, targets: np.ndarray, ids: Sequence[str], *,
+                 rotate: bool = False):
+        images = np.asarray(images, dtype=np.float32)
+        if images.ndim != 3 or len(images) != len(targets) or len(ids) != len(images):
+            raise ValueError(
+                f"need images (N, H, W) with N targets and ids, got {images.shape=}, "
+                f"{len(targets)=}, {len(ids)=}"
+            )
+        self.images = images
+        self.targets = np.asarray(targets, dtype=np.int64)
+        self.ids = list(ids)
+        self.rotate = rotate
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = self.images[i]
+        if self.rotate:
+            image = rotate_pattern(image, 360.0 * float(torch.rand(())))
+        return torch.from_numpy(np.ascontiguousarray(image))[None], torch.tensor(self.targets[i])
+
+    def class_counts(self, num_classes: int) -> np.ndarray:
+        return np.bincount(self.targets, minlength=num_classes)[:num_classes]
+
+    def content_digest(self) -> str:
+        """SHA-256 of the patterns and targets (the resume fingerprint covers the pixels)."""
+        import hashlib
+
+        h = hashlib.sha256(np.ascontiguousarray(self.images).tobytes())
+        h.update(self.targets.tobytes())
+        return h.hexdigest()
+
+
+def load_patterns(rows: pd.DataFrame, *,
+                  root: str | os.PathLike = ".") -> tuple[np.ndarray, pd.DataFrame]:
+    """Images and metadata of manifest ``rows`` (columns ``file``, ``index``), in row order.
+
+    Returns
+    -------
+    images : ndarray of shape (N, H, W), float32
+    meta : DataFrame
+        ``image_id``, ``fold`` (when present), the :data:`META` columns,
+        ``class_index`` and ``bravais_index``, one row per image.
+    """
+    if rows.empty:
+        raise ValueError("no manifest rows to load")
+    images: list[np.ndarray | None] = [None] * len(rows)
+    records: list[dict | None] = [None] * len(rows)
+    positions = {k: i for i, k in enumerate(rows.index)}
+    for file, group in rows.groupby("file", sort=True):
+        sf = read_specimen(Path(root) / file, indices=group["index"].tolist())
+        for key, sample in zip(group.index, sf.samples):
+            i = positions[key]
+            if sample.image_id != rows.at[key, "image_id"]:
+                raise ValueError(f"{file}[{rows.at[key, 'index']}] is {sample.image_id!r}, the "
+                                 f"manifest says {rows.at[key, 'image_id']!r}; rerun the split")
+            images[i] = sample.image
+            p = sample.params
+            if "class_index" not in p:
+                raise ValueError(f"{file}: {sample.image_id!r} has no crystal system; is it a "
+                                 "diffraction pattern (task diffraction)?")
+            records[i] = {
+                "image_id": sample.image_id, "specimen": sample.specimen,
+                "session": sample.session, "modality": sample.modality,
+                "crystal_system": p["crystal_system"], "bravais": p["bravais"],
+                "class_index": int(p["class_index"]), "bravais_index": int(p["bravais_index"]),
+                "dose_counts": float(p["dose_counts"]), "zone_family": p.get("zone_family") or "",
+            }
+    meta = pd.DataFrame.from_records(records)
+    if "fold" in rows:
+        meta.insert(1, "fold", rows["fold"].to_numpy())
+    return np.stack(images).astype(np.float32), meta
+
+
+def _classes_of(meta_or_rows: pd.DataFrame) -> pd.Series:
+    return meta_or_rows["crystal_system"]
+
+
+def fold_rows(manifest: pd.DataFrame, fold: int, *, val_specimens_per_class: int = 1,
+              seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Training, validation and test rows of ``fold`` of a diffraction manifest.
+
+    The test rows are fold ``fold``; the validation rows are every image of
+    ``val_specimens_per_class`` crystals of each system drawn (with ``seed``)
+    from the other folds; the training rows are the rest. Needs the
+    ``crystal_system`` column (the manifest's stratification column).
+    """
+    if "crystal_system" not in manifest:
+        raise ValueError("the diffraction manifest needs a crystal_system column; make it with "
+                         "make_manifest(..., stratify_by='crystal_system')")
+    folds = sorted(set(manifest["fold"]))
+    if fold not in folds:
+        raise ValueError(f"fold {fold} is not in the manifest (folds {folds})")
+    test = manifest[manifest["fold"] == fold]
+    rest = manifest[manifest["fold"] != fold]
+    rng = np.random.default_rng(derive_seed(seed, "validation", fold))
+    val_specimens = []
+    if val_specimens_per_class:
+        for system, group in rest.groupby("crystal_system", sort=True):
+            names = sorted(set(group["specimen"]))
+            if len(names) <= val_specimens_per_class:
+                raise ValueError(
+                    f"fold {fold}: only {len(names)} {system} crystal(s) outside the fold, cannot "
+                    f"hold out {val_specimens_per_class} for validation; add specimens or lower "
+                    "val_specimens_per_class"
+                )
+            val_specimens += list(rng.choice(names, val_specimens_per_class, replace=False))
+    is_val = rest["specimen"].isin(val_specimens)
+    return rest[~is_val], rest[is_val], test
+
+
+def subsample_per_class(rows: pd.DataFrame, n_per_class: int, *, seed: int) -> pd.DataFrame:
+    """``n_per_class`` rows of each crystal system, drawn without replacement with ``seed``.
+
+    Raises ``ValueError`` when a system has fewer rows.
+    """
+    out = []
+    rng = np.random.default_rng(seed)
+    for system, group in rows.groupby("crystal_system", sort=True):
+        if len(group) < n_per_class:
+            raise ValueError(f"{n_per_class} {system} patterns asked for, the training folds have "
+                             f"{len(group)}; lower the size or add specimens")
+        out.append(group.iloc[np.sort(rng.choice(len(group), n_per_class, replace=False))])
+    return pd.concat(out)
+
+
+def _dataset(rows: pd.DataFrame, *, target: str, rotate: bool, root) -> PatternDataset:
+    images, meta = load_patterns(rows, root=root)
+    return PatternDataset(images, meta[target].to_numpy(), meta["image_id"].tolist(), rotate=rotate)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def classifier_config(arch: Mapping, *, shared: Mapping | None = None, **overrides):
+    """Model name, model kwargs and :class:`~grainflow.training.TrainConfig` of a classifier block.
+
+    :data:`CLASSIFIER_DEFAULTS` (Adam, lr 1e-3, cosine to ``min_lr`` without
+    warm-up, plain cross-entropy) apply unless the block or ``shared`` sets them.
+    """
+    from grainflow.training import arch_settings
+
+    keep = {k: v for k, v in arch.items() if k not in ("rotate", "val_specimens_per_class")}
+    return arch_settings(keep, shared={**CLASSIFIER_DEFAULTS, **(shared or {})}, **overrides)
+
+
+def train_classifier(
+    train_rows: pd.DataFrame,
+    val_rows: pd.DataFrame,
+    *,
+    model_name: str,
+    model_kwargs: Mapping,
+    config,
+    best_path: str | os.PathLike,
+    history_path: str | os.PathLike,
+    last_path: str | os.PathLike,
+    target: str = "class_index",
+    rotate: bool = True,
+    root: str | os.PathLike = ".",
+    extra: Mapping | None = None,
+):
+    """Train a classifier on ``train_rows``, choosing the epoch on ``val_rows``.
+
+    Parameters
+    ----------
+    train_rows, val_rows : DataFrame
+        Manifest rows (``file``, ``index``, ``image_id``).
+    model_name, model_kwargs, config
+        As returned by :func:`classifier_config`; ``num_classes`` is set
+        from ``target`` when missing.
+    best_path, history_path, last_path : path
+        Outputs of :func:`grainflow.training.train`.
+    target : {"class_index", "bravais_index"}
+        What to learn: the crystal system (3 classes) or the Bravais lattice (8).
+    rotate : bool
+        Online random rotations of the training patterns.
+
+    Returns
+    -------
+    grainflow.training.TrainResult
+    """
+    from grainflow.training import train
+
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {sorted(TARGETS)}, got {target=}")
+    model_kwargs = {"num_classes": len(TARGETS[target]), **dict(model_kwargs)}
+    train_set = _dataset(train_rows, target=target, rotate=rotate, root=root)
+    val_set = _dataset(val_rows, target=target, rotate=False, root=root)
+    LOG.info("%s: %d training patterns %s, %d validation patterns", model_name, len(train_set),
+             np.bincount(train_set.targets, minlength=len(TARGETS[target])).tolist(), len(val_set))
+    return train(model_name, model_kwargs, train_set, val_set, config, best_path=best_path,
+                 history_path=history_path, last_path=last_path,
+                 extra={"task": "diffraction", "target": target,
+                        "classes": list(TARGETS[target]), **dict(extra or {})})
+
+
+def pretrain(
+    patterns: str | os.PathLike,
+    *,
+    model_kwargs: Mapping | None = None,
+    config,
+    best_path: str | os.PathLike,
+    history_path: str | os.PathLike,
+    last_path: str | os.PathLike,
+    target: str = "bravais_index",
+    val_fraction: float = 0.1,
+    rotate: bool = True,
+    seed: int = 0,
+):
+    """Pretrain a ResNet-18 on a large synthetic set (one specimen file of many crystals).
+
+    The crystals are split ``1 - val_fraction`` / ``val_fraction`` (whole
+    crystals, every class of ``target`` in both); the weights of the best
+    validation epoch go to ``best_path``, a grainflow checkpoint that
+    :func:`grainflow.models.load_pretrained` reads (a head of another size
+    is left out).
+    """
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction=}")
+    sf = read_specimen(patterns)
+    rows = pd.DataFrame({
+        "image_id": [s.image_id for s in sf.samples],
+        "specimen": [s.specimen for s in sf.samples],
+        "label": [s.params["bravais" if target == "bravais_index" else "crystal_system"]
+                  for s in sf.samples],
+        "file": str(patterns),
+        "index": range(len(sf.samples)),
+    })
+    rng = np.random.default_rng(derive_seed(seed, "pretrain-validation"))
+    val = []
+    for label, group in rows.groupby("label", sort=True):
+        names = sorted(set(group["specimen"]))
+        k = max(1, round(val_fraction * len(names)))
+        if k >= len(names):
+            raise ValueError(f"{patterns}: {len(names)} crystal(s) of {label}, too few to hold "
+                             "some out for validation; add crystals "
+                             "(diffraction.pretrain.crystals)")
+        val += list(rng.choice(names, k, replace=False))
+    is_val = rows["specimen"].isin(val)
+    return train_classifier(rows[~is_val], rows[is_val], model_name="resnet18",
+                            model_kwargs=model_kwargs or {}, config=config, best_path=best_path,
+                            history_path=history_path, last_path=last_path, target=target,
+                            rotate=rotate, extra={"pretraining": str(patterns)})
+
+
+def transfer_run(
+    manifest: pd.DataFrame,
+    fold: int,
+    *,
+    strategy: str,
+    n_per_class: int,
+    steps: int,
+    config,
+    pretrained: str,
+    out_dir: str | os.PathLike,
+    val_specimens_per_class: int = 1,
+    validation_seed: int = 0,
+    rotate: bool = True,
+    root: str | os.PathLike = ".",
+    device: str = "cpu",
+    seed: int = 0,
+) -> dict:
+    """Train a ResNet-18 with ``strategy`` on ``n_per_class`` patterns per class; test on ``fold``.
+
+    Parameters
+    ----------
+    strategy : {"frozen", "finetune", "full", "scratch"}
+        A transfer strategy from ``pretrained``, or "scratch": random
+        initialisation, everything trained (the baseline transfer must beat).
+    n_per_class : int
+        Labelled training patterns per crystal system (drawn from the
+        training folds, ``seed``).
+    steps : int
+        Optimiser steps (about): epochs = ``ceil(steps / ceil(3 n / batch_size))``,
+        so that small and large sets train for the same number of updates.
+    config : TrainConfig
+        Training settings (batch size, lr, ...); strategy, pretrained and
+        epochs are set here.
+
+    Returns
+    -------
+    row : dict
+        strategy, n_per_class, fold, epochs, best_epoch, test accuracy (and
+        per modality), test patterns, trainable parameters.
+    """
+    import dataclasses
+
+    if strategy not in ("frozen", "finetune", "full", "scratch"):
+        raise ValueError(f"strategy must be frozen, finetune, full or scratch, got {strategy=}")
+    train_rows, val_rows, test_rows = fold_rows(
+        manifest, fold, val_specimens_per_class=val_specimens_per_class, seed=validation_seed)
+    train_rows = subsample_per_class(train_rows, n_per_class,
+                                     seed=derive_seed(seed, "subsample", n_per_class, fold))
+    steps_per_epoch = math.ceil(len(train_rows) / config.batch_size)
+    epochs = max(1, math.ceil(steps / steps_per_epoch))
+    config = dataclasses.replace(
+        config, epochs=epochs, transfer="full" if strategy == "scratch" else strategy,
+        pretrained="" if strategy == "scratch" else str(pretrained))
+    out = Path(out_dir)
+    result = train_classifier(
+        train_rows, val_rows, model_name="resnet18", model_kwargs={}, config=config,
+        best_path=out / "best.pt", history_path=out / "history.tsv", last_path=out / "last.pt",
+        rotate=rotate, root=root, extra={"fold": int(fold), "strategy": strategy,
+                                         "n_per_class": int(n_per_class)})
+    images, meta = load_patterns(test_rows, root=root)
+    probs = predict_proba(result.model, images, device=device)
+    correct = probs.argmax(axis=1) == meta["class_index"].to_numpy()
+    row = {
+        "strategy": strategy, "n_per_class": int(n_per_class), "fold": int(fold),
+        "epochs": epochs, "best_epoch": result.best_epoch,
+        "trainable_parameters": int(sum(p.numel() for p in result.model.parameters()
+                                        if p.requires_grad)),
+        "test_patterns": int(len(meta)), "accuracy": float(correct.mean()),
+    }
+    for modality in sorted(set(meta["modality"])):
+        row[f"accuracy_{modality}"] = float(correct[meta["modality"].to_numpy() == modality].mean())
+    return row
+
+
+# --------------------------------------------------------------------------- prediction
+
+
+def predict_proba(model: nn.Module, images: np.ndarray, *, batch_size: int = 256,
+                  device: str | torch.device = "cpu") -> np.ndarray:
+    """Class probabilities (N, C) of patterns ``images`` (N, H, W), under ``inference_mode``."""
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim != 3:
+        raise ValueError(f"images must be (N, H, W), got {images.shape=}")
+    device = torch.device("cuda" if device == "auto" and torch.cuda.is_available()
+                          else "cpu" if device == "auto" else device)
+    model = model.to(device).eval()
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            x = torch.from_numpy(images[start:start + batch_size])[:, None].to(device)
+            out.append(torch.softmax(model(x).float(), dim=1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def predict_fold(checkpoint: str | os.PathLike, manifest: pd.DataFrame, fold: int, *,
+                 root: str | os.PathLike = ".", device: str = "cpu",
+                 batch_size: int = 256) -> pd.DataFrame:
+    """One row per test pattern of ``fold``: metadata, true and predicted system, probabilities.
+
+    Columns: ``image_id, fold, specimen, session, modality, crystal_system,
+    bravais, class_index, bravais_index, dose_counts, zone_family, true, pred,
+    confidence, p_cubic, p_hexagonal, p_orthorhombic``.
+    """
+    from grainflow.checkpoint import load_checkpoint, model_from_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)
+    classes = ckpt["extra"].get("classes", list(CLASSES))
+    if list(classes) != list(CLASSES):
+        raise ValueError(f"{checkpoint} predicts {classes}, not the crystal systems {CLASSES}")
+    model = model_from_checkpoint(ckpt)
+    images, meta = load_patterns(manifest[manifest["fold"] == fold], root=root)
+    probs = predict_proba(model, images, device=device, batch_size=batch_size)
+    meta = meta.assign(
+        true=[CLASSES[i] for i in meta["class_index"]],
+        pred=[CLASSES[i] for i in probs.argmax(axis=1)],
+        confidence=probs.max(axis=1),
+    )
+    for k, name in enumerate(CLASSES):
+        meta[f"p_{name}"] = probs[:, k]
+    return meta
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def confusion_matrix(true: Sequence[str], pred: Sequence[str],
+                     classes: Sequence[str] = CLASSES) -> pd.DataFrame:
+    """Counts, rows = true class, columns = predicted class."""
+    index = {c: i for i, c in enumerate(classes)}
+    m = np.zeros((len(classes), len(classes)), dtype=np.int64)
+    for t, p in zip(true, pred):
+        m[index[t], index[p]] += 1
+    return pd.DataFrame(m, index=pd.Index(classes, name="true"),
+                        columns=pd.Index(classes, name="predicted"))
+
+
+def per_class_table(confusion: pd.DataFrame) -> pd.DataFrame:
+    """Precision, recall, F1 and support per class from a confusion matrix (counts)."""
+    m = confusion.to_numpy().astype(float)
+    tp = np.diag(m)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(m.sum(0) > 0, tp / m.sum(0), np.nan)
+        recall = np.where(m.sum(1) > 0, tp / m.sum(1), np.nan)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), np.nan)
+    return pd.DataFrame({"class": confusion.index, "precision": precision, "recall": recall,
+                         "f1": f1, "support": m.sum(1).astype(int)})
+
+
+def reliability_table(confidence: np.ndarray, correct: np.ndarray, *,
+                      bins: int = 10) -> pd.DataFrame:
+    """Equal-width confidence bins over [0, 1]: count, mean confidence and accuracy per bin."""
+    if bins < 1:
+        raise ValueError(f"bins must be >= 1, got {bins=}")
+    confidence = np.asarray(confidence, dtype=float)
+    correct = np.asarray(correct, dtype=float)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    rows = []
+    for b in range(bins):
+        sel = which == b
+        rows.append({"bin_low": edges[b], "bin_high": edges[b + 1], "count": int(sel.sum()),
+                     "confidence": float(confidence[sel].mean()) if sel.any() else np.nan,
+                     "accuracy": float(correct[sel].mean()) if sel.any() else np.nan})
+    return pd.DataFrame(rows)
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, *,
+                               bins: int = 10) -> float:
+    """ECE = Σ_b (n_b / N) |accuracy_b - confidence_b| over equal-width confidence bins."""
+    table = reliability_table(confidence, correct, bins=bins)
+    used = table[table["count"] > 0]
+    n = used["count"].sum()
+    if not n:
+        raise ValueError("no predictions to calibrate")
+    return float(np.sum(used["count"] / n * np.abs(used["accuracy"] - used["confidence"])))
+
+
+def dose_bins(dose: np.ndarray, *, bins: int = 3) -> pd.Series:
+    """Label each dose by its log-spaced bin, e.g. ``"30–300"`` (counts)."""
+    dose = np.asarray(dose, dtype=float)
+    edges = np.geomspace(dose.min(), dose.max() * (1 + 1e-9), bins + 1)
+    which = np.clip(np.digitize(dose, edges[1:-1]), 0, bins - 1)
+    names = [f"{edges[b]:.0f}–{edges[b + 1]:.0f}" for b in range(bins)]
+    return pd.Series(pd.Categorical([names[w] for w in which], categories=names, ordered=True))
+
+
+def summarize_predictions(pred: pd.DataFrame, *, bins: int = 10, dose_bin_count: int = 3) -> dict:
+    """Tables of one model's held-out predictions (all folds).
+
+    Returns
+    -------
+    tables : dict of str -> DataFrame
+        ``summary`` (one row per fold and ``all``: patterns, accuracy, ECE),
+        ``per_class`` (pooled precision/recall/F1/support), ``confusion``
+        (long: fold, true, predicted, count; fold ``all`` pooled),
+        ``reliability`` (pooled bins), ``breakdown`` (accuracy by modality,
+        dose bin, and modality × dose bin; zone family for spot patterns).
+    """
+    correct = (pred["true"] == pred["pred"]).to_numpy()
+    summary, confusion = [], []
+    for fold, group in [*pred.groupby("fold", sort=True), ("all", pred)]:
+        ok = (group["true"] == group["pred"]).to_numpy()
+        summary.append({"fold": str(fold), "patterns": len(group), "accuracy": float(ok.mean()),
+                        "ece": expected_calibration_error(group["confidence"], ok, bins=bins)})
+        cm = confusion_matrix(group["true"], group["pred"])
+        for t in CLASSES:
+            for p in CLASSES:
+                confusion.append({"fold": str(fold), "true": t, "predicted": p,
+                                  "count": int(cm.loc[t, p])})
+    pooled = confusion_matrix(pred["true"], pred["pred"])
+    d = pred.assign(correct=correct, dose_bin=dose_bins(pred["dose_counts"],
+                                                        bins=dose_bin_count).array)
+    parts = []
+    for by in (["modality"], ["dose_bin"], ["modality", "dose_bin"]):
+        g = d.groupby(by, observed=True, sort=True)["correct"].agg(["size", "mean"]).reset_index()
+        g.insert(0, "by", "+".join(by))
+        parts.append(g)
+    spots = d[d["modality"] == "spot"]
+    if len(spots):
+        g = spots.groupby(["crystal_system", "zone_family"], sort=True)["correct"].agg(
+            ["size", "mean"]).reset_index()
+        g.insert(0, "by", "crystal_system+zone_family")
+        parts.append(g)
+    breakdown = pd.concat(parts, ignore_index=True).rename(
+        columns={"size": "patterns", "mean": "accuracy"})
+    cols = ["by", "modality", "dose_bin", "crystal_system", "zone_family", "patterns", "accuracy"]
+    breakdown = breakdown.reindex(columns=cols)
+    return {
+        "summary": pd.DataFrame(summary),
+        "per_class": per_class_table(pooled),
+        "confusion": pd.DataFrame(confusion),
+        "reliability": reliability_table(pred["confidence"], correct, bins=bins),
+        "breakdown": breakdown,
+    }
+
+
+def first_layer_weights(model: nn.Module) -> np.ndarray:
+    """Weights of the first convolution, (filters, in_channels, kh, kw), as NumPy."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            return module.weight.detach().cpu().numpy()
+    raise ValueError(f"{type(model).__name__} has no convolution")
+
+
+# --------------------------------------------------------------------------- rule entry points
+
+
+def train_diffraction_fold(
+    manifest: str | os.PathLike,
+    fold: int,
+    *,
+    arch: Mapping,
+    shared: Mapping | None = None,
+    pretrained: str = "",
+    best_path: str | os.PathLike,
+    history_path: str | os.PathLike,
+    last_path: str | os.PathLike,
+    val_specimens_per_class: int = 1,
+    validation_seed: int = 0,
+    rotate: bool = True,
+    seed: int = 0,
+    threads: int = 1,
+    root: str | os.PathLike = ".",
+):
+    """Train the model of one fold from the split manifest (the ``diffraction_train`` rule).
+
+    ``arch`` is one block of ``diffraction.archs`` (``model``, ``model_kwargs``,
+    TrainConfig fields), ``shared`` the settings common to all of them;
+    ``pretrained`` a local weights file for ``resnet18`` ("" = random init).
+    ``validation_seed`` picks the validation crystals (the same for every
+    architecture), ``seed`` the weights, data order and augmentation.
+    """
+    from grainflow.splits import read_manifest
+
+    table = read_manifest(manifest)
+    train_rows, val_rows, _ = fold_rows(table, int(fold),
+                                        val_specimens_per_class=val_specimens_per_class,
+                                        seed=validation_seed)
+    overrides = {"threads": int(threads), "seed": int(seed)}
+    if arch.get("model") == "resnet18":
+        overrides["pretrained"] = str(pretrained or "")
+    name, kwargs, config = classifier_config(arch, shared=shared, **overrides)
+    return train_classifier(train_rows, val_rows, model_name=name, model_kwargs=kwargs,
+                            config=config, best_path=best_path, history_path=history_path,
+                            last_path=last_path, rotate=rotate, root=root,
+                            extra={"fold": int(fold)})
+
+
+def evaluate_classifier(
+    manifest: str | os.PathLike,
+    checkpoints: Mapping[int, str | os.PathLike],
+    *,
+    bins: int = 10,
+    dose_bin_count: int = 3,
+    device: str = "cpu",
+    root: str | os.PathLike = ".",
+) -> tuple[pd.DataFrame, dict]:
+    """Held-out predictions of every fold's model and their tables (see summarize_predictions)."""
+    from grainflow.splits import read_manifest
+
+    table = read_manifest(manifest)
+    pred = pd.concat([predict_fold(path, table, int(fold), root=root, device=device)
+                      for fold, path in sorted(checkpoints.items())], ignore_index=True)
+    return pred, summarize_predictions(pred, bins=bins, dose_bin_count=dose_bin_count)
+
+
+def headline(summary: str | os.PathLike, per_class: str | os.PathLike) -> dict:
+    """Numbers for captions: pooled accuracy and ECE (%), per-class recall (%), patterns."""
+    s = pd.read_csv(summary, sep="\t", dtype={"fold": str})
+    pooled = s[s["fold"] == "all"].iloc[0]
+    pc = pd.read_csv(per_class, sep="\t")
+    folds = s[s["fold"] != "all"]["accuracy"]
+    return {
+        "accuracy": round(100 * float(pooled["accuracy"]), 1),
+        "ece": round(100 * float(pooled["ece"]), 2),
+        "patterns": int(pooled["patterns"]),
+        "fold_min": round(100 * float(folds.min()), 1),
+        "fold_max": round(100 * float(folds.max()), 1),
+        "recall": {r["class"]: round(100 * float(r["recall"]), 1) for _, r in pc.iterrows()},
+    }

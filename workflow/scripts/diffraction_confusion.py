@@ -1,0 +1,19 @@
+"""Rule diffraction_confusion: confusion matrices per fold and pooled."""
+
+import sys
+
+sys.stderr = open(snakemake.log[0], "w")
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pandas as pd
+
+from grainflow.figures_diffraction import confusion_figure
+from grainflow.io import atomic_path
+
+confusion = pd.read_csv(snakemake.input.confusion, sep="\t", dtype={"fold": str})
+fig = confusion_figure(confusion, title=f"{snakemake.wildcards.arch}: held-out crystals")
+with atomic_path(snakemake.output.fig) as tmp:
+    fig.savefig(tmp, dpi=150, format="png")

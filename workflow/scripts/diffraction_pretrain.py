@@ -1,0 +1,30 @@
+"""Rule diffraction_pretrain: a ResNet-18 pretrained on the large synthetic set."""
+
+import sys
+
+sys.stderr = open(snakemake.log[0], "w")
+
+import logging
+from pathlib import Path
+
+logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(message)s")
+
+from grainflow.classify import TARGET_NAMES, classifier_config, pretrain
+
+p = dict(snakemake.params.pretrain)
+arch = {"model": "resnet18", "epochs": p["epochs"], "lr": p["lr"]}
+_, kwargs, config = classifier_config(
+    arch, shared=snakemake.params.shared, threads=snakemake.threads, seed=snakemake.params.seed
+)
+pretrain(
+    snakemake.input.h5,
+    model_kwargs=kwargs,
+    config=config,
+    best_path=snakemake.output.best,
+    history_path=snakemake.output.history,
+    last_path=Path(snakemake.output.best).with_name("last.pt"),
+    target=TARGET_NAMES[p["target"]],
+    val_fraction=p["val_fraction"],
+    rotate=snakemake.params.rotate,
+    seed=snakemake.params.seed,
+)

@@ -1,0 +1,18 @@
+"""Rule diffraction_pretrain_data: a large labelled set of patterns of crystals of its own."""
+
+import sys
+
+sys.stderr = open(snakemake.log[0], "w")
+
+from grainflow.io import write_specimen
+from grainflow.synth.diffraction import pretraining_samples
+
+samples = pretraining_samples(
+    snakemake.params.settings,
+    crystals=snakemake.params.crystals,
+    images_per_crystal=snakemake.params.images_per_crystal,
+    seed=snakemake.params.seed,
+    progress=True,
+)
+write_specimen(snakemake.output.h5, samples, task="diffraction", specimen="pretrain")
+print(f"wrote {len(samples)} patterns to {snakemake.output.h5}", file=sys.stderr)

@@ -1,0 +1,17 @@
+"""Rule diffraction_scan_map: classify every pattern of a scan; the map as OME-Zarr."""
+
+import sys
+
+sys.stderr = open(snakemake.log[0], "w")
+
+from grainflow.scan import scan_map
+
+summary = scan_map(
+    snakemake.input.scan,
+    snakemake.output.store,
+    snakemake.input.models,
+    size=snakemake.params.size,
+    scan_step_um=snakemake.params.scan_step_um,
+    device=snakemake.params.device,
+)
+print(summary, file=sys.stderr)

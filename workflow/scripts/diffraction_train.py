@@ -1,0 +1,28 @@
+"""Rule diffraction_train: the classifier of one fold (validated on crystals of other folds)."""
+
+import sys
+
+sys.stderr = open(snakemake.log[0], "w")
+
+import logging
+from pathlib import Path
+
+logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(message)s")
+
+from grainflow.classify import train_diffraction_fold
+
+train_diffraction_fold(
+    snakemake.input.manifest,
+    int(snakemake.wildcards.fold),
+    arch=snakemake.params.arch,
+    shared=snakemake.params.shared,
+    pretrained=snakemake.input.pretrained[0] if snakemake.input.pretrained else "",
+    best_path=snakemake.output.best,
+    history_path=snakemake.output.history,
+    last_path=Path(snakemake.output.best).with_name("last.pt"),
+    val_specimens_per_class=snakemake.params.val_specimens_per_class,
+    validation_seed=snakemake.params.validation_seed,
+    rotate=snakemake.params.rotate,
+    seed=snakemake.params.seed,
+    threads=snakemake.threads,
+)

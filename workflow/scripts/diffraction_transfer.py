@@ -1,0 +1,42 @@
+"""Rule diffraction_transfer: one transfer strategy trained on n labelled patterns per class."""
+
+import sys
+
+sys.stderr = open(snakemake.log[0], "w")
+
+import logging
+from pathlib import Path
+
+logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(message)s")
+
+import pandas as pd
+
+from grainflow.classify import classifier_config, transfer_run
+from grainflow.io import atomic_path
+from grainflow.splits import read_manifest
+
+t = snakemake.params.transfer
+_, _, config = classifier_config(
+    {"model": "resnet18", "lr": t["lr"]},
+    shared=snakemake.params.shared,
+    threads=snakemake.threads,
+    seed=snakemake.params.seed,
+)
+row = transfer_run(
+    read_manifest(snakemake.input.manifest),
+    int(snakemake.wildcards.fold),
+    strategy=snakemake.wildcards.strategy,
+    n_per_class=int(snakemake.wildcards.n),
+    steps=t["steps"],
+    config=config,
+    pretrained=snakemake.input.pretrained[0] if snakemake.input.pretrained else "",
+    out_dir=Path(snakemake.output.best).parent,
+    val_specimens_per_class=snakemake.params.val_specimens_per_class,
+    validation_seed=snakemake.params.validation_seed,
+    rotate=snakemake.params.rotate,
+    device=snakemake.params.device,
+    seed=snakemake.params.seed,
+)
+with atomic_path(snakemake.output.row) as tmp:
+    pd.DataFrame([row]).to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+print(row, file=sys.stderr)
