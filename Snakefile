@@ -19,6 +19,7 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/anatomy.smk"
 include: "workflow/rules/stacks.smk"
+include: "workflow/rules/infer.smk"
 include: "workflow/rules/diffraction.smk"
 
 

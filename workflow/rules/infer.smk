@@ -1,0 +1,134 @@
+# Real stacks through the trained networks: one inference store per stack x architecture
+# (the fold ensemble), then metrology, scores against ground truth and figures per stack.
+
+from grainflow.measure import real_headline
+
+INFERENCE = config["inference"]
+#: settings of rule infer that change its result (defaults for the keys added last)
+INFERENCE_OPTIONS = {
+    **{
+        key: INFERENCE[key]
+        for key in (
+            "tile_px",
+            "overlap_px",
+            "margin_px",
+            "block_px",
+            "batch_size",
+            "sigma_scale",
+        )
+    },
+    "flips": INFERENCE["test_time_flips"],
+    "whole_plane_max_px": INFERENCE["labels_whole_plane_max_px"],
+    "labels_halo_px": INFERENCE["labels_halo_px"],
+}
+#: inference stores of each stack whose task is run: {stack: {arch: store}}
+INFERENCE_STORES = {
+    stack: {
+        arch: f"results/inference/{stack}/{arch}.ome.zarr"
+        for arch in archs_for(STACKS.loc[stack, "task"])
+    }
+    for stack in STACKS.index
+    if STACKS.loc[stack, "task"] in TASKS and archs_for(STACKS.loc[stack, "task"])
+}
+
+
+rule infer:
+    input:
+        stack="results/stacks/{stack}.ome.zarr",
+        checkpoints=lambda wc: expand(
+            "results/models/{task}/{arch}/fold{fold}/best.pt",
+            task=STACKS.loc[wc.stack, "task"],
+            arch=wc.arch,
+            fold=range(config["splits"]["folds"]),
+        ),
+    output:
+        store=directory("results/inference/{stack}/{arch}.ome.zarr"),
+    log:
+        "logs/infer/{stack}/{arch}.log",
+    benchmark:
+        "benchmarks/rules/infer/{stack}/{arch}.tsv"
+    conda:
+        "../../environment.yml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=3000,
+        runtime=120,
+    params:
+        options=INFERENCE_OPTIONS,
+        device=config["training"]["device"],
+    script:
+        "../scripts/infer.py"
+
+
+rule measure:
+    input:
+        stack="results/stacks/{stack}.ome.zarr",
+        inference=lambda wc: list(INFERENCE_STORES[wc.stack].values()),
+    output:
+        metrics=report(
+            "results/metrics/real/{stack}.tsv",
+            caption="../report/real_metrics.rst",
+            category="Real stacks",
+            subcategory="{stack}",
+        ),
+        sizes="results/metrics/real/{stack}.sizes.tsv",
+    log:
+        "logs/measure/{stack}.log",
+    benchmark:
+        "benchmarks/rules/measure/{stack}.tsv"
+    conda:
+        "../../environment.yml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        models=lambda wc: list(INFERENCE_STORES[wc.stack]),
+        tolerance_px=config["evaluation"]["boundary_tolerance_px"],
+        iou_threshold=config["evaluation"]["match_iou"],
+    script:
+        "../scripts/measure.py"
+
+
+rule real_figures:
+    input:
+        stack="results/stacks/{stack}.ome.zarr",
+        inference=lambda wc: list(INFERENCE_STORES[wc.stack].values()),
+        metrics="results/metrics/real/{stack}.tsv",
+        sizes="results/metrics/real/{stack}.sizes.tsv",
+    output:
+        overlays=report(
+            "results/figures/real_overlays_{stack}.png",
+            caption="../report/real_overlays.rst",
+            category="Real stacks",
+            subcategory="{stack}",
+        ),
+        sizes=report(
+            "results/figures/real_sizes_{stack}.png",
+            caption="../report/real_sizes.rst",
+            category="Real stacks",
+            subcategory="{stack}",
+        ),
+    log:
+        "logs/real_figures/{stack}.log",
+    conda:
+        "../../environment.yml"
+    params:
+        models=lambda wc: list(INFERENCE_STORES[wc.stack]),
+        # read by the captions: numbers in captions come from the results
+        headline=lambda wc, input: real_headline(input.metrics),
+    script:
+        "../scripts/real_figures.py"
+
+
+all_targets.extend(
+    [
+        *(f"results/metrics/real/{stack}.tsv" for stack in INFERENCE_STORES),
+        *(
+            f"results/figures/{fig}_{stack}.png"
+            for stack in INFERENCE_STORES
+            for fig in ("real_overlays", "real_sizes")
+        ),
+    ]
+)

@@ -1,0 +1,18 @@
+"""Rule measure: grain sizes, area fractions and (with ground truth) scores of one real stack."""
+
+import sys
+
+sys.stderr = open(snakemake.log[0], "w")
+
+from grainflow.evaluation import write_tsv
+from grainflow.measure import measure_stack
+
+per_plane, sizes = measure_stack(
+    snakemake.input.stack,
+    dict(zip(snakemake.params.models, snakemake.input.inference)),
+    tolerance_px=snakemake.params.tolerance_px,
+    iou_threshold=snakemake.params.iou_threshold,
+)
+write_tsv(per_plane, snakemake.output.metrics)
+write_tsv(sizes, snakemake.output.sizes)
+print(per_plane[per_plane["plane"] == "all"].T.to_string(), file=sys.stderr)
