@@ -3,21 +3,6 @@
 # U-Net encoder's shapes, each computed by grainflow (numbers in captions come from
 # results/tables/anatomy_numbers.json, computed with the figures' own seeds).
 
-ANATOMY_SEED_NAMES = ("examples", "receptive_field", "hierarchy", "designed_kernel")
-
-
-def anatomy_seeds():
-    """Seeds of the anatomy figures, shared by the numbers table and the figures."""
-    return {name: job_seed("anatomy", name) for name in ANATOMY_SEED_NAMES}
-
-
-def read_anatomy_numbers(path):
-    """The numbers the anatomy captions quote (read when the figure job runs)."""
-    import json
-
-    with open(path) as f:
-        return json.load(f)
-
 
 ANATOMY_NUMBERS = "results/tables/anatomy_numbers.json"
 
@@ -29,6 +14,8 @@ rule anatomy_numbers:
         "logs/anatomy/numbers.log",
     benchmark:
         "benchmarks/rules/anatomy/numbers.tsv"
+    conda:
+        "../../environment.yml"
     params:
         settings=config["anatomy"],
         seeds=anatomy_seeds(),
@@ -45,6 +32,8 @@ rule anatomy_kernels:
         ),
     log:
         "logs/anatomy/kernels.log",
+    conda:
+        "../../environment.yml"
     script:
         "../scripts/anatomy_kernels.py"
 
@@ -62,6 +51,8 @@ rule anatomy_feature_maps:
         "logs/anatomy/feature_maps.log",
     benchmark:
         "benchmarks/rules/anatomy/feature_maps.tsv"
+    conda:
+        "../../environment.yml"
     params:
         image_size_px=config["anatomy"]["image_size_px"],
         grain_diameter_px=config["anatomy"]["grain_diameter_px"],
@@ -84,6 +75,8 @@ rule anatomy_correlation:
         "logs/anatomy/correlation.log",
     benchmark:
         "benchmarks/rules/anatomy/correlation.tsv"
+    conda:
+        "../../environment.yml"
     params:
         image_size_px=config["anatomy"]["image_size_px"],
         grain_diameter_px=config["anatomy"]["grain_diameter_px"],
@@ -104,6 +97,8 @@ rule anatomy_output_size:
         ),
     log:
         "logs/anatomy/output_size.log",
+    conda:
+        "../../environment.yml"
     params:
         numbers=lambda wc, input: read_anatomy_numbers(input.numbers),
     script:
@@ -121,6 +116,8 @@ rule anatomy_pooling:
         ),
     log:
         "logs/anatomy/pooling.log",
+    conda:
+        "../../environment.yml"
     params:
         numbers=lambda wc, input: read_anatomy_numbers(input.numbers),
     script:
@@ -138,6 +135,8 @@ rule anatomy_parameters:
         ),
     log:
         "logs/anatomy/parameters.log",
+    conda:
+        "../../environment.yml"
     params:
         settings=config["anatomy"]["parameter_counts"],
         numbers=lambda wc, input: read_anatomy_numbers(input.numbers),
@@ -158,6 +157,8 @@ rule anatomy_diffraction_cnn:
         "logs/anatomy/diffraction_cnn.log",
     benchmark:
         "benchmarks/rules/anatomy/diffraction_cnn.tsv"
+    conda:
+        "../../environment.yml"
     params:
         input_px=config["anatomy"]["diffraction_input_px"],
         numbers=lambda wc, input: read_anatomy_numbers(input.numbers),
@@ -178,6 +179,8 @@ rule anatomy_receptive_field:
         "logs/anatomy/receptive_field.log",
     benchmark:
         "benchmarks/rules/anatomy/receptive_field.tsv"
+    conda:
+        "../../environment.yml"
     params:
         image_size_px=config["anatomy"]["image_size_px"],
         grain_diameter_px=config["anatomy"]["grain_diameter_px"],
@@ -202,6 +205,8 @@ rule anatomy_feature_hierarchy:
         "logs/anatomy/feature_hierarchy.log",
     benchmark:
         "benchmarks/rules/anatomy/feature_hierarchy.tsv"
+    conda:
+        "../../environment.yml"
     params:
         image_size_px=config["anatomy"]["image_size_px"],
         grain_diameter_px=config["anatomy"]["grain_diameter_px"],
@@ -224,6 +229,8 @@ rule anatomy_designed_kernel:
         "logs/anatomy/designed_kernel.log",
     benchmark:
         "benchmarks/rules/anatomy/designed_kernel.tsv"
+    conda:
+        "../../environment.yml"
     params:
         settings=config["anatomy"]["designed_kernel"],
         image_size_px=config["anatomy"]["image_size_px"],
@@ -246,6 +253,8 @@ rule anatomy_encoder:
         "logs/anatomy/encoder.log",
     benchmark:
         "benchmarks/rules/anatomy/encoder.tsv"
+    conda:
+        "../../environment.yml"
     params:
         encoder=config["anatomy"]["encoder"],
         numbers=lambda wc, input: read_anatomy_numbers(input.numbers),

@@ -50,12 +50,34 @@ def augmented_files(task):
 
 def archs_for(task):
     """Names of the architectures (config training.archs) trained on a task."""
-    return [name for name, arch in config["training"]["archs"].items() if task in arch["tasks"]]
+    return [
+        name
+        for name, arch in config["training"]["archs"].items()
+        if task in arch["tasks"]
+    ]
 
 
 def training_shared():
     """Training settings shared by all architectures (config training without archs)."""
     return {k: v for k, v in config["training"].items() if k != "archs"}
+
+
+# CNN anatomy: seeds of its figures and the numbers its captions quote
+
+ANATOMY_SEED_NAMES = ("examples", "receptive_field", "hierarchy", "designed_kernel")
+
+
+def anatomy_seeds():
+    """Seeds of the anatomy figures, shared by the numbers table and the figures."""
+    return {name: job_seed("anatomy", name) for name in ANATOMY_SEED_NAMES}
+
+
+def read_anatomy_numbers(path):
+    """The numbers the anatomy captions quote (read when the figure job runs)."""
+    import json
+
+    with open(path) as f:
+        return json.load(f)
 
 
 #: final outputs; each rule file adds its own

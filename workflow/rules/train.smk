@@ -139,7 +139,12 @@ all_targets.extend(
             f"results/figures/{fig}_{task}_{arch}.png"
             for task in TASKS
             for arch in archs_for(task)
-            for fig in ("training", "overlays", "size_distribution", "metric_distributions")
+            for fig in (
+                "training",
+                "overlays",
+                "size_distribution",
+                "metric_distributions",
+            )
         ),
     ]
 )
