@@ -35,7 +35,7 @@ clean-results:
 	rm -rf results logs benchmarks/rules .snakemake
 
 # the PNGs the README shows, regenerated from a finished run
-README_FIGURES := synthetic_examples
+README_FIGURES := synthetic_examples overlays_grains_unet real_overlays_nist_steel anatomy_feature_hierarchy
 readme-figures: run
 	mkdir -p docs
 	for f in $(README_FIGURES); do cp results/figures/$$f.png docs/$$f.png; done

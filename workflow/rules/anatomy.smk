@@ -195,6 +195,9 @@ rule anatomy_receptive_field:
 # to the inputs below; the script then shows the trained U-Net's encoder maps under the
 # random CNN's (grainflow.figures_anatomy.feature_hierarchy(trained=...)).
 rule anatomy_feature_hierarchy:
+    input:
+        # what training changes: a trained U-Net's maps below the random CNN's
+        trained=lambda wc: trained_feature_model(),
     output:
         fig=report(
             "results/figures/anatomy_feature_hierarchy.png",

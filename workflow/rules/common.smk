@@ -80,5 +80,11 @@ def read_anatomy_numbers(path):
         return json.load(f)
 
 
+def trained_feature_model():
+    """The grains U-Net of fold 0 whose feature maps the anatomy section shows (or none)."""
+    archs = archs_for("grains") if "grains" in TASKS else []
+    return [f"results/models/grains/{archs[0]}/fold0/best.pt"] if archs else []
+
+
 #: final outputs; each rule file adds its own
 all_targets = []

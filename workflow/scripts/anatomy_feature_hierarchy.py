@@ -22,9 +22,12 @@ images = example_images(size_px=p.image_size_px, grain_diameter_px=p.grain_diame
                         rng=p.seeds["examples"])
 image, _ = images["polycrystal"]
 trained = trained_input = None
-if "trained" in snakemake.input.keys():  # the hook: a U-Net checkpoint, when the rule names one
-    trained = model_from_checkpoint(snakemake.input.trained)
+layers = {}
+if snakemake.input.get("trained"):  # a trained U-Net checkpoint, when the run trains one
+    trained = model_from_checkpoint(snakemake.input.trained[0])
     trained_input = normalize_image(image)  # as in training
+    # the first (up to) three encoder stages, however deep the trained U-Net is
+    layers = {"trained_layers": [f"encoder.{i}.block" for i in range(min(3, len(trained.encoder)))]}
 fig = feature_hierarchy(image, channels=p.channels, rng=p.seeds["hierarchy"], trained=trained,
-                        trained_input=trained_input)
+                        trained_input=trained_input, **layers)
 save_figure(fig, snakemake.output.fig)
