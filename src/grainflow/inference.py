@@ -77,7 +77,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import shutil
 import tempfile
@@ -92,7 +91,8 @@ import numpy as np
 from grainflow import __version__
 from grainflow.normalize import apply_limits, plane_limits
 from grainflow.predict import labels_from_probability
-from grainflow.stacks import _downsample, _remove_stale, _replace_dir
+from grainflow.io import replace_dir
+from grainflow.stacks import _downsample, _remove_stale
 from grainflow.tiling import WEIGHT_FLOOR, PlaneView, predict_plane
 
 __all__ = [
@@ -706,7 +706,7 @@ def infer_stack(
             "megapixels_per_s": round(n_planes * rows * cols / 1e6 / seconds, 3),
         }
         root.attrs["grainflow"] = summary
-        _replace_dir(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

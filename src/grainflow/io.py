@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ import numpy as np
 
 from grainflow import __version__
 
-__all__ = ["Sample", "SpecimenFile", "atomic_path", "write_specimen", "read_specimen"]
+__all__ = ["Sample", "SpecimenFile", "atomic_path", "replace_dir", "write_specimen", "read_specimen"]
 
 STRING_META = ("image_id", "specimen", "session", "original_id", "modality")
 JSON_META = ("params", "transform")
@@ -82,6 +83,22 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def replace_dir(tmp: str | os.PathLike, out: str | os.PathLike) -> None:
+    """Move the finished folder ``tmp`` onto ``out``, replacing an old ``out``.
+
+    The old folder is first moved aside, so ``out`` is never a mix of old and
+    new files; what was moved aside is removed afterwards.
+    """
+    tmp, out = Path(tmp), Path(out)
+    if out.exists() or out.is_symlink():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+        os.replace(out, old / out.name)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
 
 
 def _json(value: Mapping) -> str:

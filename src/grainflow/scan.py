@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from grainflow import __version__
+from grainflow.io import replace_dir
 from grainflow.seeds import as_rng
 from grainflow.synth.diffraction import (
     SYSTEMS,
@@ -129,16 +130,6 @@ def synthetic_scan(
     return counts, truth, grains, {"session": session, "grains": crystals}
 
 
-def _replace_dir(tmp: Path, out: Path) -> None:
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-        os.replace(out, old / out.name)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
-
-
 def write_scan(path: str | os.PathLike, counts: np.ndarray, *, truth: np.ndarray | None = None,
                attrs: Mapping | None = None) -> Path:
     """Write a scan as a Zarr v3 group: ``patterns`` (sy, sx, H, W) and ``truth``; atomically."""
@@ -159,7 +150,7 @@ def write_scan(path: str | os.PathLike, counts: np.ndarray, *, truth: np.ndarray
         root.attrs["grainflow"] = {"version": __version__, "classes": list(SYSTEMS),
                                    "truth": "crystal system + 1" if truth is not None else None,
                                    **dict(attrs or {})}
-        _replace_dir(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -356,7 +347,7 @@ def write_scan_map(
         )
         label_root.attrs["ome"] = {**label_root.attrs["ome"], "version": fmt.version}
         root.attrs["grainflow"] = summary
-        _replace_dir(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -53,6 +53,7 @@ from pathlib import Path
 import numpy as np
 
 from grainflow import __version__
+from grainflow.io import replace_dir
 
 __all__ = [
     "StackError",
@@ -743,17 +744,6 @@ def _downsample(src, dst, *, step: int, mean: bool) -> None:
                 dst[z, rs, cs] = region[::2, ::2]
 
 
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Move the finished folder ``tmp`` onto ``out`` (replacing an old ``out``)."""
-    if out.exists() or out.is_symlink():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-        os.replace(out, old / out.name)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
-
-
 def _remove_stale(out: Path) -> None:
     """Remove temporary folders of ``out`` left by a killed import (one writer per output)."""
     for stale in out.parent.glob(f".{glob.escape(out.name)}.*"):
@@ -971,7 +961,7 @@ def import_stack(
                 "planes": planes,
             }
             root.attrs["grainflow"] = summary
-            _replace_dir(tmp, out)
+            replace_dir(tmp, out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
