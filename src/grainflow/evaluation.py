@@ -634,7 +634,7 @@ def run_model_fold(
     probs = predict_probabilities(
         net, [s.image for s in test], norm_percentiles=percentiles, device=device
     )
-    fg = foreground(task, probs)
+    fg = foreground(probs)
     preds = [labels_from_probability(task, p) for p in fg]
     per_image = evaluate_samples(
         task, test, preds, model=model, fold=fold,

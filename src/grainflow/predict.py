@@ -9,7 +9,7 @@ connected components.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -18,7 +18,7 @@ from skimage.segmentation import relabel_sequential, watershed
 
 from grainflow.normalize import normalize_image
 
-__all__ = ["predict_probabilities", "labels_from_probability"]
+__all__ = ["predict_probabilities", "labels_from_probability", "foreground"]
 
 
 @torch.inference_mode()
@@ -102,15 +102,8 @@ def labels_from_probability(
     return {"boundaries": fg.astype(np.uint8), "grain_ids": grains}
 
 
-def foreground(task: str, probs: np.ndarray) -> np.ndarray:
+def foreground(probs: np.ndarray) -> np.ndarray:
     """The foreground-class probability (class 1) of (N, C, H, W) probabilities."""
     if probs.shape[1] < 2:
         raise ValueError(f"need at least two classes, got {probs.shape=}")
     return probs[:, 1]
-
-
-def predictions_for(task: str, probs: np.ndarray, **options) -> list[Mapping[str, np.ndarray]]:
-    """:func:`labels_from_probability` for every image of (N, C, H, W) probabilities."""
-    return [labels_from_probability(task, p, **options) for p in foreground(task, probs)]
-
-
