@@ -162,9 +162,11 @@ def test_workflow_runs_through_sbatch(slurm_cluster, tmp_path):
 
 PROBE_SNAKEFILE = r'''
 # Stand-ins for the GPU rules (train, infer), a CPU rule and a failing rule. Their resources
-# come from the profile alone; each writes the GPUs SLURM gave it.
+# come from the profile, except train's GPU count, which the workflow's train rule takes from
+# training.gpus_per_job; each writes the GPUs SLURM gave it.
 rule train:
     output: "train.txt"
+    resources: gpu=1
     shell: 'echo "${{CUDA_VISIBLE_DEVICES-unset}}" > {output}'
 
 rule infer:

@@ -605,9 +605,13 @@ def run_model_fold(
     tolerance_px: float = 2.0,
     iou_threshold: float = 0.5,
     pixel_size_um: float = 1.0,
+    flips: bool = False,
     device: str = "cpu",
 ) -> tuple[pd.DataFrame, np.ndarray, list[Sample]]:
     """Score fold ``fold``'s trained network on its held-out originals.
+
+    With ``flips`` the probabilities are the mean over the four flips of each
+    image (test-time augmentation, :data:`grainflow.predict.FLIPS`).
 
     Returns
     -------
@@ -632,7 +636,7 @@ def run_model_fold(
     net = model_from_checkpoint(ckpt)
     percentiles = ckpt.get("config", {}).get("norm_percentiles", (1.0, 99.0))
     probs = predict_probabilities(
-        net, [s.image for s in test], norm_percentiles=percentiles, device=device
+        net, [s.image for s in test], norm_percentiles=percentiles, flips=flips, device=device
     )
     fg = foreground(probs)
     preds = [labels_from_probability(task, p) for p in fg]

@@ -63,10 +63,24 @@ pixels wide: everywhere), up to ties between exactly equal probabilities
 boundary pixel may then go to the other grain beside it. A pixel whose block
 and halo hold no seed at all stays 0.
 
+Sharded inference
+-----------------
+A large stack can be shared among several jobs (a cluster's GPUs):
+:func:`shard_blocks` cuts the output blocks of all planes into ``n`` runs,
+:func:`infer_shard` predicts run ``k`` into a store of its own (only whole
+chunks that no other shard writes, so no locks), and :func:`merge_shards`
+checks that the shards cover every block once, copies their probabilities
+into one store and labels, builds the pyramids and writes the metadata as
+:func:`infer_stack` does. Each block's probabilities do not depend on the
+other blocks, and the labelling runs once on the assembled planes (grains and
+particles across shard edges are joined by the block-wise merge above), so
+the result equals :func:`infer_stack`'s bit for bit.
+
 Provenance in ``attrs["grainflow"]``: version, stack, task, source store,
 checkpoints (path, SHA-256, fold, epoch), ensemble, test-time flips, tile,
 overlap, margin, block, batch size, blend, normalisation, device, labelling
-options, and per plane its intensity limits, tiles and labelling mode.
+options, and per plane its intensity limits, tiles and labelling mode; a
+merged store also lists its shards (blocks and seconds of each).
 
 The store is written into a temporary folder beside the target and renamed
 onto it only when complete; folders left by a killed run are removed when the
@@ -92,8 +106,8 @@ from grainflow import __version__
 from grainflow.normalize import apply_limits, plane_limits
 from grainflow.predict import labels_from_probability
 from grainflow.io import replace_dir
-from grainflow.stacks import _downsample, _remove_stale
-from grainflow.tiling import WEIGHT_FLOOR, PlaneView, predict_plane
+from grainflow.stacks import downsample, remove_stale
+from grainflow.tiling import WEIGHT_FLOOR, PlaneView, iter_blocks, predict_plane
 
 __all__ = [
     "CLASS_NAMES",
@@ -102,6 +116,9 @@ __all__ = [
     "load_ensemble",
     "label_plane",
     "infer_stack",
+    "shard_blocks",
+    "infer_shard",
+    "merge_shards",
     "open_inference",
 ]
 
@@ -451,6 +468,267 @@ def _level0_scale(datasets: list[dict]) -> list[float]:
     return scale
 
 
+def _check_integers(**values: tuple[int, int]) -> None:
+    """``name=(value, lowest)``: each value an integer (not a bool) >= lowest."""
+    for name, (value, low) in values.items():
+        if isinstance(value, bool) or int(value) != value or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {name}={value!r}")
+
+
+@dataclass
+class _Stack:
+    """An imported stack opened for inference, with the output blocks' side."""
+
+    path: Path
+    name: str
+    task: str
+    info: dict  # the stack's grainflow attributes
+    datasets: list[dict]  # its multiscale datasets
+    axes: list[dict]
+    levels: list  # s0, s1, ... (Z, Y, X)
+    block: int  # output block side: block_px rounded down to whole chunks
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(n) for n in self.levels[0].shape)
+
+    def blocks(self, *, tile: int, overlap: int) -> list:
+        """The output blocks of a plane (:func:`~grainflow.tiling.iter_blocks` order)."""
+        return list(iter_blocks(self.shape[1:], block=self.block, tile=tile, overlap=overlap))
+
+
+def _open_stack(stack: str | os.PathLike, *, task: str | None, block_px: int) -> _Stack:
+    import zarr
+
+    stack = Path(stack)
+    if not (stack / "zarr.json").is_file():
+        raise FileNotFoundError(f"stack store {stack} does not exist; run the import_stack rule")
+    source = zarr.open_group(str(stack), mode="r")
+    info, datasets, axes, _ = _stack_metadata(source)
+    name = info.get("stack") or stack.name.removesuffix(".ome.zarr")
+    task = task or info.get("task")
+    if task not in LABEL_NAMES:
+        raise ValueError(f"stack {name!r}: task must be one of {sorted(LABEL_NAMES)}, got "
+                         f"{task=}; give task= or set it in the stacks sheet")
+    levels = [source[d["path"]] for d in datasets]
+    s0 = levels[0]
+    if len(s0.shape) != 3:
+        raise ValueError(f"stack {name!r}: images must be (planes, rows, cols), got {s0.shape}")
+    # chunks are (1, min(c, rows), min(c, cols)): the larger side is c, or the plane fits one
+    chunk = max(int(s0.chunks[1]), int(s0.chunks[2]))
+    block = max(chunk, block_px // chunk * chunk)
+    if block != block_px:
+        logger.info("block_px %d rounded to %d, a multiple of the stack's %d px chunks",
+                    block_px, block, chunk)
+    return _Stack(path=stack, name=name, task=task, info=info, datasets=datasets, axes=axes,
+                  levels=levels, block=block)
+
+
+def _load_checked_ensemble(source: _Stack, checkpoints, *, tile_px: int, device: str,
+                           flips: bool) -> Ensemble:
+    ensemble = load_ensemble(checkpoints, task=source.task, device=device, flips=flips)
+    if ensemble.n_classes != len(CLASS_NAMES[source.task]):
+        raise ValueError(f"the checkpoints predict {ensemble.n_classes} classes; task "
+                         f"{source.task!r} needs {len(CLASS_NAMES[source.task])}")
+    multiple = max(getattr(m, "size_multiple", 1) for m in ensemble.models)
+    if tile_px % multiple:
+        raise ValueError(f"tile_px must be a multiple of {multiple} for these models (a U-Net "
+                         f"of depth d needs 2**d), got {tile_px=}")
+    return ensemble
+
+
+def _prediction_record(ensemble: Ensemble, *, block: int, tile_px: int, overlap_px: int,
+                       margin_px: int, batch_size: int, sigma_scale: float, flips: bool) -> dict:
+    """Provenance of the probabilities: models, tiling, blending, normalisation, device."""
+    import torch
+
+    return {
+        "checkpoints": ensemble.checkpoints,
+        "ensemble": f"mean of the softmax probabilities of {len(ensemble.models)} fold model(s)",
+        "test_time_flips": bool(flips),
+        "tile_px": int(tile_px),
+        "overlap_px": int(overlap_px),
+        "margin_px": int(margin_px),
+        "block_px": int(block),
+        "batch_size": int(batch_size),
+        "blend": {"window": "gaussian", "sigma_scale": float(sigma_scale),
+                  "weight_floor": WEIGHT_FLOOR, "accumulator": "float32"},
+        "normalization": {"method": "per-plane percentiles mapped to 0 and 1",
+                          "percentiles": list(ensemble.norm_percentiles)},
+        "device": str(ensemble.device),
+        "torch": torch.__version__,
+    }
+
+
+def _predict(source: _Stack, ensemble: Ensemble, probs, owned: Mapping[int, Sequence[int]], *,
+             tile_px: int, overlap_px: int, margin_px: int, batch_size: int, sigma_scale: float,
+             threads: int, progress: bool) -> dict[int, dict]:
+    """Probabilities of the blocks ``owned`` ({plane: block indices}) into ``probs`` (C, Z, Y, X).
+
+    Returns per plane its intensity limits, the tiling summary of
+    :func:`~grainflow.tiling.predict_plane` and ``predict_s``.
+    """
+    s0 = source.levels[0]
+    records = {}
+    with _torch_threads(threads):
+        for z, indices in owned.items():
+            t0 = time.perf_counter()
+            reader = PlaneView(s0, z)
+            low, high = plane_limits(reader, percentiles=ensemble.norm_percentiles,
+                                     block=source.block)
+            tiles = predict_plane(
+                reader, ensemble, out=PlaneView(probs, z, axis=1), tile=tile_px,
+                overlap=overlap_px, block=source.block, margin=margin_px, batch_size=batch_size,
+                sigma_scale=sigma_scale,
+                transform=lambda region, lo=low, hi=high: apply_limits(region, lo, hi),
+                progress=progress, block_indices=indices,
+            )
+            seconds = time.perf_counter() - t0
+            records[z] = {"norm_low": low, "norm_high": high, **tiles,
+                          "predict_s": round(seconds, 3)}
+            logger.info("plane %d/%d: %d block(s), %d tiles in %.1f s", z + 1, source.shape[0],
+                        tiles["blocks"], tiles["tiles"], seconds)
+    return records
+
+
+@contextlib.contextmanager
+def _staged(out: Path):
+    """A temporary folder beside ``out``, moved onto it if the block succeeds, removed if not.
+
+    Folders left beside ``out`` by a killed run are removed first.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        yield tmp
+        replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _create_output(root, source: _Stack, n_classes: int) -> tuple[list, dict[str, list]]:
+    """The probability levels (C, Z, Y, X) and label levels (Z, Y, X) of an inference store."""
+    probs = [
+        root.create_array(f"s{k}", shape=(n_classes, *lv.shape), dtype=np.float32,
+                          chunks=(n_classes, *lv.chunks), fill_value=0.0,
+                          dimension_names=["c", "z", "y", "x"])
+        for k, lv in enumerate(source.levels)
+    ]
+    label_root = root.create_group("labels")
+    label_levels = {}
+    for label_name, dtype in zip(LABEL_NAMES[source.task], (np.uint8, np.uint32)):
+        group = label_root.create_group(label_name)
+        label_levels[label_name] = [
+            group.create_array(f"s{k}", shape=lv.shape, dtype=dtype, chunks=lv.chunks,
+                               fill_value=0, dimension_names=["z", "y", "x"])
+            for k, lv in enumerate(source.levels)
+        ]
+    return probs, label_levels
+
+
+def _finish(root, source: _Stack, probs: list, label_levels: dict[str, list], *,
+            predicted: Mapping[int, dict], prediction: dict, model: str | None,
+            threshold: float, min_grain_px: int, whole_plane_max_px: int,
+            labels_halo_px: int) -> dict:
+    """Label every plane from ``probs[0]``, fill the pyramids, write metadata and provenance.
+
+    ``predicted`` holds each plane's prediction record (:func:`_predict`),
+    ``prediction`` the provenance of the probabilities (:func:`_prediction_record`).
+    Returns the ``grainflow`` attributes written, without the timings.
+    """
+    from ome_zarr.format import FormatV05
+
+    with warnings.catch_warnings():  # ome-zarr 0.18 warns about its own default arguments
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from ome_zarr.writer import write_label_metadata, write_multiscales_metadata
+
+    task, (n_planes, rows, cols) = source.task, source.shape
+    s0 = source.levels[0]
+    scratch = None
+    if rows * cols > whole_plane_max_px:
+        scratch = root.create_array("scratch", shape=(rows, cols), dtype=np.uint64,
+                                    chunks=s0.chunks[1:], fill_value=0)
+    planes = []
+    plane_meta = source.info.get("planes") or [{} for _ in range(n_planes)]
+    for z in range(n_planes):
+        t0 = time.perf_counter()
+        labelled = label_plane(
+            task, _plane_of_channel(probs[0], 1, z),
+            {n: PlaneView(lv[0], z) for n, lv in label_levels.items()},
+            block=source.block, halo=labels_halo_px, threshold=threshold,
+            min_grain_px=min_grain_px, whole_plane_max_px=whole_plane_max_px, scratch=scratch,
+        )
+        seconds = time.perf_counter() - t0
+        meta = plane_meta[z] if z < len(plane_meta) else {}
+        planes.append({"index": z, "file": meta.get("file"), "group": meta.get("group"),
+                       **predicted[z], "labelling": labelled["mode"],
+                       "n_objects": labelled["n_objects"], "label_s": round(seconds, 3)})
+        logger.info("plane %d/%d: %s labelling, %d %s in %.1f s", z + 1, n_planes,
+                    labelled["mode"], labelled["n_objects"],
+                    "grains" if task == "grains" else "particles", seconds)
+    if scratch is not None:
+        del root["scratch"]
+    chunk = max(int(s0.chunks[1]), int(s0.chunks[2]))
+    half = max(chunk, source.block // 2 // chunk * chunk)
+    for k in range(1, len(probs)):
+        for c in range(probs[0].shape[0]):
+            downsample(PlaneView(probs[k - 1], c), PlaneView(probs[k], c), step=half, mean=True)
+        for lv in label_levels.values():
+            downsample(lv[k - 1], lv[k], step=half, mean=False)
+
+    fmt = FormatV05()
+    scale0 = _level0_scale(source.datasets)
+    axes = [{"name": "c", "type": "channel"},
+            *[{"name": a["name"], "type": a.get("type", "space"),
+               **({"unit": a["unit"]} if a.get("unit") else {})} for a in source.axes]]
+    write_multiscales_metadata(
+        root,
+        datasets=[{"path": f"s{k}", "coordinateTransformations": [
+            {**t, t["type"]: [0.0 if t["type"] == "translation" else 1.0, *t[t["type"]]]}
+            for t in d["coordinateTransformations"]]} for k, d in enumerate(source.datasets)],
+        fmt=fmt, axes=axes, name=f"{source.name} ({model or 'ensemble'})",
+    )
+    root.attrs["ome"] = {**root.attrs["ome"], "omero": {
+        "channels": [{"label": f"P({c})", "color": colour, "active": True,
+                      "window": {"min": 0.0, "max": 1.0, "start": 0.0, "end": 1.0}}
+                     for c, colour in zip(CLASS_NAMES[task], ("808080", "FF00FF"))]}}
+    label_root = root["labels"]
+    for label_name, lv in label_levels.items():
+        write_multiscales_metadata(
+            label_root[label_name],
+            datasets=[{"path": f"s{k}", "coordinateTransformations": [
+                {"type": "scale", "scale": [scale0[0], scale0[1] * 2**k, scale0[2] * 2**k]}]}
+                for k in range(len(lv))],
+            fmt=fmt, axes=list(source.axes), name=label_name,
+        )
+        write_label_metadata(label_root, label_name, fmt=fmt, source={"image": "../../"})
+    label_root.attrs["ome"] = {**label_root.attrs["ome"], "version": fmt.version}
+    units = {a["name"]: a.get("unit") for a in source.axes if isinstance(a, dict)}
+    return {
+        "version": __version__,
+        "stack": source.name,
+        "task": task,
+        "model": model,
+        "source": str(source.path),
+        "classes": list(CLASS_NAMES[task]),
+        "labels": {
+            LABEL_NAMES[task][0]: f"P({CLASS_NAMES[task][1]}) > {threshold}",
+            LABEL_NAMES[task][1]: ("watershed of P(boundary) from the connected interiors "
+                                   f"(P <= {threshold}) of at least {min_grain_px} px"
+                                   if task == "grains" else
+                                   "4-connected components of the phase mask"),
+            "whole_plane_max_px": int(whole_plane_max_px),
+            "halo_px": int(labels_halo_px),
+        },
+        **prediction,
+        "pixel_size_um": source.info.get("pixel_size_um"),
+        "unit": units.get("x"),
+        "planes": planes,
+    }
+
+
 def infer_stack(
     stack: str | os.PathLike,
     checkpoints: Sequence[str | os.PathLike],
@@ -519,199 +797,296 @@ def infer_stack(
     summary : dict
         The ``grainflow`` attributes written (provenance, per-plane records)
         plus ``seconds`` and ``megapixels_per_s``.
+
+    See Also
+    --------
+    infer_shard, merge_shards : the same store from several jobs.
     """
-    import torch
     import zarr
-    from ome_zarr.format import FormatV05
 
-    with warnings.catch_warnings():  # ome-zarr 0.18 warns about its own default arguments
-        warnings.simplefilter("ignore", DeprecationWarning)
-        from ome_zarr.writer import write_label_metadata, write_multiscales_metadata
-
-    stack, out = Path(stack), Path(out)
-    if not (stack / "zarr.json").is_file():
-        raise FileNotFoundError(f"stack store {stack} does not exist; run the import_stack rule")
-    for name, value, low in (("tile_px", tile_px, 8), ("block_px", block_px, 1),
-                             ("batch_size", batch_size, 1), ("threads", threads, 1),
-                             ("labels_halo_px", labels_halo_px, 0), ("overlap_px", overlap_px, 0),
-                             ("margin_px", margin_px, 0), ("whole_plane_max_px",
-                                                          whole_plane_max_px, 0)):
-        if isinstance(value, bool) or int(value) != value or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {name}={value!r}")
-    source = zarr.open_group(str(stack), mode="r")
-    info, datasets, stack_axes, _ = _stack_metadata(source)
-    name = info.get("stack") or stack.name.removesuffix(".ome.zarr")
-    task = task or info.get("task")
-    if task not in LABEL_NAMES:
-        raise ValueError(f"stack {name!r}: task must be one of {sorted(LABEL_NAMES)}, got "
-                         f"{task=}; give task= or set it in the stacks sheet")
-    levels = [source[d["path"]] for d in datasets]
-    s0 = levels[0]
-    if len(s0.shape) != 3:
-        raise ValueError(f"stack {name!r}: images must be (planes, rows, cols), got {s0.shape}")
-    n_planes, rows, cols = (int(n) for n in s0.shape)
-    # chunks are (1, min(c, rows), min(c, cols)): the larger side is c, or the plane fits one
-    chunk = max(int(s0.chunks[1]), int(s0.chunks[2]))
-    block = max(chunk, block_px // chunk * chunk)
-    if block != block_px:
-        logger.info("block_px %d rounded to %d, a multiple of the stack's %d px chunks",
-                    block_px, block, chunk)
-
-    ensemble = load_ensemble(checkpoints, task=task, device=device, flips=flips)
-    if ensemble.n_classes != len(CLASS_NAMES[task]):
-        raise ValueError(f"the checkpoints predict {ensemble.n_classes} classes; task {task!r} "
-                         f"needs {len(CLASS_NAMES[task])}")
-    multiple = max(getattr(m, "size_multiple", 1) for m in ensemble.models)
-    if tile_px % multiple:
-        raise ValueError(f"tile_px must be a multiple of {multiple} for these models (a U-Net "
-                         f"of depth d needs 2**d), got {tile_px=}")
-    n_classes = ensemble.n_classes
-    fmt = FormatV05()
-    scale0 = _level0_scale(datasets)
-    units = {a["name"]: a.get("unit") for a in stack_axes if isinstance(a, dict)}
+    _check_integers(tile_px=(tile_px, 8), block_px=(block_px, 1), batch_size=(batch_size, 1),
+                    threads=(threads, 1), labels_halo_px=(labels_halo_px, 0),
+                    overlap_px=(overlap_px, 0), margin_px=(margin_px, 0),
+                    whole_plane_max_px=(whole_plane_max_px, 0))
+    source = _open_stack(stack, task=task, block_px=block_px)
+    ensemble = _load_checked_ensemble(source, checkpoints, tile_px=tile_px, device=device,
+                                      flips=flips)
+    n_planes, rows, cols = source.shape
     logger.info("stack %r (%s): %d plane(s) of %d x %d px, %d fold model(s) on %s, tile %d, "
-                "overlap %d, margin %d, block %d, flips %s", name, task, n_planes, rows, cols,
-                len(ensemble.models), ensemble.device, tile_px, overlap_px, margin_px, block,
-                flips)
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale(out)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+                "overlap %d, margin %d, block %d, flips %s", source.name, source.task, n_planes,
+                rows, cols, len(ensemble.models), ensemble.device, tile_px, overlap_px,
+                margin_px, source.block, flips)
+    tiling = dict(tile_px=tile_px, overlap_px=overlap_px, margin_px=margin_px,
+                  batch_size=batch_size, sigma_scale=sigma_scale)
+    n_blocks = len(source.blocks(tile=tile_px, overlap=overlap_px))
+    every_block = shard_blocks(n_planes, n_blocks, shards=1)[0]
+    out = Path(out)
     start = time.perf_counter()
-    try:
+    with _staged(out) as tmp:
         root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
-        probs = [
-            root.create_array(f"s{k}", shape=(n_classes, *lv.shape), dtype=np.float32,
-                              chunks=(n_classes, *lv.chunks), fill_value=0.0,
-                              dimension_names=["c", "z", "y", "x"])
-            for k, lv in enumerate(levels)
-        ]
-        label_root = root.create_group("labels")
-        label_levels = {}
-        for label_name, dtype in zip(LABEL_NAMES[task], (np.uint8, np.uint32)):
-            group = label_root.create_group(label_name)
-            label_levels[label_name] = [
-                group.create_array(f"s{k}", shape=lv.shape, dtype=dtype, chunks=lv.chunks,
-                                   fill_value=0, dimension_names=["z", "y", "x"])
-                for k, lv in enumerate(levels)
-            ]
-        scratch = None
-        if rows * cols > whole_plane_max_px:
-            scratch = root.create_array("scratch", shape=(rows, cols), dtype=np.uint64,
-                                        chunks=s0.chunks[1:], fill_value=0)
-        planes = []
-        plane_meta = info.get("planes") or [{} for _ in range(n_planes)]
-        with _torch_threads(threads):
-            for z in range(n_planes):
-                t0 = time.perf_counter()
-                reader = PlaneView(s0, z)
-                low, high = plane_limits(reader, percentiles=ensemble.norm_percentiles,
-                                         block=block)
-                tiles = predict_plane(
-                    reader, ensemble, out=PlaneView(probs[0], z, axis=1), tile=tile_px,
-                    overlap=overlap_px, block=block, margin=margin_px, batch_size=batch_size,
-                    sigma_scale=sigma_scale,
-                    transform=lambda region, lo=low, hi=high: apply_limits(region, lo, hi),
-                    progress=progress,
-                )
-                t1 = time.perf_counter()
-                labelled = label_plane(
-                    task, _plane_of_channel(probs[0], 1, z),
-                    {n: PlaneView(lv[0], z) for n, lv in label_levels.items()},
-                    block=block, halo=labels_halo_px, threshold=threshold,
-                    min_grain_px=min_grain_px, whole_plane_max_px=whole_plane_max_px,
-                    scratch=scratch,
-                )
-                t2 = time.perf_counter()
-                meta = plane_meta[z] if z < len(plane_meta) else {}
-                planes.append({"index": z, "file": meta.get("file"), "group": meta.get("group"),
-                               "norm_low": low, "norm_high": high, **tiles,
-                               "labelling": labelled["mode"], "n_objects": labelled["n_objects"],
-                               "predict_s": round(t1 - t0, 3), "label_s": round(t2 - t1, 3)})
-                logger.info("plane %d/%d: %d tiles in %.1f s, %s labelling, %d %s in %.1f s",
-                            z + 1, n_planes, tiles["tiles"], t1 - t0, labelled["mode"],
-                            labelled["n_objects"],
-                            "grains" if task == "grains" else "particles", t2 - t1)
-        if scratch is not None:
-            del root["scratch"]
-        half = max(chunk, block // 2 // chunk * chunk)
-        for k in range(1, len(levels)):
-            for c in range(n_classes):
-                _downsample(PlaneView(probs[k - 1], c), PlaneView(probs[k], c), step=half,
-                            mean=True)
-            for lv in label_levels.values():
-                _downsample(lv[k - 1], lv[k], step=half, mean=False)
-
-        axes = [{"name": "c", "type": "channel"},
-                *[{"name": a["name"], "type": a.get("type", "space"),
-                   **({"unit": a["unit"]} if a.get("unit") else {})} for a in stack_axes]]
-        write_multiscales_metadata(
-            root,
-            datasets=[{"path": f"s{k}", "coordinateTransformations": [
-                {**t, t["type"]: [0.0 if t["type"] == "translation" else 1.0, *t[t["type"]]]}
-                for t in d["coordinateTransformations"]]} for k, d in enumerate(datasets)],
-            fmt=fmt, axes=axes, name=f"{name} ({model or 'ensemble'})",
+        probs, label_levels = _create_output(root, source, ensemble.n_classes)
+        predicted = _predict(source, ensemble, probs[0], every_block, threads=threads,
+                             progress=progress, **tiling)
+        summary = _finish(
+            root, source, probs, label_levels, predicted=predicted, model=model,
+            prediction=_prediction_record(ensemble, block=source.block, flips=flips, **tiling),
+            threshold=threshold, min_grain_px=min_grain_px,
+            whole_plane_max_px=whole_plane_max_px, labels_halo_px=labels_halo_px,
         )
-        root.attrs["ome"] = {**root.attrs["ome"], "omero": {
-            "channels": [{"label": f"P({c})", "color": colour, "active": True,
-                          "window": {"min": 0.0, "max": 1.0, "start": 0.0, "end": 1.0}}
-                         for c, colour in zip(CLASS_NAMES[task], ("808080", "FF00FF"))]}}
-        for label_name, lv in label_levels.items():
-            group = label_root[label_name]
-            write_multiscales_metadata(
-                group,
-                datasets=[{"path": f"s{k}", "coordinateTransformations": [
-                    {"type": "scale", "scale": [scale0[0], scale0[1] * 2**k, scale0[2] * 2**k]}]}
-                    for k in range(len(lv))],
-                fmt=fmt, axes=list(stack_axes), name=label_name,
-            )
-            write_label_metadata(label_root, label_name, fmt=fmt, source={"image": "../../"})
-        label_root.attrs["ome"] = {**label_root.attrs["ome"], "version": fmt.version}
         seconds = time.perf_counter() - start
-        summary = {
-            "version": __version__,
-            "stack": name,
-            "task": task,
-            "model": model,
-            "source": str(stack),
-            "classes": list(CLASS_NAMES[task]),
-            "labels": {
-                LABEL_NAMES[task][0]: f"P({CLASS_NAMES[task][1]}) > {threshold}",
-                LABEL_NAMES[task][1]: ("watershed of P(boundary) from the connected interiors "
-                                       f"(P <= {threshold}) of at least {min_grain_px} px"
-                                       if task == "grains" else
-                                       "4-connected components of the phase mask"),
-                "whole_plane_max_px": int(whole_plane_max_px),
-                "halo_px": int(labels_halo_px),
-            },
-            "checkpoints": ensemble.checkpoints,
-            "ensemble": (f"mean of the softmax probabilities of {len(ensemble.models)} fold "
-                         "model(s)"),
-            "test_time_flips": bool(flips),
-            "tile_px": int(tile_px),
-            "overlap_px": int(overlap_px),
-            "margin_px": int(margin_px),
-            "block_px": int(block),
-            "batch_size": int(batch_size),
-            "blend": {"window": "gaussian", "sigma_scale": float(sigma_scale),
-                      "weight_floor": WEIGHT_FLOOR, "accumulator": "float32"},
-            "normalization": {"method": "per-plane percentiles mapped to 0 and 1",
-                              "percentiles": list(ensemble.norm_percentiles)},
-            "device": str(ensemble.device),
-            "torch": torch.__version__,
-            "pixel_size_um": info.get("pixel_size_um"),
-            "unit": units.get("x"),
-            "planes": planes,
-            "seconds": round(seconds, 3),
-            "megapixels_per_s": round(n_planes * rows * cols / 1e6 / seconds, 3),
-        }
+        summary["seconds"] = round(seconds, 3)
+        summary["megapixels_per_s"] = round(n_planes * rows * cols / 1e6 / seconds, 3)
         root.attrs["grainflow"] = summary
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    logger.info("stack %r: %.1f Mpx in %.1f s (%.2f Mpx/s) -> %s", name,
+    logger.info("stack %r: %.1f Mpx in %.1f s (%.2f Mpx/s) -> %s", source.name,
                 n_planes * rows * cols / 1e6, seconds, summary["megapixels_per_s"], out)
+    return summary
+
+
+# --------------------------------------------------------------------------- sharded
+
+
+def shard_blocks(n_planes: int, n_blocks: int, *, shards: int) -> list[dict[int, list[int]]]:
+    """Split the output blocks of a stack among ``shards`` jobs.
+
+    The blocks, in order (plane by plane, each plane's blocks in
+    :func:`~grainflow.tiling.iter_blocks` order), are cut into ``shards``
+    consecutive runs whose lengths differ by at most one; a shard therefore
+    touches few planes (each plane's normalisation limits are computed by
+    every shard that touches it). Blocks own whole chunks, so the shards
+    write disjoint chunks.
+
+    Parameters
+    ----------
+    n_planes : int
+        Planes of the stack.
+    n_blocks : int
+        Output blocks per plane.
+    shards : int
+        Number of jobs; more than ``n_planes * n_blocks`` leaves some empty.
+
+    Returns
+    -------
+    owned : list of dict
+        ``owned[k]`` maps each plane that shard ``k`` touches to its block indices.
+
+    Examples
+    --------
+    >>> shard_blocks(2, 3, shards=4)
+    [{0: [0, 1]}, {0: [2], 1: [0]}, {1: [1]}, {1: [2]}]
+    """
+    _check_integers(n_planes=(n_planes, 1), n_blocks=(n_blocks, 1), shards=(shards, 1))
+    owned = []
+    for part in np.array_split(np.arange(n_planes * n_blocks), shards):
+        mine: dict[int, list[int]] = {}
+        for z, i in zip(*np.divmod(part, n_blocks)):
+            mine.setdefault(int(z), []).append(int(i))
+        owned.append(mine)
+    return owned
+
+
+def infer_shard(
+    stack: str | os.PathLike,
+    checkpoints: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    shard: int,
+    shards: int,
+    model: str | None = None,
+    task: str | None = None,
+    tile_px: int = 256,
+    overlap_px: int = 64,
+    margin_px: int = 16,
+    block_px: int = 2048,
+    batch_size: int = 8,
+    sigma_scale: float = 0.125,
+    flips: bool = False,
+    device: str = "auto",
+    threads: int = 1,
+    progress: bool = True,
+) -> dict:
+    """Predict shard ``shard`` of ``shards`` of a stack: the probabilities of its blocks.
+
+    One of several jobs that share a large stack (:func:`shard_blocks`);
+    :func:`merge_shards` then assembles the probabilities, labels the planes
+    and writes the store that :func:`infer_stack` writes, bit for bit the same
+    probabilities and labels. Arguments as in :func:`infer_stack`.
+
+    ``out`` (written atomically) is a Zarr store::
+
+        zarr.json    grainflow_shard: stack, source, task, model, shard, shards,
+                     prediction (provenance, as in infer_stack), blocks (plane,
+                     rows, cols of each block), planes (per plane touched: limits,
+                     tiles, predict_s), seconds
+        s0           (C, Z, Y, X) float32 probabilities, the stack's shape and
+                     chunks; only the shard's chunks are stored
+
+    Returns
+    -------
+    record : dict
+        The ``grainflow_shard`` attributes.
+    """
+    import zarr
+
+    _check_integers(tile_px=(tile_px, 8), block_px=(block_px, 1), batch_size=(batch_size, 1),
+                    threads=(threads, 1), overlap_px=(overlap_px, 0), margin_px=(margin_px, 0),
+                    shards=(shards, 1), shard=(shard, 0))
+    if shard >= shards:
+        raise ValueError(f"shard must be in [0, {shards}), got {shard=}")
+    source = _open_stack(stack, task=task, block_px=block_px)
+    ensemble = _load_checked_ensemble(source, checkpoints, tile_px=tile_px, device=device,
+                                      flips=flips)
+    blocks = source.blocks(tile=tile_px, overlap=overlap_px)
+    owned = shard_blocks(source.shape[0], len(blocks), shards=shards)[shard]
+    logger.info("stack %r, shard %d of %d: %d of %d blocks, on %s", source.name, shard, shards,
+                sum(map(len, owned.values())), source.shape[0] * len(blocks), ensemble.device)
+    tiling = dict(tile_px=tile_px, overlap_px=overlap_px, margin_px=margin_px,
+                  batch_size=batch_size, sigma_scale=sigma_scale)
+    out = Path(out)
+    start = time.perf_counter()
+    with _staged(out) as tmp:
+        root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+        s0 = source.levels[0]
+        probs = root.create_array("s0", shape=(ensemble.n_classes, *s0.shape), dtype=np.float32,
+                                  chunks=(ensemble.n_classes, *s0.chunks), fill_value=0.0,
+                                  dimension_names=["c", "z", "y", "x"])
+        predicted = _predict(source, ensemble, probs, owned, threads=threads, progress=progress,
+                             **tiling)
+        record = {
+            "version": __version__,
+            "stack": source.name,
+            "source": str(source.path),
+            "task": source.task,
+            "model": model,
+            "shard": int(shard),
+            "shards": int(shards),
+            "prediction": _prediction_record(ensemble, block=source.block, flips=flips,
+                                             **tiling),
+            "blocks": [[z, b.rows.start, b.rows.stop, b.cols.start, b.cols.stop]
+                       for z, indices in owned.items() for b in (blocks[i] for i in indices)],
+            "planes": {str(z): r for z, r in predicted.items()},
+            "seconds": round(time.perf_counter() - start, 3),
+        }
+        root.attrs["grainflow_shard"] = record
+    return record
+
+
+def merge_shards(
+    stack: str | os.PathLike,
+    shards: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    threshold: float = 0.5,
+    min_grain_px: int = 4,
+    whole_plane_max_px: int = 2048 * 2048,
+    labels_halo_px: int = 64,
+) -> dict:
+    """Assemble the shards of :func:`infer_shard` into the store of :func:`infer_stack`.
+
+    Checks that the shards belong together (same stack, models and settings,
+    shards 0..n-1 of n) and that their blocks cover every block of every
+    plane exactly once; copies their probabilities into one store, labels
+    every plane across block and shard edges with :func:`label_plane` (as
+    :func:`infer_stack` does), builds the pyramids and the metadata, and
+    writes ``out`` atomically. Probabilities and labels are those of
+    :func:`infer_stack` with the same settings, bit for bit.
+
+    Parameters
+    ----------
+    stack : path-like
+        The imported stack the shards were predicted from (only read).
+    shards : sequence of path-like
+        The shard stores, in any order.
+    out : path-like
+        The inference store, e.g. ``results/inference/{stack}/{arch}.ome.zarr``.
+    threshold, min_grain_px, whole_plane_max_px, labels_halo_px
+        The labelling, as in :func:`infer_stack`.
+
+    Returns
+    -------
+    summary : dict
+        The ``grainflow`` attributes written: those of :func:`infer_stack`,
+        with ``seconds`` the sum of the shards' and the merge's wall times and
+        ``shards`` the count, blocks and seconds of each shard.
+    """
+    import zarr
+
+    _check_integers(labels_halo_px=(labels_halo_px, 0), whole_plane_max_px=(whole_plane_max_px, 0))
+    if not shards:
+        raise ValueError("need at least one shard store, got none")
+    records, arrays = [], []
+    for path in shards:
+        if not (Path(path) / "zarr.json").is_file():
+            raise FileNotFoundError(f"shard store {path} does not exist; run rule infer_shard")
+        group = zarr.open_group(str(path), mode="r")
+        if "grainflow_shard" not in group.attrs:
+            raise ValueError(f"{path} is not a shard store written by infer_shard")
+        records.append(dict(group.attrs["grainflow_shard"]))
+        arrays.append(group["s0"])
+    order = np.argsort([r["shard"] for r in records])
+    records, arrays = [records[i] for i in order], [arrays[i] for i in order]
+    first = records[0]
+    same = ("stack", "task", "model", "shards", "prediction")
+    for path, record in zip(shards, records):
+        differ = [k for k in same if record[k] != first[k]]
+        if differ:
+            raise ValueError(f"shard store {path} differs from the others in {differ}; rerun "
+                             "the shards of one inference together")
+    if [r["shard"] for r in records] != list(range(first["shards"])):
+        raise ValueError(f"need shards 0 to {first['shards'] - 1}, got "
+                         f"{sorted(r['shard'] for r in records)}")
+    prediction = first["prediction"]
+    source = _open_stack(stack, task=first["task"], block_px=prediction["block_px"])
+    if source.name != first["stack"]:
+        raise ValueError(f"the shards were predicted from stack {first['stack']!r}, not "
+                         f"{source.name!r}")
+    n_planes, rows, cols = source.shape
+    expected = sorted([z, b.rows.start, b.rows.stop, b.cols.start, b.cols.stop]
+                      for z in range(n_planes)
+                      for b in source.blocks(tile=prediction["tile_px"],
+                                             overlap=prediction["overlap_px"]))
+    got = sorted(block for r in records for block in r["blocks"])
+    if got != expected:
+        raise ValueError(f"the shards' blocks must cover each of the {len(expected)} blocks "
+                         f"once, got {len(got)} blocks ({len(set(map(tuple, got)))} distinct)")
+    predicted: dict[int, dict] = {}
+    for record in records:
+        for z, part in record["planes"].items():
+            z = int(z)
+            if z not in predicted:
+                predicted[z] = dict(part)
+                continue
+            whole = predicted[z]
+            if (part["norm_low"], part["norm_high"]) != (whole["norm_low"], whole["norm_high"]):
+                raise ValueError(f"the shards normalised plane {z} differently; rerun them")
+            for key in ("blocks", "tiles", "predict_s"):
+                whole[key] += part[key]
+    logger.info("stack %r: merging %d shard(s) of %d blocks", source.name, len(records),
+                len(expected))
+    out = Path(out)
+    start = time.perf_counter()
+    with _staged(out) as tmp:
+        root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+        n_classes = len(CLASS_NAMES[source.task])
+        probs, label_levels = _create_output(root, source, n_classes)
+        if tuple(arrays[0].shape) != tuple(probs[0].shape):
+            raise ValueError(f"the shards hold probabilities of shape {arrays[0].shape}, the "
+                             f"stack needs {probs[0].shape}")
+        for record, array in zip(records, arrays):
+            for z, r0, r1, c0, c1 in record["blocks"]:
+                probs[0][:, z, r0:r1, c0:c1] = array[:, z, r0:r1, c0:c1]
+        summary = _finish(
+            root, source, probs, label_levels, predicted=predicted, model=first["model"],
+            prediction=prediction, threshold=threshold, min_grain_px=min_grain_px,
+            whole_plane_max_px=whole_plane_max_px, labels_halo_px=labels_halo_px,
+        )
+        seconds = time.perf_counter() - start + sum(r["seconds"] for r in records)
+        summary["seconds"] = round(seconds, 3)
+        summary["megapixels_per_s"] = round(n_planes * rows * cols / 1e6 / seconds, 3)
+        summary["shards"] = [{"shard": r["shard"], "blocks": len(r["blocks"]),
+                              "seconds": r["seconds"]} for r in records]
+        root.attrs["grainflow"] = summary
+    logger.info("stack %r: %d shard(s) merged in %.1f s -> %s", source.name, len(records),
+                time.perf_counter() - start, out)
     return summary
 
 

@@ -18,7 +18,10 @@ from skimage.segmentation import relabel_sequential, watershed
 
 from grainflow.normalize import normalize_image
 
-__all__ = ["predict_probabilities", "labels_from_probability", "foreground"]
+__all__ = ["FLIPS", "predict_probabilities", "labels_from_probability", "foreground"]
+
+#: test-time flips, as tensor dims: identity, left-right, up-down, both
+FLIPS = ((), (-1,), (-2,), (-2, -1))
 
 
 @torch.inference_mode()
@@ -28,6 +31,7 @@ def predict_probabilities(
     *,
     norm_percentiles: Sequence[float] = (1.0, 99.0),
     batch_size: int = 8,
+    flips: bool = False,
     device: str | torch.device = "cpu",
 ) -> np.ndarray:
     """Softmax probabilities of ``model`` on ``images``.
@@ -39,6 +43,10 @@ def predict_probabilities(
     images : sequence of ndarray of shape (H, W)
     norm_percentiles : (float, float)
         Per-image normalisation, as in training.
+    flips : bool
+        Average the probabilities over the four flips of :data:`FLIPS`
+        (test-time augmentation, 4x the compute), as the ``infer`` rule's
+        ``test_time_flips`` does on real stacks.
 
     Returns
     -------
@@ -50,7 +58,12 @@ def predict_probabilities(
         chunk = images[start : start + batch_size]
         x = np.stack([normalize_image(im, percentiles=norm_percentiles) for im in chunk])
         x = torch.from_numpy(x[:, None].astype(np.float32)).to(device)
-        out.append(torch.softmax(model(x).float(), dim=1).cpu().numpy())
+        total = 0
+        for dims in FLIPS if flips else FLIPS[:1]:
+            xi = torch.flip(x, dims) if dims else x
+            p = torch.softmax(model(xi).float(), dim=1)
+            total = total + (torch.flip(p, dims) if dims else p)
+        out.append((total / (len(FLIPS) if flips else 1)).cpu().numpy())
     return np.concatenate(out) if out else np.empty((0,))
 
 

@@ -65,6 +65,8 @@ __all__ = [
     "open_stack",
     "plane_groups",
     "pyramid_shapes",
+    "downsample",
+    "remove_stale",
     "import_stack",
     "LABEL_NAME",
 ]
@@ -715,10 +717,21 @@ def _create_levels(group, shapes, n_planes, dtype, chunk) -> list:
     ]
 
 
-def _downsample(src, dst, *, step: int, mean: bool) -> None:
-    """Fill level ``dst`` from the finer ``src``, block by block (2 x 2 mean or [::2, ::2]).
+def downsample(src, dst, *, step: int, mean: bool) -> None:
+    """Fill a pyramid level from the next finer one, block by block.
 
-    Blocks of ``dst`` are ``step`` pixels wide, so each reads ``2 * step`` of ``src``.
+    Parameters
+    ----------
+    src : array-like of shape (Z, 2 Y or 2 Y - 1, 2 X or 2 X - 1)
+        The finer level (a Zarr array or an ndarray), read in blocks.
+    dst : array-like of shape (Z, Y, X)
+        The level to fill, written in blocks (``dst[z, rows, cols] = ...``).
+    step : int
+        Side of the blocks of ``dst``, pixels (a multiple of its chunks, so
+        that each block writes whole chunks); each reads ``2 * step`` of ``src``.
+    mean : bool
+        True: 2 x 2 mean (images; an odd last row or column is repeated,
+        integers are rounded); False: ``src[::2, ::2]`` (label images).
     """
     from skimage.transform import downscale_local_mean
 
@@ -744,11 +757,22 @@ def _downsample(src, dst, *, step: int, mean: bool) -> None:
                 dst[z, rs, cs] = region[::2, ::2]
 
 
-def _remove_stale(out: Path) -> None:
-    """Remove temporary folders of ``out`` left by a killed import (one writer per output)."""
+def remove_stale(out: Path) -> None:
+    """Remove the temporary folders of ``out`` that a killed writer left beside it.
+
+    Writers of ``out`` build it in ``.{out.name}.*.tmp`` beside it and swap an
+    old copy through ``.{out.name}.*.old`` (:func:`grainflow.io.replace_dir`);
+    with one writer per output (one Snakemake job), any such folder found
+    when a writer starts is left by a killed run.
+
+    Parameters
+    ----------
+    out : Path
+        The output folder (e.g. a ``.ome.zarr`` store); it need not exist.
+    """
     for stale in out.parent.glob(f".{glob.escape(out.name)}.*"):
         if stale.is_dir() and stale.suffix in (".tmp", ".old"):
-            logger.info("removing %s, left by an interrupted import", stale)
+            logger.info("removing %s, left by an interrupted run", stale)
             shutil.rmtree(stale, ignore_errors=True)
 
 
@@ -871,7 +895,7 @@ def import_stack(
         n_planes, rows, cols = image.shape
         shapes = pyramid_shapes((rows, cols), min_px=pyramid_min_px)
         out.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale(out)
+        remove_stale(out)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
         try:
             root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
@@ -904,7 +928,7 @@ def import_stack(
                                "min": lo, "max": hi})
             half = max(chunk, step // 2 // chunk * chunk)  # reads blocks of about step px
             for k in range(1, len(levels)):
-                _downsample(levels[k - 1], levels[k], step=half, mean=True)
+                downsample(levels[k - 1], levels[k], step=half, mean=True)
             pixel = 1.0 if pixel_size_um is None else float(pixel_size_um)
             write_multiscales_metadata(
                 root,
@@ -926,7 +950,7 @@ def import_stack(
                     labels.release(z)
                     planes[z].update(ground_truth_file=labels.files[z], label_min=lo, label_max=hi)
                 for k in range(1, len(label_levels)):
-                    _downsample(label_levels[k - 1], label_levels[k], step=half, mean=False)
+                    downsample(label_levels[k - 1], label_levels[k], step=half, mean=False)
                 write_multiscales_metadata(
                     label_group,
                     datasets=[{"path": f"s{k}", "coordinateTransformations": t} for k, t in

@@ -14,7 +14,8 @@ Pure geometry plus chunk-aligned I/O, independent of any model:
 - :func:`predict_plane` streams a plane block by block through any
   ``predict_fn(batch (N, 1, t, t) float32) -> (N, C, t, t)``, accumulating
   weighted probabilities in float32, and writes each finished block into the
-  output array.
+  output array; it can be limited to some of the blocks, so that several jobs
+  share a plane, each writing its own chunks (sharded inference).
 
 Because every block uses the tiles of the whole-plane tiling, the result does
 not depend on the block size: a block edge is not a seam. The outer ``margin``
@@ -36,7 +37,7 @@ from __future__ import annotations
 import functools
 import math
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -298,6 +299,7 @@ def predict_plane(
     sigma_scale: float = 0.125,
     transform: Callable[[np.ndarray], np.ndarray] | None = None,
     progress: bool = False,
+    block_indices: Collection[int] | None = None,
 ) -> dict:
     """Predict class probabilities of a 2-D plane tile by tile, block by block.
 
@@ -334,11 +336,17 @@ def predict_plane(
         tiling, e.g. the normalisation of :mod:`grainflow.normalize`.
     progress : bool
         Show a progress bar (in tiles) on stderr, i.e. in the job's log.
+    block_indices : collection of int, optional
+        Compute only these blocks (positions in :func:`iter_blocks` order); the
+        others are neither read nor written. Each block's result does not
+        depend on which other blocks are computed, so jobs that own disjoint
+        sets of blocks (whole chunks) fill one plane without locks, bit for bit
+        as one job. Default: every block.
 
     Returns
     -------
     summary : dict
-        ``blocks``, ``tiles`` (tiles predicted, halos included) and
+        ``blocks`` (computed), ``tiles`` (tiles predicted, halos included) and
         ``plane_tiles`` (tiles of the whole-plane tiling).
     """
     from tqdm.auto import tqdm
@@ -377,6 +385,12 @@ def predict_plane(
     weights = gaussian_weights((th, tw), sigma_scale=sigma_scale)
     row_starts, col_starts = tile_grid((rows, cols), (th, tw), overlap=(oh, ow))
     blocks = list(iter_blocks((rows, cols), block=(bh, bw), tile=(th, tw), overlap=(oh, ow)))
+    if block_indices is not None:
+        chosen = sorted(set(int(i) for i in block_indices))
+        if chosen and not 0 <= chosen[0] <= chosen[-1] < len(blocks):
+            raise ValueError(f"block_indices must lie in [0, {len(blocks)}) (the plane's blocks), "
+                             f"got {chosen[0]} to {chosen[-1]}")
+        blocks = [blocks[i] for i in chosen]
     total = sum(b.n_tiles for b in blocks)
     bar = tqdm(total=total, desc="tiles", unit="tile", file=sys.stderr, disable=not progress,
                mininterval=5.0, ascii=True)

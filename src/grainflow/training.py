@@ -48,6 +48,23 @@ What the loop does
   global generator is reseeded each epoch, ends with the same weights as an
   uninterrupted run. ``last.pt`` is reused only when its fingerprint (model,
   result-affecting config, training and validation image ids) matches.
+- **Several GPUs.** ``train(..., world_size=N)`` trains with N processes, one
+  per GPU, under :class:`~torch.nn.parallel.DistributedDataParallel` (backend
+  NCCL; gloo on the CPU, for tests). The configured ``batch_size`` stays the
+  *global* batch: each process takes ``batch_size / N`` images of every batch
+  of the one-process order (:class:`EpochSampler` split like
+  :class:`~torch.utils.data.distributed.DistributedSampler`); BatchNorm
+  becomes :class:`~torch.nn.SyncBatchNorm` (statistics of the global batch;
+  CUDA only, so on the CPU the model must use group norm); the loss sums its
+  counts over the processes (:class:`DiceCELoss` with ``distributed=True``), so
+  that weighted cross-entropy and batch Dice are those of the global batch.
+  The loss curve is then that of one process up to float rounding, and
+  ``best.pt``, ``last.pt`` and ``history.tsv`` have the same contents. Only
+  process 0 validates and writes; all processes resume from ``last.pt``. The
+  processes are forked (:func:`torch.multiprocessing.start_processes`), so the
+  caller's functions need not be picklable and a Snakemake script is not
+  re-run; CUDA must not be initialised before (:func:`world_size_for` counts
+  GPUs through NVML). World size 1 is the plain one-process loop.
 - **Outputs.** ``best.pt`` (weights of the epoch with the highest validation
   score, as computed by the injected ``score_fn``) and ``history.tsv`` are
   written only when training has finished, atomically.
@@ -73,6 +90,7 @@ import os
 import random
 import resource
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -81,14 +99,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 from grainflow.checkpoint import (
     load_checkpoint,
     make_checkpoint,
+    model_from_checkpoint,
     save_checkpoint,
     set_rng_state,
     sha256_file,
@@ -116,6 +137,7 @@ __all__ = [
     "train",
     "train_fold",
     "arch_settings",
+    "world_size_for",
 ]
 
 LOG = logging.getLogger(__name__)
@@ -226,6 +248,9 @@ class TrainConfig:
 
 
 MODEL_KEYS = ("model", "model_kwargs", "tasks")
+# Keys of config["training"] that are not TrainConfig fields: the architectures, and the GPUs
+# that a training job asks for (the rule's resources; see world_size_for).
+JOB_KEYS = ("archs", "gpus_per_job")
 
 
 def arch_settings(arch: Mapping, *, shared: Mapping | None = None,
@@ -238,8 +263,9 @@ def arch_settings(arch: Mapping, *, shared: Mapping | None = None,
         One entry of ``config["training"]["archs"]``: ``model`` (registry name),
         ``model_kwargs``, optionally ``tasks``, and any :class:`TrainConfig` field.
     shared : mapping
-        Settings common to all architectures (``config["training"]`` without
-        ``archs``: device, deterministic, …); ``arch`` overrides them.
+        Settings common to all architectures (``config["training"]``: device,
+        deterministic, …; its ``archs`` and ``gpus_per_job`` are ignored);
+        ``arch`` overrides them.
     **overrides
         Values from the job itself, e.g. ``threads=snakemake.threads, seed=...``.
 
@@ -253,7 +279,8 @@ def arch_settings(arch: Mapping, *, shared: Mapping | None = None,
     if "model" not in arch:
         raise ValueError(f"an architecture block needs 'model' (a registry name), got {dict(arch)}")
     values = {**(shared or {}), **{k: v for k, v in arch.items() if k not in MODEL_KEYS}}
-    values.pop("archs", None)
+    for key in JOB_KEYS:
+        values.pop(key, None)
     return str(arch["model"]), dict(arch.get("model_kwargs") or {}), TrainConfig.from_mapping(
         values, **overrides)
 
@@ -278,20 +305,35 @@ class EpochSampler(Sampler[tuple[int, int]]):
     The epoch travels with each index so that :class:`OnlineFlips` can draw a
     sample's augmentation in a DataLoader worker from ``(seed, epoch, index)``
     alone, whatever the number of workers.
+
+    With ``num_replicas > 1`` (distributed training) process ``rank`` gets its
+    share of that one order, split as :class:`DistributedSampler` splits a
+    dataset: padded with the first keys to a multiple of ``num_replicas``, then
+    every ``num_replicas``-th key from position ``rank``. Batch ``b`` of the
+    processes (``batch_size / num_replicas`` keys each) together hold the keys
+    of batch ``b`` of one process with ``batch_size``.
     """
 
-    def __init__(self, n: int, *, seed: int):
+    def __init__(self, n: int, *, seed: int, num_replicas: int = 1, rank: int = 0):
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank must be in [0, num_replicas), got {rank=}, {num_replicas=}")
         self.n, self.seed, self.epoch = n, seed, 0
+        self.num_replicas, self.rank = num_replicas, rank
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         g = torch.Generator().manual_seed(derive_seed(self.seed, "order", self.epoch))
-        return iter([(self.epoch, i) for i in torch.randperm(self.n, generator=g).tolist()])
+        keys = [(self.epoch, i) for i in torch.randperm(self.n, generator=g).tolist()]
+        if self.num_replicas > 1:
+            share = DistributedSampler(keys, num_replicas=self.num_replicas, rank=self.rank,
+                                       shuffle=False)
+            keys = [keys[i] for i in share]
+        return iter(keys)
 
     def __len__(self) -> int:
-        return self.n
+        return math.ceil(self.n / self.num_replicas)
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -313,42 +355,74 @@ class DiceCELoss(nn.Module):
     (background) and averaged. With ``dice_weight=0`` this is plain
     cross-entropy, for classification (logits (N, C), target (N,)).
 
+    Both terms are ratios of sums over the batch. With ``distributed=True``
+    (DistributedDataParallel training) the sums are added over the processes
+    (:func:`_sum_over_processes`), so that every process's loss is that of the
+    global batch, not the mean of per-process losses (which differs for the
+    weighted mean and for batch Dice).
+
     Logits (N, C, H, W), target (N, H, W) integer; computed in float32.
     """
 
     def __init__(self, *, class_weights: Sequence[float] | None = None, dice_weight: float = 1.0,
-                 smooth: float = 1.0):
+                 smooth: float = 1.0, distributed: bool = False):
         super().__init__()
         weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
         self.register_buffer("class_weights", weights)
         self.dice_weight = dice_weight
         self.smooth = smooth
+        self.distributed = distributed
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         logits, target = logits.float(), target.long()
         nll = F.cross_entropy(logits, target, weight=self.class_weights, reduction="none")
-        if self.class_weights is None:
-            ce = nll.mean()
-        else:
-            ce = nll.sum() / self.class_weights[target].sum()
+        # the sums the loss is made of: cross-entropy's numerator and denominator, then
+        # sum(p t), sum(p), sum(t) of each foreground class for Dice
+        weight = (nll.new_tensor(nll.numel()) if self.class_weights is None
+                  else self.class_weights[target].sum())
+        sums = [nll.sum(), weight]
+        if self.dice_weight:
+            probs = logits.softmax(dim=1)
+            for c in range(1, logits.shape[1]):
+                p, t = probs[:, c], (target == c).to(probs.dtype)
+                sums += [(p * t).sum(), p.sum(), t.sum()]
+        sums = torch.stack(sums)
+        if self.distributed:
+            sums = _sum_over_processes(sums)
+        ce = sums[0] / sums[1]
         if not self.dice_weight:
             return ce
-        probs = logits.softmax(dim=1)
-        dice = []
-        for c in range(1, logits.shape[1]):
-            p, t = probs[:, c], (target == c).to(probs.dtype)
-            dice.append((2 * (p * t).sum() + self.smooth) / (p.sum() + t.sum() + self.smooth))
-        return ce + self.dice_weight * (1 - torch.stack(dice).mean())
+        overlap, predicted, true = sums[2:].view(-1, 3).unbind(dim=1)
+        dice = (2 * overlap + self.smooth) / (predicted + true + self.smooth)
+        return ce + self.dice_weight * (1 - dice.mean())
 
     def extra_repr(self) -> str:
         weights = None if self.class_weights is None else [round(w, 3) for w in self.class_weights.tolist()]
-        return f"class_weights={weights}, dice_weight={self.dice_weight}, smooth={self.smooth}"
+        return (f"class_weights={weights}, dice_weight={self.dice_weight}, smooth={self.smooth}, "
+                f"distributed={self.distributed}")
 
 
-def make_loss(config: TrainConfig, class_counts: np.ndarray | None = None) -> nn.Module:
+def _sum_over_processes(local: torch.Tensor) -> torch.Tensor:
+    """``local`` summed over the processes of the default group, for a loss of the global batch.
+
+    The value is the all-reduced sum. The gradient flows through this
+    process's own ``local`` only (the other processes' shares enter as
+    constants) and is multiplied by the world size: DistributedDataParallel
+    averages the processes' gradients, and the average of ``W`` times each
+    share is their sum, the gradient of the global batch's loss.
+    """
+    total = local.detach().clone()
+    dist.all_reduce(total)
+    return total + (local - local.detach()) * dist.get_world_size()
+
+
+def make_loss(config: TrainConfig, class_counts: np.ndarray | None = None, *,
+              distributed: bool = False) -> nn.Module:
     """The loss of ``config``, with class weights from ``class_counts`` when "auto".
 
     "dice_ce": :class:`DiceCELoss`; "ce": the same with ``dice_weight=0``.
+    ``distributed``: the loss of the global batch of DistributedDataParallel
+    training (see :class:`DiceCELoss`).
     """
     weights = None
     if isinstance(config.class_weights, tuple):
@@ -357,7 +431,7 @@ def make_loss(config: TrainConfig, class_counts: np.ndarray | None = None) -> nn
         counts = np.maximum(np.asarray(class_counts, dtype=np.float64), 1.0)
         weights = tuple(float(w) for w in np.sqrt(counts[0] / counts))
     dice_weight = config.dice_weight if config.loss == "dice_ce" else 0.0
-    return DiceCELoss(class_weights=weights, dice_weight=dice_weight)
+    return DiceCELoss(class_weights=weights, dice_weight=dice_weight, distributed=distributed)
 
 
 def lr_at(step: int, *, total_steps: int, warmup_steps: int, peak_lr: float,
@@ -505,6 +579,8 @@ def runtime(config: TrainConfig) -> Iterator[Runtime]:
     """Set threads, determinism, TF32 and autotuning for ``config``; restore them on exit."""
     device = _resolve_device(config.device)
     cuda = device.type == "cuda"
+    if cuda:  # this process's GPU (distributed training sets one per process)
+        device = torch.device("cuda", torch.cuda.current_device())
     saved = dict(
         threads=torch.get_num_threads(),
         deterministic=torch.are_deterministic_algorithms_enabled(),
@@ -718,6 +794,7 @@ def train(
     resume: bool = True,
     extra: Mapping | None = None,
     on_epoch_end: Callable[[int, dict], None] | None = None,
+    world_size: int = 1,
 ) -> TrainResult:
     """Train ``build_model(model_name, **model_kwargs)``; write best.pt and history.tsv at the end.
 
@@ -746,24 +823,133 @@ def train(
         Plain values stored in ``best.pt`` (e.g. task, fold).
     on_epoch_end : callable
         ``(epoch, history_row)`` after each epoch's ``last.pt`` is saved (tests
-        use it to interrupt a run).
+        use it to interrupt a run); in process 0 only.
+    world_size : int
+        Training processes: 1 trains here; N > 1 forks N processes, one per
+        GPU (NCCL) or, on the CPU, gloo processes, that train one model with
+        DistributedDataParallel (see the module notes); ``config.batch_size``
+        is the global batch and must be a multiple of N, and
+        ``config.threads`` is shared among the processes. See
+        :func:`world_size_for`.
     """
     best_path, history_path, last_path = Path(best_path), Path(history_path), Path(last_path)
     model_kwargs = dict(model_kwargs)
     if not len(train_set) or not len(val_set):
         raise ValueError(f"need training and validation images, got {len(train_set)} and "
                          f"{len(val_set)}")
+    if (isinstance(world_size, bool) or not isinstance(world_size, (int, np.integer))
+            or world_size < 1):
+        raise ValueError(f"world_size must be an integer >= 1, got {world_size=}")
+    if config.batch_size % world_size:
+        raise ValueError(f"training.batch_size is the global batch, split evenly among the "
+                         f"{world_size} processes; make it a multiple of {world_size}, got "
+                         f"batch_size={config.batch_size}")
     fingerprint = _fingerprint(model_name, model_kwargs, config, train_set, val_set)
+    counts = None
+    if config.class_weights == "auto":
+        from grainflow.models import build_model
+
+        counts = _class_counts(train_set, _num_classes(build_model(model_name, **model_kwargs)))
+    job = dict(model_name=model_name, model_kwargs=model_kwargs, train_set=train_set,
+               val_set=val_set, config=config, class_counts=counts, fingerprint=fingerprint,
+               best_path=best_path, history_path=history_path, last_path=last_path,
+               metrics_fn=metrics_fn, score_fn=score_fn, resume=resume, extra=extra,
+               on_epoch_end=on_epoch_end)
+    if world_size == 1:
+        return _fit(**job)
+
+    import torch.multiprocessing as mp
+
+    if torch.cuda.is_initialized():
+        raise RuntimeError("CUDA is already initialised in this process, so the training "
+                           "processes cannot be forked; call train before any CUDA work")
+    LOG.info("training with %d processes (DistributedDataParallel), %d images per process "
+             "and step", world_size, config.batch_size // world_size)
+    with tempfile.TemporaryDirectory(prefix="grainflow-ddp-") as rendezvous:
+        # fork: the datasets and callables reach the processes without pickling, and a
+        # Snakemake script (the __main__ module) is not run again as with "spawn"
+        mp.start_processes(_train_rank, args=(world_size, Path(rendezvous), job),
+                           nprocs=world_size, start_method="fork")
+        summary = torch.load(Path(rendezvous) / "result.pt", weights_only=True)
+    return TrainResult(model=model_from_checkpoint(best_path), **summary)
+
+
+def _train_rank(rank: int, world_size: int, rendezvous: Path, job: dict) -> None:
+    """One of ``world_size`` forked training processes; process 0 reports to ``rendezvous``."""
+    config = job["config"]
+    threads = max(1, config.threads // world_size)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
+    if rank:  # one log: process 0's
+        logging.getLogger("grainflow").setLevel(logging.WARNING)
+    cuda = _resolve_device(config.device).type == "cuda"
+    if cuda:
+        if torch.cuda.device_count() < world_size:
+            raise ValueError(f"world_size {world_size} needs as many GPUs, this job sees "
+                             f"{torch.cuda.device_count()}")
+        torch.cuda.set_device(rank)
+    dist.init_process_group("nccl" if cuda else "gloo", init_method=f"file://{rendezvous}/store",
+                            rank=rank, world_size=world_size)
+    try:
+        result = _fit(**{**job, "config": dataclasses.replace(config, threads=threads)},
+                      rank=rank, world_size=world_size)
+        if rank == 0:
+            torch.save({"best_epoch": result.best_epoch, "best_score": result.best_score,
+                        "history": result.history, "resumed_from_epoch": result.resumed_from_epoch},
+                       rendezvous / "result.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def _convert_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
+    """BatchNorm layers as SyncBatchNorm: statistics of the global batch (CUDA only in torch)."""
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return model
+    if device.type != "cuda":
+        raise ValueError(
+            "this model has BatchNorm layers, which torch synchronises across processes on CUDA "
+            "only (SyncBatchNorm); on the CPU train it with world_size=1 or with group norm "
+            "(model_kwargs norm: group)"
+        )
+    # the converted layers keep the same parameters (so the optimiser's groups stay valid),
+    # buffers and state-dict keys
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+
+def _fit(
+    *,
+    model_name: str,
+    model_kwargs: dict,
+    train_set: Dataset,
+    val_set: Dataset,
+    config: TrainConfig,
+    class_counts: np.ndarray | None,
+    fingerprint: str,
+    best_path: Path,
+    history_path: Path,
+    last_path: Path,
+    metrics_fn: Callable[[np.ndarray, np.ndarray], Mapping[str, float]],
+    score_fn: Callable[[Mapping[str, float]], float],
+    resume: bool,
+    extra: Mapping | None,
+    on_epoch_end: Callable[[int, dict], None] | None,
+    rank: int = 0,
+    world_size: int = 1,
+) -> TrainResult | None:
+    """The loop of :func:`train`, in one process or in process ``rank`` of ``world_size``.
+
+    Returns the result in process 0, None in the others.
+    """
+    distributed, lead = world_size > 1, rank == 0
     with runtime(config) as rt:
         model, groups = _build(model_name, model_kwargs, config)
-        counts = None
-        if config.class_weights == "auto":
-            counts = _class_counts(train_set, _num_classes(model))
-        loss_fn = make_loss(config, counts).to(rt.device)
+        loss_fn = make_loss(config, class_counts).to(rt.device)
         LOG.info("model %s %s: %d parameters (%d trainable); loss %s %s", model_name,
                  model_kwargs, sum(p.numel() for p in model.parameters()),
                  sum(p.numel() for p in model.parameters() if p.requires_grad), config.loss,
                  loss_fn.extra_repr())
+        if distributed:
+            model = _convert_batchnorm(model, rt.device)
         model.to(rt.device)
         if rt.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -799,41 +985,56 @@ def train(
                     best = dict(last["extra"]["best"])
                     LOG.info("resumed from %s after epoch %d (step %d)", last_path, start_epoch, step)
 
-        forward_model = torch.compile(model) if config.compile and rt.device.type == "cuda" else model
         cuda = rt.device.type == "cuda"
+        forward_model, train_loss_fn = model, loss_fn
+        if distributed:
+            forward_model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[rt.device.index] if cuda else None)
+            train_loss_fn = make_loss(config, class_counts, distributed=True).to(rt.device)
+        if config.compile and cuda:
+            forward_model = torch.compile(forward_model)
+        # process 0 validates alone: with the model itself, outside DDP and its collectives
+        eval_model = model if distributed else forward_model
         workers = config.num_workers
         loader_kwargs = dict(
-            batch_size=config.batch_size, num_workers=workers, pin_memory=cuda,
+            num_workers=workers, pin_memory=cuda,
             worker_init_fn=_seed_worker if workers else None,
             generator=torch.Generator().manual_seed(derive_seed(config.seed, "loader")),
             persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
         )
-        sampler = EpochSampler(len(train_set), seed=config.seed)
+        sampler = EpochSampler(len(train_set), seed=config.seed, num_replicas=world_size,
+                               rank=rank)
         flipped = OnlineFlips(train_set, seed=config.seed, enabled=config.flips)
-        train_loader = DataLoader(flipped, sampler=sampler, **loader_kwargs)
-        val_loader = DataLoader(val_set, shuffle=False, **loader_kwargs)
+        train_loader = DataLoader(flipped, sampler=sampler,
+                                  batch_size=config.batch_size // world_size, **loader_kwargs)
+        val_loader = DataLoader(val_set, shuffle=False, batch_size=config.batch_size,
+                                **loader_kwargs)
 
         for epoch in range(start_epoch + 1, config.epochs + 1):
-            torch.manual_seed(derive_seed(config.seed, "epoch", epoch))  # dropout etc.
+            # dropout etc.; each process draws its own
+            rank_part = (rank,) if distributed else ()
+            torch.manual_seed(derive_seed(config.seed, "epoch", epoch, *rank_part))
             sampler.set_epoch(epoch)
             if cuda:
                 torch.cuda.reset_peak_memory_stats(rt.device)
             started = time.perf_counter()
             fit = train_one_epoch(
                 forward_model, train_loader, optimizer=optimizer, scheduler=scheduler,
-                loss_fn=loss_fn, rt=rt,
+                loss_fn=train_loss_fn, rt=rt,
                 grad_clip=config.grad_clip, description=f"epoch {epoch}/{config.epochs}",
-                progress=config.progress,
+                progress=config.progress and lead,
             )
             step += steps_per_epoch
-            val = evaluate(forward_model, val_loader, loss_fn=loss_fn, rt=rt, metrics_fn=metrics_fn)
+            if not lead:  # process 0 alone validates, keeps the history and writes
+                continue
+            val = evaluate(eval_model, val_loader, loss_fn=loss_fn, rt=rt, metrics_fn=metrics_fn)
             val_loss = val.pop("loss")
             score = float(score_fn(val))
             score = -math.inf if math.isnan(score) else score
             row = {
                 "epoch": epoch, "step": step, "lr": fit["lr"], "train_loss": fit["loss"],
                 "val_loss": val_loss, **{f"val_{k}": v for k, v in val.items()}, "score": score,
-                "images_per_s": fit["images"] / max(fit["seconds"], 1e-9),
+                "images_per_s": fit["images"] * world_size / max(fit["seconds"], 1e-9),
                 "peak_memory_mb": _peak_memory_mb(rt.device),
                 "epoch_s": time.perf_counter() - started,
             }
@@ -857,6 +1058,8 @@ def train(
             if on_epoch_end is not None:
                 on_epoch_end(epoch, row)
 
+    if not lead:
+        return None
     if best["model_state"] is None:
         raise ValueError(f"{last_path} records no best model; delete it and rerun")
     final = make_checkpoint(
@@ -875,6 +1078,39 @@ def train(
                        model=unwrap_model(model).cpu().eval(), resumed_from_epoch=start_epoch)
 
 
+def world_size_for(gpus: int, *, device: str = "auto") -> int:
+    """Training processes for a job granted ``gpus`` GPUs: one per GPU it sees, at most ``gpus``.
+
+    Parameters
+    ----------
+    gpus : int
+        GPUs granted to the job (the train rule's ``gpu`` resource,
+        ``training.gpus_per_job``; on SLURM the job sees them through
+        ``CUDA_VISIBLE_DEVICES``).
+    device : {"auto", "cpu", "cuda"}
+        ``training.device``.
+
+    Returns
+    -------
+    world_size : int
+        1 on the CPU (device "cpu", or "auto" without a visible GPU);
+        otherwise ``min(gpus, visible GPUs)``, with a warning when fewer GPUs
+        are visible than granted. GPUs are counted through NVML
+        (:func:`torch.cuda.device_count`), which leaves CUDA uninitialised so
+        that :func:`train` can fork its processes.
+    """
+    if isinstance(gpus, bool) or not isinstance(gpus, (int, np.integer)) or gpus < 1:
+        raise ValueError(f"gpus must be an integer >= 1, got {gpus=}")
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {device=}")
+    visible = torch.cuda.device_count() if device != "cpu" else 0
+    if visible and visible < gpus:
+        LOG.warning("the job was granted %d GPUs but sees %d (CUDA_VISIBLE_DEVICES=%s); "
+                    "training on %d", gpus, visible, os.environ.get("CUDA_VISIBLE_DEVICES"),
+                    visible)
+    return max(1, min(gpus, visible))
+
+
 def train_fold(
     manifest: str | os.PathLike | pd.DataFrame,
     fold: int,
@@ -890,12 +1126,13 @@ def train_fold(
     target: Target | None = None,
     metrics_fn: Callable[[np.ndarray, np.ndarray], Mapping[str, float]] = pixel_metrics,
     score_fn: Callable[[Mapping[str, float]], float] = default_score,
+    world_size: int = 1,
 ) -> TrainResult:
     """Train the model of fold ``fold`` of a split manifest (the ``train`` rule's one call).
 
     Trains on the rows of the other folds, validates on the original images
-    of ``fold``; see :func:`train` for the outputs and :func:`fold_datasets`
-    for the data.
+    of ``fold``; see :func:`train` for the outputs and ``world_size`` (one
+    process per GPU) and :func:`fold_datasets` for the data.
     """
     if not isinstance(config, TrainConfig):
         config = TrainConfig.from_mapping(config)
@@ -905,4 +1142,5 @@ def train_fold(
              len(train_set), len(val_set))
     return train(model_name, model_kwargs, train_set, val_set, config, best_path=best_path,
                  history_path=history_path, last_path=last_path, metrics_fn=metrics_fn,
-                 score_fn=score_fn, extra={"task": task, "fold": int(fold)})
+                 score_fn=score_fn, extra={"task": task, "fold": int(fold)},
+                 world_size=world_size)

@@ -58,8 +58,13 @@ def archs_for(task):
 
 
 def training_shared():
-    """Training settings shared by all architectures (config training without archs)."""
-    return {k: v for k, v in config["training"].items() if k != "archs"}
+    """Training settings shared by all architectures (config training without archs).
+
+    gpus_per_job is left out: it asks for resources and does not change a result.
+    """
+    return {
+        k: v for k, v in config["training"].items() if k not in ("archs", "gpus_per_job")
+    }
 
 
 # CNN anatomy: seeds of its figures and the numbers its captions quote

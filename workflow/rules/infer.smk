@@ -1,5 +1,7 @@
 # Real stacks through the trained networks: one inference store per stack x architecture
 # (the fold ensemble), then metrology, scores against ground truth and figures per stack.
+# With inference.shards = n > 1 each store is predicted by n infer_shard jobs (disjoint
+# blocks, in parallel on a cluster) and assembled and labelled by one merge_shards job.
 
 from grainflow.measure import real_headline
 
@@ -21,6 +23,9 @@ INFERENCE_OPTIONS = {
     "whole_plane_max_px": INFERENCE["labels_whole_plane_max_px"],
     "labels_halo_px": INFERENCE["labels_halo_px"],
 }
+#: those of them that the labelling uses (rule merge_shards); the others, the prediction's
+LABEL_OPTIONS = ("whole_plane_max_px", "labels_halo_px")
+SHARDS = INFERENCE["shards"]
 #: inference stores of each stack whose task is run: {stack: {arch: store}}
 INFERENCE_STORES = {
     stack: {
@@ -32,33 +37,96 @@ INFERENCE_STORES = {
 }
 
 
-rule infer:
-    input:
-        stack="results/stacks/{stack}.ome.zarr",
-        checkpoints=lambda wc: expand(
-            "results/models/{task}/{arch}/fold{fold}/best.pt",
-            task=STACKS.loc[wc.stack, "task"],
-            arch=wc.arch,
-            fold=range(config["splits"]["folds"]),
-        ),
-    output:
-        store=directory("results/inference/{stack}/{arch}.ome.zarr"),
-    log:
-        "logs/infer/{stack}/{arch}.log",
-    benchmark:
-        "benchmarks/rules/infer/{stack}/{arch}.tsv"
-    conda:
-        "../../environment.yml"
-    threads: 2
-    resources:
-        gpu=1,
-        mem_mb=3000,
-        runtime=120,
-    params:
-        options=INFERENCE_OPTIONS,
-        device=config["training"]["device"],
-    script:
-        "../scripts/infer.py"
+if SHARDS == 1:
+
+    rule infer:
+        input:
+            stack="results/stacks/{stack}.ome.zarr",
+            checkpoints=lambda wc: expand(
+                "results/models/{task}/{arch}/fold{fold}/best.pt",
+                task=STACKS.loc[wc.stack, "task"],
+                arch=wc.arch,
+                fold=range(config["splits"]["folds"]),
+            ),
+        output:
+            store=directory("results/inference/{stack}/{arch}.ome.zarr"),
+        log:
+            "logs/infer/{stack}/{arch}.log",
+        benchmark:
+            "benchmarks/rules/infer/{stack}/{arch}.tsv"
+        conda:
+            "../../environment.yml"
+        threads: 2
+        resources:
+            gpu=1,
+            mem_mb=3000,
+            runtime=120,
+        params:
+            options=INFERENCE_OPTIONS,
+            device=config["training"]["device"],
+        script:
+            "../scripts/infer.py"
+
+else:
+
+    rule infer_shard:
+        input:
+            stack="results/stacks/{stack}.ome.zarr",
+            checkpoints=lambda wc: expand(
+                "results/models/{task}/{arch}/fold{fold}/best.pt",
+                task=STACKS.loc[wc.stack, "task"],
+                arch=wc.arch,
+                fold=range(config["splits"]["folds"]),
+            ),
+        output:
+            # the probabilities of shard {shard}'s blocks only
+            store=temp(
+                directory("results/inference/{stack}/{arch}.shards/{shard}.zarr")
+            ),
+        log:
+            "logs/infer_shard/{stack}/{arch}/{shard}.log",
+        benchmark:
+            "benchmarks/rules/infer_shard/{stack}/{arch}/{shard}.tsv"
+        conda:
+            "../../environment.yml"
+        threads: 2
+        resources:
+            gpu=1,
+            mem_mb=3000,
+            runtime=120,
+        params:
+            shard=lambda wc: int(wc.shard),
+            shards=SHARDS,
+            options={
+                k: v for k, v in INFERENCE_OPTIONS.items() if k not in LABEL_OPTIONS
+            },
+            device=config["training"]["device"],
+        script:
+            "../scripts/infer_shard.py"
+
+    rule merge_shards:
+        input:
+            stack="results/stacks/{stack}.ome.zarr",
+            shards=expand(
+                "results/inference/{{stack}}/{{arch}}.shards/{shard}.zarr",
+                shard=range(SHARDS),
+            ),
+        output:
+            store=directory("results/inference/{stack}/{arch}.ome.zarr"),
+        log:
+            "logs/merge_shards/{stack}/{arch}.log",
+        benchmark:
+            "benchmarks/rules/merge_shards/{stack}/{arch}.tsv"
+        conda:
+            "../../environment.yml"
+        threads: 1
+        resources:
+            mem_mb=3000,
+            runtime=120,
+        params:
+            options={k: INFERENCE_OPTIONS[k] for k in LABEL_OPTIONS},
+        script:
+            "../scripts/merge_shards.py"
 
 
 rule measure:

@@ -16,11 +16,15 @@ rule train:
         "benchmarks/rules/train/{task}/{arch}/fold{fold}.tsv"
     conda:
         "../../environment.yml"
-    # one thread per job: on a laptop, folds training side by side beat threads fighting
-    # over two cores; raise it with --set-threads train=N on a workstation or cluster
-    threads: 1
+    # one thread per training process: on a laptop, folds training side by side beat threads
+    # fighting over two cores; raise it with --set-threads train=N on a workstation or cluster
+    threads: config["training"]["gpus_per_job"]
+    # GPUs: training.gpus_per_job (default 1). A job granted N > 1 GPUs (on SLURM, sbatch
+    # --gpus=N; they appear in CUDA_VISIBLE_DEVICES) trains with one process per GPU it sees
+    # (DistributedDataParallel, same results contract): world_size_for(resources.gpu) in the
+    # script; on the CPU always one process. Locally, --resources gpu=M caps the GPUs in use.
     resources:
-        gpu=1,
+        gpu=config["training"]["gpus_per_job"],
         mem_mb=4000,
         runtime=120,
     params:
@@ -60,6 +64,7 @@ rule evaluate_model:
         tolerance_px=config["evaluation"]["boundary_tolerance_px"],
         iou_threshold=config["evaluation"]["match_iou"],
         pixel_size_um=config["evaluation"]["pixel_size_um"],
+        flips=config["evaluation"]["test_time_flips"],
     script:
         "../scripts/evaluate_model.py"
 

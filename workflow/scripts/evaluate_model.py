@@ -20,6 +20,7 @@ per_image, probability, samples = run_model_fold(
     tolerance_px=p.tolerance_px,
     iou_threshold=p.iou_threshold,
     pixel_size_um=p.pixel_size_um,
+    flips=p.flips,
 )
 with atomic_path(snakemake.output.probability) as tmp, h5py.File(tmp, "w") as f:
     f.create_dataset("probability", data=probability, compression="gzip", chunks=(1, *probability.shape[1:]))

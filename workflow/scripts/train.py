@@ -11,7 +11,7 @@ from operator import add
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
 
 from grainflow.metrics import boundary_counts, pixel_counts
-from grainflow.training import arch_settings, train_fold
+from grainflow.training import arch_settings, train_fold, world_size_for
 
 p = snakemake.params
 task = snakemake.wildcards.task
@@ -41,4 +41,6 @@ train_fold(
     last_path=p.last,
     metrics_fn=metrics,
     score_fn=lambda m: m["boundary_f1"] if task == "grains" else m["iou"],
+    # one process per GPU granted to the job and visible to it (1 on the CPU)
+    world_size=world_size_for(snakemake.resources.gpu, device=config.device),
 )
