@@ -334,3 +334,23 @@ def test_the_workflow_infers_every_stack_with_every_architecture_of_its_task(tmp
     assert counts["train"] == 6  # both tasks' folds: each stack waits for its own task's models
     assert "results/inference/nist_steel/unet.ome.zarr" in out
     assert "results/models/grains/unet/fold2/best.pt" in out
+
+
+def test_compiled_ensemble_gives_the_eager_probabilities(tmp_path, stack, checkpoints):
+    """torch.compile (frozen, static batch; the last batch padded) changes only float rounding."""
+    options = {"batch_size": 5}  # 12 tiles per plane: the last batch of each is padded
+    eager = _infer(stack, checkpoints, tmp_path / "eager.ome.zarr", compile=False, **options)
+    compiled = _infer(stack, checkpoints, tmp_path / "compiled.ome.zarr", compile=True, **options)
+    assert compiled["compiled"] and not eager["compiled"]
+    a = zarr.open_group(str(tmp_path / "eager.ome.zarr"), mode="r")
+    b = zarr.open_group(str(tmp_path / "compiled.ome.zarr"), mode="r")
+    np.testing.assert_allclose(b["s0"][:], a["s0"][:], atol=1e-5)
+    boundaries = a["labels/boundaries/s0"][:], b["labels/boundaries/s0"][:]
+    assert np.mean(boundaries[0] == boundaries[1]) > 0.999
+
+
+def test_auto_compiles_only_stacks_large_enough_to_repay_it(tmp_path, stack, checkpoints):
+    summary = _infer(stack, checkpoints, tmp_path / "auto.ome.zarr", compile="auto")
+    assert not summary["compiled"]  # 2 x 12 tiles x 2 models: far below the bar
+    with pytest.raises(ValueError, match="compile must be"):
+        _infer(stack, checkpoints, tmp_path / "bad.ome.zarr", compile="yes")

@@ -63,7 +63,9 @@ def training_shared():
     gpus_per_job is left out: it asks for resources and does not change a result.
     """
     return {
-        k: v for k, v in config["training"].items() if k not in ("archs", "gpus_per_job")
+        k: v
+        for k, v in config["training"].items()
+        if k not in ("archs", "gpus_per_job")
     }
 
 
