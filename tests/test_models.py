@@ -6,6 +6,7 @@ import torchvision
 from torch import nn
 
 from grainflow.models import (
+    fold_batch_norm,
     MODELS,
     DiffractionCNN,
     ResNet18,
@@ -282,3 +283,27 @@ def test_registry_errors():
         build_model("unet", width=3)
     with pytest.raises(ValueError, match="use 'unet' for residual=False"):
         build_model("resunet", residual=False)
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_folded_batch_norm_is_the_same_function(residual):
+    torch.manual_seed(0)
+    model = build_model("unet", depth=2, base_channels=4, residual=residual)
+    with torch.no_grad():  # trained-looking statistics, not the identity of a fresh batch norm
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    model.eval()
+    folded = fold_batch_norm(model)
+    norms = lambda net: sum(isinstance(m, nn.BatchNorm2d) for m in net.modules())  # noqa: E731
+    assert norms(folded) < norms(model)  # the double convolutions' norms are gone
+    if not residual:
+        assert norms(folded) == 0  # every norm of the U-Net follows a convolution in a Sequential
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batch_norm(model.train())

@@ -280,6 +280,7 @@ def load_ensemble(
     import torch
 
     from grainflow.checkpoint import load_checkpoint, model_from_checkpoint, sha256_file
+    from grainflow.models import fold_batch_norm
 
     if not checkpoints:
         raise ValueError("need at least one checkpoint, got none")
@@ -294,7 +295,8 @@ def load_ensemble(
                              f"stack is a {task!r} stack; use the models of task {task!r}")
         tasks.add(ckpt_task)
         percentiles.add(tuple(float(p) for p in config.get("norm_percentiles", (1.0, 99.0))))
-        model = model_from_checkpoint(ckpt).to(dev).eval()
+        # batch norm folded into the convolutions: ~1e-6 from the trained model, and faster
+        model = fold_batch_norm(model_from_checkpoint(ckpt).eval()).to(dev)
         out_channels = ckpt["model_kwargs"].get("out_channels")
         if out_channels is None:
             with torch.inference_mode():

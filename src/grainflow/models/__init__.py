@@ -23,6 +23,7 @@ __all__ = [
     "DiffractionCNN",
     "ResNet18",
     "count_parameters",
+    "fold_batch_norm",
     "load_pretrained",
     "set_transfer_strategy",
 ]
@@ -64,3 +65,37 @@ def build_model(name: str, **kwargs) -> nn.Module:
         return MODELS[name](**kwargs)
     except TypeError as error:
         raise ValueError(f"bad arguments for model {name!r}: {error}") from error
+
+
+def fold_batch_norm(model: nn.Module) -> nn.Module:
+    """A copy of an eval-mode ``model`` with batch norm folded into the convolutions before it.
+
+    In every ``nn.Sequential`` (the U-Net's double convolutions), a
+    ``Conv2d`` directly followed by a ``BatchNorm2d`` becomes one ``Conv2d``
+    (:func:`torch.nn.utils.fusion.fuse_conv_bn_eval`) and the batch norm an
+    ``nn.Identity``: the same function up to float rounding, one pass over
+    the activations fewer. Batch norms elsewhere (residual blocks) are kept.
+    The model itself is not changed.
+
+    Raises
+    ------
+    ValueError
+        If ``model`` is in training mode (its batch norms use batch statistics).
+    """
+    import copy
+
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    if model.training:
+        raise ValueError("fold_batch_norm needs a model in eval mode; call model.eval() first")
+    folded = copy.deepcopy(model)
+    for module in folded.modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        names = list(module._modules)
+        for first, second in zip(names, names[1:]):
+            conv, norm = module._modules[first], module._modules[second]
+            if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
+                module._modules[first] = fuse_conv_bn_eval(conv, norm)
+                module._modules[second] = nn.Identity()
+    return folded
