@@ -234,7 +234,10 @@ def render_tem_particles(
     The support is speckled (band-passed noise, as amorphous carbon looks at
     high magnification) with slow thickness variation; particles are darker
     (mass-thickness contrast) and carry lattice fringes at a random
-    orientation and period each.
+    orientation and period each. The fringes modulate the particle's
+    transmitted intensity by the fraction ``fringe_contrast`` of it (the
+    interference of transmitted and diffracted beams scales with the local
+    intensity), so a fringe never lifts a particle to the support's tone.
     """
     rng = as_rng(rng)
     shape = particle_ids.shape
@@ -252,7 +255,7 @@ def render_tem_particles(
         period = rng.uniform(*fringe_period_px)
         phase0 = rng.uniform(0, 2 * np.pi)
         fr = np.cos(2 * np.pi * (x[sl] * np.cos(theta) + y[sl] * np.sin(theta)) / period + phase0)
-        tone = particle_tone + rng.normal(0, 0.03) + fringe_contrast * fr
+        tone = (particle_tone + rng.normal(0, 0.03)) * (1 + fringe_contrast * fr)
         image[sl] = np.where(mask, tone + 0.3 * speckle * band[sl], image[sl])
     return _finish(image, blur_px=blur_px, dose=dose, read_noise=read_noise, rng=rng)
 
