@@ -25,7 +25,9 @@ What the loop does
   autocast (fp16 with gradient scaling on request), ``channels_last``, TF32
   for float32 work and cuDNN autotuning, optionally ``torch.compile``, and a
   DataLoader with pinned memory, workers and prefetching. On the CPU:
-  ``torch.set_num_threads(threads)``. Every choice is logged.
+  ``torch.set_num_threads(threads)`` and optionally ``torch.compile``
+  (worth it only for runs much longer than its compile of minutes). Every
+  choice is logged.
 - **Determinism.** Weights, data order, flips and dropout derive from
   ``seed`` and the epoch (:func:`grainflow.seeds.derive_seed`), never from
   worker count or timing. With ``deterministic: true`` the CPU run is
@@ -188,7 +190,7 @@ class TrainConfig:
     amp: str = "bf16"  # CUDA autocast: "bf16", "fp16" (with gradient scaling) or "off"
     channels_last: bool = True  # NHWC memory layout on CUDA (tensor-core convolutions)
     tf32: bool = True  # TF32 for the float32 matmuls/convolutions left outside autocast, CUDA
-    compile: bool = False  # torch.compile the model (CUDA; the first epoch compiles)
+    compile: bool = False  # torch.compile the model (CUDA or CPU; the first epoch compiles)
     threads: int = 1  # CPU threads for torch (Snakemake's threads)
     num_workers: int = 0  # DataLoader worker processes (0: load in the main process)
     deterministic: bool = False  # bit-for-bit reproducible on the CPU; see the module notes
@@ -606,8 +608,8 @@ def runtime(config: TrainConfig) -> Iterator[Runtime]:
                      torch.backends.cudnn.benchmark, config.compile)
         else:
             torch.set_num_threads(config.threads)
-            LOG.info("device cpu: %d threads, float32 (autocast, channels_last, TF32 and compile "
-                     "apply to CUDA only)", torch.get_num_threads())
+            LOG.info("device cpu: %d threads, float32 (autocast, channels_last and TF32 apply to "
+                     "CUDA only), compile %s", torch.get_num_threads(), config.compile)
         if config.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=cuda)
             torch.backends.cudnn.deterministic = True
@@ -991,7 +993,7 @@ def _fit(
             forward_model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[rt.device.index] if cuda else None)
             train_loss_fn = make_loss(config, class_counts, distributed=True).to(rt.device)
-        if config.compile and cuda:
+        if config.compile:  # CPU: ~1.5x faster steps after a compile of minutes on 2 cores
             forward_model = torch.compile(forward_model)
         # process 0 validates alone: with the model itself, outside DDP and its collectives
         eval_model = model if distributed else forward_model
