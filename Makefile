@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 CORES ?= all
 STAMP := $(VENV)/.installed
 
-.PHONY: run test report lint clean-results readme-figures
+.PHONY: run test report lint clean-results readme-figures browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,8 +24,14 @@ report: $(STAMP)
 	$(BIN)/snakemake --cores 1 --report results/report.html
 	@echo "report: results/report.html"
 
-test: $(STAMP)
+test: $(STAMP) browser
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest
+
+browser:  # headless Chromium for tests/test_report.py (Debian's package; needs root)
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  DEBIAN_FRONTEND=noninteractive apt-get -q -y update && DEBIAN_FRONTEND=noninteractive \
+	  apt-get -q -y install --no-install-recommends chromium fonts-liberation; } || \
+	  echo "no chromium: the browser tests of the report will skip"
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint

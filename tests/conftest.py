@@ -1,4 +1,5 @@
-"""Shared fixtures: the repository, a tiny workflow working directory, snakemake runs."""
+"""Shared fixtures: the repository, a tiny workflow working directory, snakemake runs,
+and one finished tiny end-to-end run shared by the tests that need it."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -50,3 +52,34 @@ def snakemake(workdir: Path, *args: str, timeout: int = 600) -> subprocess.Compl
 @pytest.fixture
 def workdir(tmp_path):
     return make_workdir(tmp_path / "run")
+
+
+@dataclass(frozen=True)
+class TinyRun:
+    """A finished tiny end-to-end run: its working directory, the run and the report build."""
+
+    workdir: Path
+    run: subprocess.CompletedProcess
+    report: subprocess.CompletedProcess | None
+
+    def check(self) -> None:
+        """Fail the calling test (with snakemake's output) unless the run and its report worked."""
+        if self.run.returncode != 0:
+            pytest.fail(f"the tiny run failed ({self.run.returncode=}):\n{self.run.stderr[-6000:]}")
+        if self.report is None or self.report.returncode != 0:
+            pytest.fail(f"the report of the tiny run failed:\n{self.report.stderr[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> TinyRun:
+    """The whole default DAG on the tiny config (about 4 minutes on 2 cores), then its report.
+
+    Run once per session and shared (tests/test_workflow.py, tests/test_report.py): tests
+    only read it, dry-run it or copy it, never change its working directory.
+    """
+    workdir = make_workdir(tmp_path_factory.mktemp("tiny") / "run")
+    run = snakemake(workdir, "--cores", "2", timeout=1200)
+    report = None
+    if run.returncode == 0:
+        report = snakemake(workdir, "--cores", "1", "--report", "results/report.html")
+    return TinyRun(workdir, run, report)

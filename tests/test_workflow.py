@@ -1,4 +1,6 @@
-"""The workflow itself: a dry run of the whole DAG, and a tiny real run of the synthesis rules."""
+"""The workflow itself: a dry run of the whole DAG, tiny real runs, and what a rerun redoes."""
+
+import re
 
 import h5py
 import numpy as np
@@ -73,10 +75,10 @@ def test_synthesis_is_reproducible_across_runs(tmp_path):
     assert digests[0] == digests[1]
 
 
-def test_tiny_run_of_everything(workdir):
-    """The whole default DAG on the tiny config, then the report."""
-    result = snakemake(workdir, "--cores", "2", timeout=1200)
-    assert result.returncode == 0, result.stderr[-6000:]
+def test_tiny_run_of_everything(tiny_run):
+    """The whole default DAG on the tiny config, then the report (the shared run of conftest)."""
+    tiny_run.check()
+    workdir = tiny_run.workdir
     for task in ("grains", "phases"):
         manifest = pd.read_csv(workdir / f"results/splits/{task}.tsv", sep="\t")
         assert sorted(manifest.fold.unique()) == [0, 1, 2]
@@ -96,9 +98,52 @@ def test_tiny_run_of_everything(workdir):
         assert (workdir / f"results/stacks/{stack}.ome.zarr/zarr.json").exists()
     figures = sorted(p.name for p in (workdir / "results/figures").glob("*.png"))
     assert "anatomy_kernels.png" in figures and "synthetic_examples.png" in figures
-    report = snakemake(workdir, "--cores", "1", "--report", "results/report.html")
-    assert report.returncode == 0, report.stderr[-3000:]
     html = (workdir / "results/report.html").read_text(errors="replace")
-    for category in ("Synthetic data", "CNN anatomy", "Augmentation and splits", "Training",
-                     "Cross-validated results"):
+    for category in ("Summary", "Synthetic data", "CNN anatomy", "Augmentation and splits",
+                     "Training", "Cross-validated results", "Real stacks", "Provenance"):
         assert category in html
+
+
+def _planned_jobs(result) -> list[tuple[str, dict]]:
+    """(rule, wildcards) of every job a ``snakemake --dry-run`` lists."""
+    jobs = []
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", result.stdout + result.stderr):
+        head = re.match(r"(?:local)?rule (\w+):", block)
+        if not head:
+            continue
+        found = re.search(r"^\s+wildcards: (.*)$", block, re.M)
+        wildcards = dict(kv.split("=", 1) for kv in found.group(1).split(", ")) if found else {}
+        jobs.append((head.group(1), wildcards))
+    return jobs
+
+
+def test_rerunning_without_changes_does_nothing(tiny_run):
+    tiny_run.check()
+    again = snakemake(tiny_run.workdir, "--dry-run", "--cores", "2")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Nothing to be done" in again.stdout + again.stderr, again.stdout[-3000:]
+
+
+def test_one_hyperparameter_reruns_only_the_jobs_it_affects(tiny_run, tmp_path):
+    """More epochs for unet: its training and everything downstream, nothing upstream."""
+    tiny_run.check()
+    config = tiny_config()
+    config["training"]["archs"]["unet"]["epochs"] += 1
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(config, sort_keys=False))
+    result = snakemake(tiny_run.workdir, "--dry-run", "--cores", "2", "--configfile", str(changed))
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = _planned_jobs(result)
+    rules = {rule for rule, _ in jobs}
+    # every fold of every task retrains, and what reads the models follows
+    assert [rule for rule, _ in jobs].count("train") == 6
+    assert {"train", "evaluate_model", "aggregate_metrics", "training_curves", "infer",
+            "measure", "summary_table", "provenance"} <= rules
+    # nothing upstream of training, and nothing of the classical baseline
+    upstream = {"synthesize", "augment", "split", "baseline", "leakage", "fold_table",
+                "import_stack", "synthetic_examples", "synthetic_statistics",
+                "synthetic_statistics_figure", "augmentation_figure", "leakage_figure",
+                "anatomy_kernels", "anatomy_numbers"}
+    assert not rules & upstream, sorted(rules & upstream)
+    assert not [j for j in jobs if j[1].get("model") == "classical"], jobs
+    assert all(w.get("arch", "unet") == "unet" for _, w in jobs)

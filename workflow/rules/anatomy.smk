@@ -28,7 +28,7 @@ rule anatomy_kernels:
         fig=report(
             "results/figures/anatomy_kernels.png",
             caption="../report/anatomy_kernels.rst",
-            category="CNN anatomy",
+            category="2. CNN anatomy",
         ),
     log:
         "logs/anatomy/kernels.log",
@@ -45,7 +45,7 @@ rule anatomy_feature_maps:
         fig=report(
             "results/figures/anatomy_feature_maps.png",
             caption="../report/anatomy_feature_maps.rst",
-            category="CNN anatomy",
+            category="2. CNN anatomy",
         ),
     log:
         "logs/anatomy/feature_maps.log",
@@ -69,7 +69,7 @@ rule anatomy_correlation:
         fig=report(
             "results/figures/anatomy_correlation.png",
             caption="../report/anatomy_correlation.rst",
-            category="CNN anatomy",
+            category="2. CNN anatomy",
         ),
     log:
         "logs/anatomy/correlation.log",
@@ -93,7 +93,7 @@ rule anatomy_output_size:
         fig=report(
             "results/figures/anatomy_output_size.png",
             caption="../report/anatomy_output_size.rst",
-            category="CNN anatomy",
+            category="2. CNN anatomy",
         ),
     log:
         "logs/anatomy/output_size.log",
@@ -112,7 +112,7 @@ rule anatomy_pooling:
         fig=report(
             "results/figures/anatomy_pooling.png",
             caption="../report/anatomy_pooling.rst",
-            category="CNN anatomy",
+            category="2. CNN anatomy",
         ),
     log:
         "logs/anatomy/pooling.log",
@@ -131,7 +131,7 @@ rule anatomy_parameters:
         fig=report(
             "results/figures/anatomy_parameters.png",
             caption="../report/anatomy_parameters.rst",
-            category="CNN anatomy",
+            category="2. CNN anatomy",
         ),
     log:
         "logs/anatomy/parameters.log",
@@ -151,7 +151,7 @@ rule anatomy_diffraction_cnn:
         fig=report(
             "results/figures/anatomy_diffraction_cnn.png",
             caption="../report/anatomy_diffraction_cnn.rst",
-            category="CNN anatomy",
+            category="2. CNN anatomy",
         ),
     log:
         "logs/anatomy/diffraction_cnn.log",
@@ -173,7 +173,7 @@ rule anatomy_receptive_field:
         fig=report(
             "results/figures/anatomy_receptive_field.png",
             caption="../report/anatomy_receptive_field.rst",
-            category="CNN anatomy",
+            category="2. CNN anatomy",
         ),
     log:
         "logs/anatomy/receptive_field.log",
@@ -202,7 +202,7 @@ rule anatomy_feature_hierarchy:
         fig=report(
             "results/figures/anatomy_feature_hierarchy.png",
             caption="../report/anatomy_feature_hierarchy.rst",
-            category="CNN anatomy",
+            category="2. CNN anatomy",
         ),
     log:
         "logs/anatomy/feature_hierarchy.log",
@@ -226,7 +226,7 @@ rule anatomy_designed_kernel:
         fig=report(
             "results/figures/anatomy_designed_kernel.png",
             caption="../report/anatomy_designed_kernel.rst",
-            category="CNN anatomy",
+            category="2. CNN anatomy",
         ),
     log:
         "logs/anatomy/designed_kernel.log",
@@ -250,7 +250,7 @@ rule anatomy_encoder:
         fig=report(
             "results/figures/anatomy_encoder.png",
             caption="../report/anatomy_encoder.rst",
-            category="CNN anatomy",
+            category="2. CNN anatomy",
         ),
     log:
         "logs/anatomy/encoder.log",

@@ -56,13 +56,13 @@ rule fold_table:
         table=report(
             "results/tables/folds_{task}.tsv",
             caption="../report/fold_table.rst",
-            category="Augmentation and splits",
+            category="3. Augmentation and splits",
             subcategory="{task}",
         ),
         fig=report(
             "results/figures/folds_{task}.png",
             caption="../report/fold_figure.rst",
-            category="Augmentation and splits",
+            category="3. Augmentation and splits",
             subcategory="{task}",
         ),
     log:
@@ -86,7 +86,7 @@ rule augmentation_figure:
         fig=report(
             "results/figures/augmentation_{task}.png",
             caption="../report/augmentation_figure.rst",
-            category="Augmentation and splits",
+            category="3. Augmentation and splits",
             subcategory="{task}",
         ),
     log:
@@ -132,7 +132,7 @@ rule leakage_figure:
         fig=report(
             "results/figures/leakage_{task}.png",
             caption="../report/leakage_figure.rst",
-            category="Augmentation and splits",
+            category="3. Augmentation and splits",
             subcategory="{task}",
         ),
     log:

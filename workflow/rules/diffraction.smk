@@ -57,7 +57,7 @@ rule diffraction_examples:
         fig=report(
             "results/figures/diffraction_examples.png",
             caption="../report/diffraction_examples.rst",
-            category="Diffraction",
+            category="7. Diffraction",
         ),
     log:
         "logs/diffraction_examples.log",
@@ -166,13 +166,13 @@ rule diffraction_evaluate:
         summary=report(
             "results/metrics/diffraction/{arch}/summary.tsv",
             caption="../report/diffraction_summary.rst",
-            category="Diffraction",
+            category="7. Diffraction",
             subcategory="{arch}",
         ),
         per_class=report(
             "results/metrics/diffraction/{arch}/per_class.tsv",
             caption="../report/diffraction_per_class.rst",
-            category="Diffraction",
+            category="7. Diffraction",
             subcategory="{arch}",
         ),
         confusion="results/metrics/diffraction/{arch}/confusion.tsv",
@@ -202,7 +202,7 @@ rule diffraction_confusion:
         fig=report(
             "results/figures/diffraction_confusion_{arch}.png",
             caption="../report/diffraction_confusion.rst",
-            category="Diffraction",
+            category="7. Diffraction",
             subcategory="{arch}",
         ),
     log:
@@ -225,7 +225,7 @@ rule diffraction_calibration:
         fig=report(
             "results/figures/diffraction_calibration_{arch}.png",
             caption="../report/diffraction_calibration.rst",
-            category="Diffraction",
+            category="7. Diffraction",
             subcategory="{arch}",
         ),
     log:
@@ -245,7 +245,7 @@ rule diffraction_breakdown:
         fig=report(
             "results/figures/diffraction_breakdown_{arch}.png",
             caption="../report/diffraction_breakdown.rst",
-            category="Diffraction",
+            category="7. Diffraction",
             subcategory="{arch}",
         ),
     log:
@@ -263,7 +263,7 @@ rule diffraction_filters:
         fig=report(
             "results/figures/diffraction_filters_{arch}.png",
             caption="../report/diffraction_filters.rst",
-            category="Diffraction",
+            category="7. Diffraction",
             subcategory="{arch}",
         ),
     log:
@@ -319,13 +319,13 @@ rule diffraction_transfer_summary:
         table=report(
             "results/tables/diffraction_transfer.tsv",
             caption="../report/diffraction_transfer_table.rst",
-            category="Diffraction",
+            category="7. Diffraction",
             subcategory="transfer learning",
         ),
         fig=report(
             "results/figures/diffraction_transfer.png",
             caption="../report/diffraction_transfer.rst",
-            category="Diffraction",
+            category="7. Diffraction",
             subcategory="transfer learning",
         ),
     log:
@@ -389,7 +389,7 @@ rule diffraction_scan_figure:
         fig=report(
             "results/figures/diffraction_scan_{arch}.png",
             caption="../report/diffraction_scan.rst",
-            category="Diffraction",
+            category="7. Diffraction",
             subcategory="{arch}",
         ),
     log:

@@ -46,7 +46,7 @@ rule aggregate_metrics:
         cv=report(
             "results/metrics/{task}/{model}/cv.tsv",
             caption="../report/metrics_cv.rst",
-            category="Cross-validated results",
+            category="5. Cross-validated results",
             subcategory="{task}",
         ),
         specimens="results/metrics/{task}/{model}/specimens.tsv",
@@ -73,7 +73,7 @@ rule metric_distributions:
         fig=report(
             "results/figures/metric_distributions_{task}_{model}.png",
             caption="../report/metric_distributions.rst",
-            category="Cross-validated results",
+            category="5. Cross-validated results",
             subcategory="{task}",
         ),
     log:

@@ -138,7 +138,7 @@ rule measure:
         metrics=report(
             "results/metrics/real/{stack}.tsv",
             caption="../report/real_metrics.rst",
-            category="Real stacks",
+            category="6. Real stacks",
             subcategory="{stack}",
         ),
         sizes="results/metrics/real/{stack}.sizes.tsv",
@@ -170,13 +170,13 @@ rule real_figures:
         overlays=report(
             "results/figures/real_overlays_{stack}.png",
             caption="../report/real_overlays.rst",
-            category="Real stacks",
+            category="6. Real stacks",
             subcategory="{stack}",
         ),
         sizes=report(
             "results/figures/real_sizes_{stack}.png",
             caption="../report/real_sizes.rst",
-            category="Real stacks",
+            category="6. Real stacks",
             subcategory="{stack}",
         ),
     log:

@@ -30,7 +30,7 @@ rule synthetic_examples:
         fig=report(
             "results/figures/synthetic_examples.png",
             caption="../report/synthetic_examples.rst",
-            category="Synthetic data",
+            category="1. Synthetic data",
         ),
     log:
         "logs/synthetic_examples.log",
@@ -50,7 +50,7 @@ rule synthetic_statistics:
         table=report(
             "results/tables/synthetic_statistics.tsv",
             caption="../report/synthetic_statistics.rst",
-            category="Synthetic data",
+            category="1. Synthetic data",
         ),
     log:
         "logs/synthetic_statistics.log",
@@ -67,7 +67,7 @@ rule synthetic_statistics_figure:
         fig=report(
             "results/figures/synthetic_statistics.png",
             caption="../report/synthetic_statistics_figure.rst",
-            category="Synthetic data",
+            category="1. Synthetic data",
         ),
     log:
         "logs/synthetic_statistics_figure.log",

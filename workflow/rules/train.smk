@@ -81,7 +81,7 @@ rule training_curves:
         fig=report(
             "results/figures/training_{task}_{arch}.png",
             caption="../report/training_curves.rst",
-            category="Training",
+            category="4. Training",
             subcategory="{task}",
         ),
     log:
@@ -113,13 +113,13 @@ rule prediction_overlays:
         overlays=report(
             "results/figures/overlays_{task}_{arch}.png",
             caption="../report/prediction_overlays.rst",
-            category="Cross-validated results",
+            category="5. Cross-validated results",
             subcategory="{task}",
         ),
         sizes=report(
             "results/figures/size_distribution_{task}_{arch}.png",
             caption="../report/size_distribution.rst",
-            category="Cross-validated results",
+            category="5. Cross-validated results",
             subcategory="{task}",
         ),
     log:
