@@ -6,7 +6,7 @@ plane) and imported with :func:`grainflow.stacks.import_stack`; then a fresh
 process runs :func:`grainflow.inference.infer_stack` with a fold ensemble of
 random U-Nets of the default architecture (their last bias centred so that the
 label maps are as busy as real ones) and reports its peak resident memory
-(``ru_maxrss``) and its throughput. The stack's pixels never pass through the
+(``VmHWM``) and its throughput. The stack's pixels never pass through the
 measured process except block by block, so a flat peak RSS shows that memory
 is bounded by the block size, not the stack.
 
@@ -107,16 +107,29 @@ def make_checkpoints(folder: Path, folds: int, tile: np.ndarray,
     return paths
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM), MB.
+
+    Not ``ru_maxrss``: Linux carries the parent's high-water mark at fork
+    into the child's ``ru_maxrss`` across exec; ``VmHWM`` belongs to the new
+    address space alone.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux: KiB
+
+
 def child(args) -> None:
     """Run infer in this (fresh) process and print its numbers as JSON."""
     from grainflow.inference import infer_stack
 
-    rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    rss_start = peak_rss_mb()
     t0 = time.perf_counter()
     summary = infer_stack(args.stack, args.checkpoints, args.out, model="unet",
                           device=args.device, threads=args.threads, progress=False, **SETTINGS)
     seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    peak = peak_rss_mb()
     plane = summary["planes"][0]
     print(json.dumps({
         "peak_rss_mb": round(peak, 1),

@@ -16,7 +16,7 @@ Each side is measured in fresh processes, one per tool:
   as grainflow's batch) with the output on the CPU. The same process then
   compares its probabilities with grainflow's, block by block.
 
-Peak resident memory is each process's ``ru_maxrss``. Both use all the CPU
+Peak resident memory is each process's own high-water mark (``VmHWM``). Both use all the CPU
 threads given by ``--threads``. MONAI is installed only for this benchmark
 (``pip install monai``); grainflow does not depend on it.
 
@@ -35,7 +35,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -45,17 +44,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from infer_memory import make_stack, micrograph  # noqa: E402
+from infer_memory import make_stack, micrograph, peak_rss_mb  # noqa: E402
 
 #: the comparison's tiling: MONAI's overlap 0.5 is grainflow's overlap_px = tile / 2, and with
 #: margin 0 and sides that are multiples of tile / 2 both place exactly the same tiles
 TILE, BATCH, SIGMA = 256, 8, 0.125
 SETTINGS = {"tile_px": TILE, "overlap_px": TILE // 2, "margin_px": 0, "block_px": 2048,
             "batch_size": BATCH, "sigma_scale": SIGMA}
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def run_grainflow(args) -> dict:
@@ -71,7 +66,7 @@ def run_grainflow(args) -> dict:
     plane = summary["planes"][0]
     return {"seconds": round(time.perf_counter() - t0, 2), "predict_s": plane["predict_s"],
             "label_s": plane["label_s"], "tiles": plane["tiles"],
-            "peak_rss_mb": round(_peak_rss_mb(), 1)}
+            "peak_rss_mb": round(peak_rss_mb(), 1)}
 
 
 def run_monai(args) -> dict:
@@ -104,7 +99,7 @@ def run_monai(args) -> dict:
             sw_device="cpu", device="cpu", progress=False,
         )[0]
     seconds = time.perf_counter() - t0
-    peak = _peak_rss_mb()
+    peak = peak_rss_mb()
     worst = 0.0
     side = probs.shape[-1]
     for r in range(0, side, 2048):
@@ -117,7 +112,7 @@ def run_monai(args) -> dict:
 
 
 def child(args) -> None:
-    rss = _peak_rss_mb()
+    rss = peak_rss_mb()
     result = run_grainflow(args) if args.child == "grainflow" else run_monai(args)
     print(json.dumps({**result, "rss_after_imports_mb": round(rss, 1)}))
 
