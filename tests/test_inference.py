@@ -16,7 +16,12 @@ import zarr
 from scipy import ndimage
 
 from grainflow import __version__
-from grainflow.checkpoint import make_checkpoint, save_checkpoint
+from grainflow.checkpoint import (
+    load_checkpoint,
+    make_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+)
 from grainflow.inference import infer_stack, label_plane, load_ensemble
 from grainflow.models import build_model
 from grainflow.normalize import normalize_image
@@ -284,10 +289,13 @@ def test_ensemble_is_the_mean_of_the_folds_and_flips_commute(checkpoints):
     x = np.random.default_rng(0).normal(size=(2, 1, 16, 16)).astype(np.float32)
     plain = load_ensemble(checkpoints, device="cpu")
     assert plain.task == "grains" and plain.n_classes == 2
+    # the trained models as saved (batch norm unfolded, plain memory layout): the ensemble's
+    # folded, channels_last copies compute the same function
+    trained = [model_from_checkpoint(load_checkpoint(p)).eval() for p in checkpoints]
     with torch.inference_mode():
-        ref = np.mean([torch.softmax(m(torch.from_numpy(x)), 1).numpy() for m in plain.models],
-                      axis=0)
-    np.testing.assert_allclose(plain(x), ref, atol=1e-6)
+        ref = np.mean([torch.softmax(m(torch.from_numpy(x)), 1).numpy() for m in trained], axis=0)
+    np.testing.assert_allclose(plain(x), ref, atol=1e-5)
+    assert plain(x).flags.c_contiguous
     flips = load_ensemble(checkpoints, device="cpu", flips=True)
     y = flips(x)
     np.testing.assert_allclose(flips(x[..., ::-1].copy()), y[..., ::-1], atol=1e-6)
@@ -335,22 +343,3 @@ def test_the_workflow_infers_every_stack_with_every_architecture_of_its_task(tmp
     assert "results/inference/nist_steel/unet.ome.zarr" in out
     assert "results/models/grains/unet/fold2/best.pt" in out
 
-
-def test_compiled_ensemble_gives_the_eager_probabilities(tmp_path, stack, checkpoints):
-    """torch.compile (frozen, static batch; the last batch padded) changes only float rounding."""
-    options = {"batch_size": 5}  # 12 tiles per plane: the last batch of each is padded
-    eager = _infer(stack, checkpoints, tmp_path / "eager.ome.zarr", compile=False, **options)
-    compiled = _infer(stack, checkpoints, tmp_path / "compiled.ome.zarr", compile=True, **options)
-    assert compiled["compiled"] and not eager["compiled"]
-    a = zarr.open_group(str(tmp_path / "eager.ome.zarr"), mode="r")
-    b = zarr.open_group(str(tmp_path / "compiled.ome.zarr"), mode="r")
-    np.testing.assert_allclose(b["s0"][:], a["s0"][:], atol=1e-5)
-    boundaries = a["labels/boundaries/s0"][:], b["labels/boundaries/s0"][:]
-    assert np.mean(boundaries[0] == boundaries[1]) > 0.999
-
-
-def test_auto_compiles_only_stacks_large_enough_to_repay_it(tmp_path, stack, checkpoints):
-    summary = _infer(stack, checkpoints, tmp_path / "auto.ome.zarr", compile="auto")
-    assert not summary["compiled"]  # 2 x 12 tiles x 2 models: far below the bar
-    with pytest.raises(ValueError, match="compile must be"):
-        _infer(stack, checkpoints, tmp_path / "bad.ome.zarr", compile="yes")

@@ -107,7 +107,7 @@ from grainflow.normalize import apply_limits, plane_limits
 from grainflow.predict import labels_from_probability
 from grainflow.io import replace_dir
 from grainflow.stacks import downsample, remove_stale
-from grainflow.tiling import WEIGHT_FLOOR, PlaneView, iter_blocks, predict_plane, tile_grid
+from grainflow.tiling import WEIGHT_FLOOR, PlaneView, iter_blocks, predict_plane
 
 __all__ = [
     "CLASS_NAMES",
@@ -129,9 +129,6 @@ CLASS_NAMES = {"grains": ("interior", "boundary"), "phases": ("matrix", "particl
 #: label images of each task: (foreground mask, instances)
 LABEL_NAMES = {"grains": ("boundaries", "grain_ids"), "phases": ("phase", "particle_ids")}
 _NGFF_VERSION = "0.5"
-#: compile="auto" compiles on the CPU from this many tile predictions of one model on: the
-#: one-off compile (20-60 s on 2 cores) is repaid at about 1000 (benchmarks/infer_vs_monai.py)
-COMPILE_MIN_TILE_CALLS = 2000
 _FLIPS = ((), (-1,), (-2,), (-2, -1))  # identity, left-right, up-down, both
 _CROSS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], bool)  # 4-connectivity
 
@@ -171,8 +168,6 @@ class Ensemble:
     device : torch.device
     checkpoints : list of dict
         Provenance: path, sha256, fold, epoch, model_name, version.
-    compiled_batch : int or None
-        Set by :meth:`compile`: the batch size of the compiled graph.
     """
 
     models: list
@@ -182,8 +177,6 @@ class Ensemble:
     flips: bool
     device: object
     checkpoints: list[dict] = field(default_factory=list)
-    compiled_batch: int | None = None
-    _compiled: object = field(default=None, repr=False)
 
     def _mean_probabilities(self, x):
         """Mean softmax over the models (and flips) of a tensor batch (N, 1, h, w)."""
@@ -199,56 +192,13 @@ class Ensemble:
                 total = p if total is None else total + p
         return total / (len(self.models) * len(flips))
 
-    def compile(self, batch_size: int, tile_px: int) -> None:
-        """Compile the whole ensemble (models, flips, softmax, mean) into one graph.
-
-        ``torch.compile`` with inductor's freezing: batch norm is folded into
-        the convolutions and the weights are prepacked, which on the CPU makes
-        tiled prediction about twice as fast, at a one-off cost of tens of
-        seconds (measured in ``benchmarks/infer_vs_monai.py``). The graph is
-        static: batches smaller than ``batch_size`` are padded. The first call
-        compiles; if compiling fails (no C++ compiler, say), the ensemble
-        falls back to eager execution with a warning.
-        """
-        import torch
-
-        module = _ensemble_module(self)
-        self._compiled = torch.compile(module, dynamic=False, options={"freezing": True})
-        self.compiled_batch = int(batch_size)
-        with torch.inference_mode():  # compile now, so that a failure shows here, once
-            x = torch.zeros(batch_size, 1, tile_px, tile_px, device=self.device)
-            try:
-                self._compiled(x)
-            except Exception as error:  # noqa: BLE001 - any backend failure means: run eager
-                logger.warning("torch.compile failed (%s: %s); predicting eagerly",
-                               type(error).__name__, str(error).splitlines()[0][:200])
-                self._compiled, self.compiled_batch = None, None
-
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         import torch
 
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
-            if self._compiled is None:
-                return self._mean_probabilities(x).cpu().numpy()
-            n = x.shape[0]
-            if n < self.compiled_batch:  # a static graph: pad the last batch
-                x = torch.cat([x, x.new_zeros((self.compiled_batch - n, *x.shape[1:]))])
-            return self._compiled(x)[:n].cpu().numpy()
-
-
-def _ensemble_module(ensemble: Ensemble):
-    import torch
-
-    class EnsembleModule(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.models = torch.nn.ModuleList(ensemble.models)
-
-        def forward(self, x):
-            return ensemble._mean_probabilities(x)
-
-    return EnsembleModule().eval()
+            x = x.contiguous(memory_format=torch.channels_last)
+            return self._mean_probabilities(x).contiguous().cpu().numpy()
 
 
 def load_ensemble(
@@ -295,8 +245,10 @@ def load_ensemble(
                              f"stack is a {task!r} stack; use the models of task {task!r}")
         tasks.add(ckpt_task)
         percentiles.add(tuple(float(p) for p in config.get("norm_percentiles", (1.0, 99.0))))
-        # batch norm folded into the convolutions: ~1e-6 from the trained model, and faster
-        model = fold_batch_norm(model_from_checkpoint(ckpt).eval()).to(dev)
+        # batch norm folded into the convolutions, channels_last: the trained model's function
+        # to ~1e-5, and on the CPU twice as fast as the plain model (benchmarks/infer_vs_monai.py)
+        model = fold_batch_norm(model_from_checkpoint(ckpt).eval())
+        model = model.to(dev, memory_format=torch.channels_last)
         out_channels = ckpt["model_kwargs"].get("out_channels")
         if out_channels is None:
             with torch.inference_mode():
@@ -583,12 +535,8 @@ def _open_stack(stack: str | os.PathLike, *, task: str | None, block_px: int) ->
                   levels=levels, block=block)
 
 
-def _load_checked_ensemble(source: _Stack, checkpoints, *, tile_px: int, overlap_px: int,
-                           device: str, flips: bool, compile: bool | str, batch_size: int,
-                           share: float = 1.0) -> Ensemble:
-    """The ensemble, checked against the stack, compiled when it pays (``share``: of the stack)."""
-    if compile not in ("auto", True, False):
-        raise ValueError(f"compile must be 'auto', True or False, got {compile=!r}")
+def _load_checked_ensemble(source: _Stack, checkpoints, *, tile_px: int, device: str,
+                           flips: bool) -> Ensemble:
     ensemble = load_ensemble(checkpoints, task=source.task, device=device, flips=flips)
     if ensemble.n_classes != len(CLASS_NAMES[source.task]):
         raise ValueError(f"the checkpoints predict {ensemble.n_classes} classes; task "
@@ -597,15 +545,6 @@ def _load_checked_ensemble(source: _Stack, checkpoints, *, tile_px: int, overlap
     if tile_px % multiple:
         raise ValueError(f"tile_px must be a multiple of {multiple} for these models (a U-Net "
                          f"of depth d needs 2**d), got {tile_px=}")
-    rows, cols = tile_grid(source.shape[1:], tile_px, overlap=overlap_px)
-    calls = source.shape[0] * len(rows) * len(cols) * share * len(ensemble.models)
-    calls *= len(_FLIPS) if flips else 1
-    if compile is True or (compile == "auto" and ensemble.device.type == "cpu"
-                           and calls >= COMPILE_MIN_TILE_CALLS):
-        t0 = time.perf_counter()
-        ensemble.compile(batch_size, tile_px)
-        logger.info("compiled the ensemble for %d tile-model calls in %.1f s%s", calls,
-                    time.perf_counter() - t0, "" if ensemble.compiled_batch else " (failed)")
     return ensemble
 
 
@@ -618,7 +557,6 @@ def _prediction_record(ensemble: Ensemble, *, block: int, tile_px: int, overlap_
         "checkpoints": ensemble.checkpoints,
         "ensemble": f"mean of the softmax probabilities of {len(ensemble.models)} fold model(s)",
         "test_time_flips": bool(flips),
-        "compiled": ensemble.compiled_batch is not None,
         "tile_px": int(tile_px),
         "overlap_px": int(overlap_px),
         "margin_px": int(margin_px),
@@ -817,7 +755,6 @@ def infer_stack(
     sigma_scale: float = 0.125,
     flips: bool = False,
     device: str = "auto",
-    compile: bool | str = "auto",
     threads: int = 1,
     threshold: float = 0.5,
     min_grain_px: int = 4,
@@ -854,11 +791,6 @@ def infer_stack(
     flips : bool
         Average the 4 flips of each tile too (test-time augmentation; 4x slower).
     device : {"auto", "cpu", "cuda"}
-    compile : {"auto", True, False}
-        Compile the ensemble into one graph (:meth:`Ensemble.compile`): True
-        always, "auto" on the CPU when the stack needs at least
-        :data:`COMPILE_MIN_TILE_CALLS` tile predictions per model, False never.
-        The probabilities agree with eager ones to float rounding (~1e-6).
     threads : int
         CPU threads for torch.
     threshold, min_grain_px
@@ -888,9 +820,8 @@ def infer_stack(
                     overlap_px=(overlap_px, 0), margin_px=(margin_px, 0),
                     whole_plane_max_px=(whole_plane_max_px, 0))
     source = _open_stack(stack, task=task, block_px=block_px)
-    ensemble = _load_checked_ensemble(source, checkpoints, tile_px=tile_px,
-                                      overlap_px=overlap_px, device=device, flips=flips,
-                                      compile=compile, batch_size=batch_size)
+    ensemble = _load_checked_ensemble(source, checkpoints, tile_px=tile_px, device=device,
+                                      flips=flips)
     n_planes, rows, cols = source.shape
     logger.info("stack %r (%s): %d plane(s) of %d x %d px, %d fold model(s) on %s, tile %d, "
                 "overlap %d, margin %d, block %d, flips %s", source.name, source.task, n_planes,
@@ -981,7 +912,6 @@ def infer_shard(
     sigma_scale: float = 0.125,
     flips: bool = False,
     device: str = "auto",
-    compile: bool | str = "auto",
     threads: int = 1,
     progress: bool = True,
 ) -> dict:
@@ -1014,9 +944,8 @@ def infer_shard(
     if shard >= shards:
         raise ValueError(f"shard must be in [0, {shards}), got {shard=}")
     source = _open_stack(stack, task=task, block_px=block_px)
-    ensemble = _load_checked_ensemble(source, checkpoints, tile_px=tile_px,
-                                      overlap_px=overlap_px, device=device, flips=flips,
-                                      compile=compile, batch_size=batch_size, share=1 / shards)
+    ensemble = _load_checked_ensemble(source, checkpoints, tile_px=tile_px, device=device,
+                                      flips=flips)
     blocks = source.blocks(tile=tile_px, overlap=overlap_px)
     owned = shard_blocks(source.shape[0], len(blocks), shards=shards)[shard]
     logger.info("stack %r, shard %d of %d: %d of %d blocks, on %s", source.name, shard, shards,

@@ -22,7 +22,6 @@ INFERENCE_OPTIONS = {
     "flips": INFERENCE["test_time_flips"],
     "whole_plane_max_px": INFERENCE["labels_whole_plane_max_px"],
     "labels_halo_px": INFERENCE["labels_halo_px"],
-    "compile": INFERENCE["compile"],
 }
 #: those of them that the labelling uses (rule merge_shards); the others, the prediction's
 LABEL_OPTIONS = ("whole_plane_max_px", "labels_halo_px")
