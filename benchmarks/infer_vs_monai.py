@@ -166,16 +166,16 @@ def main() -> None:
         print(f"{side} px: {json.dumps(row)}", file=sys.stderr, flush=True)
         shutil.rmtree(out, ignore_errors=True)
         shutil.rmtree(stack, ignore_errors=True)
-    result = {
-        "benchmark": "infer_vs_monai",
-        "version": __version__, "monai": monai.__version__, "torch": torch.__version__,
-        "checkpoint": args.checkpoint, "settings": SETTINGS, "threads": args.threads,
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "cpus": os.cpu_count()},
-        "runs": rows,
-    }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        result = {  # written after every side, so that a long run keeps what it measured
+            "benchmark": "infer_vs_monai",
+            "version": __version__, "monai": monai.__version__, "torch": torch.__version__,
+            "checkpoint": args.checkpoint, "settings": SETTINGS, "threads": args.threads,
+            "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                        "cpus": os.cpu_count()},
+            "runs": rows,
+        }
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print("| plane (px) | grainflow Mpx/s | MONAI Mpx/s | speed-up | grainflow peak RSS (MB) "
           "| MONAI peak RSS (MB) | max abs difference |")
     print("|---|---|---|---|---|---|---|")

@@ -40,9 +40,9 @@ CASES = {
     # path: autocast, channels_last and TF32 are CUDA-only); 6 epochs so that the compiled
     # run's last epoch is past compilation
     "cpu_default_unet_eager": ("unet", dict(depth=3, base_channels=8), 128, 256,
-                               dict(batch_size=8, device="cpu", threads=2)),
+                               dict(batch_size=8, device="cpu", threads=1)),
     "cpu_default_unet_compiled": ("unet", dict(depth=3, base_channels=8), 128, 256,
-                                  dict(batch_size=8, device="cpu", threads=2, compile=True)),
+                                  dict(batch_size=8, device="cpu", threads=1, compile=True)),
     "default_diffraction_cnn": ("diffraction_cnn", {}, 64, 8192,
                                 dict(batch_size=64, loss="ce", optimizer="adam",
                                      warmup_epochs=0, class_weights="none")),
