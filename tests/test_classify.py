@@ -17,9 +17,11 @@ from grainflow.classify import (
     evaluate_classifier,
     expected_calibration_error,
     fold_rows,
+    log_polar,
     per_class_table,
     predict_proba,
     reliability_table,
+    represent,
     rotate_pattern,
     subsample_per_class,
     train_diffraction_fold,
@@ -93,6 +95,52 @@ def test_rotate_pattern_quarter_turn_is_rot90():
     np.testing.assert_allclose(turned[inner], np.rot90(image)[inner], atol=1e-5)
 
 
+def ring_image(radius, size=64, sigma=0.7):
+    c = (size - 1) / 2
+    r = np.hypot(*np.mgrid[0:size, 0:size] - c)
+    return np.exp(-0.5 * ((r - radius) / sigma) ** 2).astype(np.float32)
+
+
+def test_log_polar_turns_rings_into_columns_and_rotations_into_shifts():
+    size, r_min = 64, 2.0
+    radius_of = r_min * (32 / r_min) ** ((np.arange(size) + 0.5) / size)  # column radii, px
+    for radius in (6.0, 12.0, 20.0):
+        lp = log_polar(ring_image(radius), r_min_px=r_min)
+        profile = lp.mean(axis=0)
+        assert abs(radius_of[profile.argmax()] / radius - 1) < 0.05  # the ring's column
+        assert np.abs(lp.argmax(axis=1) - profile.argmax()).max() <= 1  # at every azimuth
+    # two Friedel spots on the +x axis: one row (0°), and a quarter turn moves it by 32 rows
+    image = np.zeros((size, size), np.float32)
+    image[31:33, 41:43] = image[31:33, 21:23] = 1.0
+    lp = log_polar(image)
+    turned = log_polar(np.rot90(image).copy())
+    np.testing.assert_allclose(turned, np.roll(lp, size // 2, axis=0), atol=1e-5)
+    assert lp.sum(axis=1).argmax() in (0, size - 1) and turned.sum(axis=1).argmax() in (31, 32)
+    with pytest.raises(ValueError, match="r_min_px"):
+        log_polar(image, r_min_px=40.0)
+
+
+def test_represent_changes_rings_only():
+    images = np.stack([ring_image(8.0), ring_image(8.0)])
+    out = represent(images, ["spot", "ring"], "log_polar")
+    np.testing.assert_array_equal(out[0], images[0])
+    np.testing.assert_allclose(out[1], log_polar(images[1]))
+    np.testing.assert_array_equal(represent(images, ["spot", "ring"], "cartesian"), images)
+    ds = PatternDataset(images, [0, 1], ["a", "b"], modalities=["spot", "ring"],
+                        representation="log_polar")
+    np.testing.assert_allclose(ds[1][0][0].numpy(), log_polar(images[1]))
+    torch.manual_seed(0)  # augmented: rotated and mirrored before the log-polar resampling
+    augmented = PatternDataset(images, [0, 1], ["a", "b"], rotate=True, flips=True,
+                               modalities=["spot", "ring"], representation="log_polar")
+    x = augmented[1][0][0].numpy()
+    plain = log_polar(images[1]).mean(axis=0)  # a ring's radial profile is rotation invariant
+    assert x.mean(axis=0).argmax() == plain.argmax() and np.abs(x.mean(axis=0) - plain).max() < 0.1
+    with pytest.raises(ValueError, match="representation"):
+        represent(images, ["spot", "ring"], "polar")
+    with pytest.raises(ValueError, match="one modality per pattern"):
+        PatternDataset(images, [0, 1], ["a", "b"], modalities=["ring"])
+
+
 def test_pattern_dataset_items_and_digest():
     images = np.random.default_rng(1).random((4, 32, 32)).astype(np.float32)
     ds = PatternDataset(images, [0, 1, 2, 1], ["a", "b", "c", "d"])
@@ -135,6 +183,7 @@ def test_tiny_training_is_deterministic_and_evaluates(data, tmp_path):
         paths[run] = out / "best.pt"
     a, b = load_checkpoint(paths["a"]), load_checkpoint(paths["b"])
     assert a["model_name"] == "diffraction_cnn" and a["extra"]["classes"] == list(CLASSES)
+    assert a["extra"]["representation"] == "log_polar"  # the default, used again by evaluation
     for key, value in a["model_state"].items():
         assert torch.equal(value, b["model_state"][key]), key
     history = pd.read_csv(tmp_path / "a" / "history.tsv", sep="\t")
@@ -197,6 +246,12 @@ def test_scan_map_is_pattern_by_pattern_and_ome_zarr(data, tmp_path):
     np.testing.assert_allclose(back, probs, rtol=1e-6)
     assert np.array_equal(labels, probs.argmax(axis=0) + 1)
     assert attrs["agreement_with_truth"] == pytest.approx(np.mean(labels == truth))
+    assert attrs["modality"] == "spot"
+    # ring scans are prepared as the model was trained: log-polar
+    ring_probs = classify_scan(patterns, [out / "best.pt"], modality="ring")
+    flat = prepare_patterns(counts.reshape(-1, 64, 64), size=64)
+    expected = predict_proba(model, represent(flat, ["ring"] * len(flat), "log_polar"))
+    np.testing.assert_allclose(ring_probs.reshape(3, -1).T, expected, rtol=1e-5, atol=1e-6)
     assert summary["counts"] == {c: int((labels == k + 1).sum()) for k, c in enumerate(CLASSES)}
     meta = json.loads((tmp_path / "map.ome.zarr" / "zarr.json").read_text())
     axes = meta["attributes"]["ome"]["multiscales"][0]["axes"]

@@ -18,6 +18,8 @@ from grainflow.synth.diffraction import (
     scattering_factor,
     spot_intensity,
     synthesize_diffraction_specimen,
+    PSEUDO_RATIOS,
+    _pseudo_symmetric,
     zone_axes,
     zone_family,
 )
@@ -103,11 +105,18 @@ def test_point_groups_preserve_the_metric():
 
 def test_random_crystals_respect_margins_and_distances():
     rng = np.random.default_rng(0)
+    assert PSEUDO_RATIOS == pytest.approx((1.0, math.sqrt(3), 2.0))
     for _ in range(20):
-        xtal = random_crystal("orthorhombic", rng=rng)
+        xtal = random_crystal("orthorhombic", rng=rng, settings={"orthorhombic_margin": 0.15})
         a, b, c = sorted((xtal.a, xtal.b, xtal.c))
         for r in (b / a, c / b, c / a):
-            assert all(abs(r / t - 1) >= 0.1 for t in (1, math.sqrt(2), math.sqrt(3)))
+            # no pseudo-square net (1; 2 for a C-centred zone's halved side), no orthohexagonal cell
+            assert all(abs(r / t - 1) >= 0.15 for t in (1, math.sqrt(3), 2))
+    # a C-centred cell with b = 2c has a square [100] net (2b*, c*): not drawn
+    assert _pseudo_symmetric((3.0, 8.0, 4.0), 0.1) and not _pseudo_symmetric((3.0, 3.6, 8.0), 0.1)
+    with pytest.raises(ValueError, match="orthorhombic_margin"):
+        random_crystal("orthorhombic", rng=0,
+                       settings={"orthorhombic_abc_A": [4.0, 5.0], "orthorhombic_margin": 0.3})
     cubic = random_crystal("cubic", rng=3, settings={"basis_atoms": [3, 3]})
     z, pos = cubic.cell()
     assert len(cubic.basis) >= 1 and len(z) == len(pos)
@@ -173,6 +182,23 @@ def test_hexagonal_0001_spots_have_sixfold_symmetry():
     assert inner.sum() >= 6 and dist.max() < 1e-6
 
 
+def test_cubic_111_pattern_is_as_sixfold_as_hexagonal_0001():
+    # why zone_axes "low_index" is ill-posed: with Friedel's law the 3-fold [111] axis of m-3m
+    # gives a 6-fold net and 6-fold intensities, the same 2-D symmetry as hexagonal [0001]
+    xtal = random_crystal("cubic", rng=4, centring="P", settings={"basis_atoms": [2, 2]})
+    _, info = spot_intensity(xtal, spot_params(zone_axis=[1, 1, 1], spot_sigma_px=0.6,
+                                               camera_length_mm=300.0), size=64, rng=0)
+    row, col, amp = info["spots"].T
+    xy = np.stack([col - 31.5, 31.5 - row], axis=1)
+    # the zero-order Laue zone (weak spots of the upper layer, 3-fold, are left out)
+    inner = (np.linalg.norm(xy, axis=1) < 25) & (amp > 0.05 * amp.max())
+    t = np.deg2rad(60)
+    turned = xy[inner] @ np.array([[np.cos(t), np.sin(t)], [-np.sin(t), np.cos(t)]])
+    dist = np.linalg.norm(turned[:, None] - xy[inner][None], axis=-1)
+    assert inner.sum() >= 12 and dist.min(axis=1).max() < 1e-6
+    np.testing.assert_allclose(amp[inner][dist.argmin(axis=1)], amp[inner], rtol=1e-6)
+
+
 def test_zone_axes_and_families():
     assert len(zone_axes("cubic", "low_index", max_index=1)) == 13
     assert zone_family("cubic", [0, -1, 1]) == "<011>"
@@ -180,6 +206,9 @@ def test_zone_axes_and_families():
     # 3-index [100] = 4-index [2-1-10] and [110] = [11-20], one family; [1-10] = [1-100] ~ [10-10]
     assert zone_family("hexagonal", [1, 0, 0]) == zone_family("hexagonal", [1, 1, 0]) == "<11-20>"
     assert zone_family("hexagonal", [1, -1, 0]) == "<10-10>"
+    # mmm does not permute the axes: [100], [010] and [001] are three families
+    assert [zone_family("orthorhombic", v) for v in ([-1, 0, 0], [0, 1, 0], [0, 0, -1])] == [
+        "<100>", "<010>", "<001>"]
     with pytest.raises(ValueError, match="zone axes"):
         zone_axes("cubic", "random")
 
@@ -212,3 +241,11 @@ def test_bad_settings_are_rejected():
         synthesize_diffraction_specimen("s00", {"zone_axes": "any"}, seed=0)
     with pytest.raises(ValueError, match="specimen names"):
         synthesize_diffraction_specimen("x1", {}, seed=0)
+
+
+def test_spot_and_ring_sessions_draw_their_own_first_order():
+    settings = {"images_per_session": 1, "sessions_per_specimen": 2,
+                "first_order_px": [4.0, 4.0], "ring_first_order_px": [8.0, 8.0]}
+    samples, _ = synthesize_diffraction_specimen("s02", settings, seed=3)
+    first = {s.modality: s.params["first_order_px"] for s in samples}
+    assert first == {"spot": 4.0, "ring": 8.0}

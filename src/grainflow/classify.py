@@ -14,14 +14,39 @@ Data and folds
     *validated* (best epoch) on ``val_specimens_per_class`` crystals of each
     system taken from the other folds (:func:`fold_rows`), so neither the
     choice of epoch nor anything else sees the test crystals.
+Representation
+    Spot patterns reach the models as they are (64×64, centred, log-scaled):
+    a zone-axis net is periodic, so the convolutions see the same local
+    geometry (angles and side ratios of the net) everywhere. Ring patterns
+    reach them in log-polar form (``representation="log_polar"``,
+    :func:`log_polar`): rows are the azimuth over 180° (Friedel pairs
+    averaged), columns log-spaced radii. A ring is then a column, the
+    ratio sequence of the radii — which is what tells the crystal systems
+    apart — a fixed pattern of column spacings, and the two nuisances, the
+    camera length and the in-plane rotation, are shifts along the columns
+    and rows, which convolutions and global pooling ignore. This is the
+    azimuthal integration every powder-ring analysis starts with, keeping the
+    azimuth (texture) as the second axis. Measured on the same 2,000
+    training and 1,000 held-out ring patterns (other crystals), 8 epochs:
+    the DiffractionCNN reached 72.5 % on Cartesian rings and 80.7 % on
+    log-polar ones. Log-polar spot patterns did worse than Cartesian ones
+    (53 % against 64 %; in log-polar form the 60° and 90° angles of a net
+    lie farther apart than the network's receptive field), which is why the
+    form depends on the pattern kind (always known: a spot and a ring
+    pattern are different experiments). ``"cartesian"`` feeds rings as
+    they are (the course's set-up). The checkpoint records the representation,
+    so evaluation and scan maps prepare patterns as in training.
 Augmentation
-    Online, in the training set: a rotation by an angle uniform in
-    [0°, 360°) about the direct beam (:class:`PatternDataset`, bilinear,
-    pixels from outside filled with the pattern's border median) and a
-    random flip/90° rotation (:class:`grainflow.training.OnlineFlips`).
-    Rotation angles come from torch's global generator, which
-    :func:`~grainflow.training.train` reseeds from ``(seed, epoch)`` every
-    epoch: runs with ``num_workers: 0`` reproduce bit for bit and resume exactly.
+    Online, in the training set, on the Cartesian pattern before its
+    representation: a rotation by an angle uniform in [0°, 360°) about the
+    direct beam (bilinear, pixels from outside filled with the pattern's
+    border median) and a mirror (:class:`PatternDataset`); without rotations
+    a random flip/90° rotation. The random numbers come from torch's global
+    generator, which :func:`~grainflow.training.train` reseeds from
+    ``(seed, epoch)`` every epoch: runs with ``num_workers: 0`` reproduce bit
+    for bit and resume exactly. (The training loop's own
+    :class:`~grainflow.training.OnlineFlips` is switched off: a 90° turn of a
+    log-polar image would swap azimuth and radius.)
 Transfer
     ``resnet18`` starts from a local weights file (:func:`grainflow.models.load_pretrained`;
     ImageNet weights saved once by the user, or grainflow's own pretraining on
@@ -40,6 +65,7 @@ Evaluation
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -49,6 +75,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from scipy import ndimage as ndi
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -61,8 +88,12 @@ __all__ = [
     "CLASSES",
     "TARGETS",
     "TARGET_NAMES",
+    "REPRESENTATIONS",
     "PatternDataset",
     "rotate_pattern",
+    "log_polar",
+    "represent",
+    "checkpoint_representation",
     "load_patterns",
     "fold_rows",
     "subsample_per_class",
@@ -102,6 +133,9 @@ CLASSIFIER_DEFAULTS = {
     "class_weights": "none",
     "flips": True,
 }
+#: how ring patterns reach the models (spot patterns always as they are); see the module notes
+REPRESENTATIONS = ("log_polar", "cartesian")
+LOG_POLAR_R_MIN_PX = 2.0  # inside the first ring (>= 5 px) and about the beam stop's radius
 META = ("specimen", "session", "modality", "crystal_system", "bravais", "dose_counts",
         "zone_family")
 
@@ -120,51 +154,156 @@ def rotate_pattern(image: np.ndarray, angle_deg: float) -> np.ndarray:
     return apply_transform(image, {}, {"ops": [op]})[0]
 
 
+@functools.lru_cache(maxsize=8)
+def _log_polar_grid(shape: tuple[int, int], r_min_px: float, oversample: tuple[int, int]):
+    rows, cols = shape
+    n_phi, n_r = 2 * rows * oversample[0], cols * oversample[1]  # full circle, supersampled
+    phi = (np.arange(n_phi) + 0.5) / n_phi * 2 * np.pi
+    r_max = min(rows, cols) / 2.0
+    r = r_min_px * (r_max / r_min_px) ** ((np.arange(n_r) + 0.5) / n_r)
+    centre_r, centre_c = (rows - 1) / 2.0, (cols - 1) / 2.0
+    return np.stack([centre_r - r[None, :] * np.sin(phi[:, None]),
+                     centre_c + r[None, :] * np.cos(phi[:, None])])
+
+
+def log_polar(image: np.ndarray, *, r_min_px: float = LOG_POLAR_R_MIN_PX,
+              oversample: tuple[int, int] = (4, 2)) -> np.ndarray:
+    """A centred pattern resampled on a log-polar grid about its centre, same shape.
+
+    Parameters
+    ----------
+    image : ndarray of shape (H, W)
+        Centred at ``((H - 1) / 2, (W - 1) / 2)`` (the direct beam).
+    r_min_px : float
+        Smallest radius, pixels; the largest is ``min(H, W) / 2``.
+    oversample : (int, int)
+        Samples per output pixel along the azimuth and the radius (bilinear,
+        then averaged: anti-aliasing).
+
+    Returns
+    -------
+    ndarray of shape (H, W), float32
+        Row ``i``: azimuth ``φ = 180° (i + ½) / H`` counter-clockwise from
+        +x, each the mean of ``φ`` and ``φ + 180°`` (Friedel pairs: a
+        kinematic pattern is centrosymmetric, and a beam-stop arm is averaged
+        with the open side). Column ``j``: radius
+        ``r_min (r_max / r_min)^((j + ½) / W)``. A rotation of the pattern is a
+        cyclic shift of the rows, a change of camera length a shift of the
+        columns.
+    """
+    image = np.asarray(image, dtype=np.float64)
+    if image.ndim != 2 or min(image.shape) < 4:
+        raise ValueError(f"log_polar needs one pattern (H, W) with H, W >= 4, got {image.shape=}")
+    if not 0 < r_min_px < min(image.shape) / 2:
+        raise ValueError(f"r_min_px must be in (0, {min(image.shape) / 2}), got {r_min_px=}")
+    rows, cols = image.shape
+    grid = _log_polar_grid((rows, cols), float(r_min_px), tuple(int(v) for v in oversample))
+    v = ndi.map_coordinates(image, grid, order=1, mode="nearest")
+    half = v.shape[0] // 2
+    v = 0.5 * (v[:half] + v[half:])  # φ and φ + 180°
+    return v.reshape(rows, oversample[0], cols, oversample[1]).mean(axis=(1, 3)).astype(np.float32)
+
+
+def represent(images: np.ndarray, modalities: Sequence[str], representation: str) -> np.ndarray:
+    """Patterns (N, H, W) as a model sees them: rings log-polar when asked, spots as they are."""
+    if representation not in REPRESENTATIONS:
+        raise ValueError(f"representation must be one of {REPRESENTATIONS}, got {representation=}")
+    images = np.asarray(images, dtype=np.float32)
+    if len(modalities) != len(images):
+        raise ValueError(f"need one modality per pattern, got {len(modalities)} for {len(images)}")
+    if representation == "cartesian":
+        return images
+    out = images.copy()
+    for i, modality in enumerate(modalities):
+        if modality == "ring":
+            out[i] = log_polar(images[i])
+    return out
+
+
+def checkpoint_representation(checkpoint: Mapping) -> str:
+    """The ring representation a classifier checkpoint was trained on ("cartesian" if none)."""
+    return str(checkpoint.get("extra", {}).get("representation", "cartesian"))
+
+
 class PatternDataset(Dataset):
     """Patterns and class indices in memory; items ``(image (1, H, W) float32, class int64)``.
 
     Parameters
     ----------
     images : ndarray of shape (N, H, W), float32 in [0, 1]
+        Cartesian patterns, centred.
     targets : ndarray of shape (N,), int
     ids : sequence of str
         Image ids (enter the resume fingerprint of :func:`grainflow.training.train`).
     rotate : bool
-        Rotate each item by a random angle (uniform in [0°, 360°), drawn from
-        torch's global generator) about the pattern centre.
+        Rotate each item by a random angle (uniform in [0°, 360°)) about the
+        pattern centre.
+    flips : bool
+        Mirror each item with probability ½ and, without ``rotate``, turn it
+        by a random multiple of 90°.
+    modalities : sequence of str, optional
+        ``"spot"`` or ``"ring"`` per pattern (default: all spots).
+    representation : {"log_polar", "cartesian"}
+        Form of the ring patterns (:func:`represent`), applied after the
+        augmentation. Random numbers come from torch's global generator.
     """
 
     def __init__(self, images: np.ndarray, targets: np.ndarray, ids: Sequence[str], *,
-                 rotate: bool = False):
+                 rotate: bool = False, flips: bool = False,
+                 modalities: Sequence[str] | None = None, representation: str = "cartesian"):
         images = np.asarray(images, dtype=np.float32)
         if images.ndim != 3 or len(images) != len(targets) or len(ids) != len(images):
             raise ValueError(
                 f"need images (N, H, W) with N targets and ids, got {images.shape=}, "
                 f"{len(targets)=}, {len(ids)=}"
             )
+        if representation not in REPRESENTATIONS:
+            raise ValueError(f"representation must be one of {REPRESENTATIONS}, got "
+                             f"{representation=}")
+        modalities = ["spot"] * len(images) if modalities is None else list(modalities)
+        if len(modalities) != len(images):
+            raise ValueError(f"need one modality per pattern, got {len(modalities)} for "
+                             f"{len(images)}")
         self.images = images
         self.targets = np.asarray(targets, dtype=np.int64)
         self.ids = list(ids)
-        self.rotate = rotate
+        self.rotate, self.flips = rotate, flips
+        self.modalities, self.representation = modalities, representation
+        self._polar = np.array([representation == "log_polar" and m == "ring"
+                                for m in modalities], dtype=bool)
+        # fixed items are prepared once
+        self._fixed = None if (rotate or flips) else represent(images, modalities, representation)
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = self.images[i]
-        if self.rotate:
-            image = rotate_pattern(image, 360.0 * float(torch.rand(())))
-        return torch.from_numpy(np.ascontiguousarray(image))[None], torch.tensor(self.targets[i])
+        if self._fixed is not None:
+            image = self._fixed[i]
+        else:
+            image = self.images[i]
+            if self.flips and float(torch.rand(())) < 0.5:
+                image = image[:, ::-1]
+            if self.rotate:
+                image = rotate_pattern(image, 360.0 * float(torch.rand(())))
+            elif self.flips:
+                image = np.rot90(image, int(torch.randint(4, ())))
+            if self._polar[i]:
+                image = log_polar(image)
+        return torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None], torch.tensor(
+            self.targets[i])
 
     def class_counts(self, num_classes: int) -> np.ndarray:
         return np.bincount(self.targets, minlength=num_classes)[:num_classes]
 
     def content_digest(self) -> str:
-        """SHA-256 of the patterns and targets (the resume fingerprint covers the pixels)."""
+        """SHA-256 of the patterns, targets, kinds and representation (the resume fingerprint)."""
         import hashlib
 
         h = hashlib.sha256(np.ascontiguousarray(self.images).tobytes())
         h.update(self.targets.tobytes())
+        h.update(self._polar.tobytes())
+        h.update(f"{self.representation} rotate={self.rotate} flips={self.flips}".encode())
         return h.hexdigest()
 
 
@@ -261,9 +400,12 @@ def subsample_per_class(rows: pd.DataFrame, n_per_class: int, *, seed: int) -> p
     return pd.concat(out)
 
 
-def _dataset(rows: pd.DataFrame, *, target: str, rotate: bool, root) -> PatternDataset:
+def _dataset(rows: pd.DataFrame, *, target: str, rotate: bool, flips: bool, representation: str,
+             root) -> PatternDataset:
     images, meta = load_patterns(rows, root=root)
-    return PatternDataset(images, meta[target].to_numpy(), meta["image_id"].tolist(), rotate=rotate)
+    return PatternDataset(images, meta[target].to_numpy(), meta["image_id"].tolist(), rotate=rotate,
+                          flips=flips, modalities=meta["modality"].tolist(),
+                          representation=representation)
 
 
 # --------------------------------------------------------------------------- training
@@ -293,6 +435,7 @@ def train_classifier(
     last_path: str | os.PathLike,
     target: str = "class_index",
     rotate: bool = True,
+    representation: str = "log_polar",
     root: str | os.PathLike = ".",
     extra: Mapping | None = None,
 ):
@@ -310,24 +453,35 @@ def train_classifier(
     target : {"class_index", "bravais_index"}
         What to learn: the crystal system (3 classes) or the Bravais lattice (8).
     rotate : bool
-        Online random rotations of the training patterns.
+        Online random rotations of the training patterns (and, with
+        ``config.flips``, mirrors; the flips are done by the dataset, before
+        the representation, and the loop's own are switched off).
+    representation : {"log_polar", "cartesian"}
+        Form of the ring patterns (:func:`represent`), recorded in the checkpoint.
 
     Returns
     -------
     grainflow.training.TrainResult
     """
+    import dataclasses
+
     from grainflow.training import train
 
     if target not in TARGETS:
         raise ValueError(f"target must be one of {sorted(TARGETS)}, got {target=}")
     model_kwargs = {"num_classes": len(TARGETS[target]), **dict(model_kwargs)}
-    train_set = _dataset(train_rows, target=target, rotate=rotate, root=root)
-    val_set = _dataset(val_rows, target=target, rotate=False, root=root)
+    train_set = _dataset(train_rows, target=target, rotate=rotate, flips=config.flips,
+                         representation=representation, root=root)
+    val_set = _dataset(val_rows, target=target, rotate=False, flips=False,
+                       representation=representation, root=root)
+    augmentation = {"rotate": bool(rotate), "flips": bool(config.flips)}
+    config = dataclasses.replace(config, flips=False)
     LOG.info("%s: %d training patterns %s, %d validation patterns", model_name, len(train_set),
              np.bincount(train_set.targets, minlength=len(TARGETS[target])).tolist(), len(val_set))
     return train(model_name, model_kwargs, train_set, val_set, config, best_path=best_path,
                  history_path=history_path, last_path=last_path,
-                 extra={"task": "diffraction", "target": target,
+                 extra={"task": "diffraction", "target": target, "representation": representation,
+                        "augmentation": augmentation,
                         "classes": list(TARGETS[target]), **dict(extra or {})})
 
 
@@ -342,6 +496,7 @@ def pretrain(
     target: str = "bravais_index",
     val_fraction: float = 0.1,
     rotate: bool = True,
+    representation: str = "log_polar",
     seed: int = 0,
 ):
     """Pretrain a ResNet-18 on a large synthetic set (one specimen file of many crystals).
@@ -377,7 +532,8 @@ def pretrain(
     return train_classifier(rows[~is_val], rows[is_val], model_name="resnet18",
                             model_kwargs=model_kwargs or {}, config=config, best_path=best_path,
                             history_path=history_path, last_path=last_path, target=target,
-                            rotate=rotate, extra={"pretraining": str(patterns)})
+                            rotate=rotate, representation=representation,
+                            extra={"pretraining": str(patterns)})
 
 
 def transfer_run(
@@ -393,6 +549,7 @@ def transfer_run(
     val_specimens_per_class: int = 1,
     validation_seed: int = 0,
     rotate: bool = True,
+    representation: str = "log_polar",
     root: str | os.PathLike = ".",
     device: str = "cpu",
     seed: int = 0,
@@ -437,9 +594,11 @@ def transfer_run(
     result = train_classifier(
         train_rows, val_rows, model_name="resnet18", model_kwargs={}, config=config,
         best_path=out / "best.pt", history_path=out / "history.tsv", last_path=out / "last.pt",
-        rotate=rotate, root=root, extra={"fold": int(fold), "strategy": strategy,
+        rotate=rotate, representation=representation, root=root,
+        extra={"fold": int(fold), "strategy": strategy,
                                          "n_per_class": int(n_per_class)})
     images, meta = load_patterns(test_rows, root=root)
+    images = represent(images, meta["modality"].tolist(), representation)
     probs = predict_proba(result.model, images, device=device)
     correct = probs.argmax(axis=1) == meta["class_index"].to_numpy()
     row = {
@@ -491,6 +650,7 @@ def predict_fold(checkpoint: str | os.PathLike, manifest: pd.DataFrame, fold: in
         raise ValueError(f"{checkpoint} predicts {classes}, not the crystal systems {CLASSES}")
     model = model_from_checkpoint(ckpt)
     images, meta = load_patterns(manifest[manifest["fold"] == fold], root=root)
+    images = represent(images, meta["modality"].tolist(), checkpoint_representation(ckpt))
     probs = predict_proba(model, images, device=device, batch_size=batch_size)
     meta = meta.assign(
         true=[CLASSES[i] for i in meta["class_index"]],
@@ -640,6 +800,7 @@ def train_diffraction_fold(
     val_specimens_per_class: int = 1,
     validation_seed: int = 0,
     rotate: bool = True,
+    representation: str = "log_polar",
     seed: int = 0,
     threads: int = 1,
     root: str | os.PathLike = ".",
@@ -664,7 +825,8 @@ def train_diffraction_fold(
     name, kwargs, config = classifier_config(arch, shared=shared, **overrides)
     return train_classifier(train_rows, val_rows, model_name=name, model_kwargs=kwargs,
                             config=config, best_path=best_path, history_path=history_path,
-                            last_path=last_path, rotate=rotate, root=root,
+                            last_path=last_path, rotate=rotate,
+                            representation=representation, root=root,
                             extra={"fold": int(fold)})
 
 

@@ -5,9 +5,10 @@ A *scan* is a Zarr array of patterns with leading scan axes, e.g.
 is classified on its own (:func:`classify_scan`): raw intensities are
 log-scaled and normalised exactly as the simulator does
 (:func:`grainflow.synth.diffraction.log_normalize`), resized to the models'
-input side if needed, and passed through the fold ensemble (mean of the
-models' probabilities). The scan is streamed block by block along its first
-axis; only one block of patterns is in memory.
+input side if needed, put in the form each model was trained on (ring
+patterns log-polar, :func:`grainflow.classify.represent`) and passed through
+the fold ensemble (mean of the models' probabilities). The scan is streamed
+block by block along its first axis; only one block of patterns is in memory.
 
 The map (:func:`write_scan_map`) is an OME-Zarr (NGFF 0.5, Zarr v3) store::
 
@@ -216,6 +217,7 @@ def classify_scan(
     scan,
     checkpoints: Sequence[str | os.PathLike],
     *,
+    modality: str = "spot",
     size: int = 64,
     log_scale: bool = True,
     batch_size: int = 256,
@@ -229,6 +231,8 @@ def classify_scan(
         A Zarr array (read block by block along its first axis) or an ndarray.
     checkpoints : sequence of path
         Classifier checkpoints of the crystal systems (e.g. the folds' best.pt).
+    modality : {"spot", "ring"}
+        What the scan recorded: zone-axis spot patterns or ring patterns.
     size : int
         Pattern side the models were trained on.
     log_scale : bool
@@ -239,17 +243,19 @@ def classify_scan(
     probs : ndarray of shape (3, *scan_axes), float32
     """
     from grainflow.checkpoint import load_checkpoint, model_from_checkpoint
-    from grainflow.classify import CLASSES, predict_proba
+    from grainflow.classify import CLASSES, checkpoint_representation, predict_proba, represent
 
     if not checkpoints:
         raise ValueError("classify_scan needs at least one checkpoint")
+    if modality not in ("spot", "ring"):
+        raise ValueError(f"modality must be 'spot' or 'ring', got {modality=}")
     models = []
     for path in checkpoints:
         ckpt = load_checkpoint(path)
         classes = ckpt["extra"].get("classes", list(CLASSES))
         if list(classes) != list(CLASSES):
             raise ValueError(f"{path} predicts {classes}, not the crystal systems {CLASSES}")
-        models.append(model_from_checkpoint(ckpt))
+        models.append((model_from_checkpoint(ckpt), checkpoint_representation(ckpt)))
     shape = tuple(scan.shape)
     if len(shape) < 3:
         raise ValueError(f"a scan has at least one scan axis and two pattern axes, got {shape}")
@@ -260,8 +266,9 @@ def classify_scan(
     for start in range(0, lead[0], rows_per_block):
         block = np.asarray(scan[start:start + rows_per_block])
         flat = prepare_patterns(block.reshape(-1, *shape[-2:]), size=size, log_scale=log_scale)
-        p = np.mean([predict_proba(m, flat, batch_size=batch_size, device=device)
-                     for m in models], axis=0)
+        kinds = [modality] * len(flat)
+        p = np.mean([predict_proba(m, represent(flat, kinds, rep), batch_size=batch_size,
+                                   device=device) for m, rep in models], axis=0)
         probs[:, start:start + len(block)] = p.T.reshape(len(CLASSES), len(block), *lead[1:])
     return probs
 
@@ -369,6 +376,7 @@ def scan_map(
     checkpoints: Sequence[str | os.PathLike],
     *,
     array: str = "patterns",
+    modality: str = "spot",
     size: int = 64,
     log_scale: bool = True,
     scan_step_um: float | None = None,
@@ -382,9 +390,10 @@ def scan_map(
     from grainflow.checkpoint import sha256_file
 
     patterns = read_scan(scan, array=array)
-    probs = classify_scan(patterns, checkpoints, size=size, log_scale=log_scale, device=device)
-    attrs = {"source": str(scan), "array": array, "log_scale": log_scale, "pattern_px": size,
-             "models": len(checkpoints),
+    probs = classify_scan(patterns, checkpoints, modality=modality, size=size,
+                          log_scale=log_scale, device=device)
+    attrs = {"source": str(scan), "array": array, "modality": modality, "log_scale": log_scale,
+             "pattern_px": size, "models": len(checkpoints),
              "checkpoints": {str(p): sha256_file(p) for p in checkpoints}}
     truth = read_scan_truth(scan)
     if truth is not None and truth.shape == probs.shape[1:]:

@@ -32,6 +32,8 @@ PRETRAINED = {"grainflow": [PRETRAINED_CKPT], "none": []}.get(
     DIFFRACTION.get("pretrained", "none"), [DIFFRACTION.get("pretrained")]
 )
 DIFF_FOLDS = range(DIFFRACTION.get("folds", 3))
+#: how ring patterns reach the models: log_polar (default) or cartesian
+RING_REPRESENTATION = DIFFRACTION.get("ring_representation", "log_polar")
 
 
 rule diffraction_split:
@@ -113,6 +115,7 @@ rule diffraction_pretrain:
         pretrain=DIFFRACTION.get("pretrain"),
         shared=DIFF_SHARED,
         rotate=DIFFRACTION.get("rotate"),
+        representation=RING_REPRESENTATION,
         seed=job_seed("diffraction_pretrain"),
     script:
         "../scripts/diffraction_pretrain.py"
@@ -144,6 +147,7 @@ rule diffraction_train:
         arch=lambda wc: DIFFRACTION["archs"][wc.arch],
         shared=DIFF_SHARED,
         rotate=DIFFRACTION.get("rotate"),
+        representation=RING_REPRESENTATION,
         val_specimens_per_class=DIFFRACTION.get("val_specimens_per_class"),
         validation_seed=job_seed("diffraction_validation"),
         seed=lambda wc: job_seed("diffraction_train", wc.arch, wc.fold),
@@ -299,6 +303,7 @@ rule diffraction_transfer:
         transfer=DIFFRACTION.get("transfer"),
         shared=DIFF_SHARED,
         rotate=DIFFRACTION.get("rotate"),
+        representation=RING_REPRESENTATION,
         val_specimens_per_class=DIFFRACTION.get("val_specimens_per_class"),
         validation_seed=job_seed("diffraction_validation"),
         seed=lambda wc: job_seed("diffraction_transfer", wc.strategy, wc.n, wc.fold),
@@ -374,6 +379,7 @@ rule diffraction_scan_map:
         "../../environment.yml"
     threads: 1
     params:
+        modality=DIFFRACTION.get("scan", {}).get("modality"),
         size=config["synthesize"].get("diffraction", {}).get("image_size_px"),
         scan_step_um=DIFFRACTION.get("scan", {}).get("step_um"),
         device=DEVICE,

@@ -26,5 +26,6 @@ pretrain(
     target=TARGET_NAMES[p["target"]],
     val_fraction=p["val_fraction"],
     rotate=snakemake.params.rotate,
+    representation=snakemake.params.representation,
     seed=snakemake.params.seed,
 )

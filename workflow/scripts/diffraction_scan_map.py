@@ -10,6 +10,7 @@ summary = scan_map(
     snakemake.input.scan,
     snakemake.output.store,
     snakemake.input.models,
+    modality=snakemake.params.modality,
     size=snakemake.params.size,
     scan_step_um=snakemake.params.scan_step_um,
     device=snakemake.params.device,

@@ -23,6 +23,7 @@ train_diffraction_fold(
     val_specimens_per_class=snakemake.params.val_specimens_per_class,
     validation_seed=snakemake.params.validation_seed,
     rotate=snakemake.params.rotate,
+    representation=snakemake.params.representation,
     seed=snakemake.params.seed,
     threads=snakemake.threads,
 )

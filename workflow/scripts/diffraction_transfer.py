@@ -34,6 +34,7 @@ row = transfer_run(
     val_specimens_per_class=snakemake.params.val_specimens_per_class,
     validation_seed=snakemake.params.validation_seed,
     rotate=snakemake.params.rotate,
+    representation=snakemake.params.representation,
     device=snakemake.params.device,
     seed=snakemake.params.seed,
 )
