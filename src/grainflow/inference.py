@@ -104,7 +104,7 @@ import numpy as np
 
 from grainflow import __version__
 from grainflow.normalize import apply_limits, plane_limits
-from grainflow.predict import labels_from_probability
+from grainflow.predict import FLIPS, labels_from_probability
 from grainflow.io import replace_dir
 from grainflow.stacks import downsample, remove_stale
 from grainflow.tiling import WEIGHT_FLOOR, PlaneView, iter_blocks, predict_plane
@@ -129,7 +129,6 @@ CLASS_NAMES = {"grains": ("interior", "boundary"), "phases": ("matrix", "particl
 #: label images of each task: (foreground mask, instances)
 LABEL_NAMES = {"grains": ("boundaries", "grain_ids"), "phases": ("phase", "particle_ids")}
 _NGFF_VERSION = "0.5"
-_FLIPS = ((), (-1,), (-2,), (-2, -1))  # identity, left-right, up-down, both
 _CROSS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], bool)  # 4-connectivity
 
 
@@ -183,7 +182,7 @@ class Ensemble:
         import torch
 
         total = None
-        flips = _FLIPS if self.flips else _FLIPS[:1]
+        flips = FLIPS if self.flips else FLIPS[:1]
         for model in self.models:
             for dims in flips:
                 xi = torch.flip(x, dims) if dims else x
