@@ -177,27 +177,22 @@ class Ensemble:
     device: object
     checkpoints: list[dict] = field(default_factory=list)
 
-    def _mean_probabilities(self, x):
-        """Mean softmax over the models (and flips) of a tensor batch (N, 1, h, w)."""
-        import torch
-
-        total = None
-        flips = FLIPS if self.flips else FLIPS[:1]
-        for model in self.models:
-            for dims in flips:
-                xi = torch.flip(x, dims) if dims else x
-                p = torch.softmax(model(xi).float(), dim=1)
-                p = torch.flip(p, dims) if dims else p
-                total = p if total is None else total + p
-        return total / (len(self.models) * len(flips))
-
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         import torch
 
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
             x = x.contiguous(memory_format=torch.channels_last)
-            return self._mean_probabilities(x).contiguous().cpu().numpy()
+            total = None
+            flips = FLIPS if self.flips else FLIPS[:1]
+            for model in self.models:
+                for dims in flips:
+                    xi = torch.flip(x, dims) if dims else x
+                    p = torch.softmax(model(xi).float(), dim=1)
+                    p = torch.flip(p, dims) if dims else p
+                    total = p if total is None else total + p
+            mean = total / (len(self.models) * len(flips))
+            return mean.contiguous().cpu().numpy()
 
 
 def load_ensemble(
