@@ -39,6 +39,7 @@ from pathlib import Path
 import pandas as pd
 
 from grainflow.classify import (
+    FORMS,
     classifier_config,
     evaluate_classifier,
     pretrain,
@@ -106,7 +107,7 @@ def train_folds(out, arch_name, arch, manifest, folds, shared, args, pretrained=
                                val_specimens_per_class=args.val_per_class,
                                validation_seed=derive_seed(args.seed, "validation"),
                                rotate=bool(args.rotate),
-                               representation=args.ring_representation,
+                               representation={"spot": args.spot_form, "ring": args.ring_form},
                                seed=derive_seed(args.seed, arch_name, k),
                                threads=args.threads)
         LOG.info("%s fold %d trained in %.0f s", arch_name, k, time.perf_counter() - t)
@@ -132,7 +133,10 @@ def main(argv=None) -> int:
     p.add_argument("--strategies", default="frozen,finetune,full,scratch")
     p.add_argument("--low-index", action="store_true", help="also: the CNN on low-index zones")
     p.add_argument("--rotate", type=int, default=1)
-    p.add_argument("--ring-representation", default="log_polar", choices=["log_polar", "cartesian"])
+    p.add_argument("--spot-form", default="angular_spectrum", choices=FORMS,
+                   help="form of the spot patterns (diffraction.representation.spot)")
+    p.add_argument("--ring-form", default="log_polar", choices=FORMS,
+                   help="form of the ring patterns (diffraction.representation.ring)")
     p.add_argument("--only-folds", default="", help="train and test only these folds, e.g. 0")
     p.add_argument("--stages", default="cnn,pretrain,resnet,transfer",
                    help="of cnn, pretrain, resnet, transfer; resnet without pretrain starts "
@@ -181,7 +185,7 @@ def main(argv=None) -> int:
                              args.crystals, derive_seed(args.seed, "low"), pool)
     results["seconds"]["synthesis"] = time.perf_counter() - t0
     save()
-    representation = args.ring_representation
+    representation = {"spot": args.spot_form, "ring": args.ring_form}
 
     cnn = {"model": "diffraction_cnn", "epochs": args.epochs_cnn}
     if "cnn" in stages:

@@ -12,16 +12,19 @@ from grainflow.checkpoint import load_checkpoint, model_from_checkpoint
 from grainflow.classify import (
     CLASSES,
     PatternDataset,
+    angular_spectrum,
     classifier_config,
     confusion_matrix,
     evaluate_classifier,
     expected_calibration_error,
     fold_rows,
     log_polar,
+    log_polar_highpass,
     per_class_table,
     predict_proba,
     reliability_table,
     represent,
+    representation_of,
     rotate_pattern,
     subsample_per_class,
     train_diffraction_fold,
@@ -120,23 +123,100 @@ def test_log_polar_turns_rings_into_columns_and_rotations_into_shifts():
         log_polar(image, r_min_px=40.0)
 
 
-def test_represent_changes_rings_only():
+def net_image(vectors, size=64, sigma=0.6, orders=3):
+    """Gaussian spots at the points i a + j b of a 2-D net (|i|, |j| <= orders), centre excluded."""
+    c = (size - 1) / 2
+    rr, cc = np.mgrid[0:size, 0:size] - c
+    image = np.zeros((size, size))
+    for i in range(-orders, orders + 1):
+        for j in range(-orders, orders + 1):
+            if i or j:
+                x, y = i * np.asarray(vectors[0]) + j * np.asarray(vectors[1])
+                image += np.exp(-0.5 * ((cc - x) ** 2 + (rr + y) ** 2) / sigma**2)
+    return image.astype(np.float32)
+
+
+def polar_net(length, angles_deg, turn_deg=0.0):
+    t = np.radians(np.asarray(angles_deg, float) + turn_deg)
+    return [length * np.array([np.cos(u), np.sin(u)]) for u in t]
+
+
+def test_angular_spectrum_shows_the_fold_of_a_net_in_any_orientation():
+    # rows k are the harmonics m = 2k: a 4-fold net lives on even k, a 6-fold one on k = 0 mod 3
+    square, hexagonal = [0, 90], [0, 60]
+
+    def harmonics(image):  # linear magnitudes at the radius of the strongest shell
+        spectrum = np.expm1(angular_spectrum(image)) / 10
+        return spectrum[1:9, spectrum[0].argmax()]  # k = 1..8
+
+    for turn in (0.0, 17.0, 41.0):
+        for angles, allowed in ((square, lambda k: k % 2 == 0), (hexagonal, lambda k: k % 3 == 0)):
+            c = harmonics(net_image(polar_net(6.0, angles, turn), sigma=0.8))
+            on = [c[k - 1] for k in range(1, 9) if allowed(k)]
+            off = [c[k - 1] for k in range(1, 9) if not allowed(k)]
+            assert max(off) < 0.1 * max(on), (angles, turn, on, off)
+    c = harmonics(net_image([np.array([6.0, 0.0]), np.array([0.0, 8.0])], sigma=0.8))
+    assert c[0] > 0.2 * c.max()  # a rectangular net is two-fold: harmonic m = 2 is there
+    # rotation invariant up to the pixel sampling of the spots, mirror invariant exactly
+    image = net_image(polar_net(5.0, [0, 75]), sigma=1.0, orders=2)
+    a = angular_spectrum(image)
+
+    def distance(other):
+        return np.linalg.norm(angular_spectrum(other) - a) / np.linalg.norm(a)
+
+    assert distance(net_image(polar_net(5.0, [0, 75], 33.0), sigma=1.0, orders=2)) < 0.1
+    assert distance(net_image(polar_net(5.0, [0, 90], 33.0), sigma=1.0, orders=2)) > 0.3
+    np.testing.assert_allclose(angular_spectrum(image[:, ::-1].copy()), a, atol=1e-4 * a.max())
+    assert angular_spectrum(2.5 * image) == pytest.approx(a, abs=1e-5)  # scale free
+    with pytest.raises(ValueError, match="one pattern"):
+        angular_spectrum(image[None])
+
+
+def test_log_polar_highpass_removes_the_diffuse_background_and_keeps_the_rings():
+    c = 31.5
+    r = np.hypot(*np.mgrid[0:64, 0:64] - c)
+    rings = ring_image(9.0) + 0.6 * ring_image(15.6)  # radii in the ratio of sqrt(3)
+    background = 3.0 * np.exp(-r / 6.0)  # diffuse inelastic background, larger than the rings
+    clean, dirty = log_polar_highpass(rings), log_polar_highpass(rings + background)
+    assert abs(clean.mean()) < 1e-5 and clean.std() == pytest.approx(1.0, rel=1e-5)
+    profile = dirty.mean(axis=0)
+    top_two = sorted(np.argsort(profile)[-2:])
+    np.testing.assert_array_equal(top_two, sorted(np.argsort(clean.mean(axis=0))[-2:]))
+    assert np.corrcoef(profile, clean.mean(axis=0))[0, 1] > 0.9
+    plain = log_polar(rings + background).mean(axis=0)  # without the subtraction: the background
+    assert np.corrcoef(plain, clean.mean(axis=0))[0, 1] < 0.5
+    assert not log_polar_highpass(np.ones((64, 64), np.float32)).any()  # no structure: zeros
+
+
+def test_represent_puts_each_kind_in_its_form():
     images = np.stack([ring_image(8.0), ring_image(8.0)])
-    out = represent(images, ["spot", "ring"], "log_polar")
-    np.testing.assert_array_equal(out[0], images[0])
+    out = represent(images, ["spot", "ring"], {"spot": "angular_spectrum", "ring": "log_polar"})
+    np.testing.assert_allclose(out[0], angular_spectrum(images[0]))
     np.testing.assert_allclose(out[1], log_polar(images[1]))
     np.testing.assert_array_equal(represent(images, ["spot", "ring"], "cartesian"), images)
+    # the older single setting named the ring form; spots stayed as recorded
+    legacy = represent(images, ["spot", "ring"], "log_polar")
+    np.testing.assert_array_equal(legacy[0], images[0])
+    assert representation_of(None) == {"spot": "angular_spectrum", "ring": "log_polar_highpass"}
+    assert representation_of({"ring": "cartesian"})["spot"] == "angular_spectrum"
     ds = PatternDataset(images, [0, 1], ["a", "b"], modalities=["spot", "ring"],
-                        representation="log_polar")
-    np.testing.assert_allclose(ds[1][0][0].numpy(), log_polar(images[1]))
+                        representation=None)
+    np.testing.assert_allclose(ds[1][0][0].numpy(), log_polar_highpass(images[1]))
     torch.manual_seed(0)  # augmented: rotated and mirrored before the log-polar resampling
     augmented = PatternDataset(images, [0, 1], ["a", "b"], rotate=True, flips=True,
-                               modalities=["spot", "ring"], representation="log_polar")
+                               modalities=["spot", "ring"], representation=None)
     x = augmented[1][0][0].numpy()
-    plain = log_polar(images[1]).mean(axis=0)  # a ring's radial profile is rotation invariant
-    assert x.mean(axis=0).argmax() == plain.argmax() and np.abs(x.mean(axis=0) - plain).max() < 0.1
+    plain = log_polar_highpass(images[1]).mean(axis=0)  # a ring's profile is rotation invariant
+    assert x.mean(axis=0).argmax() == plain.argmax()
+    assert np.abs(x.mean(axis=0) - plain).max() < 0.15 * np.abs(plain).max()
+    # an angular spectrum ignores rotations and mirrors: prepared once, never augmented
+    np.testing.assert_array_equal(augmented[0][0][0].numpy(), angular_spectrum(images[0]))
     with pytest.raises(ValueError, match="representation"):
         represent(images, ["spot", "ring"], "polar")
+    with pytest.raises(ValueError, match="forms must be one of"):
+        represent(images, ["spot", "ring"], {"spot": "polar"})
+    with pytest.raises(ValueError, match="unknown pattern kind"):
+        representation_of({"powder": "log_polar"})
     with pytest.raises(ValueError, match="one modality per pattern"):
         PatternDataset(images, [0, 1], ["a", "b"], modalities=["ring"])
 
@@ -183,7 +263,9 @@ def test_tiny_training_is_deterministic_and_evaluates(data, tmp_path):
         paths[run] = out / "best.pt"
     a, b = load_checkpoint(paths["a"]), load_checkpoint(paths["b"])
     assert a["model_name"] == "diffraction_cnn" and a["extra"]["classes"] == list(CLASSES)
-    assert a["extra"]["representation"] == "log_polar"  # the default, used again by evaluation
+    # the default forms, used again by evaluation
+    assert a["extra"]["representation"] == {"spot": "angular_spectrum",
+                                            "ring": "log_polar_highpass"}
     for key, value in a["model_state"].items():
         assert torch.equal(value, b["model_state"][key]), key
     history = pd.read_csv(tmp_path / "a" / "history.tsv", sep="\t")
@@ -238,7 +320,9 @@ def test_scan_map_is_pattern_by_pattern_and_ome_zarr(data, tmp_path):
     probs = classify_scan(patterns, [out / "best.pt"], batch_size=4)  # blocks of rows
     assert probs.shape == (3, 3, 5)
     model = model_from_checkpoint(out / "best.pt")
-    direct = predict_proba(model, prepare_patterns(counts.reshape(-1, 64, 64), size=64))
+    flat = prepare_patterns(counts.reshape(-1, 64, 64), size=64)
+    # patterns are prepared as the model was trained: spots as angular spectra, rings log-polar
+    direct = predict_proba(model, np.stack([angular_spectrum(x) for x in flat]))
     np.testing.assert_allclose(probs.reshape(3, -1).T, direct, rtol=1e-5, atol=1e-6)
     summary = scan_map(tmp_path / "scan.zarr", tmp_path / "map.ome.zarr", [out / "best.pt"],
                        scan_step_um=0.01)
@@ -247,10 +331,8 @@ def test_scan_map_is_pattern_by_pattern_and_ome_zarr(data, tmp_path):
     assert np.array_equal(labels, probs.argmax(axis=0) + 1)
     assert attrs["agreement_with_truth"] == pytest.approx(np.mean(labels == truth))
     assert attrs["modality"] == "spot"
-    # ring scans are prepared as the model was trained: log-polar
     ring_probs = classify_scan(patterns, [out / "best.pt"], modality="ring")
-    flat = prepare_patterns(counts.reshape(-1, 64, 64), size=64)
-    expected = predict_proba(model, represent(flat, ["ring"] * len(flat), "log_polar"))
+    expected = predict_proba(model, np.stack([log_polar_highpass(x) for x in flat]))
     np.testing.assert_allclose(ring_probs.reshape(3, -1).T, expected, rtol=1e-5, atol=1e-6)
     assert summary["counts"] == {c: int((labels == k + 1).sum()) for k, c in enumerate(CLASSES)}
     meta = json.loads((tmp_path / "map.ome.zarr" / "zarr.json").read_text())

@@ -15,27 +15,45 @@ Data and folds
     system taken from the other folds (:func:`fold_rows`), so neither the
     choice of epoch nor anything else sees the test crystals.
 Representation
-    Spot patterns reach the models as they are (64×64, centred, log-scaled):
-    a zone-axis net is periodic, so the convolutions see the same local
-    geometry (angles and side ratios of the net) everywhere. Ring patterns
-    reach them in log-polar form (``representation="log_polar"``,
-    :func:`log_polar`): rows are the azimuth over 180° (Friedel pairs
-    averaged), columns log-spaced radii. A ring is then a column, the
-    ratio sequence of the radii — which is what tells the crystal systems
-    apart — a fixed pattern of column spacings, and the two nuisances, the
-    camera length and the in-plane rotation, are shifts along the columns
-    and rows, which convolutions and global pooling ignore. This is the
-    azimuthal integration every powder-ring analysis starts with, keeping the
-    azimuth (texture) as the second axis. Measured on the same 2,000
-    training and 1,000 held-out ring patterns (other crystals), 8 epochs:
-    the DiffractionCNN reached 72.5 % on Cartesian rings and 80.7 % on
-    log-polar ones. Log-polar spot patterns did worse than Cartesian ones
-    (53 % against 64 %; in log-polar form the 60° and 90° angles of a net
-    lie farther apart than the network's receptive field), which is why the
-    form depends on the pattern kind (always known: a spot and a ring
-    pattern are different experiments). ``"cartesian"`` feeds rings as
-    they are (the course's set-up). The checkpoint records the representation,
-    so evaluation and scan maps prepare patterns as in training.
+    A pattern's crystal system is in the symmetry of its net (spots) or the
+    ratio sequence of its radii (rings), not in its orientation or camera
+    length, so the patterns reach the models in forms where those nuisances
+    are gone or are shifts (``representation``, one form per pattern kind —
+    always known: a spot and a ring pattern are different experiments —
+    recorded in the checkpoint, so evaluation and scan maps prepare patterns
+    as in training):
+
+    ``angular_spectrum`` (spots, :func:`angular_spectrum`)
+        The magnitude of the Fourier series along the azimuth of the
+        log-polar pattern: row ``k`` is the harmonic ``m = 2k`` (Friedel
+        pairs averaged, so odd ones vanish), column the log radius. A
+        rotation only changes the phases, so the form is invariant to it
+        (and to a mirror); a square net puts weight only on rows ``k ≡ 0
+        (mod 2)`` (four-fold), a hexagonal net on ``k ≡ 0 (mod 3)``
+        (six-fold), a rectangular one on every row — the rotational-symmetry
+        analysis of 4D-STEM. Measured on the same crystals (2,000 training,
+        1,000 held-out spot patterns, DiffractionCNN, one CPU thread): 99.5 %
+        after 15 epochs in 260 s, against 91.1 % for Cartesian patterns with
+        random rotations after 12 epochs on twice the patterns in 866 s.
+    ``log_polar`` (:func:`log_polar`)
+        Rows the azimuth over 180°, columns log-spaced radii: a ring is a
+        column, the ratio sequence of the radii a fixed pattern of column
+        spacings, and the camera length and the in-plane rotation shifts
+        along the columns and rows, which convolutions and global pooling
+        ignore — the azimuthal integration every powder-ring analysis starts
+        with, keeping the azimuth (texture) as the second axis. Measured on
+        the same 2,000 training and 1,000 held-out ring patterns, 8 epochs:
+        80.7 % against 72.5 % for Cartesian rings.
+    ``log_polar_highpass`` (rings, :func:`log_polar_highpass`)
+        The same without the smooth radial background (diffuse inelastic
+        scattering, the tail of the direct beam), scaled to zero mean and
+        unit variance: the rings are what is left. On 2,000 training and
+        1,000 held-out ring patterns of other crystals, 15 epochs: 87.3 and
+        86.4 % (two seeds) against 83.9 % for ``log_polar``; the angular
+        spectrum of a ring pattern, its radial profile in one row and noise
+        elsewhere, reached 56 %.
+    ``cartesian``
+        The pattern as recorded (the course's set-up).
 Augmentation
     Online, in the training set, on the Cartesian pattern before its
     representation: a rotation by an angle uniform in [0°, 360°) about the
@@ -88,10 +106,14 @@ __all__ = [
     "CLASSES",
     "TARGETS",
     "TARGET_NAMES",
-    "REPRESENTATIONS",
+    "FORMS",
+    "DEFAULT_REPRESENTATION",
     "PatternDataset",
     "rotate_pattern",
     "log_polar",
+    "angular_spectrum",
+    "log_polar_highpass",
+    "representation_of",
     "represent",
     "checkpoint_representation",
     "load_patterns",
@@ -133,9 +155,14 @@ CLASSIFIER_DEFAULTS = {
     "class_weights": "none",
     "flips": True,
 }
-#: how ring patterns reach the models (spot patterns always as they are); see the module notes
-REPRESENTATIONS = ("log_polar", "cartesian")
+#: forms in which a pattern can reach the models; see the module notes
+FORMS = ("angular_spectrum", "log_polar_highpass", "log_polar", "cartesian")
+#: the form of each pattern kind unless configured (``diffraction.representation``)
+DEFAULT_REPRESENTATION = {"spot": "angular_spectrum", "ring": "log_polar_highpass"}
+#: forms that ignore rotations and mirrors: their items are prepared once, without augmentation
+INVARIANT_FORMS = ("angular_spectrum",)
 LOG_POLAR_R_MIN_PX = 2.0  # inside the first ring (>= 5 px) and about the beam stop's radius
+HIGHPASS_SIGMA_COLUMNS = 3.0  # radial background of log_polar_highpass: Gaussian over 3 columns
 META = ("specimen", "session", "modality", "crystal_system", "bravais", "dose_counts",
         "zone_family")
 
@@ -155,20 +182,22 @@ def rotate_pattern(image: np.ndarray, angle_deg: float) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=8)
-def _log_polar_grid(shape: tuple[int, int], r_min_px: float, oversample: tuple[int, int]):
-    rows, cols = shape
+def _log_polar_grid(in_shape: tuple[int, int], out_shape: tuple[int, int], r_min_px: float,
+                    oversample: tuple[int, int]):
+    rows, cols = out_shape
     n_phi, n_r = 2 * rows * oversample[0], cols * oversample[1]  # full circle, supersampled
     phi = (np.arange(n_phi) + 0.5) / n_phi * 2 * np.pi
-    r_max = min(rows, cols) / 2.0
+    r_max = min(in_shape) / 2.0
     r = r_min_px * (r_max / r_min_px) ** ((np.arange(n_r) + 0.5) / n_r)
-    centre_r, centre_c = (rows - 1) / 2.0, (cols - 1) / 2.0
+    centre_r, centre_c = (in_shape[0] - 1) / 2.0, (in_shape[1] - 1) / 2.0
     return np.stack([centre_r - r[None, :] * np.sin(phi[:, None]),
                      centre_c + r[None, :] * np.cos(phi[:, None])])
 
 
 def log_polar(image: np.ndarray, *, r_min_px: float = LOG_POLAR_R_MIN_PX,
-              oversample: tuple[int, int] = (4, 2)) -> np.ndarray:
-    """A centred pattern resampled on a log-polar grid about its centre, same shape.
+              oversample: tuple[int, int] = (4, 2),
+              shape: tuple[int, int] | None = None) -> np.ndarray:
+    """A centred pattern resampled on a log-polar grid about its centre.
 
     Parameters
     ----------
@@ -179,50 +208,127 @@ def log_polar(image: np.ndarray, *, r_min_px: float = LOG_POLAR_R_MIN_PX,
     oversample : (int, int)
         Samples per output pixel along the azimuth and the radius (bilinear,
         then averaged: anti-aliasing).
+    shape : (int, int), optional
+        Output (azimuths, radii); default the image's shape.
 
     Returns
     -------
-    ndarray of shape (H, W), float32
-        Row ``i``: azimuth ``φ = 180° (i + ½) / H`` counter-clockwise from
-        +x, each the mean of ``φ`` and ``φ + 180°`` (Friedel pairs: a
-        kinematic pattern is centrosymmetric, and a beam-stop arm is averaged
-        with the open side). Column ``j``: radius
-        ``r_min (r_max / r_min)^((j + ½) / W)``. A rotation of the pattern is a
-        cyclic shift of the rows, a change of camera length a shift of the
-        columns.
+    ndarray of shape ``shape``, float32
+        Row ``i`` of ``A`` rows: azimuth ``φ = 180° (i + ½) / A``
+        counter-clockwise from +x, each the mean of ``φ`` and ``φ + 180°``
+        (Friedel pairs: a kinematic pattern is centrosymmetric, and a
+        beam-stop arm is averaged with the open side). Column ``j`` of ``R``:
+        radius ``r_min (r_max / r_min)^((j + ½) / R)``. A rotation of the
+        pattern is a cyclic shift of the rows, a change of camera length a
+        shift of the columns.
     """
     image = np.asarray(image, dtype=np.float64)
     if image.ndim != 2 or min(image.shape) < 4:
         raise ValueError(f"log_polar needs one pattern (H, W) with H, W >= 4, got {image.shape=}")
     if not 0 < r_min_px < min(image.shape) / 2:
         raise ValueError(f"r_min_px must be in (0, {min(image.shape) / 2}), got {r_min_px=}")
-    rows, cols = image.shape
-    grid = _log_polar_grid((rows, cols), float(r_min_px), tuple(int(v) for v in oversample))
+    rows, cols = image.shape if shape is None else (int(shape[0]), int(shape[1]))
+    grid = _log_polar_grid(image.shape, (rows, cols), float(r_min_px),
+                           tuple(int(v) for v in oversample))
     v = ndi.map_coordinates(image, grid, order=1, mode="nearest")
     half = v.shape[0] // 2
     v = 0.5 * (v[:half] + v[half:])  # φ and φ + 180°
     return v.reshape(rows, oversample[0], cols, oversample[1]).mean(axis=(1, 3)).astype(np.float32)
 
 
-def represent(images: np.ndarray, modalities: Sequence[str], representation: str) -> np.ndarray:
-    """Patterns (N, H, W) as a model sees them: rings log-polar when asked, spots as they are."""
-    if representation not in REPRESENTATIONS:
-        raise ValueError(f"representation must be one of {REPRESENTATIONS}, got {representation=}")
-    images = np.asarray(images, dtype=np.float32)
-    if len(modalities) != len(images):
-        raise ValueError(f"need one modality per pattern, got {len(modalities)} for {len(images)}")
-    if representation == "cartesian":
-        return images
-    out = images.copy()
-    for i, modality in enumerate(modalities):
-        if modality == "ring":
-            out[i] = log_polar(images[i])
+def angular_spectrum(image: np.ndarray, *, r_min_px: float = LOG_POLAR_R_MIN_PX) -> np.ndarray:
+    """Rotation-invariant form of a centred pattern: azimuthal harmonics by log radius, same shape.
+
+    The pattern is resampled on a log-polar grid of ``2 H`` azimuths over
+    180° (Friedel pairs averaged, :func:`log_polar`) by ``W`` radii; at each
+    radius the magnitudes of the Fourier coefficients along the azimuth are
+    kept, so a rotation (a cyclic shift of the azimuths) and a mirror (their
+    reversal) leave the result unchanged.
+
+    Returns
+    -------
+    ndarray of shape (H, W), float32
+        Row ``k``: harmonic ``m = 2k`` of the full circle (``k = 0``, the
+        azimuthal mean, is the radial profile); column ``j``: the radius of
+        :func:`log_polar`'s column ``j``. Values are ``log(1 + 10 |c_k| / c̄)``
+        with ``c̄`` the mean of the radial profile, so that they do not
+        depend on the pattern's overall intensity scale. An ``n``-fold net
+        puts weight only on harmonics ``m`` divisible by ``n``.
+    """
+    image = np.asarray(image, dtype=np.float64)
+    rows, cols = image.shape if image.ndim == 2 else (0, 0)
+    polar = log_polar(image, r_min_px=r_min_px, shape=(2 * rows, cols))
+    coeff = np.abs(np.fft.rfft(polar.astype(np.float64), axis=0))[:rows] / polar.shape[0]
+    scale = coeff[0].mean()
+    return np.log1p(10.0 * coeff / scale if scale > 0 else coeff).astype(np.float32)
+
+
+def log_polar_highpass(image: np.ndarray, *, r_min_px: float = LOG_POLAR_R_MIN_PX,
+                       background_px: float = HIGHPASS_SIGMA_COLUMNS) -> np.ndarray:
+    """:func:`log_polar` without its smooth radial background, scaled to zero mean and unit variance.
+
+    Along each azimuth the log-polar pattern minus its Gaussian smoothing over
+    ``background_px`` columns (the diffuse inelastic background and the
+    tail of the direct beam, which change slowly with the radius, while a
+    ring is one to two columns wide) — the background subtraction that
+    precedes every ring-pattern analysis. Same shape as the pattern, float32.
+    """
+    polar = log_polar(image, r_min_px=r_min_px).astype(np.float64)
+    flat = polar - ndi.gaussian_filter1d(polar, float(background_px), axis=1, mode="nearest")
+    std = flat.std()
+    return ((flat - flat.mean()) / std if std > 0 else np.zeros_like(flat)).astype(np.float32)
+
+
+_FORM_FUNCTIONS = {"angular_spectrum": angular_spectrum, "log_polar": log_polar,
+                   "log_polar_highpass": log_polar_highpass}
+
+
+def representation_of(value: str | Mapping[str, str] | None) -> dict[str, str]:
+    """The form of each pattern kind, from a mapping ``{"spot": form, "ring": form}``.
+
+    A missing kind keeps :data:`DEFAULT_REPRESENTATION`'s form. A plain string
+    is the older single setting, which named the ring form (spots as
+    recorded): checkpoints written before spots had a form of their own
+    record one. ``None`` gives the defaults.
+    """
+    if value is None:
+        return dict(DEFAULT_REPRESENTATION)
+    if isinstance(value, str):
+        if value not in FORMS:
+            raise ValueError(f"representation must be one of {FORMS}, got {value!r}")
+        return {"spot": "cartesian", "ring": value}
+    unknown = sorted(set(value) - set(DEFAULT_REPRESENTATION))
+    if unknown:
+        raise ValueError(f"representation: unknown pattern kind(s) {unknown}; known: "
+                         f"{sorted(DEFAULT_REPRESENTATION)}")
+    out = {**DEFAULT_REPRESENTATION, **{str(k): str(v) for k, v in value.items()}}
+    bad = {k: v for k, v in out.items() if v not in FORMS}
+    if bad:
+        raise ValueError(f"representation: forms must be one of {FORMS}, got {bad}")
     return out
 
 
-def checkpoint_representation(checkpoint: Mapping) -> str:
-    """The ring representation a classifier checkpoint was trained on ("cartesian" if none)."""
-    return str(checkpoint.get("extra", {}).get("representation", "cartesian"))
+def _form(image: np.ndarray, form: str) -> np.ndarray:
+    return image if form == "cartesian" else _FORM_FUNCTIONS[form](image)
+
+
+def represent(images: np.ndarray, modalities: Sequence[str],
+              representation: str | Mapping[str, str] | None = None) -> np.ndarray:
+    """Patterns (N, H, W) as a model sees them: each in its kind's form (:func:`representation_of`)."""
+    forms = representation_of(representation)
+    images = np.asarray(images, dtype=np.float32)
+    if len(modalities) != len(images):
+        raise ValueError(f"need one modality per pattern, got {len(modalities)} for {len(images)}")
+    out = images.copy()
+    for i, modality in enumerate(modalities):
+        out[i] = _form(images[i], forms[modality])
+    return out
+
+
+def checkpoint_representation(checkpoint: Mapping) -> dict[str, str]:
+    """The forms a classifier checkpoint was trained on (every kind Cartesian if none recorded)."""
+    recorded = checkpoint.get("extra", {}).get("representation", "cartesian")
+    return representation_of(recorded)
 
 
 class PatternDataset(Dataset):
@@ -243,23 +349,24 @@ class PatternDataset(Dataset):
         by a random multiple of 90°.
     modalities : sequence of str, optional
         ``"spot"`` or ``"ring"`` per pattern (default: all spots).
-    representation : {"log_polar", "cartesian"}
-        Form of the ring patterns (:func:`represent`), applied after the
-        augmentation. Random numbers come from torch's global generator.
+    representation : mapping or str, optional
+        Form of each pattern kind (:func:`representation_of`; default: every
+        pattern as recorded), applied after the augmentation. Items in a form
+        that ignores rotations and mirrors (:data:`INVARIANT_FORMS`) are
+        prepared once and not augmented. Random numbers come from torch's
+        global generator.
     """
 
     def __init__(self, images: np.ndarray, targets: np.ndarray, ids: Sequence[str], *,
                  rotate: bool = False, flips: bool = False,
-                 modalities: Sequence[str] | None = None, representation: str = "cartesian"):
+                 modalities: Sequence[str] | None = None,
+                 representation: str | Mapping[str, str] | None = "cartesian"):
         images = np.asarray(images, dtype=np.float32)
         if images.ndim != 3 or len(images) != len(targets) or len(ids) != len(images):
             raise ValueError(
                 f"need images (N, H, W) with N targets and ids, got {images.shape=}, "
                 f"{len(targets)=}, {len(ids)=}"
             )
-        if representation not in REPRESENTATIONS:
-            raise ValueError(f"representation must be one of {REPRESENTATIONS}, got "
-                             f"{representation=}")
         modalities = ["spot"] * len(images) if modalities is None else list(modalities)
         if len(modalities) != len(images):
             raise ValueError(f"need one modality per pattern, got {len(modalities)} for "
@@ -268,19 +375,19 @@ class PatternDataset(Dataset):
         self.targets = np.asarray(targets, dtype=np.int64)
         self.ids = list(ids)
         self.rotate, self.flips = rotate, flips
-        self.modalities, self.representation = modalities, representation
-        self._polar = np.array([representation == "log_polar" and m == "ring"
-                                for m in modalities], dtype=bool)
-        # fixed items are prepared once
-        self._fixed = None if (rotate or flips) else represent(images, modalities, representation)
+        self.modalities, self.representation = modalities, representation_of(representation)
+        self._forms = [self.representation[m] for m in modalities]
+        augment = rotate or flips
+        # items that augmentation cannot change are prepared once
+        self._fixed = {i: _form(images[i], f) for i, f in enumerate(self._forms)
+                       if not augment or f in INVARIANT_FORMS}
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._fixed is not None:
-            image = self._fixed[i]
-        else:
+        image = self._fixed.get(i)
+        if image is None:
             image = self.images[i]
             if self.flips and float(torch.rand(())) < 0.5:
                 image = image[:, ::-1]
@@ -288,8 +395,7 @@ class PatternDataset(Dataset):
                 image = rotate_pattern(image, 360.0 * float(torch.rand(())))
             elif self.flips:
                 image = np.rot90(image, int(torch.randint(4, ())))
-            if self._polar[i]:
-                image = log_polar(image)
+            image = _form(image, self._forms[i])
         return torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None], torch.tensor(
             self.targets[i])
 
@@ -302,8 +408,8 @@ class PatternDataset(Dataset):
 
         h = hashlib.sha256(np.ascontiguousarray(self.images).tobytes())
         h.update(self.targets.tobytes())
-        h.update(self._polar.tobytes())
-        h.update(f"{self.representation} rotate={self.rotate} flips={self.flips}".encode())
+        h.update(",".join(self._forms).encode())
+        h.update(f"rotate={self.rotate} flips={self.flips}".encode())
         return h.hexdigest()
 
 
@@ -400,7 +506,7 @@ def subsample_per_class(rows: pd.DataFrame, n_per_class: int, *, seed: int) -> p
     return pd.concat(out)
 
 
-def _dataset(rows: pd.DataFrame, *, target: str, rotate: bool, flips: bool, representation: str,
+def _dataset(rows: pd.DataFrame, *, target: str, rotate: bool, flips: bool, representation,
              root) -> PatternDataset:
     images, meta = load_patterns(rows, root=root)
     return PatternDataset(images, meta[target].to_numpy(), meta["image_id"].tolist(), rotate=rotate,
@@ -435,7 +541,7 @@ def train_classifier(
     last_path: str | os.PathLike,
     target: str = "class_index",
     rotate: bool = True,
-    representation: str = "log_polar",
+    representation: str | Mapping[str, str] | None = None,
     root: str | os.PathLike = ".",
     extra: Mapping | None = None,
 ):
@@ -456,8 +562,9 @@ def train_classifier(
         Online random rotations of the training patterns (and, with
         ``config.flips``, mirrors; the flips are done by the dataset, before
         the representation, and the loop's own are switched off).
-    representation : {"log_polar", "cartesian"}
-        Form of the ring patterns (:func:`represent`), recorded in the checkpoint.
+    representation : mapping, optional
+        Form of each pattern kind (:func:`representation_of`; default
+        :data:`DEFAULT_REPRESENTATION`), recorded in the checkpoint.
 
     Returns
     -------
@@ -480,7 +587,8 @@ def train_classifier(
              np.bincount(train_set.targets, minlength=len(TARGETS[target])).tolist(), len(val_set))
     return train(model_name, model_kwargs, train_set, val_set, config, best_path=best_path,
                  history_path=history_path, last_path=last_path,
-                 extra={"task": "diffraction", "target": target, "representation": representation,
+                 extra={"task": "diffraction", "target": target,
+                        "representation": representation_of(representation),
                         "augmentation": augmentation,
                         "classes": list(TARGETS[target]), **dict(extra or {})})
 
@@ -496,7 +604,7 @@ def pretrain(
     target: str = "bravais_index",
     val_fraction: float = 0.1,
     rotate: bool = True,
-    representation: str = "log_polar",
+    representation: str | Mapping[str, str] | None = None,
     seed: int = 0,
 ):
     """Pretrain a ResNet-18 on a large synthetic set (one specimen file of many crystals).
@@ -549,7 +657,7 @@ def transfer_run(
     val_specimens_per_class: int = 1,
     validation_seed: int = 0,
     rotate: bool = True,
-    representation: str = "log_polar",
+    representation: str | Mapping[str, str] | None = None,
     root: str | os.PathLike = ".",
     device: str = "cpu",
     seed: int = 0,
@@ -800,7 +908,7 @@ def train_diffraction_fold(
     val_specimens_per_class: int = 1,
     validation_seed: int = 0,
     rotate: bool = True,
-    representation: str = "log_polar",
+    representation: str | Mapping[str, str] | None = None,
     seed: int = 0,
     threads: int = 1,
     root: str | os.PathLike = ".",

@@ -32,8 +32,8 @@ PRETRAINED = {"grainflow": [PRETRAINED_CKPT], "none": []}.get(
     DIFFRACTION.get("pretrained", "none"), [DIFFRACTION.get("pretrained")]
 )
 DIFF_FOLDS = range(DIFFRACTION.get("folds", 3))
-#: how ring patterns reach the models: log_polar (default) or cartesian
-RING_REPRESENTATION = DIFFRACTION.get("ring_representation", "log_polar")
+#: the form in which each pattern kind reaches the models (grainflow.classify.representation_of)
+REPRESENTATION = DIFFRACTION.get("representation")
 
 
 rule diffraction_split:
@@ -115,7 +115,7 @@ rule diffraction_pretrain:
         pretrain=DIFFRACTION.get("pretrain"),
         shared=DIFF_SHARED,
         rotate=DIFFRACTION.get("rotate"),
-        representation=RING_REPRESENTATION,
+        representation=REPRESENTATION,
         seed=job_seed("diffraction_pretrain"),
     script:
         "../scripts/diffraction_pretrain.py"
@@ -147,7 +147,7 @@ rule diffraction_train:
         arch=lambda wc: DIFFRACTION["archs"][wc.arch],
         shared=DIFF_SHARED,
         rotate=DIFFRACTION.get("rotate"),
-        representation=RING_REPRESENTATION,
+        representation=REPRESENTATION,
         val_specimens_per_class=DIFFRACTION.get("val_specimens_per_class"),
         validation_seed=job_seed("diffraction_validation"),
         seed=lambda wc: job_seed("diffraction_train", wc.arch, wc.fold),
@@ -303,7 +303,7 @@ rule diffraction_transfer:
         transfer=DIFFRACTION.get("transfer"),
         shared=DIFF_SHARED,
         rotate=DIFFRACTION.get("rotate"),
-        representation=RING_REPRESENTATION,
+        representation=REPRESENTATION,
         val_specimens_per_class=DIFFRACTION.get("val_specimens_per_class"),
         validation_seed=job_seed("diffraction_validation"),
         seed=lambda wc: job_seed("diffraction_transfer", wc.strategy, wc.n, wc.fold),
