@@ -19,8 +19,13 @@ BIN = Path(sys.executable).parent
 
 
 def tiny_config() -> dict:
+    """tests/data/tiny.yaml; its diffraction patterns keep config/config.yaml's physics."""
     with open(DATA / "tiny.yaml") as f:
-        return yaml.safe_load(f)
+        config = yaml.safe_load(f)
+    with open(ROOT / "config" / "config.yaml") as f:
+        physics = yaml.safe_load(f)["synthesize"]["diffraction"]
+    config["synthesize"]["diffraction"] = {**physics, **config["synthesize"]["diffraction"]}
+    return config
 
 
 def make_workdir(path: Path, config: dict | None = None) -> Path:

@@ -21,7 +21,7 @@ def test_dry_run_of_the_whole_dag(workdir):
         assert rule in out
     # one synthesize job per specimen of every task
     cfg = tiny_config()["synthesize"]
-    n = sum(cfg[t]["specimens"] for t in ("grains", "phases", "kernels"))
+    n = sum(cfg[t]["specimens"] for t in ("grains", "phases", "kernels", "diffraction"))
     table = out[out.index("Job stats:"):]
     assert any(line.split()[:2] == ["synthesize", str(n)] for line in table.splitlines())
 
@@ -100,7 +100,8 @@ def test_tiny_run_of_everything(tiny_run):
     assert "anatomy_kernels.png" in figures and "synthetic_examples.png" in figures
     html = (workdir / "results/report.html").read_text(errors="replace")
     for category in ("Summary", "Synthetic data", "CNN anatomy", "Augmentation and splits",
-                     "Training", "Cross-validated results", "Real stacks", "Provenance"):
+                     "Training", "Cross-validated results", "Real stacks", "Diffraction",
+                     "Provenance"):
         assert category in html
 
 

@@ -59,7 +59,9 @@ Augmentation
     representation: a rotation by an angle uniform in [0°, 360°) about the
     direct beam (bilinear, pixels from outside filled with the pattern's
     border median) and a mirror (:class:`PatternDataset`); without rotations
-    a random flip/90° rotation. The random numbers come from torch's global
+    a random flip/90° rotation. Patterns in a form that ignores both (the
+    angular spectrum) are prepared once and not augmented: every rotated
+    copy would give the same input. The random numbers come from torch's global
     generator, which :func:`~grainflow.training.train` reseeds from
     ``(seed, epoch)`` every epoch: runs with ``num_workers: 0`` reproduce bit
     for bit and resume exactly. (The training loop's own

@@ -15,6 +15,7 @@ from grainflow.synth.diffraction import SYSTEMS
 __all__ = [
     "COLOURS",
     "pattern_examples_figure",
+    "representation_figure",
     "confusion_figure",
     "reliability_figure",
     "breakdown_figure",
@@ -53,6 +54,70 @@ def pattern_examples_figure(samples: Sequence[Sample], *, per_row: int = 6) -> F
                         ha="right", va="center", fontsize=9, color=COLOURS[SYSTEMS.index(system)])
     fig.suptitle(f"simulated patterns, log(1 + counts) scaled to [0, 1], "
                  f"{items[0].image.shape[0]} px", fontsize=9)
+    return fig
+
+
+def representation_figure(samples: Sequence[Sample], representation=None, *,
+                          harmonics: int = 16) -> Figure:
+    """What the networks see: per crystal system a spot and a ring pattern beside their forms.
+
+    Columns: spot pattern, its form (:func:`grainflow.classify.represent`;
+    for the angular spectrum only the first ``harmonics`` rows, the higher
+    ones hold little but noise), ring pattern, its form.
+    """
+    from grainflow.classify import LOG_POLAR_R_MIN_PX, represent, representation_of
+
+    forms = representation_of(representation)
+    picks = {}
+    for system in SYSTEMS:
+        for kind in ("spot", "ring"):
+            found = [x for x in samples
+                     if x.params.get("crystal_system") == system and x.modality == kind]
+            if found:
+                picks[system, kind] = found[0]
+    systems = [s for s in SYSTEMS if any((s, k) in picks for k in ("spot", "ring"))]
+    if not systems:
+        raise ValueError("no diffraction patterns to show")
+    fig = Figure(figsize=(8.4, 2.1 * len(systems)), layout="constrained")
+    axes = fig.subplots(len(systems), 4, squeeze=False)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    for r, system in enumerate(systems):
+        for c, kind in enumerate(("spot", "ring")):
+            sample = picks.get((system, kind))
+            if sample is None:
+                continue
+            size = sample.image.shape[0]
+            form = forms[kind]
+            shown = represent(sample.image[None], [kind], forms)[0]
+            ax = axes[r, 2 * c]
+            ax.imshow(sample.image, cmap="inferno", vmin=0, vmax=1, interpolation="nearest")
+            zone = sample.params.get("zone_family") or ""
+            ax.set_title(f"{sample.params['bravais']} {kind} {zone}", fontsize=7)
+            ax = axes[r, 2 * c + 1]
+            ax.set_axis_on()
+            extent = None
+            if form in ("angular_spectrum", "log_polar", "log_polar_highpass"):
+                radii = (LOG_POLAR_R_MIN_PX, size / 2)
+                top = 2 * harmonics if form == "angular_spectrum" else 180
+                extent = (radii[0], radii[1], top, 0)
+                ax.set_xscale("log")
+            if form == "angular_spectrum":
+                shown = shown[:harmonics]
+            ax.imshow(shown, cmap="magma" if form == "angular_spectrum" else "inferno",
+                      interpolation="nearest", aspect="auto", extent=extent)
+            ax.set_title(form.replace("_", " "), fontsize=7)
+            ax.tick_params(labelsize=6)
+            if extent is not None:
+                ticks = [t for t in (2, 4, 8, 16, 32) if extent[0] <= t <= extent[1]]
+                ax.set_xticks(ticks, [str(t) for t in ticks])
+                ax.set_xticks([], minor=True)
+                ax.set_xlabel("radius (px, log scale)", fontsize=6)
+                ax.set_ylabel("harmonic m" if form == "angular_spectrum" else "azimuth (°)",
+                              fontsize=6)
+        axes[r, 0].text(-0.08, 0.5, system, transform=axes[r, 0].transAxes, rotation=90,
+                        ha="right", va="center", fontsize=9, color=COLOURS[SYSTEMS.index(system)])
+    fig.suptitle("patterns and the forms in which the networks see them", fontsize=9)
     return fig
 
 

@@ -3,7 +3,7 @@
 # synthetic set; transfer strategies against labelled-set size; a scan map.
 # The patterns come from the synthesize rule (task "diffraction").
 
-from grainflow.classify import headline
+from grainflow.classify import headline, representation_of
 
 # the diffraction block; the fallback keeps the workflow running (task off) until
 # config/config.yaml has the key
@@ -33,7 +33,7 @@ PRETRAINED = {"grainflow": [PRETRAINED_CKPT], "none": []}.get(
 )
 DIFF_FOLDS = range(DIFFRACTION.get("folds", 3))
 #: the form in which each pattern kind reaches the models (grainflow.classify.representation_of)
-REPRESENTATION = DIFFRACTION.get("representation")
+REPRESENTATION = representation_of(DIFFRACTION.get("representation"))
 
 
 rule diffraction_split:
@@ -70,6 +70,25 @@ rule diffraction_examples:
         settings=lambda wc: config["synthesize"]["diffraction"],
     script:
         "../scripts/diffraction_examples.py"
+
+
+rule diffraction_forms:
+    input:
+        specimens=lambda wc: synthetic_files("diffraction")[:6],
+    output:
+        fig=report(
+            "results/figures/diffraction_forms.png",
+            caption="../report/diffraction_forms.rst",
+            category="7. Diffraction",
+        ),
+    log:
+        "logs/diffraction_forms.log",
+    conda:
+        "../../environment.yml"
+    params:
+        representation=REPRESENTATION,
+    script:
+        "../scripts/diffraction_forms.py"
 
 
 rule diffraction_pretrain_data:
@@ -410,6 +429,7 @@ if DIFFRACTION["enabled"]:
     all_targets.extend(
         [
             "results/figures/diffraction_examples.png",
+            "results/figures/diffraction_forms.png",
             "results/figures/folds_diffraction.png",
             *expand(
                 "results/figures/diffraction_{kind}_{arch}.png",
