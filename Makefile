@@ -41,7 +41,7 @@ clean-results:
 	rm -rf results logs benchmarks/rules .snakemake
 
 # the PNGs the README shows, regenerated from a finished run
-README_FIGURES := synthetic_examples overlays_grains_unet real_overlays_nist_steel anatomy_feature_hierarchy
+README_FIGURES := synthetic_examples overlays_grains_unet real_overlays_nist_steel anatomy_feature_hierarchy diffraction_forms
 readme-figures: run
 	mkdir -p docs
 	for f in $(README_FIGURES); do cp results/figures/$$f.png docs/$$f.png; done

@@ -97,7 +97,9 @@ def test_a_killed_distributed_run_resumes_to_the_same_weights(tmp_path, data, ru
         if epoch == 2:
             raise RuntimeError("killed after epoch 2")
 
-    with pytest.raises(Exception, match="killed after epoch 2"):
+    # process 0 raises; torch reports whichever process it sees end first: process 0 with
+    # the error, or process 1, which lost its peer in the next epoch's all-reduce
+    with pytest.raises(Exception, match="killed after epoch 2|Connection closed by peer"):
         run(tmp_path, data, 2, on_epoch_end=stop)
     assert not (tmp_path / "best.pt").exists() and (tmp_path / "last.pt").exists()
     resumed = run(tmp_path, data, 2)
@@ -160,8 +162,9 @@ def test_the_distributed_loss_is_the_global_batch_loss(tmp_path):
     whole = logits.clone().requires_grad_()
     reference = DiceCELoss(class_weights=(1.0, 4.0))(whole, target)
     reference.backward()
+    # spawn, not fork: a fork of this pytest process (its threads, its locks) can hang
     torch.multiprocessing.start_processes(_loss_in_process, args=(2, tmp_path, logits, target),
-                                          nprocs=2, start_method="fork")
+                                          nprocs=2, start_method="spawn")
     for rank in range(2):
         got = torch.load(tmp_path / f"{rank}.pt", weights_only=True)
         # each process holds the loss of all 4 images, not of its own 2

@@ -270,7 +270,7 @@ def _render(chromium, report, tmp_path, *, corrupt: str | None = None) -> dict:
 
 #: the report's sections (menu entries, optionally numbered "1. ..." to set their order)
 SECTIONS = ["Summary", "Synthetic data", "CNN anatomy", "Augmentation and splits", "Training",
-            "Cross-validated results", "Real stacks", "Provenance"]
+            "Cross-validated results", "Real stacks", "Diffraction", "Provenance"]
 
 
 def _section(line: str) -> str:
@@ -303,16 +303,18 @@ def test_report_renders_in_a_browser_with_every_section_and_image(tiny_run, chro
     broken = [p for p, size in images.items() if not size or min(size) == 0]
     assert not broken, broken
     for name in ("synthetic_examples", "anatomy_kernels", "folds_grains", "training_grains_unet",
-                 "overlays_phases_unet", "real_overlays_nist_steel", "real_sizes_nasa_superalloy"):
+                 "overlays_phases_unet", "real_overlays_nist_steel", "real_sizes_nasa_superalloy",
+                 "diffraction_forms", "diffraction_confusion_diffraction_cnn",
+                 "diffraction_transfer", "diffraction_scan_diffraction_cnn"):
         assert f"results/figures/{name}.png" in images, name
     figures = tiny_run.workdir / "results/figures"
     on_disk = {f"results/figures/{p.name}" for p in figures.glob("*.png")}
     assert on_disk <= set(images), sorted(on_disk - set(images))
     # the summary and the provenance pages
     summary = seen["html"]["results/tables/summary.html"]
-    assert summary["iframe"] and summary["rows"] == 2
+    assert summary["iframe"] and summary["rows"] == 3  # grains, phases, diffraction
     for text in ("boundary F1", "particle-phase IoU", "nist_steel", "nasa_superalloy", "G = ",
-                 "classical"):
+                 "classical", "crystal-system accuracy"):
         assert text in summary["text"], text
     provenance = seen["html"]["results/provenance/provenance.html"]
     for text in ("Run times per rule", "Package versions", "torch", "Hardware", "git commit",
