@@ -39,6 +39,7 @@ from pathlib import Path
 import pandas as pd
 
 from grainflow.classify import (
+    DEFAULT_REPRESENTATION,
     FORMS,
     classifier_config,
     evaluate_classifier,
@@ -133,9 +134,9 @@ def main(argv=None) -> int:
     p.add_argument("--strategies", default="frozen,finetune,full,scratch")
     p.add_argument("--low-index", action="store_true", help="also: the CNN on low-index zones")
     p.add_argument("--rotate", type=int, default=1)
-    p.add_argument("--spot-form", default="angular_spectrum", choices=FORMS,
+    p.add_argument("--spot-form", default=DEFAULT_REPRESENTATION["spot"], choices=FORMS,
                    help="form of the spot patterns (diffraction.representation.spot)")
-    p.add_argument("--ring-form", default="log_polar", choices=FORMS,
+    p.add_argument("--ring-form", default=DEFAULT_REPRESENTATION["ring"], choices=FORMS,
                    help="form of the ring patterns (diffraction.representation.ring)")
     p.add_argument("--only-folds", default="", help="train and test only these folds, e.g. 0")
     p.add_argument("--stages", default="cnn,pretrain,resnet,transfer",
