@@ -114,9 +114,10 @@ def test_random_crystals_respect_margins_and_distances():
             assert all(abs(r / t - 1) >= 0.15 for t in (1, math.sqrt(3), 2))
     # a C-centred cell with b = 2c has a square [100] net (2b*, c*): not drawn
     assert _pseudo_symmetric((3.0, 8.0, 4.0), 0.1) and not _pseudo_symmetric((3.0, 3.6, 8.0), 0.1)
-    with pytest.raises(ValueError, match="orthorhombic_margin"):
+    with pytest.raises(ValueError, match="orthorhombic_margin") as err:
         random_crystal("orthorhombic", rng=0,
                        settings={"orthorhombic_abc_A": [4.0, 5.0], "orthorhombic_margin": 0.3})
+    assert "1, √3 and 2" in str(err.value)  # the ratios it keeps away from: PSEUDO_RATIOS
     cubic = random_crystal("cubic", rng=3, settings={"basis_atoms": [3, 3]})
     z, pos = cubic.cell()
     assert len(cubic.basis) >= 1 and len(z) == len(pos)

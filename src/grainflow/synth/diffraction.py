@@ -470,7 +470,7 @@ def random_crystal(
         else:
             raise ValueError(
                 f"no orthorhombic cell in {s['orthorhombic_abc_A']} Å keeps b/a, c/b, c/a "
-                f"{s['orthorhombic_margin']} away from 1, √2 and √3; widen the range or lower "
+                f"{s['orthorhombic_margin']} away from 1, √3 and 2; widen the range or lower "
                 "orthorhombic_margin"
             )
     b_factor = _uniform(rng, s["debye_waller_A2"])
