@@ -392,6 +392,7 @@ def _log_uniform(rng, lo_hi) -> float:
 
 #: axis ratios an orthorhombic cell keeps away from (see :func:`_pseudo_symmetric`)
 PSEUDO_RATIOS = (1.0, math.sqrt(3), 2.0)
+_PSEUDO_RATIOS_TEXT = "1, √3 and 2"  # the same, as error messages name them
 
 
 def _pseudo_symmetric(abc: Sequence[float], margin: float) -> bool:
@@ -470,7 +471,7 @@ def random_crystal(
         else:
             raise ValueError(
                 f"no orthorhombic cell in {s['orthorhombic_abc_A']} Å keeps b/a, c/b, c/a "
-                f"{s['orthorhombic_margin']} away from 1, √3 and 2; widen the range or lower "
+                f"{s['orthorhombic_margin']} away from {_PSEUDO_RATIOS_TEXT}; widen the range or lower "
                 "orthorhombic_margin"
             )
     b_factor = _uniform(rng, s["debye_waller_A2"])
