@@ -26,7 +26,8 @@ broadening (``ring_sigma_px``) stays one to two pixels, as binning sets it.
         --out benchmarks/results/ring_limit_64.json
 
 Writes JSON (per model and training size: accuracy on the training and the
-held-out crystals, per system, seconds) and prints a markdown table.
+held-out crystals, per system, seconds) and prints a markdown table;
+``--table a.json b.json`` prints the table of finished runs (the README's).
 """
 
 from __future__ import annotations
@@ -165,9 +166,27 @@ def fit(model: str, x_train, y_train, x_test, y_test, epochs: int, seed: int) ->
             "train_seconds": round(seconds, 1)}
 
 
+MODEL_NAMES = {"cnn": "DiffractionCNN (log-polar form)", "profile": "1-D net (profile)"}
+
+
+def markdown_table(results: list[dict]) -> str:
+    """The README's table of one or more result files: one row per model and training size."""
+    rows = ["| pattern | model | training rings | epochs | on its training rings | held-out |",
+            "|---|---|---|---|---|---|"]
+    for result in results:
+        for r in result["runs"]:
+            rows.append(f"| {result['image_size_px']} px | {MODEL_NAMES[r['model']]} | "
+                        f"{r['train_patterns']:,} | {r['epochs']} | "
+                        f"{100 * r['train_accuracy']:.1f} % | "
+                        f"{100 * r['test_accuracy']:.1f} % of {result['test_patterns']} |")
+    return "\n".join(rows)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", type=Path, required=True, help="JSON file to write")
+    p.add_argument("--out", type=Path, help="JSON file to write")
+    p.add_argument("--table", type=Path, nargs="+", metavar="JSON",
+                   help="only print the markdown table of these result files")
     p.add_argument("--size", type=int, default=64, help="pattern size, px")
     p.add_argument("--train", default="3000", help="training crystals, e.g. 3000,12000")
     p.add_argument("--test", type=int, default=900, help="held-out crystals")
@@ -177,6 +196,11 @@ def main(argv=None) -> int:
     p.add_argument("--processes", type=int, default=2)
     p.add_argument("--seed", type=int, default=20261203)
     args = p.parse_args(argv)
+    if args.table:
+        print(markdown_table([json.loads(f.read_text()) for f in args.table]))
+        return 0
+    if args.out is None:
+        p.error("--out is required unless --table is given")
     sizes = sorted(int(v) for v in args.train.split(","))
     models = [m for m in args.models.split(",") if m]
     if set(models) - {"cnn", "profile"} or not sizes or sizes[0] < 3 or args.size < 32:
@@ -188,13 +212,6 @@ def main(argv=None) -> int:
     forms = {"profile": radial_profiles,
              "cnn": lambda ims: np.stack([log_polar_highpass(im) for im in ims])[:, None]}
     runs = []
-    for model in models:
-        x_train, x_test = forms[model](img_train), forms[model](img_test)
-        epochs = args.epochs_cnn if model == "cnn" else args.epochs_profile
-        for n in sizes:
-            runs.append(fit(model, x_train[:n], y_train[:n], x_test, y_test, epochs,
-                            derive_seed(args.seed, model, n)))
-            print(json.dumps(runs[-1]), flush=True)
     result = {"benchmark": "ring_limit", "image_size_px": args.size,
               "settings": ring_settings(args.size), "test_patterns": args.test,
               "synthesis_seconds": round(synth_s, 1), "runs": runs, "grainflow": __version__,
@@ -202,14 +219,17 @@ def main(argv=None) -> int:
               "machine": {"platform": platform.platform(),
                           "processor": platform.processor() or platform.machine()}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(args.out)
-    print(f"\n| pattern | model | training rings | epochs | train | held-out ({args.test}) |")
-    print("|---|---|---|---|---|---|")
-    for r in runs:
-        print(f"| {args.size} px | {r['model']} | {r['train_patterns']:,} | {r['epochs']} | "
-              f"{100 * r['train_accuracy']:.1f} % | {100 * r['test_accuracy']:.1f} % |")
+    for model in models:
+        x_train, x_test = forms[model](img_train), forms[model](img_test)
+        epochs = args.epochs_cnn if model == "cnn" else args.epochs_profile
+        for n in sizes:
+            runs.append(fit(model, x_train[:n], y_train[:n], x_test, y_test, epochs,
+                            derive_seed(args.seed, model, n)))
+            print(json.dumps(runs[-1]), flush=True)
+            tmp = args.out.with_suffix(".tmp")  # after every run, whole: a long run keeps its part
+            tmp.write_text(json.dumps(result, indent=1))
+            tmp.replace(args.out)
+    print("\n" + markdown_table([result]))
     return 0
 
 
