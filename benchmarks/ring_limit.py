@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from multiprocessing import Pool
 from pathlib import Path
@@ -47,7 +46,9 @@ from tqdm import tqdm
 
 from grainflow import __version__
 from grainflow.classify import log_polar_highpass
+from grainflow.io import atomic_path
 from grainflow.models import DiffractionCNN
+from grainflow.provenance import hardware
 from grainflow.seeds import derive_seed
 from grainflow.synth.diffraction import DEFAULT_SETTINGS, SYSTEMS, synthesize_diffraction_specimen
 
@@ -216,9 +217,7 @@ def main(argv=None) -> int:
               "settings": ring_settings(args.size), "test_patterns": args.test,
               "synthesis_seconds": round(synth_s, 1), "runs": runs, "grainflow": __version__,
               "torch": torch.__version__, "threads": torch.get_num_threads(),
-              "machine": {"platform": platform.platform(),
-                          "processor": platform.processor() or platform.machine()}}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+              "machine": hardware()}
     for model in models:
         x_train, x_test = forms[model](img_train), forms[model](img_test)
         epochs = args.epochs_cnn if model == "cnn" else args.epochs_profile
@@ -226,9 +225,8 @@ def main(argv=None) -> int:
             runs.append(fit(model, x_train[:n], y_train[:n], x_test, y_test, epochs,
                             derive_seed(args.seed, model, n)))
             print(json.dumps(runs[-1]), flush=True)
-            tmp = args.out.with_suffix(".tmp")  # after every run, whole: a long run keeps its part
-            tmp.write_text(json.dumps(result, indent=1))
-            tmp.replace(args.out)
+            with atomic_path(args.out) as tmp:  # after every run: a long run keeps its part
+                tmp.write_text(json.dumps(result, indent=1))
     print("\n" + markdown_table([result]))
     return 0
 
