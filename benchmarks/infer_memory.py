@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -163,6 +161,8 @@ def main() -> None:
     if args.child:
         child(args)
         return
+    from grainflow.provenance import hardware  # the parent's alone: keeps pandas out of the child
+
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     tile = micrograph(2048)
@@ -194,8 +194,7 @@ def main() -> None:
         "model": {"name": "unet", **model_kwargs, "folds": args.folds},
         "settings": SETTINGS,
         "threads": args.threads,
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "cpus": os.cpu_count()},
+        "machine": hardware(),
         "runs": rows,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

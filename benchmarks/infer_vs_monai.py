@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -144,6 +143,7 @@ def main() -> None:
     import torch
 
     from grainflow import __version__
+    from grainflow.provenance import hardware
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -170,8 +170,7 @@ def main() -> None:
             "benchmark": "infer_vs_monai",
             "version": __version__, "monai": monai.__version__, "torch": torch.__version__,
             "checkpoint": args.checkpoint, "settings": SETTINGS, "threads": args.threads,
-            "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                        "cpus": os.cpu_count()},
+            "machine": hardware(),
             "runs": rows,
         }
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

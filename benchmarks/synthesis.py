@@ -19,6 +19,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 from grainflow import __version__  # noqa: E402
+from grainflow.provenance import hardware  # noqa: E402
 from grainflow.synth.specimen import synthesize_specimen  # noqa: E402
 
 
@@ -60,7 +61,7 @@ def main() -> None:
         "images_per_second": round(n / total, 2),
         "ms_per_image": round(1000 * total / n, 1),
         "cores": 1,
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": hardware()["cpu"],
         "python": platform.python_version(),
         "numpy": np.__version__,
         "grainflow": __version__,
