@@ -38,19 +38,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from grainflow.classify import (
-    DEFAULT_REPRESENTATION,
-    FORMS,
+from grainflow.diffraction.evaluate import evaluate_classifier
+from grainflow.diffraction.representation import DEFAULT_REPRESENTATION, FORMS
+from grainflow.diffraction.simulate import synthesize_diffraction_specimen
+from grainflow.diffraction.train import (
     classifier_config,
-    evaluate_classifier,
     pretrain,
     train_diffraction_fold,
     transfer_run,
 )
-from grainflow.io import write_specimen
+from grainflow.io.hdf5 import write_specimen
 from grainflow.seeds import derive_seed
 from grainflow.splits import make_manifest, read_manifest, write_manifest
-from grainflow.synth.diffraction import synthesize_diffraction_specimen
 
 LOG = logging.getLogger("diffraction_accuracy")
 
@@ -70,14 +69,14 @@ def synthesize(out: Path, settings: dict, crystals: int, seed: int, pool: Pool) 
 
 def pretraining_file(out: Path, settings: dict, crystals: int, images: int, seed: int,
                      pool: Pool) -> Path:
-    # the same crystals and seeds as grainflow.synth.diffraction.pretraining_samples
+    # the same crystals and seeds as grainflow.diffraction.simulate.pretraining_samples
     n_sessions = settings.get("sessions_per_specimen", 2)
     s = {**settings, "images_per_session": -(-images // n_sessions)}
     jobs = [(f"s{i:04d}", s, derive_seed(seed, "crystal", i), "pretrain",
              str(out / "pretrain" / f"s{i:04d}.h5")) for i in range(crystals)]
     (out / "pretrain").mkdir(parents=True, exist_ok=True)
     paths = pool.map(_specimen, jobs, chunksize=4)
-    from grainflow.io import read_specimen
+    from grainflow.io.hdf5 import read_specimen
 
     samples = [x for p in paths for x in read_specimen(p).samples[:images]]
     path = out / "pretrain.h5"

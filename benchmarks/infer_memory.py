@@ -2,8 +2,8 @@
 
 For each side (default 1024, 4096 and 16384 px) a one-plane synthetic stack is
 written block by block (a 2048 px polycrystal micrograph repeated over the
-plane) and imported with :func:`grainflow.stacks.import_stack`; then a fresh
-process runs :func:`grainflow.inference.infer_stack` with a fold ensemble of
+plane) and imported with :func:`grainflow.stacks.importer.import_stack`; then a fresh
+process runs :func:`grainflow.inference.stack.infer_stack` with a fold ensemble of
 random U-Nets of the default architecture (their last bias centred so that the
 label maps are as busy as real ones) and reports its peak resident memory
 (``VmHWM``) and its throughput. The stack's pixels never pass through the
@@ -62,7 +62,7 @@ def make_stack(side: int, folder: Path, tile: np.ndarray) -> Path:
     """A (side, side) synthetic plane as a Zarr array, imported as an OME-Zarr stack."""
     import zarr
 
-    from grainflow.stacks import import_stack
+    from grainflow.stacks.importer import import_stack
 
     source = folder / f"source_{side}.zarr"
     store = folder / f"stack_{side}.ome.zarr"
@@ -87,7 +87,7 @@ def make_checkpoints(folder: Path, folds: int, tile: np.ndarray,
     import torch
 
     from grainflow.checkpoint import make_checkpoint, save_checkpoint
-    from grainflow.models import build_model
+    from grainflow.models.registry import build_model
     from grainflow.normalize import normalize_image
 
     x = torch.from_numpy(normalize_image(tile[:256, :256])[None, None])
@@ -120,7 +120,7 @@ def peak_rss_mb() -> float:
 
 def child(args) -> None:
     """Run infer in this (fresh) process and print its numbers as JSON."""
-    from grainflow.inference import infer_stack
+    from grainflow.inference.stack import infer_stack
 
     rss_start = peak_rss_mb()
     t0 = time.perf_counter()
@@ -161,7 +161,7 @@ def main() -> None:
     if args.child:
         child(args)
         return
-    from grainflow.provenance import hardware  # the parent's alone: keeps pandas out of the child
+    from grainflow.report.provenance import hardware
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ to MONAI as ``roi_weight_map``) and the same normalisation, on the same
 synthetic planes of 2k, 8k and 16k px per side, in one run on one machine.
 Each side is measured in fresh processes, one per tool:
 
-- **grainflow**: :func:`grainflow.inference.infer_stack` reads the plane from
+- **grainflow**: :func:`grainflow.inference.stack.infer_stack` reads the plane from
   an OME-Zarr store block by block and writes the probabilities to another;
   its probability stage (``predict_s``: read, normalise, tile, predict,
   blend, write) is timed, and the labelling after it reported apart;
@@ -56,7 +56,7 @@ def run_grainflow(args) -> dict:
     """infer_stack on the stack; numbers of its probability stage."""
     import torch
 
-    from grainflow.inference import infer_stack
+    from grainflow.inference.stack import infer_stack
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
@@ -75,9 +75,9 @@ def run_monai(args) -> dict:
     from monai.inferers import sliding_window_inference
 
     from grainflow.checkpoint import load_checkpoint, model_from_checkpoint
-    from grainflow.inference import open_inference
+    from grainflow.inference.stack import open_inference
+    from grainflow.inference.tiling import gaussian_weights
     from grainflow.normalize import apply_limits
-    from grainflow.tiling import gaussian_weights
 
     torch.set_num_threads(args.threads)
     attrs, reference, _ = open_inference(args.out)
@@ -143,7 +143,7 @@ def main() -> None:
     import torch
 
     from grainflow import __version__
-    from grainflow.provenance import hardware
+    from grainflow.report.provenance import hardware
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)

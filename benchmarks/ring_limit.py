@@ -6,7 +6,7 @@ and ``--test`` crystals of their own, each classified by
 
 ``cnn``
     the course's DiffractionCNN on the workflow's ring form
-    (:func:`grainflow.classify.log_polar_highpass`), trained as in the workflow:
+    (:func:`grainflow.diffraction.representation.log_polar_highpass`), trained as in the workflow:
     Adam at 1e-3, cosine annealing, cross-entropy, batches of 64, a random
     rotation and mirror (a cyclic shift and reversal of the log-polar rows);
 ``profile``
@@ -45,12 +45,13 @@ from torch import nn
 from tqdm import tqdm
 
 from grainflow import __version__
-from grainflow.classify import log_polar_highpass
-from grainflow.io import atomic_path
-from grainflow.models import DiffractionCNN
-from grainflow.provenance import hardware
+from grainflow.diffraction.crystal import SYSTEMS
+from grainflow.diffraction.representation import log_polar_highpass
+from grainflow.diffraction.simulate import DEFAULT_SETTINGS, synthesize_diffraction_specimen
+from grainflow.io.staging import atomic_path
+from grainflow.models.diffraction_cnn import DiffractionCNN
+from grainflow.report.provenance import hardware
 from grainflow.seeds import derive_seed
-from grainflow.synth.diffraction import DEFAULT_SETTINGS, SYSTEMS, synthesize_diffraction_specimen
 
 BASE_SIZE = 64
 PROFILE_BINS = 128

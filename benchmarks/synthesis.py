@@ -19,8 +19,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 from grainflow import __version__  # noqa: E402
-from grainflow.provenance import hardware  # noqa: E402
-from grainflow.synth.specimen import synthesize_specimen  # noqa: E402
+from grainflow.report.provenance import hardware
+from grainflow.synth.specimen import synthesize_specimen
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Training throughput and peak memory of grainflow's models, on synthetic line images.
 
-Runs :func:`grainflow.training.train` for a few epochs per case and writes one
+Runs :func:`grainflow.training.loop.train` for a few epochs per case and writes one
 TSV row per case: images/s of the last epoch (after cuDNN autotuning and
 compilation), peak memory, and whether two deterministic runs agree bit for bit.
 
@@ -28,7 +28,8 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from grainflow.training import TrainConfig, train
+from grainflow.training.config import TrainConfig
+from grainflow.training.loop import train
 
 # name: (model, kwargs, image size, images, config overrides); "default_*" mirror the proposed
 # CPU default config, "full_*" the GPU config (config/full.yaml); the rest are variants.
@@ -124,7 +125,7 @@ def train_flops(model_name: str, kwargs: dict, size: int) -> float:
     """FLOPs of one training image: forward and backward, counted by torch (2 per multiply-add)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from grainflow.models import build_model
+    from grainflow.models.registry import build_model
 
     model = build_model(model_name, **kwargs)
     x = torch.randn(2, 1, size, size)
@@ -135,8 +136,8 @@ def train_flops(model_name: str, kwargs: dict, size: int) -> float:
 
 def pure_step_rate(name: str, *, batch_size: int | None = None, steps: int = 60) -> dict:
     """Images/s of forward, loss, backward and AdamW step on data already on the GPU."""
-    from grainflow.models import build_model
-    from grainflow.training import DiceCELoss
+    from grainflow.models.registry import build_model
+    from grainflow.training.losses import DiceCELoss
 
     model_name, kwargs, size, _, overrides = CASES[name]
     batch = batch_size or overrides.get("batch_size", 16)

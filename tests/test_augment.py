@@ -20,7 +20,7 @@ from grainflow.augment import (
     describe_transform,
     sample_transform,
 )
-from grainflow.io import Sample, SpecimenFile, read_specimen, write_specimen
+from grainflow.io.hdf5 import Sample, SpecimenFile, read_specimen, write_specimen
 from grainflow.synth.tessellation import boundary_mask, polycrystal
 
 PHOTOMETRIC = [t for t in TRANSFORMS if t not in GEOMETRIC]

@@ -3,11 +3,10 @@
 import copy
 
 import numpy as np
-
 import pytest
 import yaml
-
 from conftest import ROOT, make_workdir, tiny_config
+
 from grainflow.config import ConfigError, read_stacks, validate_config
 
 

@@ -20,9 +20,10 @@ def test_constant_image_gives_zeros():
 
 
 def test_training_and_inference_share_one_definition():
-    from grainflow import datasets, predict
+    from grainflow.inference import predict
+    from grainflow.training import data
 
-    assert datasets.normalize_image is normalize_image
+    assert data.normalize_image is normalize_image
     assert predict.normalize_image is normalize_image
 
 

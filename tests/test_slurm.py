@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import ROOT, make_workdir, snakemake, tiny_config
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slurm]

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from grainflow.augment import augment_sample, augment_specimen
-from grainflow.io import Sample, SpecimenFile, read_specimen, write_specimen
+from grainflow.io.hdf5 import Sample, SpecimenFile, read_specimen, write_specimen
 from grainflow.leakage import compare_splits, image_features, leakage_experiment, leakage_figure
 from grainflow.splits import (
     MANIFEST_COLUMNS,

@@ -7,7 +7,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import make_workdir, snakemake, tiny_config
 
 pytestmark = pytest.mark.workflow

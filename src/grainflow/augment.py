@@ -65,7 +65,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.measure import label as connected_label
 
-from grainflow.io import Sample, SpecimenFile, read_specimen, write_specimen
+from grainflow.io.hdf5 import Sample, SpecimenFile, read_specimen, write_specimen
 from grainflow.seeds import as_rng
 from grainflow.synth.imaging import shift_rows
 from grainflow.synth.tessellation import boundary_mask
@@ -344,7 +344,7 @@ def apply_transform(
         Integer label maps; they are resampled with nearest-neighbour interpolation.
     transform : dict
         ``{"name": "a+b", "ops": [{"name": "a", "params": {...}}, ...]}`` as recorded in
-        :attr:`grainflow.io.Sample.transform`; ``{}`` is the identity.
+        :attr:`grainflow.io.hdf5.Sample.transform`; ``{}`` is the identity.
 
     Returns
     -------
@@ -473,7 +473,7 @@ def augment_specimen(
     Parameters
     ----------
     specimen_file : SpecimenFile or path
-        A synthetic specimen, as read by :func:`grainflow.io.read_specimen`.
+        A synthetic specimen, as read by :func:`grainflow.io.hdf5.read_specimen`.
     copies : int
         Augmented copies per original image.
     transforms : sequence of str
@@ -525,7 +525,7 @@ def augment_file(
 ) -> int:
     """Augment the specimen file ``source`` and write originals + copies to ``target``.
 
-    The output is written atomically by :func:`grainflow.io.write_specimen` and keeps
+    The output is written atomically by :func:`grainflow.io.hdf5.write_specimen` and keeps
     the task, specimen and specimen parameters of the source. Returns the number of
     images written.
     """

@@ -6,7 +6,7 @@ A checkpoint holds only tensors and plain Python containers, so that
     format          "grainflow-checkpoint"
     format_version  1
     version         grainflow version that wrote it
-    model_name      registry name, e.g. "unet" (see grainflow.models.build_model)
+    model_name      registry name, e.g. "unet" (see grainflow.models.registry.build_model)
     model_kwargs    dict of constructor arguments
     model_state     state dict of the model
     optimizer_state, scheduler_state   state dicts, or None
@@ -16,7 +16,7 @@ A checkpoint holds only tensors and plain Python containers, so that
     extra           anything else the caller stores (history, best score, ...), plain types
 
 Writes go to a temporary file in the same folder, moved onto the target with
-``os.replace`` once complete (:func:`grainflow.io.atomic_path`): a job killed
+``os.replace`` once complete (:func:`grainflow.io.staging.atomic_path`): a job killed
 while saving leaves the previous checkpoint intact.
 """
 
@@ -35,9 +35,11 @@ import torch
 from torch import nn
 
 from grainflow import __version__
-from grainflow.io import atomic_path
+from grainflow.io.staging import atomic_path
+from grainflow.models.registry import build_model
+from grainflow.models.resnet import ResNet18
 
-__all__ = [
+__all__ = ["load_pretrained", 
     "FORMAT",
     "make_checkpoint",
     "save_checkpoint",
@@ -184,8 +186,6 @@ def model_from_checkpoint(
     checkpoint: Mapping | str | os.PathLike, *, map_location="cpu"
 ) -> nn.Module:
     """Rebuild the model of a checkpoint (dict or path), load its weights, set eval mode."""
-    from grainflow.models import build_model
-
     if not isinstance(checkpoint, Mapping):
         checkpoint = load_checkpoint(checkpoint, map_location=map_location)
     model = build_model(checkpoint["model_name"], **checkpoint["model_kwargs"])
@@ -200,3 +200,71 @@ def sha256_file(path: str | os.PathLike, *, chunk_bytes: int = 1 << 20) -> str:
         while block := f.read(chunk_bytes):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _strip_prefixes(state: dict) -> dict:
+    out = {}
+    for key, value in state.items():
+        for prefix in ("module.", "_orig_mod."):
+            while key.startswith(prefix):
+                key = key[len(prefix):]
+        out[key] = value
+    return out
+
+
+def load_pretrained(model: ResNet18, path: str | os.PathLike) -> dict:
+    """Load backbone weights from a local file into ``model`` (never downloads).
+
+    Accepted files: a torchvision ResNet-18 state dict (e.g. ImageNet weights
+    saved once with ``torch.save(resnet18(weights=...).state_dict(), path)``)
+    or a grainflow checkpoint of a ``resnet18`` model. Read with
+    ``weights_only=True``. RGB first-layer weights (64, 3, 7, 7) are summed
+    over the colour channels into (64, 1, 7, 7), so that a grey image gives
+    the response of the same grey RGB image. The head is loaded only when its
+    shape matches (same number of classes); otherwise it stays freshly
+    initialised.
+
+    Returns
+    -------
+    report : dict
+        ``{"file", "loaded": int, "head": "loaded" | "new", "conv1": "copied" | "summed RGB"}``
+    """
+    obj = read_torch_file(path)
+    state = obj.get("model_state", obj) if isinstance(obj, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(
+            f"{path} holds no ResNet-18 state dict; save one with "
+            "torch.save(model.state_dict(), path)"
+        )
+    state = _strip_prefixes(state)
+    own = model.state_dict()
+    report = {"file": str(path), "conv1": "copied", "head": "new"}
+
+    w = state.get("conv1.weight")
+    want = own["conv1.weight"].shape
+    if w is not None and w.shape != want:
+        if w.ndim == 4 and w.shape[1] == 3 and want[1] == 1 and w.shape[0] == want[0]:
+            state["conv1.weight"] = w.sum(dim=1, keepdim=True)
+            report["conv1"] = "summed RGB"
+        else:
+            raise ValueError(
+                f"{path}: conv1.weight has shape {tuple(w.shape)}, the model needs {tuple(want)}"
+            )
+    head = {k: v for k, v in state.items() if k.startswith("fc.")}
+    if head and all(k in own and own[k].shape == v.shape for k, v in head.items()):
+        report["head"] = "loaded"
+    else:
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    backbone_keys = {k for k in own if not k.startswith("fc.")}
+    missing = sorted(backbone_keys - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(state) & set(own) if state[k].shape != own[k].shape)
+    if missing or unexpected or wrong:
+        raise ValueError(
+            f"{path} does not hold ResNet-18 weights: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}, wrong shape {wrong[:5]} (of {len(missing)}, "
+            f"{len(unexpected)}, {len(wrong)}); give a torchvision resnet18 state dict"
+        )
+    model.load_state_dict(state, strict=False)
+    report["loaded"] = len(state)
+    return report

@@ -17,7 +17,8 @@ import yaml
 
 __all__ = ["ConfigError", "validate_config", "read_stacks", "SCHEMA_DIR"]
 
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
+#: the JSON Schemas of the config and the stacks sheet, shipped inside the package
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 
 
 class ConfigError(ValueError):

@@ -20,7 +20,7 @@ from scipy import ndimage as ndi
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.model_selection import KFold
 
-from grainflow.io import Sample, read_specimen
+from grainflow.io.hdf5 import Sample, read_specimen
 from grainflow.seeds import as_rng
 
 __all__ = [

@@ -11,7 +11,7 @@ inference computes the limits once per plane from a regular subsample
 and applies them block by block (:func:`apply_limits`), giving the same numbers
 as :func:`normalize_image` on the whole plane.
 
-Training (:mod:`grainflow.datasets`) imports :func:`normalize_image` from here,
+Training (:mod:`grainflow.training.data`) imports :func:`normalize_image` from here,
 so that there is one definition.
 """
 
@@ -138,7 +138,7 @@ def plane_limits(
     ----------
     plane : array-like of shape (M, N)
         Anything sliceable like a NumPy array (a Zarr array, a
-        :class:`grainflow.tiling.PlaneView`, an ndarray); read only in blocks of
+        :class:`grainflow.inference.tiling.PlaneView`, an ndarray); read only in blocks of
         at most ``block`` × ``block`` pixels.
     percentiles : (float, float)
         Low and high percentiles, in percent.

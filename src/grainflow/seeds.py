@@ -7,10 +7,11 @@ wildcards, so that any job reproduces alone, in any order, on any machine.
 from __future__ import annotations
 
 import hashlib
+import re
 
 import numpy as np
 
-__all__ = ["derive_seed", "as_rng"]
+__all__ = ["specimen_index", "derive_seed", "as_rng"]
 
 
 def derive_seed(base: int, *parts: object) -> int:
@@ -49,3 +50,14 @@ def as_rng(rng: int | np.random.Generator | None) -> np.random.Generator:
     if isinstance(rng, np.random.Generator):
         return rng
     return np.random.default_rng(rng)
+
+
+_SPECIMEN = re.compile(r"^s(\d+)$")
+
+
+def specimen_index(name: str) -> int:
+    """Index of a specimen named like ``"s03"``."""
+    m = _SPECIMEN.match(name)
+    if not m:
+        raise ValueError(f"specimen names look like 's00', 's01', ...; got {name!r}")
+    return int(m.group(1))

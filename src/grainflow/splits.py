@@ -37,7 +37,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 
-from grainflow.io import atomic_path, read_specimen
+from grainflow.io.hdf5 import read_specimen
+from grainflow.io.staging import atomic_path
 
 __all__ = [
     "MANIFEST_COLUMNS",
@@ -79,9 +80,9 @@ def manifest_rows(
     Parameters
     ----------
     files : iterable of path
-        Augmented (or synthetic) specimen files, read with :func:`grainflow.io.read_specimen`.
+        Augmented (or synthetic) specimen files, read with :func:`grainflow.io.hdf5.read_specimen`.
     stratify_by : str, optional
-        Also record this per-image value: a :class:`~grainflow.io.Sample` field
+        Also record this per-image value: a :class:`~grainflow.io.hdf5.Sample` field
         (e.g. ``"modality"``) or a key of ``Sample.params`` (e.g. a diffraction class).
 
     Returns

@@ -1,10 +1,19 @@
-# CNN anatomy: the course's hand-set kernels, worked examples, output sizes, pooling,
+# CNN anatomy: the teaching example's hand-set kernels, worked examples, output sizes, pooling,
 # parameter counts, receptive fields, feature maps, a designed boundary detector and the
 # U-Net encoder's shapes, each computed by grainflow (numbers in captions come from
 # results/tables/anatomy_numbers.json, computed with the figures' own seeds).
 
+from grainflow.anatomy.studies import SEED_NAMES as ANATOMY_SEED_NAMES
+from grainflow.anatomy.studies import read_numbers
 
 ANATOMY_NUMBERS = "results/tables/anatomy_numbers.json"
+#: seeds of the anatomy figures, shared by the numbers table and the figures
+ANATOMY_SEEDS = {name: job_seed("anatomy", name) for name in ANATOMY_SEED_NAMES}
+#: the grains U-Net of fold 0 whose feature maps the anatomy section shows (or none)
+TRAINED_FEATURE_MODEL = [
+    f"results/models/grains/{arch}/fold0/best.pt"
+    for arch in (archs_for("grains") if "grains" in TASKS else [])[:1]
+]
 
 
 rule anatomy_numbers:
@@ -18,7 +27,7 @@ rule anatomy_numbers:
         "../../environment.yml"
     params:
         settings=config["anatomy"],
-        seeds=anatomy_seeds(),
+        seeds=ANATOMY_SEEDS,
     script:
         "../scripts/anatomy_numbers.py"
 
@@ -56,8 +65,8 @@ rule anatomy_feature_maps:
     params:
         image_size_px=config["anatomy"]["image_size_px"],
         grain_diameter_px=config["anatomy"]["grain_diameter_px"],
-        seed=anatomy_seeds()["examples"],
-        numbers=lambda wc, input: read_anatomy_numbers(input.numbers),
+        seed=ANATOMY_SEEDS["examples"],
+        numbers=lambda wc, input: read_numbers(input.numbers),
     script:
         "../scripts/anatomy_feature_maps.py"
 
@@ -80,8 +89,8 @@ rule anatomy_correlation:
     params:
         image_size_px=config["anatomy"]["image_size_px"],
         grain_diameter_px=config["anatomy"]["grain_diameter_px"],
-        seed=anatomy_seeds()["examples"],
-        numbers=lambda wc, input: read_anatomy_numbers(input.numbers),
+        seed=ANATOMY_SEEDS["examples"],
+        numbers=lambda wc, input: read_numbers(input.numbers),
     script:
         "../scripts/anatomy_correlation.py"
 
@@ -100,7 +109,7 @@ rule anatomy_output_size:
     conda:
         "../../environment.yml"
     params:
-        numbers=lambda wc, input: read_anatomy_numbers(input.numbers),
+        numbers=lambda wc, input: read_numbers(input.numbers),
     script:
         "../scripts/anatomy_output_size.py"
 
@@ -119,7 +128,7 @@ rule anatomy_pooling:
     conda:
         "../../environment.yml"
     params:
-        numbers=lambda wc, input: read_anatomy_numbers(input.numbers),
+        numbers=lambda wc, input: read_numbers(input.numbers),
     script:
         "../scripts/anatomy_pooling.py"
 
@@ -139,7 +148,7 @@ rule anatomy_parameters:
         "../../environment.yml"
     params:
         settings=config["anatomy"]["parameter_counts"],
-        numbers=lambda wc, input: read_anatomy_numbers(input.numbers),
+        numbers=lambda wc, input: read_numbers(input.numbers),
     script:
         "../scripts/anatomy_parameters.py"
 
@@ -161,7 +170,7 @@ rule anatomy_diffraction_cnn:
         "../../environment.yml"
     params:
         input_px=config["anatomy"]["diffraction_input_px"],
-        numbers=lambda wc, input: read_anatomy_numbers(input.numbers),
+        numbers=lambda wc, input: read_numbers(input.numbers),
     script:
         "../scripts/anatomy_diffraction_cnn.py"
 
@@ -184,8 +193,8 @@ rule anatomy_receptive_field:
     params:
         image_size_px=config["anatomy"]["image_size_px"],
         grain_diameter_px=config["anatomy"]["grain_diameter_px"],
-        seeds=anatomy_seeds(),
-        numbers=lambda wc, input: read_anatomy_numbers(input.numbers),
+        seeds=ANATOMY_SEEDS,
+        numbers=lambda wc, input: read_numbers(input.numbers),
     script:
         "../scripts/anatomy_receptive_field.py"
 
@@ -193,11 +202,11 @@ rule anatomy_receptive_field:
 # Hook for the "after training" maps: once the train rule exists, add
 #     trained="results/models/grains/unet/fold0/best.pt",
 # to the inputs below; the script then shows the trained U-Net's encoder maps under the
-# random CNN's (grainflow.figures_anatomy.feature_hierarchy(trained=...)).
+# random CNN's (grainflow.anatomy.figures.feature_hierarchy(trained=...)).
 rule anatomy_feature_hierarchy:
     input:
         # what training changes: a trained U-Net's maps below the random CNN's
-        trained=lambda wc: trained_feature_model(),
+        trained=TRAINED_FEATURE_MODEL,
     output:
         fig=report(
             "results/figures/anatomy_feature_hierarchy.png",
@@ -214,7 +223,7 @@ rule anatomy_feature_hierarchy:
         image_size_px=config["anatomy"]["image_size_px"],
         grain_diameter_px=config["anatomy"]["grain_diameter_px"],
         channels=config["anatomy"]["random_cnn_channels"],
-        seeds=anatomy_seeds(),
+        seeds=ANATOMY_SEEDS,
     script:
         "../scripts/anatomy_feature_hierarchy.py"
 
@@ -237,8 +246,8 @@ rule anatomy_designed_kernel:
     params:
         settings=config["anatomy"]["designed_kernel"],
         image_size_px=config["anatomy"]["image_size_px"],
-        seed=anatomy_seeds()["designed_kernel"],
-        numbers=lambda wc, input: read_anatomy_numbers(input.numbers),
+        seed=ANATOMY_SEEDS["designed_kernel"],
+        numbers=lambda wc, input: read_numbers(input.numbers),
     script:
         "../scripts/anatomy_designed_kernel.py"
 
@@ -260,7 +269,7 @@ rule anatomy_encoder:
         "../../environment.yml"
     params:
         encoder=config["anatomy"]["encoder"],
-        numbers=lambda wc, input: read_anatomy_numbers(input.numbers),
+        numbers=lambda wc, input: read_numbers(input.numbers),
     script:
         "../scripts/anatomy_encoder.py"
 

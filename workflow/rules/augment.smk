@@ -31,9 +31,7 @@ rule augment:
 
 rule split:
     input:
-        augmented=lambda wc: expand(
-            AUGMENTED_FILE, task=wc.task, specimen=specimens(wc.task)
-        ),
+        specimens=split_inputs,
     output:
         manifest="results/splits/{task}.tsv",
         sha256="results/splits/{task}.tsv.sha256",
@@ -42,8 +40,7 @@ rule split:
     conda:
         "../../environment.yml"
     params:
-        folds=config["splits"]["folds"],
-        group_by=config["splits"]["group_by"],
+        settings=lambda wc: split_settings(wc.task),
     script:
         "../scripts/split.py"
 

@@ -1,20 +1,10 @@
 # Validation of the config and the stacks sheet, seeds, wildcard constraints and targets.
 
-from pathlib import Path
-
 from grainflow.config import read_stacks, validate_config
 from grainflow.seeds import derive_seed
-from grainflow.synth.stats import summarize_statistics
-from grainflow.figures_training import training_summary
 
-SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"
-
-validate_config(
-    config,
-    source="the configuration (config/config.yaml and overrides)",
-    schema_dir=SCHEMAS,
-)
-STACKS = read_stacks(config["stacks"], schema_dir=SCHEMAS)
+validate_config(config, source="the configuration (config/config.yaml and overrides)")
+STACKS = read_stacks(config["stacks"])
 
 #: segmentation tasks of this run
 TASKS = list(config["tasks"])
@@ -23,10 +13,18 @@ SYNTH_TASKS = [*TASKS, "kernels"]
 
 
 wildcard_constraints:
-    task="[a-z]+",
+    task="|".join([*SYNTH_TASKS, "diffraction"]),
     specimen=r"s\d+",
     fold=r"\d+",
     arch="|".join(config["training"]["archs"]),
+
+
+def job_seed(*parts):
+    """The seed of one job, derived from the base seed and the job's names."""
+    return derive_seed(config["seed"], *parts)
+
+
+# names of the inputs and targets of several stages
 
 
 def specimens(task):
@@ -35,16 +33,13 @@ def specimens(task):
     return [f"s{i:02d}" for i in range(n)]
 
 
-def job_seed(*parts):
-    """The seed of one job, derived from the base seed and the job's names."""
-    return derive_seed(config["seed"], *parts)
-
-
 def synthetic_files(task):
+    """The synthetic specimen files of a task."""
     return [f"results/synthetic/{task}/{s}.h5" for s in specimens(task)]
 
 
 def augmented_files(task):
+    """The augmented specimen files of a task."""
     return [f"results/augmented/{task}/{s}.h5" for s in specimens(task)]
 
 
@@ -69,28 +64,29 @@ def training_shared():
     }
 
 
-# CNN anatomy: seeds of its figures and the numbers its captions quote
-
-ANATOMY_SEED_NAMES = ("examples", "receptive_field", "hierarchy", "designed_kernel")
-
-
-def anatomy_seeds():
-    """Seeds of the anatomy figures, shared by the numbers table and the figures."""
-    return {name: job_seed("anatomy", name) for name in ANATOMY_SEED_NAMES}
+def split_inputs(wc):
+    """The specimen files a task's folds are drawn from (diffraction is not augmented)."""
+    if wc.task == "diffraction":
+        return synthetic_files("diffraction")
+    return expand(AUGMENTED_FILE, task=wc.task, specimen=specimens(wc.task))
 
 
-def read_anatomy_numbers(path):
-    """The numbers the anatomy captions quote (read when the figure job runs)."""
-    import json
+def split_settings(task):
+    """Folds, grouping and stratification of a task's GroupKFold manifest.
 
-    with open(path) as f:
-        return json.load(f)
-
-
-def trained_feature_model():
-    """The grains U-Net of fold 0 whose feature maps the anatomy section shows (or none)."""
-    archs = archs_for("grains") if "grains" in TASKS else []
-    return [f"results/models/grains/{archs[0]}/fold0/best.pt"] if archs else []
+    Diffraction folds are over crystals with the crystal systems balanced.
+    """
+    if task == "diffraction":
+        return {
+            "folds": config["diffraction"]["folds"],
+            "group_by": "specimen",
+            "stratify_by": "crystal_system",
+        }
+    return {
+        "folds": config["splits"]["folds"],
+        "group_by": config["splits"]["group_by"],
+        "stratify_by": None,
+    }
 
 
 #: final outputs; each rule file adds its own

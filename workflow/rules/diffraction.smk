@@ -1,55 +1,35 @@
 # Diffraction patterns: crystal-system classification with the DiffractionCNN and
 # ResNet-18 by transfer, cross-validated over crystals; pretraining on a large
 # synthetic set; transfer strategies against labelled-set size; a scan map.
-# The patterns come from the synthesize rule (task "diffraction").
+# The patterns come from the synthesize rule, their folds from the split rule
+# (task "diffraction").
 
-from grainflow.classify import headline, representation_of
+from grainflow.diffraction.evaluate import headline
+from grainflow.diffraction.representation import representation_of
 
-# the diffraction block; the fallback keeps the workflow running (task off) until
-# config/config.yaml has the key
-DIFFRACTION = config.get("diffraction", {"enabled": False})
-DIFF_ARCHS = list(DIFFRACTION.get("archs", {}))
+DIFFRACTION = config["diffraction"]
+#: the crystal-system classifiers (config diffraction.archs); wildcard {classifier}
+DIFF_ARCHS = list(DIFFRACTION["archs"])
 PRETRAINED_CKPT = "results/models/diffraction/pretrain/best.pt"
 
 
 wildcard_constraints:
-    arch="|".join(DIFF_ARCHS) or "(?!)",
+    classifier="|".join(DIFF_ARCHS),
     strategy="frozen|finetune|full|scratch",
     n=r"\d+",
 
 
-# the generic split and train rules would also match task "diffraction"
-ruleorder: diffraction_split > split
-ruleorder: diffraction_train > train
-
-
 #: where networks run (config training.device)
-DEVICE = config.get("training", {}).get("device", "auto")
+DEVICE = config["training"]["device"]
 #: TrainConfig settings of every diffraction model: training's shared ones, then diffraction's
-DIFF_SHARED = {**training_shared(), **DIFFRACTION.get("training", {})}
+DIFF_SHARED = {**training_shared(), **DIFFRACTION["training"]}
 #: the weights ResNet-18 starts from: grainflow's pretraining, none, or a local file
 PRETRAINED = {"grainflow": [PRETRAINED_CKPT], "none": []}.get(
-    DIFFRACTION.get("pretrained", "none"), [DIFFRACTION.get("pretrained")]
+    DIFFRACTION["pretrained"], [DIFFRACTION["pretrained"]]
 )
-DIFF_FOLDS = range(DIFFRACTION.get("folds", 3))
-#: the form in which each pattern kind reaches the models (grainflow.classify.representation_of)
-REPRESENTATION = representation_of(DIFFRACTION.get("representation"))
-
-
-rule diffraction_split:
-    input:
-        specimens=lambda wc: synthetic_files("diffraction"),
-    output:
-        manifest="results/splits/diffraction.tsv",
-        sha256="results/splits/diffraction.tsv.sha256",
-    log:
-        "logs/diffraction_split.log",
-    conda:
-        "../../environment.yml"
-    params:
-        folds=DIFFRACTION.get("folds", 3),
-    script:
-        "../scripts/diffraction_split.py"
+DIFF_FOLDS = range(DIFFRACTION["folds"])
+#: the form in which each pattern kind reaches the models (representation_of)
+REPRESENTATION = representation_of(DIFFRACTION["representation"])
 
 
 rule diffraction_examples:
@@ -106,8 +86,8 @@ rule diffraction_pretrain_data:
         runtime=60,
     params:
         settings=lambda wc: config["synthesize"]["diffraction"],
-        crystals=DIFFRACTION.get("pretrain", {}).get("crystals"),
-        images_per_crystal=DIFFRACTION.get("pretrain", {}).get("images_per_crystal"),
+        crystals=DIFFRACTION["pretrain"]["crystals"],
+        images_per_crystal=DIFFRACTION["pretrain"]["images_per_crystal"],
         seed=job_seed("diffraction_pretrain_data"),
     script:
         "../scripts/diffraction_pretrain_data.py"
@@ -131,9 +111,9 @@ rule diffraction_pretrain:
         mem_mb=4000,
         runtime=240,
     params:
-        pretrain=DIFFRACTION.get("pretrain"),
+        pretrain=DIFFRACTION["pretrain"],
         shared=DIFF_SHARED,
-        rotate=DIFFRACTION.get("rotate"),
+        rotate=DIFFRACTION["rotate"],
         representation=REPRESENTATION,
         seed=job_seed("diffraction_pretrain"),
     script:
@@ -146,15 +126,17 @@ rule diffraction_train:
         sha256="results/splits/diffraction.tsv.sha256",
         specimens=lambda wc: synthetic_files("diffraction"),
         pretrained=lambda wc: (
-            PRETRAINED if DIFFRACTION["archs"][wc.arch]["model"] == "resnet18" else []
+            PRETRAINED
+            if DIFFRACTION["archs"][wc.classifier]["model"] == "resnet18"
+            else []
         ),
     output:
-        best="results/models/diffraction/{arch}/fold{fold}/best.pt",
-        history="results/models/diffraction/{arch}/fold{fold}/history.tsv",
+        best="results/models/diffraction/{classifier}/fold{fold}/best.pt",
+        history="results/models/diffraction/{classifier}/fold{fold}/history.tsv",
     log:
-        "logs/diffraction_train/{arch}/fold{fold}.log",
+        "logs/diffraction_train/{classifier}/fold{fold}.log",
     benchmark:
-        "benchmarks/rules/diffraction_train/{arch}/fold{fold}.tsv"
+        "benchmarks/rules/diffraction_train/{classifier}/fold{fold}.tsv"
     conda:
         "../../environment.yml"
     threads: 2
@@ -163,13 +145,13 @@ rule diffraction_train:
         mem_mb=4000,
         runtime=240,
     params:
-        arch=lambda wc: DIFFRACTION["archs"][wc.arch],
+        arch=lambda wc: DIFFRACTION["archs"][wc.classifier],
         shared=DIFF_SHARED,
-        rotate=DIFFRACTION.get("rotate"),
+        rotate=DIFFRACTION["rotate"],
         representation=REPRESENTATION,
-        val_specimens_per_class=DIFFRACTION.get("val_specimens_per_class"),
+        val_specimens_per_class=DIFFRACTION["val_specimens_per_class"],
         validation_seed=job_seed("diffraction_validation"),
-        seed=lambda wc: job_seed("diffraction_train", wc.arch, wc.fold),
+        seed=lambda wc: job_seed("diffraction_train", wc.classifier, wc.fold),
     script:
         "../scripts/diffraction_train.py"
 
@@ -180,37 +162,37 @@ rule diffraction_evaluate:
         sha256="results/splits/diffraction.tsv.sha256",
         specimens=lambda wc: synthetic_files("diffraction"),
         models=lambda wc: expand(
-            "results/models/diffraction/{arch}/fold{fold}/best.pt",
-            arch=wc.arch,
+            "results/models/diffraction/{classifier}/fold{fold}/best.pt",
+            classifier=wc.classifier,
             fold=DIFF_FOLDS,
         ),
     output:
-        predictions="results/metrics/diffraction/{arch}/predictions.tsv",
+        predictions="results/metrics/diffraction/{classifier}/predictions.tsv",
         summary=report(
-            "results/metrics/diffraction/{arch}/summary.tsv",
+            "results/metrics/diffraction/{classifier}/summary.tsv",
             caption="../report/diffraction_summary.rst",
             category="7. Diffraction",
-            subcategory="{arch}",
+            subcategory="{classifier}",
         ),
         per_class=report(
-            "results/metrics/diffraction/{arch}/per_class.tsv",
+            "results/metrics/diffraction/{classifier}/per_class.tsv",
             caption="../report/diffraction_per_class.rst",
             category="7. Diffraction",
-            subcategory="{arch}",
+            subcategory="{classifier}",
         ),
-        confusion="results/metrics/diffraction/{arch}/confusion.tsv",
-        reliability="results/metrics/diffraction/{arch}/reliability.tsv",
-        breakdown="results/metrics/diffraction/{arch}/breakdown.tsv",
+        confusion="results/metrics/diffraction/{classifier}/confusion.tsv",
+        reliability="results/metrics/diffraction/{classifier}/reliability.tsv",
+        breakdown="results/metrics/diffraction/{classifier}/breakdown.tsv",
     log:
-        "logs/diffraction_evaluate/{arch}.log",
+        "logs/diffraction_evaluate/{classifier}.log",
     benchmark:
-        "benchmarks/rules/diffraction_evaluate/{arch}.tsv"
+        "benchmarks/rules/diffraction_evaluate/{classifier}.tsv"
     conda:
         "../../environment.yml"
     threads: 1
     params:
-        bins=DIFFRACTION.get("calibration_bins"),
-        dose_bins=DIFFRACTION.get("dose_bins"),
+        bins=DIFFRACTION["calibration_bins"],
+        dose_bins=DIFFRACTION["dose_bins"],
         device=DEVICE,
     script:
         "../scripts/diffraction_evaluate.py"
@@ -218,18 +200,18 @@ rule diffraction_evaluate:
 
 rule diffraction_confusion:
     input:
-        confusion="results/metrics/diffraction/{arch}/confusion.tsv",
-        summary="results/metrics/diffraction/{arch}/summary.tsv",
-        per_class="results/metrics/diffraction/{arch}/per_class.tsv",
+        confusion="results/metrics/diffraction/{classifier}/confusion.tsv",
+        summary="results/metrics/diffraction/{classifier}/summary.tsv",
+        per_class="results/metrics/diffraction/{classifier}/per_class.tsv",
     output:
         fig=report(
-            "results/figures/diffraction_confusion_{arch}.png",
+            "results/figures/diffraction_confusion_{classifier}.png",
             caption="../report/diffraction_confusion.rst",
             category="7. Diffraction",
-            subcategory="{arch}",
+            subcategory="{classifier}",
         ),
     log:
-        "logs/diffraction_confusion/{arch}.log",
+        "logs/diffraction_confusion/{classifier}.log",
     conda:
         "../../environment.yml"
     params:
@@ -241,18 +223,18 @@ rule diffraction_confusion:
 
 rule diffraction_calibration:
     input:
-        reliability="results/metrics/diffraction/{arch}/reliability.tsv",
-        summary="results/metrics/diffraction/{arch}/summary.tsv",
-        per_class="results/metrics/diffraction/{arch}/per_class.tsv",
+        reliability="results/metrics/diffraction/{classifier}/reliability.tsv",
+        summary="results/metrics/diffraction/{classifier}/summary.tsv",
+        per_class="results/metrics/diffraction/{classifier}/per_class.tsv",
     output:
         fig=report(
-            "results/figures/diffraction_calibration_{arch}.png",
+            "results/figures/diffraction_calibration_{classifier}.png",
             caption="../report/diffraction_calibration.rst",
             category="7. Diffraction",
-            subcategory="{arch}",
+            subcategory="{classifier}",
         ),
     log:
-        "logs/diffraction_calibration/{arch}.log",
+        "logs/diffraction_calibration/{classifier}.log",
     conda:
         "../../environment.yml"
     params:
@@ -263,16 +245,16 @@ rule diffraction_calibration:
 
 rule diffraction_breakdown:
     input:
-        breakdown="results/metrics/diffraction/{arch}/breakdown.tsv",
+        breakdown="results/metrics/diffraction/{classifier}/breakdown.tsv",
     output:
         fig=report(
-            "results/figures/diffraction_breakdown_{arch}.png",
+            "results/figures/diffraction_breakdown_{classifier}.png",
             caption="../report/diffraction_breakdown.rst",
             category="7. Diffraction",
-            subcategory="{arch}",
+            subcategory="{classifier}",
         ),
     log:
-        "logs/diffraction_breakdown/{arch}.log",
+        "logs/diffraction_breakdown/{classifier}.log",
     conda:
         "../../environment.yml"
     script:
@@ -281,16 +263,16 @@ rule diffraction_breakdown:
 
 rule diffraction_filters:
     input:
-        model="results/models/diffraction/{arch}/fold0/best.pt",
+        model="results/models/diffraction/{classifier}/fold0/best.pt",
     output:
         fig=report(
-            "results/figures/diffraction_filters_{arch}.png",
+            "results/figures/diffraction_filters_{classifier}.png",
             caption="../report/diffraction_filters.rst",
             category="7. Diffraction",
-            subcategory="{arch}",
+            subcategory="{classifier}",
         ),
     log:
-        "logs/diffraction_filters/{arch}.log",
+        "logs/diffraction_filters/{classifier}.log",
     conda:
         "../../environment.yml"
     script:
@@ -319,11 +301,11 @@ rule diffraction_transfer:
         mem_mb=4000,
         runtime=120,
     params:
-        transfer=DIFFRACTION.get("transfer"),
+        transfer=DIFFRACTION["transfer"],
         shared=DIFF_SHARED,
-        rotate=DIFFRACTION.get("rotate"),
+        rotate=DIFFRACTION["rotate"],
         representation=REPRESENTATION,
-        val_specimens_per_class=DIFFRACTION.get("val_specimens_per_class"),
+        val_specimens_per_class=DIFFRACTION["val_specimens_per_class"],
         validation_seed=job_seed("diffraction_validation"),
         seed=lambda wc: job_seed("diffraction_transfer", wc.strategy, wc.n, wc.fold),
         device=DEVICE,
@@ -358,9 +340,9 @@ rule diffraction_transfer_summary:
         "../../environment.yml"
     params:
         # read by the captions
-        pretrained=DIFFRACTION.get("pretrained"),
-        steps=DIFFRACTION.get("transfer", {}).get("steps"),
-        transfer_folds=DIFFRACTION.get("transfer", {}).get("folds"),
+        pretrained=DIFFRACTION["pretrained"],
+        steps=DIFFRACTION["transfer"]["steps"],
+        transfer_folds=DIFFRACTION["transfer"]["folds"],
     script:
         "../scripts/diffraction_transfer_summary.py"
 
@@ -374,7 +356,7 @@ rule diffraction_scan_data:
         "../../environment.yml"
     params:
         settings=lambda wc: config["synthesize"]["diffraction"],
-        scan=DIFFRACTION.get("scan"),
+        scan=DIFFRACTION["scan"],
         seed=job_seed("diffraction_scan_data"),
     script:
         "../scripts/diffraction_scan_data.py"
@@ -384,23 +366,23 @@ rule diffraction_scan_map:
     input:
         scan="results/diffraction/scan/patterns.zarr",
         models=lambda wc: expand(
-            "results/models/diffraction/{arch}/fold{fold}/best.pt",
-            arch=wc.arch,
+            "results/models/diffraction/{classifier}/fold{fold}/best.pt",
+            classifier=wc.classifier,
             fold=DIFF_FOLDS,
         ),
     output:
-        store=directory("results/inference/diffraction_scan/{arch}.ome.zarr"),
+        store=directory("results/inference/diffraction_scan/{classifier}.ome.zarr"),
     log:
-        "logs/diffraction_scan_map/{arch}.log",
+        "logs/diffraction_scan_map/{classifier}.log",
     benchmark:
-        "benchmarks/rules/diffraction_scan_map/{arch}.tsv"
+        "benchmarks/rules/diffraction_scan_map/{classifier}.tsv"
     conda:
         "../../environment.yml"
     threads: 1
     params:
-        modality=DIFFRACTION.get("scan", {}).get("modality"),
-        size=config["synthesize"].get("diffraction", {}).get("image_size_px"),
-        scan_step_um=DIFFRACTION.get("scan", {}).get("step_um"),
+        modality=DIFFRACTION["scan"]["modality"],
+        size=lambda wc: config["synthesize"]["diffraction"]["image_size_px"],
+        scan_step_um=DIFFRACTION["scan"]["step_um"],
         device=DEVICE,
     script:
         "../scripts/diffraction_scan_map.py"
@@ -408,17 +390,17 @@ rule diffraction_scan_map:
 
 rule diffraction_scan_figure:
     input:
-        store="results/inference/diffraction_scan/{arch}.ome.zarr",
+        store="results/inference/diffraction_scan/{classifier}.ome.zarr",
         scan="results/diffraction/scan/patterns.zarr",
     output:
         fig=report(
-            "results/figures/diffraction_scan_{arch}.png",
+            "results/figures/diffraction_scan_{classifier}.png",
             caption="../report/diffraction_scan.rst",
             category="7. Diffraction",
-            subcategory="{arch}",
+            subcategory="{classifier}",
         ),
     log:
-        "logs/diffraction_scan_figure/{arch}.log",
+        "logs/diffraction_scan_figure/{classifier}.log",
     conda:
         "../../environment.yml"
     script:
@@ -432,17 +414,17 @@ if DIFFRACTION["enabled"]:
             "results/figures/diffraction_forms.png",
             "results/figures/folds_diffraction.png",
             *expand(
-                "results/figures/diffraction_{kind}_{arch}.png",
+                "results/figures/diffraction_{kind}_{classifier}.png",
                 kind=["confusion", "calibration", "breakdown", "filters"],
-                arch=DIFF_ARCHS,
+                classifier=DIFF_ARCHS,
             ),
             *(
                 ["results/figures/diffraction_transfer.png"]
                 if DIFFRACTION["transfer"]["strategies"]
                 else []
             ),
-            "results/figures/diffraction_scan_{arch}.png".format(
-                arch=DIFFRACTION["scan"]["arch"]
+            "results/figures/diffraction_scan_{classifier}.png".format(
+                classifier=DIFFRACTION["scan"]["arch"]
             ),
         ]
     )

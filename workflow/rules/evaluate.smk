@@ -1,7 +1,7 @@
 # Scoring segmentations against ground truth: the classical baseline per fold,
 # then per-model aggregation into cross-validated tables and a figure.
 
-from grainflow.evaluation import headline_scores
+from grainflow.evaluation.crossval import headline_scores
 
 
 rule baseline:

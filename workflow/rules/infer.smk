@@ -3,7 +3,7 @@
 # With inference.shards = n > 1 each store is predicted by n infer_shard jobs (disjoint
 # blocks, in parallel on a cluster) and assembled and labelled by one merge_shards job.
 
-from grainflow.measure import real_headline
+from grainflow.evaluation.real import real_headline
 
 INFERENCE = config["inference"]
 #: settings of rule infer that change its result (defaults for the keys added last)

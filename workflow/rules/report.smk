@@ -2,7 +2,7 @@
 # provenance of the run (config, package versions, seeds, git commit, hardware, run times).
 # Included last in the Snakefile: the provenance job waits for every other target.
 
-from grainflow.report import summary_headline, summary_table
+from grainflow.report.summary import summary_headline, summary_table
 
 #: targets of every rule file included before this one
 UPSTREAM_TARGETS = list(all_targets)

@@ -2,7 +2,7 @@
 
 import re
 
-from grainflow.stacks import sheet_inputs, sheet_row
+from grainflow.stacks.sheet import sheet_inputs, sheet_row
 
 IMPORT_STACK = config["import_stack"]
 

@@ -1,5 +1,7 @@
 # Synthetic micrographs with free labels: one job per specimen.
 
+from grainflow.synth.stats import summarize_statistics
+
 
 rule synthesize:
     output:

@@ -1,6 +1,8 @@
 # Networks: one training job per task x architecture x fold, then each fold's best model
 # scored on its held-out specimens beside the classical baseline.
 
+from grainflow.figures.training import training_summary
+
 
 rule train:
     input:

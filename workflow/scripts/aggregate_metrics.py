@@ -4,7 +4,7 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 
-from grainflow.evaluation import aggregate_metrics, write_tsv
+from grainflow.evaluation.crossval import aggregate_metrics, write_tsv
 
 cv, specimens = aggregate_metrics(list(snakemake.input.folds), task=snakemake.wildcards.task)
 write_tsv(cv, snakemake.output.cv)

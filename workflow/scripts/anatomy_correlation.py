@@ -8,8 +8,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from grainflow.anatomy import example_images
-from grainflow.figures_anatomy import correlation_example, save_figure
+from grainflow.anatomy.figures import correlation_example, save_figure
+from grainflow.anatomy.studies import example_images
 
 p = snakemake.params
 images = example_images(size_px=p.image_size_px, grain_diameter_px=p.grain_diameter_px, rng=p.seed)

@@ -8,8 +8,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from grainflow.anatomy import designed_kernel_study
-from grainflow.figures_anatomy import designed_kernel_figure, save_figure
+from grainflow.anatomy.figures import designed_kernel_figure, save_figure
+from grainflow.anatomy.studies import designed_kernel_study
 
 p = snakemake.params
 study = designed_kernel_study(**p.settings, image_px=p.image_size_px, rng=p.seed)

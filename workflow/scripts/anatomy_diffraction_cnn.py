@@ -8,8 +8,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from grainflow.figures_anatomy import parameter_table_figure, save_figure
-from grainflow.models import build_model
+from grainflow.anatomy.figures import parameter_table_figure, save_figure
+from grainflow.models.registry import build_model
 
 n = snakemake.params.input_px
 fig = parameter_table_figure(build_model("diffraction_cnn"), input_shape=(1, n, n),

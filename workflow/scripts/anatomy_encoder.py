@@ -8,8 +8,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from grainflow.figures_anatomy import encoder_trace_figure, save_figure
-from grainflow.models import build_model
+from grainflow.anatomy.figures import encoder_trace_figure, save_figure
+from grainflow.models.registry import build_model
 
 e = snakemake.params.encoder
 model = build_model("unet", base_channels=e["base_channels"], depth=e["depth"])

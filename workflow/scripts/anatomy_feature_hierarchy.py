@@ -12,9 +12,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from grainflow.anatomy import example_images
+from grainflow.anatomy.figures import feature_hierarchy, save_figure
+from grainflow.anatomy.studies import example_images
 from grainflow.checkpoint import model_from_checkpoint
-from grainflow.figures_anatomy import feature_hierarchy, save_figure
 from grainflow.normalize import normalize_image
 
 p = snakemake.params

@@ -8,6 +8,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from grainflow.figures_anatomy import kernel_weights, save_figure
+from grainflow.anatomy.figures import kernel_weights, save_figure
 
 save_figure(kernel_weights(), snakemake.output.fig)

@@ -6,8 +6,8 @@ sys.stderr = open(snakemake.log[0], "w")
 
 import json
 
-from grainflow.anatomy import anatomy_numbers
-from grainflow.io import atomic_path
+from grainflow.anatomy.studies import anatomy_numbers
+from grainflow.io.staging import atomic_path
 
 numbers = anatomy_numbers(**snakemake.params.settings, seeds=snakemake.params.seeds)
 with atomic_path(snakemake.output.json) as tmp:

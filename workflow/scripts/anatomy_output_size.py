@@ -8,6 +8,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from grainflow.figures_anatomy import output_size_examples, save_figure
+from grainflow.anatomy.figures import output_size_examples, save_figure
 
 save_figure(output_size_examples(), snakemake.output.fig)

@@ -8,6 +8,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from grainflow.figures_anatomy import parameter_counts, save_figure
+from grainflow.anatomy.figures import parameter_counts, save_figure
 
 save_figure(parameter_counts(**snakemake.params.settings), snakemake.output.fig)

@@ -8,6 +8,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from grainflow.figures_anatomy import max_pooling_examples, save_figure
+from grainflow.anatomy.figures import max_pooling_examples, save_figure
 
 save_figure(max_pooling_examples(), snakemake.output.fig)

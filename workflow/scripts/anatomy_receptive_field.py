@@ -10,8 +10,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from grainflow.anatomy import example_images
-from grainflow.figures_anatomy import receptive_field_figure, save_figure
+from grainflow.anatomy.figures import receptive_field_figure, save_figure
+from grainflow.anatomy.studies import example_images
 
 p = snakemake.params
 images = example_images(size_px=p.image_size_px, grain_diameter_px=p.grain_diameter_px,

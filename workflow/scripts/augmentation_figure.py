@@ -5,7 +5,8 @@ import sys
 sys.stderr = open(snakemake.log[0], "w")
 
 from grainflow.augment import augmentation_figure
-from grainflow.io import atomic_path, read_specimen
+from grainflow.io.hdf5 import read_specimen
+from grainflow.io.staging import atomic_path
 
 samples = read_specimen(snakemake.input.h5).samples
 fig = augmentation_figure(samples, columns=snakemake.params.columns)

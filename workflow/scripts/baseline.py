@@ -6,8 +6,8 @@ sys.stderr = open(snakemake.log[0], "w")
 
 import json
 
-from grainflow.evaluation import run_baseline_fold, write_tsv
-from grainflow.io import atomic_path
+from grainflow.evaluation.crossval import run_baseline_fold, write_tsv
+from grainflow.io.staging import atomic_path
 
 p = snakemake.params
 per_image, info = run_baseline_fold(

@@ -10,10 +10,10 @@ matplotlib.use("Agg")
 
 import pandas as pd
 
-from grainflow.figures_diffraction import breakdown_figure
-from grainflow.io import atomic_path
+from grainflow.diffraction.figures import breakdown_figure
+from grainflow.io.staging import atomic_path
 
 breakdown = pd.read_csv(snakemake.input.breakdown, sep="\t")
-fig = breakdown_figure(breakdown, title=f"{snakemake.wildcards.arch}: held-out crystals")
+fig = breakdown_figure(breakdown, title=f"{snakemake.wildcards.classifier}: held-out crystals")
 with atomic_path(snakemake.output.fig) as tmp:
     fig.savefig(tmp, dpi=150, format="png")

@@ -10,12 +10,12 @@ matplotlib.use("Agg")
 
 import pandas as pd
 
-from grainflow.figures_diffraction import reliability_figure
-from grainflow.io import atomic_path
+from grainflow.diffraction.figures import reliability_figure
+from grainflow.io.staging import atomic_path
 
 reliability = pd.read_csv(snakemake.input.reliability, sep="\t")
 ece = snakemake.params.headline["ece"] / 100
-title = f"{snakemake.wildcards.arch}: held-out crystals"
+title = f"{snakemake.wildcards.classifier}: held-out crystals"
 fig = reliability_figure(reliability, ece=ece, title=title)
 with atomic_path(snakemake.output.fig) as tmp:
     fig.savefig(tmp, dpi=150, format="png")

@@ -10,10 +10,10 @@ matplotlib.use("Agg")
 
 import pandas as pd
 
-from grainflow.figures_diffraction import confusion_figure
-from grainflow.io import atomic_path
+from grainflow.diffraction.figures import confusion_figure
+from grainflow.io.staging import atomic_path
 
 confusion = pd.read_csv(snakemake.input.confusion, sep="\t", dtype={"fold": str})
-fig = confusion_figure(confusion, title=f"{snakemake.wildcards.arch}: held-out crystals")
+fig = confusion_figure(confusion, title=f"{snakemake.wildcards.classifier}: held-out crystals")
 with atomic_path(snakemake.output.fig) as tmp:
     fig.savefig(tmp, dpi=150, format="png")

@@ -6,8 +6,8 @@ sys.stderr = open(snakemake.log[0], "w")
 
 import re
 
-from grainflow.classify import evaluate_classifier
-from grainflow.io import atomic_path
+from grainflow.diffraction.evaluate import evaluate_classifier
+from grainflow.io.staging import atomic_path
 
 checkpoints = {int(re.search(r"fold(\d+)", p).group(1)): p for p in snakemake.input.models}
 predictions, tables = evaluate_classifier(

@@ -8,8 +8,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from grainflow.figures_diffraction import pattern_examples_figure
-from grainflow.io import atomic_path, read_specimen
+from grainflow.diffraction.figures import pattern_examples_figure
+from grainflow.io.hdf5 import read_specimen
+from grainflow.io.staging import atomic_path
 
 samples = [s for path in snakemake.input.specimens for s in read_specimen(path).samples]
 fig = pattern_examples_figure(samples, per_row=snakemake.params.per_row)

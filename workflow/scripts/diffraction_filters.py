@@ -9,9 +9,9 @@ import matplotlib
 matplotlib.use("Agg")
 
 from grainflow.checkpoint import model_from_checkpoint
-from grainflow.classify import first_layer_weights
-from grainflow.figures_diffraction import filters_figure
-from grainflow.io import atomic_path
+from grainflow.diffraction.evaluate import first_layer_weights
+from grainflow.diffraction.figures import filters_figure
+from grainflow.io.staging import atomic_path
 
 weights = first_layer_weights(model_from_checkpoint(snakemake.input.model))
 fig = filters_figure(weights)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(message)s")
 
-from grainflow.classify import TARGET_NAMES, classifier_config, pretrain
+from grainflow.diffraction.data import TARGET_NAMES
+from grainflow.diffraction.train import classifier_config, pretrain
 
 p = dict(snakemake.params.pretrain)
 arch = {"model": "resnet18", "epochs": p["epochs"], "lr": p["lr"]}

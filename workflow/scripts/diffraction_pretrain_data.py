@@ -4,8 +4,8 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 
-from grainflow.io import write_specimen
-from grainflow.synth.diffraction import pretraining_samples
+from grainflow.diffraction.simulate import pretraining_samples
+from grainflow.io.hdf5 import write_specimen
 
 samples = pretraining_samples(
     snakemake.params.settings,

@@ -4,7 +4,7 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 
-from grainflow.scan import synthetic_scan, write_scan
+from grainflow.diffraction.scan import synthetic_scan, write_scan
 
 s = snakemake.params.scan
 counts, truth, grains, info = synthetic_scan(

@@ -4,7 +4,7 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 
-from grainflow.scan import scan_map
+from grainflow.diffraction.scan import scan_map
 
 summary = scan_map(
     snakemake.input.scan,

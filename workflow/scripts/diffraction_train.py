@@ -9,7 +9,7 @@ from pathlib import Path
 
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(message)s")
 
-from grainflow.classify import train_diffraction_fold
+from grainflow.diffraction.train import train_diffraction_fold
 
 train_diffraction_fold(
     snakemake.input.manifest,

@@ -11,8 +11,8 @@ logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %
 
 import pandas as pd
 
-from grainflow.classify import classifier_config, transfer_run
-from grainflow.io import atomic_path
+from grainflow.diffraction.train import classifier_config, transfer_run
+from grainflow.io.staging import atomic_path
 from grainflow.splits import read_manifest
 
 t = snakemake.params.transfer

@@ -10,8 +10,8 @@ matplotlib.use("Agg")
 
 import pandas as pd
 
-from grainflow.figures_diffraction import transfer_figure
-from grainflow.io import atomic_path
+from grainflow.diffraction.figures import transfer_figure
+from grainflow.io.staging import atomic_path
 
 table = pd.concat([pd.read_csv(p, sep="\t") for p in snakemake.input.rows], ignore_index=True)
 with atomic_path(snakemake.output.table) as tmp:

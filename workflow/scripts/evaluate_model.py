@@ -6,8 +6,8 @@ sys.stderr = open(snakemake.log[0], "w")
 
 import h5py
 
-from grainflow.evaluation import run_model_fold, write_tsv
-from grainflow.io import atomic_path
+from grainflow.evaluation.crossval import run_model_fold, write_tsv
+from grainflow.io.staging import atomic_path
 
 p = snakemake.params
 per_image, probability, samples = run_model_fold(

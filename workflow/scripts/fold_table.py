@@ -4,7 +4,7 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 
-from grainflow.io import atomic_path
+from grainflow.io.staging import atomic_path
 from grainflow.splits import fold_figure, fold_table, read_manifest
 
 group_by = snakemake.params.group_by

@@ -10,7 +10,7 @@ logging.basicConfig(
     stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
 )
 
-from grainflow.stacks import import_stack
+from grainflow.stacks.importer import import_stack
 
 sheet, params = snakemake.params.sheet, snakemake.params
 summary = import_stack(

@@ -10,7 +10,7 @@ logging.basicConfig(
     stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
 )
 
-from grainflow.inference import infer_stack
+from grainflow.inference.stack import infer_stack
 
 summary = infer_stack(
     snakemake.input.stack,

@@ -10,7 +10,7 @@ logging.basicConfig(
     stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
 )
 
-from grainflow.inference import infer_shard
+from grainflow.inference.shards import infer_shard
 
 record = infer_shard(
     snakemake.input.stack,

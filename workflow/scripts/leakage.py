@@ -4,7 +4,7 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 
-from grainflow.io import atomic_path
+from grainflow.io.staging import atomic_path
 from grainflow.leakage import leakage_experiment
 from grainflow.splits import read_manifest
 

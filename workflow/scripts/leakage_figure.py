@@ -6,7 +6,7 @@ sys.stderr = open(snakemake.log[0], "w")
 
 import pandas as pd
 
-from grainflow.io import atomic_path
+from grainflow.io.staging import atomic_path
 from grainflow.leakage import leakage_figure
 
 table = pd.read_csv(snakemake.input.table, sep="\t", dtype={"fold": str})

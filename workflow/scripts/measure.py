@@ -4,8 +4,8 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 
-from grainflow.evaluation import write_tsv
-from grainflow.measure import measure_stack
+from grainflow.evaluation.crossval import write_tsv
+from grainflow.evaluation.real import measure_stack
 
 per_plane, sizes = measure_stack(
     snakemake.input.stack,

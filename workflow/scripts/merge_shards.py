@@ -10,7 +10,7 @@ logging.basicConfig(
     stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
 )
 
-from grainflow.inference import merge_shards
+from grainflow.inference.shards import merge_shards
 
 summary = merge_shards(
     snakemake.input.stack,

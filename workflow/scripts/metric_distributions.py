@@ -4,8 +4,9 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 
-from grainflow.evaluation import plot_metric_distributions, read_metric_tables
-from grainflow.io import atomic_path
+from grainflow.evaluation.crossval import read_metric_tables
+from grainflow.figures.evaluation import plot_metric_distributions
+from grainflow.io.staging import atomic_path
 
 per_image = read_metric_tables(list(snakemake.input.folds))
 fig = plot_metric_distributions(per_image, task=snakemake.wildcards.task)

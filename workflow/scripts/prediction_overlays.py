@@ -8,11 +8,11 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from grainflow.evaluation import read_metric_tables
-from grainflow.figures_training import prediction_overlays, size_distributions
-from grainflow.io import read_specimen
-from grainflow.metrology import grain_size_distribution
-from grainflow.predict import labels_from_probability
+from grainflow.evaluation.crossval import read_metric_tables
+from grainflow.evaluation.metrology import grain_size_distribution
+from grainflow.figures.training import prediction_overlays, size_distributions
+from grainflow.inference.labels import labels_from_probability
+from grainflow.io.hdf5 import read_specimen
 
 task = snakemake.wildcards.task
 rows = read_metric_tables(snakemake.input.metrics)

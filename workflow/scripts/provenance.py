@@ -4,7 +4,7 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 
-from grainflow.provenance import write_provenance
+from grainflow.report.provenance import write_provenance
 
 record = write_provenance(
     html_path=snakemake.output.page,

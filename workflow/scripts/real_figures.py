@@ -6,7 +6,7 @@ sys.stderr = open(snakemake.log[0], "w")
 
 import pandas as pd
 
-from grainflow.figures_real import real_overlays, real_size_histogram
+from grainflow.figures.real import real_overlays, real_size_histogram
 
 metrics = pd.read_csv(snakemake.input.metrics, sep="\t", dtype={"plane": str})
 sizes = pd.read_csv(snakemake.input.sizes, sep="\t")

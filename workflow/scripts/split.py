@@ -6,11 +6,10 @@ sys.stderr = open(snakemake.log[0], "w")
 
 from grainflow.splits import fold_table, make_manifest, write_manifest
 
-manifest = make_manifest(
-    snakemake.input.augmented,
-    folds=snakemake.params.folds,
-    group_by=snakemake.params.group_by,
-)
+settings = snakemake.params.settings
+manifest = make_manifest(snakemake.input.specimens, **settings)
 digest = write_manifest(manifest, snakemake.output.manifest)
 print(fold_table(manifest).to_string(index=False), file=sys.stderr)
+if settings["stratify_by"]:
+    print(manifest.groupby(["fold", settings["stratify_by"]]).size().to_string(), file=sys.stderr)
 print(f"{len(manifest)} images; SHA-256 {digest}", file=sys.stderr)

@@ -4,8 +4,8 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 
-from grainflow.io import atomic_path
-from grainflow.report import summary_html, summary_table, write_summary
+from grainflow.io.staging import atomic_path
+from grainflow.report.summary import summary_html, summary_table, write_summary
 
 table = summary_table(
     list(snakemake.input.cv),

@@ -4,7 +4,7 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 
-from grainflow.io import write_specimen
+from grainflow.io.hdf5 import write_specimen
 from grainflow.synth.specimen import synthesize_specimen
 
 task, specimen = snakemake.wildcards.task, snakemake.wildcards.specimen

@@ -4,8 +4,8 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 
-from grainflow.figures import synthetic_examples
-from grainflow.io import read_specimen
+from grainflow.figures.synthetic import synthetic_examples
+from grainflow.io.hdf5 import read_specimen
 
 n = snakemake.params.per_task
 samples = {}

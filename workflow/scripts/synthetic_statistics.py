@@ -4,7 +4,7 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 
-from grainflow.io import atomic_path
+from grainflow.io.staging import atomic_path
 from grainflow.synth.stats import specimen_statistics
 
 table = specimen_statistics([*snakemake.input.grains, *snakemake.input.phases])

@@ -6,7 +6,7 @@ sys.stderr = open(snakemake.log[0], "w")
 
 import pandas as pd
 
-from grainflow.figures import synthetic_statistics
+from grainflow.figures.synthetic import synthetic_statistics
 
 table = pd.read_csv(snakemake.input.table, sep="\t")
 synthetic_statistics(table).savefig(snakemake.output.fig, dpi=150)

@@ -10,8 +10,10 @@ from operator import add
 
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
 
-from grainflow.metrics import boundary_counts, pixel_counts
-from grainflow.training import arch_settings, train_fold, world_size_for
+from grainflow.evaluation.metrics import boundary_counts, pixel_counts
+from grainflow.training.config import arch_settings
+from grainflow.training.distributed import world_size_for
+from grainflow.training.loop import train_fold
 
 p = snakemake.params
 task = snakemake.wildcards.task

@@ -16,13 +16,11 @@ Strategies (:func:`set_transfer_strategy`)::
 
 from __future__ import annotations
 
-import os
-
 import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet
 
-__all__ = ["ResNet18", "STRATEGIES", "set_transfer_strategy", "load_pretrained"]
+__all__ = ["ResNet18", "STRATEGIES", "set_transfer_strategy"]
 
 STRATEGIES = ("frozen", "finetune", "full")
 STAGES = ("layer1", "layer2", "layer3", "layer4")
@@ -120,71 +118,3 @@ def set_transfer_strategy(
     ]
 
 
-def _strip_prefixes(state: dict) -> dict:
-    out = {}
-    for key, value in state.items():
-        for prefix in ("module.", "_orig_mod."):
-            while key.startswith(prefix):
-                key = key[len(prefix):]
-        out[key] = value
-    return out
-
-
-def load_pretrained(model: ResNet18, path: str | os.PathLike) -> dict:
-    """Load backbone weights from a local file into ``model`` (never downloads).
-
-    Accepted files: a torchvision ResNet-18 state dict (e.g. ImageNet weights
-    saved once with ``torch.save(resnet18(weights=...).state_dict(), path)``)
-    or a grainflow checkpoint of a ``resnet18`` model. Read with
-    ``weights_only=True``. RGB first-layer weights (64, 3, 7, 7) are summed
-    over the colour channels into (64, 1, 7, 7), so that a grey image gives
-    the response of the same grey RGB image. The head is loaded only when its
-    shape matches (same number of classes); otherwise it stays freshly
-    initialised.
-
-    Returns
-    -------
-    report : dict
-        ``{"file", "loaded": int, "head": "loaded" | "new", "conv1": "copied" | "summed RGB"}``
-    """
-    from grainflow.checkpoint import read_torch_file
-
-    obj = read_torch_file(path)
-    state = obj.get("model_state", obj) if isinstance(obj, dict) else None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(
-            f"{path} holds no ResNet-18 state dict; save one with "
-            "torch.save(model.state_dict(), path)"
-        )
-    state = _strip_prefixes(state)
-    own = model.state_dict()
-    report = {"file": str(path), "conv1": "copied", "head": "new"}
-
-    w = state.get("conv1.weight")
-    want = own["conv1.weight"].shape
-    if w is not None and w.shape != want:
-        if w.ndim == 4 and w.shape[1] == 3 and want[1] == 1 and w.shape[0] == want[0]:
-            state["conv1.weight"] = w.sum(dim=1, keepdim=True)
-            report["conv1"] = "summed RGB"
-        else:
-            raise ValueError(
-                f"{path}: conv1.weight has shape {tuple(w.shape)}, the model needs {tuple(want)}"
-            )
-    head = {k: v for k, v in state.items() if k.startswith("fc.")}
-    if head and all(k in own and own[k].shape == v.shape for k, v in head.items()):
-        report["head"] = "loaded"
-    else:
-        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    backbone_keys = {k for k in own if not k.startswith("fc.")}
-    missing = sorted(backbone_keys - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(state) & set(own) if state[k].shape != own[k].shape)
-    if missing or unexpected or wrong:
-        raise ValueError(
-            f"{path} does not hold ResNet-18 weights: missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]}, wrong shape {wrong[:5]} (of {len(missing)}, "
-            f"{len(unexpected)}, {len(wrong)}); give a torchvision resnet18 state dict"
-        )
-    model.load_state_dict(state, strict=False)
-    report["loaded"] = len(state)
-    return report

@@ -13,30 +13,23 @@ gets a seed derived from it and its names, recorded in the output, so that
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 
 import numpy as np
 
-from grainflow.io import Sample
-from grainflow.seeds import derive_seed
+from grainflow.diffraction.simulate import render_pattern, synthesize_diffraction_specimen
+from grainflow.io.hdf5 import Sample
+from grainflow.seeds import derive_seed, specimen_index
 from grainflow.synth import imaging
 from grainflow.synth.bicrystal import bicrystal
 from grainflow.synth.phases import particles
 from grainflow.synth.tessellation import boundary_mask, polycrystal
 
-__all__ = ["TASKS", "specimen_index", "synthesize_specimen", "render"]
+__all__ = ["TASKS", "synthesize_specimen", "render"]
 
 TASKS = ("grains", "phases", "kernels", "diffraction")
-_SPECIMEN = re.compile(r"^s(\d+)$")
 
 
-def specimen_index(name: str) -> int:
-    """Index of a specimen named like ``"s03"``."""
-    m = _SPECIMEN.match(name)
-    if not m:
-        raise ValueError(f"specimen names look like 's00', 's01', ...; got {name!r}")
-    return int(m.group(1))
 
 
 def _log_uniform(rng, lo, hi) -> float:
@@ -157,7 +150,6 @@ def render(task: str, params: Mapping, *, shape, boundary_width_px: int, seed: i
     labels : dict of str -> ndarray of shape ``shape``
     """
     if task == "diffraction":  # patterns have no label maps; see grainflow.synth.diffraction
-        from grainflow.synth.diffraction import render_pattern
 
         return render_pattern(params, shape=shape, seed=seed), {}
     rng = np.random.default_rng(seed)
@@ -231,7 +223,7 @@ def synthesize_specimen(
     Parameters
     ----------
     task : {"grains", "phases", "kernels", "diffraction"}
-        "diffraction" is :func:`grainflow.synth.diffraction.synthesize_diffraction_specimen`.
+        "diffraction" is :func:`grainflow.diffraction.simulate.synthesize_diffraction_specimen`.
     specimen : str
         Specimen name, ``"s00"``, ``"s01"``, ...
     settings : mapping
@@ -247,7 +239,6 @@ def synthesize_specimen(
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task=}")
     if task == "diffraction":
-        from grainflow.synth.diffraction import synthesize_diffraction_specimen
 
         return synthesize_diffraction_specimen(specimen, settings, seed=seed, progress=progress)
     index = specimen_index(specimen)

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from grainflow.io import read_specimen
+from grainflow.io.hdf5 import read_specimen
 
 __all__ = ["grain_count_density", "specimen_statistics", "summarize_statistics"]
 

@@ -1,0 +1,1 @@
+"""The teaching example: hand-set kernels, feature maps, pooling, receptive fields, parameters."""

@@ -1,0 +1,1 @@
+"""Crystal systems from diffraction patterns: crystals, simulation, representations, training, scans."""

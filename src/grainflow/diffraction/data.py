@@ -1,0 +1,215 @@
+"""Diffraction patterns as datasets; folds over crystals."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from grainflow.diffraction.crystal import BRAVAIS, SYSTEMS
+from grainflow.diffraction.representation import (
+    INVARIANT_FORMS,
+    _form,
+    representation_of,
+    rotate_pattern,
+)
+from grainflow.io.hdf5 import read_specimen
+from grainflow.seeds import derive_seed
+
+__all__ = ["CLASSES", "TARGETS", "TARGET_NAMES", "META", "PatternDataset", "load_patterns", "fold_rows", "subsample_per_class"]
+
+
+CLASSES = SYSTEMS
+
+#: what a model can learn: parameter of the patterns -> class names
+TARGETS = {"class_index": SYSTEMS, "bravais_index": BRAVAIS}
+
+#: config names of the targets (``diffraction.pretrain.target``)
+TARGET_NAMES = {"crystal_system": "class_index", "bravais": "bravais_index"}
+
+META = ("specimen", "session", "modality", "crystal_system", "bravais", "dose_counts",
+        "zone_family")
+
+
+class PatternDataset(Dataset):
+    """Patterns and class indices in memory; items ``(image (1, H, W) float32, class int64)``.
+
+    Parameters
+    ----------
+    images : ndarray of shape (N, H, W), float32 in [0, 1]
+        Cartesian patterns, centred.
+    targets : ndarray of shape (N,), int
+    ids : sequence of str
+        Image ids (enter the resume fingerprint of :func:`grainflow.training.loop.train`).
+    rotate : bool
+        Rotate each item by a random angle (uniform in [0°, 360°)) about the
+        pattern centre.
+    flips : bool
+        Mirror each item with probability ½ and, without ``rotate``, turn it
+        by a random multiple of 90°.
+    modalities : sequence of str, optional
+        ``"spot"`` or ``"ring"`` per pattern (default: all spots).
+    representation : mapping or str, optional
+        Form of each pattern kind (:func:`representation_of`; default: every
+        pattern as recorded), applied after the augmentation. Items in a form
+        that ignores rotations and mirrors (:data:`INVARIANT_FORMS`) are
+        prepared once and not augmented. Random numbers come from torch's
+        global generator.
+    """
+
+    def __init__(self, images: np.ndarray, targets: np.ndarray, ids: Sequence[str], *,
+                 rotate: bool = False, flips: bool = False,
+                 modalities: Sequence[str] | None = None,
+                 representation: str | Mapping[str, str] | None = "cartesian"):
+        images = np.asarray(images, dtype=np.float32)
+        if images.ndim != 3 or len(images) != len(targets) or len(ids) != len(images):
+            raise ValueError(
+                f"need images (N, H, W) with N targets and ids, got {images.shape=}, "
+                f"{len(targets)=}, {len(ids)=}"
+            )
+        modalities = ["spot"] * len(images) if modalities is None else list(modalities)
+        if len(modalities) != len(images):
+            raise ValueError(f"need one modality per pattern, got {len(modalities)} for "
+                             f"{len(images)}")
+        self.images = images
+        self.targets = np.asarray(targets, dtype=np.int64)
+        self.ids = list(ids)
+        self.rotate, self.flips = rotate, flips
+        self.modalities, self.representation = modalities, representation_of(representation)
+        self._forms = [self.representation[m] for m in modalities]
+        augment = rotate or flips
+        # items that augmentation cannot change are prepared once
+        self._fixed = {i: _form(images[i], f) for i, f in enumerate(self._forms)
+                       if not augment or f in INVARIANT_FORMS}
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = self._fixed.get(i)
+        if image is None:
+            image = self.images[i]
+            if self.flips and float(torch.rand(())) < 0.5:
+                image = image[:, ::-1]
+            if self.rotate:
+                image = rotate_pattern(image, 360.0 * float(torch.rand(())))
+            elif self.flips:
+                image = np.rot90(image, int(torch.randint(4, ())))
+            image = _form(image, self._forms[i])
+        return torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None], torch.tensor(
+            self.targets[i])
+
+    def class_counts(self, num_classes: int) -> np.ndarray:
+        return np.bincount(self.targets, minlength=num_classes)[:num_classes]
+
+    def content_digest(self) -> str:
+        """SHA-256 of the patterns, targets, kinds and representation (the resume fingerprint)."""
+        import hashlib
+
+        h = hashlib.sha256(np.ascontiguousarray(self.images).tobytes())
+        h.update(self.targets.tobytes())
+        h.update(",".join(self._forms).encode())
+        h.update(f"rotate={self.rotate} flips={self.flips}".encode())
+        return h.hexdigest()
+
+
+def load_patterns(rows: pd.DataFrame, *,
+                  root: str | os.PathLike = ".") -> tuple[np.ndarray, pd.DataFrame]:
+    """Images and metadata of manifest ``rows`` (columns ``file``, ``index``), in row order.
+
+    Returns
+    -------
+    images : ndarray of shape (N, H, W), float32
+    meta : DataFrame
+        ``image_id``, ``fold`` (when present), the :data:`META` columns,
+        ``class_index`` and ``bravais_index``, one row per image.
+    """
+    if rows.empty:
+        raise ValueError("no manifest rows to load")
+    images: list[np.ndarray | None] = [None] * len(rows)
+    records: list[dict | None] = [None] * len(rows)
+    positions = {k: i for i, k in enumerate(rows.index)}
+    for file, group in rows.groupby("file", sort=True):
+        sf = read_specimen(Path(root) / file, indices=group["index"].tolist())
+        for key, sample in zip(group.index, sf.samples):
+            i = positions[key]
+            if sample.image_id != rows.at[key, "image_id"]:
+                raise ValueError(f"{file}[{rows.at[key, 'index']}] is {sample.image_id!r}, the "
+                                 f"manifest says {rows.at[key, 'image_id']!r}; rerun the split")
+            images[i] = sample.image
+            p = sample.params
+            if "class_index" not in p:
+                raise ValueError(f"{file}: {sample.image_id!r} has no crystal system; is it a "
+                                 "diffraction pattern (task diffraction)?")
+            records[i] = {
+                "image_id": sample.image_id, "specimen": sample.specimen,
+                "session": sample.session, "modality": sample.modality,
+                "crystal_system": p["crystal_system"], "bravais": p["bravais"],
+                "class_index": int(p["class_index"]), "bravais_index": int(p["bravais_index"]),
+                "dose_counts": float(p["dose_counts"]), "zone_family": p.get("zone_family") or "",
+            }
+    meta = pd.DataFrame.from_records(records)
+    if "fold" in rows:
+        meta.insert(1, "fold", rows["fold"].to_numpy())
+    return np.stack(images).astype(np.float32), meta
+
+
+def fold_rows(manifest: pd.DataFrame, fold: int, *, val_specimens_per_class: int = 1,
+              seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Training, validation and test rows of ``fold`` of a diffraction manifest.
+
+    The test rows are fold ``fold``; the validation rows are every image of
+    ``val_specimens_per_class`` crystals of each system drawn (with ``seed``)
+    from the other folds; the training rows are the rest. Needs the
+    ``crystal_system`` column (the manifest's stratification column).
+    """
+    if "crystal_system" not in manifest:
+        raise ValueError("the diffraction manifest needs a crystal_system column; make it with "
+                         "make_manifest(..., stratify_by='crystal_system')")
+    folds = sorted(set(manifest["fold"]))
+    if fold not in folds:
+        raise ValueError(f"fold {fold} is not in the manifest (folds {folds})")
+    test = manifest[manifest["fold"] == fold]
+    rest = manifest[manifest["fold"] != fold]
+    rng = np.random.default_rng(derive_seed(seed, "validation", fold))
+    val_specimens = []
+    if val_specimens_per_class:
+        for system, group in rest.groupby("crystal_system", sort=True):
+            names = sorted(set(group["specimen"]))
+            if len(names) <= val_specimens_per_class:
+                raise ValueError(
+                    f"fold {fold}: only {len(names)} {system} crystal(s) outside the fold, cannot "
+                    f"hold out {val_specimens_per_class} for validation; add specimens or lower "
+                    "val_specimens_per_class"
+                )
+            val_specimens += list(rng.choice(names, val_specimens_per_class, replace=False))
+    is_val = rest["specimen"].isin(val_specimens)
+    return rest[~is_val], rest[is_val], test
+
+
+def subsample_per_class(rows: pd.DataFrame, n_per_class: int, *, seed: int) -> pd.DataFrame:
+    """``n_per_class`` rows of each crystal system, drawn without replacement with ``seed``.
+
+    Raises ``ValueError`` when a system has fewer rows.
+    """
+    out = []
+    rng = np.random.default_rng(seed)
+    for system, group in rows.groupby("crystal_system", sort=True):
+        if len(group) < n_per_class:
+            raise ValueError(f"{n_per_class} {system} patterns asked for, the training folds have "
+                             f"{len(group)}; lower the size or add specimens")
+        out.append(group.iloc[np.sort(rng.choice(len(group), n_per_class, replace=False))])
+    return pd.concat(out)
+
+
+def _dataset(rows: pd.DataFrame, *, target: str, rotate: bool, flips: bool, representation,
+             root) -> PatternDataset:
+    images, meta = load_patterns(rows, root=root)
+    return PatternDataset(images, meta[target].to_numpy(), meta["image_id"].tolist(), rotate=rotate,
+                          flips=flips, modalities=meta["modality"].tolist(),
+                          representation=representation)

@@ -1,0 +1,187 @@
+"""The forms a pattern reaches the networks in: angular spectrum, log-polar."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from grainflow.augment import apply_transform
+
+__all__ = ["FORMS", "DEFAULT_REPRESENTATION", "INVARIANT_FORMS", "LOG_POLAR_R_MIN_PX", "HIGHPASS_SIGMA_COLUMNS", "rotate_pattern", "log_polar", "angular_spectrum", "log_polar_highpass", "representation_of", "represent", "checkpoint_representation"]
+
+
+#: forms in which a pattern can reach the models; see the module notes
+FORMS = ("angular_spectrum", "log_polar_highpass", "log_polar", "cartesian")
+
+#: the form of each pattern kind unless configured (``diffraction.representation``)
+DEFAULT_REPRESENTATION = {"spot": "angular_spectrum", "ring": "log_polar_highpass"}
+
+#: forms that ignore rotations and mirrors: their items are prepared once, without augmentation
+INVARIANT_FORMS = ("angular_spectrum",)
+
+LOG_POLAR_R_MIN_PX = 2.0  # inside the first ring (>= 5 px) and about the beam stop's radius
+
+HIGHPASS_SIGMA_COLUMNS = 3.0  # radial background of log_polar_highpass: Gaussian over 3 columns
+
+
+def _border_median(image: np.ndarray) -> float:
+    return float(np.median(np.concatenate([image[0], image[-1], image[1:-1, 0], image[1:-1, -1]])))
+
+
+def rotate_pattern(image: np.ndarray, angle_deg: float) -> np.ndarray:
+    """``image`` (H, W) turned counter-clockwise about its centre; outside: its border median."""
+    op = {"name": "rotate", "params": {"angle_deg": float(angle_deg), "fill": "constant",
+                                       "fill_value": _border_median(image)}}
+    return apply_transform(image, {}, {"ops": [op]})[0]
+
+
+@functools.lru_cache(maxsize=8)
+def _log_polar_grid(in_shape: tuple[int, int], out_shape: tuple[int, int], r_min_px: float,
+                    oversample: tuple[int, int]):
+    rows, cols = out_shape
+    n_phi, n_r = 2 * rows * oversample[0], cols * oversample[1]  # full circle, supersampled
+    phi = (np.arange(n_phi) + 0.5) / n_phi * 2 * np.pi
+    r_max = min(in_shape) / 2.0
+    r = r_min_px * (r_max / r_min_px) ** ((np.arange(n_r) + 0.5) / n_r)
+    centre_r, centre_c = (in_shape[0] - 1) / 2.0, (in_shape[1] - 1) / 2.0
+    return np.stack([centre_r - r[None, :] * np.sin(phi[:, None]),
+                     centre_c + r[None, :] * np.cos(phi[:, None])])
+
+
+def log_polar(image: np.ndarray, *, r_min_px: float = LOG_POLAR_R_MIN_PX,
+              oversample: tuple[int, int] = (4, 2),
+              shape: tuple[int, int] | None = None) -> np.ndarray:
+    """A centred pattern resampled on a log-polar grid about its centre.
+
+    Parameters
+    ----------
+    image : ndarray of shape (H, W)
+        Centred at ``((H - 1) / 2, (W - 1) / 2)`` (the direct beam).
+    r_min_px : float
+        Smallest radius, pixels; the largest is ``min(H, W) / 2``.
+    oversample : (int, int)
+        Samples per output pixel along the azimuth and the radius (bilinear,
+        then averaged: anti-aliasing).
+    shape : (int, int), optional
+        Output (azimuths, radii); default the image's shape.
+
+    Returns
+    -------
+    ndarray of shape ``shape``, float32
+        Row ``i`` of ``A`` rows: azimuth ``φ = 180° (i + ½) / A``
+        counter-clockwise from +x, each the mean of ``φ`` and ``φ + 180°``
+        (Friedel pairs: a kinematic pattern is centrosymmetric, and a
+        beam-stop arm is averaged with the open side). Column ``j`` of ``R``:
+        radius ``r_min (r_max / r_min)^((j + ½) / R)``. A rotation of the
+        pattern is a cyclic shift of the rows, a change of camera length a
+        shift of the columns.
+    """
+    image = np.asarray(image, dtype=np.float64)
+    if image.ndim != 2 or min(image.shape) < 4:
+        raise ValueError(f"log_polar needs one pattern (H, W) with H, W >= 4, got {image.shape=}")
+    if not 0 < r_min_px < min(image.shape) / 2:
+        raise ValueError(f"r_min_px must be in (0, {min(image.shape) / 2}), got {r_min_px=}")
+    rows, cols = image.shape if shape is None else (int(shape[0]), int(shape[1]))
+    grid = _log_polar_grid(image.shape, (rows, cols), float(r_min_px),
+                           tuple(int(v) for v in oversample))
+    v = ndi.map_coordinates(image, grid, order=1, mode="nearest")
+    half = v.shape[0] // 2
+    v = 0.5 * (v[:half] + v[half:])  # φ and φ + 180°
+    return v.reshape(rows, oversample[0], cols, oversample[1]).mean(axis=(1, 3)).astype(np.float32)
+
+
+def angular_spectrum(image: np.ndarray, *, r_min_px: float = LOG_POLAR_R_MIN_PX) -> np.ndarray:
+    """Rotation-invariant form of a centred pattern: azimuthal harmonics by log radius, same shape.
+
+    The pattern is resampled on a log-polar grid of ``2 H`` azimuths over
+    180° (Friedel pairs averaged, :func:`log_polar`) by ``W`` radii; at each
+    radius the magnitudes of the Fourier coefficients along the azimuth are
+    kept, so a rotation (a cyclic shift of the azimuths) and a mirror (their
+    reversal) leave the result unchanged.
+
+    Returns
+    -------
+    ndarray of shape (H, W), float32
+        Row ``k``: harmonic ``m = 2k`` of the full circle (``k = 0``, the
+        azimuthal mean, is the radial profile); column ``j``: the radius of
+        :func:`log_polar`'s column ``j``. Values are ``log(1 + 10 |c_k| / c̄)``
+        with ``c̄`` the mean of the radial profile, so that they do not
+        depend on the pattern's overall intensity scale. An ``n``-fold net
+        puts weight only on harmonics ``m`` divisible by ``n``.
+    """
+    image = np.asarray(image, dtype=np.float64)
+    rows, cols = image.shape if image.ndim == 2 else (0, 0)
+    polar = log_polar(image, r_min_px=r_min_px, shape=(2 * rows, cols))
+    coeff = np.abs(np.fft.rfft(polar.astype(np.float64), axis=0))[:rows] / polar.shape[0]
+    scale = coeff[0].mean()
+    return np.log1p(10.0 * coeff / scale if scale > 0 else coeff).astype(np.float32)
+
+
+def log_polar_highpass(image: np.ndarray, *, r_min_px: float = LOG_POLAR_R_MIN_PX,
+                       background_px: float = HIGHPASS_SIGMA_COLUMNS) -> np.ndarray:
+    """:func:`log_polar` without its smooth radial background, scaled to zero mean and unit variance.
+
+    Along each azimuth the log-polar pattern minus its Gaussian smoothing over
+    ``background_px`` columns (the diffuse inelastic background and the
+    tail of the direct beam, which change slowly with the radius, while a
+    ring is one to two columns wide) — the background subtraction that
+    precedes every ring-pattern analysis. Same shape as the pattern, float32.
+    """
+    polar = log_polar(image, r_min_px=r_min_px).astype(np.float64)
+    flat = polar - ndi.gaussian_filter1d(polar, float(background_px), axis=1, mode="nearest")
+    std = flat.std()
+    return ((flat - flat.mean()) / std if std > 0 else np.zeros_like(flat)).astype(np.float32)
+
+_FORM_FUNCTIONS = {"angular_spectrum": angular_spectrum, "log_polar": log_polar,
+                   "log_polar_highpass": log_polar_highpass}
+
+
+def representation_of(value: str | Mapping[str, str] | None) -> dict[str, str]:
+    """The form of each pattern kind, from a mapping ``{"spot": form, "ring": form}``.
+
+    A missing kind keeps :data:`DEFAULT_REPRESENTATION`'s form. A plain string
+    is the older single setting, which named the ring form (spots as
+    recorded): checkpoints written before spots had a form of their own
+    record one. ``None`` gives the defaults.
+    """
+    if value is None:
+        return dict(DEFAULT_REPRESENTATION)
+    if isinstance(value, str):
+        if value not in FORMS:
+            raise ValueError(f"representation must be one of {FORMS}, got {value!r}")
+        return {"spot": "cartesian", "ring": value}
+    unknown = sorted(set(value) - set(DEFAULT_REPRESENTATION))
+    if unknown:
+        raise ValueError(f"representation: unknown pattern kind(s) {unknown}; known: "
+                         f"{sorted(DEFAULT_REPRESENTATION)}")
+    out = {**DEFAULT_REPRESENTATION, **{str(k): str(v) for k, v in value.items()}}
+    bad = {k: v for k, v in out.items() if v not in FORMS}
+    if bad:
+        raise ValueError(f"representation: forms must be one of {FORMS}, got {bad}")
+    return out
+
+
+def _form(image: np.ndarray, form: str) -> np.ndarray:
+    return image if form == "cartesian" else _FORM_FUNCTIONS[form](image)
+
+
+def represent(images: np.ndarray, modalities: Sequence[str],
+              representation: str | Mapping[str, str] | None = None) -> np.ndarray:
+    """Patterns (N, H, W) as a model sees them: each in its kind's form (:func:`representation_of`)."""
+    forms = representation_of(representation)
+    images = np.asarray(images, dtype=np.float32)
+    if len(modalities) != len(images):
+        raise ValueError(f"need one modality per pattern, got {len(modalities)} for {len(images)}")
+    out = images.copy()
+    for i, modality in enumerate(modalities):
+        out[i] = _form(images[i], forms[modality])
+    return out
+
+
+def checkpoint_representation(checkpoint: Mapping) -> dict[str, str]:
+    """The forms a classifier checkpoint was trained on (every kind Cartesian if none recorded)."""
+    recorded = checkpoint.get("extra", {}).get("representation", "cartesian")
+    return representation_of(recorded)

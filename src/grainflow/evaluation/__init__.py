@@ -1,0 +1,1 @@
+"""Scores: pixel, boundary and object metrics, ASTM metrology, the classical baseline, real stacks."""

@@ -1,0 +1,336 @@
+"""Metrology of real stacks from their inference stores, and scores against ground truth.
+
+:func:`measure_stack` reads a stack (``results/stacks/{stack}.ome.zarr``) and
+the inference stores of its models (``results/inference/{stack}/{arch}.ome.zarr``)
+plane by plane and returns two tables:
+
+- **per plane** (``results/metrics/real/{stack}.tsv``): one row per model and
+  plane, then one row per model with ``plane == "all"`` for the whole stack.
+  Columns :data:`META`, then
+
+  - grains: ``n_grains`` (labels), ``n_grains_measured`` (not cut by the field
+    edge), ``astm_g_planimetric`` and ``na_per_mm2`` (ASTM E112 Jeffries count),
+    ``astm_g_intercept`` and ``mean_intercept`` (E112 lineal intercept: 4
+    directions x 5 lines and the three circles), ``ecd_mean``, ``ecd_median``
+    (equivalent-circle diameters of the measured grains), ``boundary_fraction``;
+  - phases: ``area_fraction``, ``n_particles``, ``n_particles_measured``,
+    ``ecd_mean``, ``ecd_median`` (particles cut by the edge left out);
+
+  lengths in ``length_unit``: ``um`` with a known pixel size, else ``px``
+  (ASTM G needs a physical size and is then NaN). The ``all`` row pools the
+  planes: Jeffries counts summed over the area, the planes' mean intercepts
+  averaged (``mean_intercept_ci95``: half-width of their 95 % interval, E112's
+  fields), sizes over all objects.
+  Where the stack has ground truth, each row also holds the counts and scores
+  of :func:`grainflow.evaluation.crossval.evaluate_segmentation` (per plane; counts summed
+  and scored once in the ``all`` row, as in the cross-validated tables).
+- **sizes** (``results/metrics/real/{stack}.sizes.tsv``): one row per grain or
+  particle (``model`` is the architecture, or ``truth``): ``stack, model,
+  plane, label, area, ecd, major_axis, minor_axis, aspect_ratio,
+  orientation_deg, edge, length_unit`` (area in ``length_unit`` squared).
+
+Ground truth (:func:`truth_labels`): for phases a mask (``phase = mask > 0``,
+particles its 4-connected components, as predicted particles are); for grains
+either a boundary mask (0/1: grains are the 4-connected regions between
+boundaries) or grain ids (boundaries where a pixel's 4-neighbour differs).
+
+Each plane is read whole (the metrology functions need whole label images).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from grainflow.evaluation.crossval import (
+    COUNTS,
+    SCORES,
+    evaluate_segmentation,
+    summarize,
+)
+from grainflow.evaluation.metrology import (
+    area_fraction,
+    g_from_intercept,
+    g_from_na,
+    lineal_intercept,
+    planimetric,
+    region_table,
+)
+from grainflow.inference.stack import open_inference
+from grainflow.tasks import LABEL_NAMES
+
+__all__ = [
+    "META",
+    "METROLOGY",
+    "truth_labels",
+    "measure_plane",
+    "measure_stack",
+    "real_headline",
+]
+
+META = ("stack", "task", "model", "plane", "file", "group", "pixel_size_um", "length_unit")
+#: metrology columns of each task
+METROLOGY = {
+    "grains": ("n_grains", "n_grains_measured", "astm_g_planimetric", "na_per_mm2",
+               "astm_g_intercept", "mean_intercept", "mean_intercept_ci95", "ecd_mean",
+               "ecd_median", "boundary_fraction"),
+    "phases": ("area_fraction", "n_particles", "n_particles_measured", "ecd_mean", "ecd_median"),
+}
+_SIZE_COLUMNS = ("stack", "model", "plane", "label", "area", "ecd", "major_axis", "minor_axis",
+                 "aspect_ratio", "orientation_deg", "edge", "length_unit")
+
+
+def truth_labels(task: str, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """The label dict of a ground-truth image, as :func:`evaluate_segmentation` wants it.
+
+    Parameters
+    ----------
+    task : {"grains", "phases"}
+    labels : ndarray of shape (M, N), integer or bool
+        phases: a mask (> 0 = particle phase); grains: a boundary mask (values
+        0 and 1 only) or grain ids (0 = boundary, no grain).
+
+    Returns
+    -------
+    dict
+        phases -> ``phase`` (uint8) and ``particle_ids`` (uint32, 4-connected);
+        grains -> ``boundaries`` (uint8) and ``grain_ids`` (uint32).
+    """
+    from skimage.measure import label
+    from skimage.segmentation import find_boundaries
+
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"ground truth must be 2-D (rows, cols), got shape {labels.shape}")
+    if task == "phases":
+        phase = labels > 0
+        return {"phase": phase.astype(np.uint8),
+                "particle_ids": label(phase, connectivity=1).astype(np.uint32)}
+    if task != "grains":
+        raise ValueError(f"task must be 'grains' or 'phases', got {task=}")
+    if labels.max(initial=0) <= 1:  # a boundary mask
+        boundaries = labels > 0
+        return {"boundaries": boundaries.astype(np.uint8),
+                "grain_ids": label(~boundaries, connectivity=1).astype(np.uint32)}
+    boundaries = (labels == 0) | find_boundaries(labels, connectivity=1, mode="inner")
+    return {"boundaries": boundaries.astype(np.uint8), "grain_ids": labels.astype(np.uint32)}
+
+
+def _sizes(ids: np.ndarray, pixel: float) -> pd.DataFrame:
+    table = region_table(ids, pixel_size_um=pixel)
+    return table.rename(columns={"area_um2": "area", "ecd_um": "ecd", "major_axis_um": "major_axis",
+                                 "minor_axis_um": "minor_axis"})
+
+
+def measure_plane(
+    task: str, labels: Mapping[str, np.ndarray], *, pixel_size_um: float | None
+) -> tuple[dict, pd.DataFrame]:
+    """Metrology of one plane's label dict.
+
+    Parameters
+    ----------
+    task : {"grains", "phases"}
+    labels : mapping
+        grains -> ``boundaries``, ``grain_ids``; phases -> ``phase``, ``particle_ids``.
+    pixel_size_um : float or None
+        Pixel side in µm; None when unknown (lengths in pixels, no ASTM G).
+
+    Returns
+    -------
+    row : dict
+        :data:`METROLOGY` ``[task]`` plus the pooling sums ``_n_equivalent``,
+        ``_area_mm2`` (grains).
+    sizes : DataFrame
+        One row per object (``region_table`` columns renamed without units).
+    """
+    known = pixel_size_um is not None and not math.isnan(pixel_size_um)
+    pixel = float(pixel_size_um) if known else 1.0
+    mask_name, ids_name = LABEL_NAMES[task]
+    ids = np.asarray(labels[ids_name])
+    sizes = _sizes(ids, pixel)
+    measured = sizes[~sizes["edge"]]
+    ecd = measured["ecd"].to_numpy(float)
+    common = {"ecd_mean": float(ecd.mean()) if ecd.size else math.nan,
+              "ecd_median": float(np.median(ecd)) if ecd.size else math.nan}
+    if task == "phases":
+        return {"area_fraction": area_fraction(labels[mask_name]),
+                "n_particles": int(len(sizes)), "n_particles_measured": int(len(measured)),
+                **common}, sizes
+    jeffries = planimetric(ids, pixel_size_um=pixel)
+    row = {"n_grains": int(len(sizes)), "n_grains_measured": int(len(measured)),
+           "astm_g_planimetric": jeffries.g if known else math.nan,
+           "na_per_mm2": jeffries.na_per_mm2 if known else math.nan,
+           "astm_g_intercept": math.nan, "mean_intercept": math.nan,
+           "mean_intercept_ci95": math.nan, **common,
+           "boundary_fraction": area_fraction(labels[mask_name]),
+           "_n_equivalent": jeffries.n_equivalent, "_area_mm2": jeffries.area_mm2}
+    if len(sizes) > 1:
+        intercept = lineal_intercept(ids, pixel_size_um=pixel)
+        ell = intercept.mean_intercept_mm * 1000.0  # in the length unit (µm or px)
+        row.update(mean_intercept=ell, astm_g_intercept=intercept.g if known else math.nan)
+    return row, sizes
+
+
+def _pool(task: str, rows: pd.DataFrame, sizes: pd.DataFrame, known: bool) -> dict:
+    """The ``all`` row of one model from its plane rows and object sizes."""
+    measured = sizes.loc[~sizes["edge"], "ecd"].to_numpy(float)
+    pooled = {"ecd_mean": float(measured.mean()) if measured.size else math.nan,
+              "ecd_median": float(np.median(measured)) if measured.size else math.nan}
+    if task == "phases":
+        return {"area_fraction": float(rows["area_fraction"].mean()),
+                "n_particles": int(rows["n_particles"].sum()),
+                "n_particles_measured": int(rows["n_particles_measured"].sum()), **pooled}
+    na = rows["_n_equivalent"].sum() / rows["_area_mm2"].sum()
+    ells = rows["mean_intercept"].dropna().to_numpy(float)
+    ell = float(ells.mean()) if ells.size else math.nan
+    ci = (float(stats.t.ppf(0.975, ells.size - 1) * ells.std(ddof=1) / math.sqrt(ells.size))
+          if ells.size > 1 else math.nan)
+    return {"n_grains": int(rows["n_grains"].sum()),
+            "n_grains_measured": int(rows["n_grains_measured"].sum()),
+            "astm_g_planimetric": g_from_na(na) if known and na > 0 else math.nan,
+            "na_per_mm2": na if known else math.nan,
+            "astm_g_intercept": g_from_intercept(ell / 1000.0) if known and ell > 0 else math.nan,
+            "mean_intercept": ell, "mean_intercept_ci95": ci, **pooled,
+            "boundary_fraction": float(rows["boundary_fraction"].mean())}
+
+
+def measure_stack(
+    stack: str | os.PathLike,
+    inference: Mapping[str, str | os.PathLike],
+    *,
+    tolerance_px: float = 2.0,
+    iou_threshold: float = 0.5,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Metrology (and, with ground truth, scores) of every plane and model of a stack.
+
+    Parameters
+    ----------
+    stack : path-like
+        The stack's OME-Zarr store (:func:`grainflow.stacks.importer.import_stack`).
+    inference : mapping of str -> path-like
+        Model name -> its inference store (:func:`grainflow.inference.stack.infer_stack`).
+    tolerance_px, iou_threshold : float
+        As in :func:`grainflow.evaluation.crossval.evaluate_segmentation`.
+
+    Returns
+    -------
+    per_plane : DataFrame
+        See the module docstring.
+    sizes : DataFrame
+        One row per object.
+    """
+    import zarr
+
+    if not inference:
+        raise ValueError("need at least one inference store, got none")
+    root = zarr.open_group(str(stack), mode="r")
+    info = dict(root.attrs)["grainflow"]
+    name, task = info["stack"], info["task"]
+    pixel = info.get("pixel_size_um")
+    known = pixel is not None and not (isinstance(pixel, float) and math.isnan(pixel))
+    unit = "um" if known else "px"
+    images = root["s0"]
+    truth_store = None
+    if "labels" in root and "ground_truth" in root["labels"]:
+        truth_store = root["labels"]["ground_truth"]["s0"]
+    n_planes = int(images.shape[0])
+    planes = info.get("planes") or [{} for _ in range(n_planes)]
+    truths: dict[int, dict] = {}
+    rows, size_tables = [], []
+
+    def add_sizes(table, model, z):
+        table = table.assign(stack=name, model=model, plane=z, length_unit=unit)
+        size_tables.append(table[list(_SIZE_COLUMNS)])
+
+    for model, path in inference.items():
+        attrs, _, labels = open_inference(path)
+        if attrs["task"] != task or attrs["stack"] != name:
+            raise ValueError(f"inference store {path} holds task {attrs['task']!r} of stack "
+                             f"{attrs['stack']!r}, not {task!r} of {name!r}; rerun infer")
+        if tuple(labels[LABEL_NAMES[task][1]].shape) != tuple(images.shape):
+            raise ValueError(f"inference store {path} has shape "
+                             f"{labels[LABEL_NAMES[task][1]].shape}, the stack {images.shape}")
+        model_rows = []
+        for z in range(n_planes):
+            pred = {k: np.asarray(v[z]) for k, v in labels.items()}
+            row, sizes = measure_plane(task, pred, pixel_size_um=pixel if known else None)
+            add_sizes(sizes, model, z)
+            meta = {"stack": name, "task": task, "model": model, "plane": str(z),
+                    "file": planes[z].get("file"), "group": planes[z].get("group"),
+                    "pixel_size_um": pixel if known else math.nan, "length_unit": unit}
+            if truth_store is not None:
+                if z not in truths:
+                    truths[z] = truth_labels(task, np.asarray(truth_store[z]))
+                    truth_row, truth_sizes = measure_plane(task, truths[z],
+                                                           pixel_size_um=pixel if known else None)
+                    add_sizes(truth_sizes, "truth", z)
+                scores = evaluate_segmentation(task, truths[z], pred, tolerance_px=tolerance_px,
+                                               iou_threshold=iou_threshold,
+                                               pixel_size_um=pixel if known else 1.0)
+                if task == "grains" and not known:  # absolute G needs a pixel size
+                    scores.update(grain_size_G_true=math.nan, grain_size_G_pred=math.nan)
+                row.update(scores)
+            model_rows.append({**meta, **row})
+        table = pd.DataFrame(model_rows)
+        model_sizes = pd.concat([t for t in size_tables if (t["model"] == model).all()])
+        pooled = {**{k: table[k].iloc[0] for k in ("stack", "task", "model", "pixel_size_um",
+                                                   "length_unit")},
+                  "plane": "all", "file": None, "group": None,
+                  **_pool(task, table, model_sizes, known)}
+        if truth_store is not None:
+            score_table = table.assign(n_images=1)
+            summary = summarize(score_table, task=task, by=["model"]).iloc[0]
+            pooled.update({k: table[k].sum() for k in COUNTS[task]})
+            pooled.update({k: summary[k] for k in SCORES[task]})
+        rows.extend(model_rows)
+        rows.append(pooled)
+    columns = [*META, *METROLOGY[task]]
+    if truth_store is not None:
+        columns += [*COUNTS[task], *SCORES[task]]
+    per_plane = pd.DataFrame(rows)[columns]
+    sizes = (pd.concat(size_tables, ignore_index=True) if size_tables
+             else pd.DataFrame(columns=_SIZE_COLUMNS))
+    return per_plane, sizes
+
+
+def real_headline(path: str | os.PathLike) -> dict:
+    """The numbers of a stack's ``all`` rows for captions, formatted, one dict per model.
+
+    Returns
+    -------
+    dict
+        ``stack, task, unit`` ("µm" or "px"), ``n_planes``, ``ground_truth``
+        (bool) and ``models``: a list of dicts with ``model`` and, for grains,
+        ``g_planimetric, g_intercept, mean_intercept, ecd_median, n_grains``;
+        for phases ``area_fraction, ecd_median, n_particles``; with ground
+        truth also ``iou`` (phases, pooled) or ``boundary_f1`` (grains, pooled).
+    """
+    table = pd.read_csv(path, sep="\t", dtype={"plane": str, "file": str, "group": str},
+                        keep_default_na=False, na_values=["NaN", "nan", ""])
+    fmt = lambda v, d=2: "NaN" if pd.isna(v) else f"{v:.{d}f}"  # noqa: E731
+    task = str(table["task"].iloc[0])
+    pooled = table[table["plane"] == "all"]
+    has_truth = "iou" in table.columns or "boundary_f1" in table.columns
+    models = []
+    for row in pooled.itertuples():
+        entry = {"model": row.model, "ecd_median": fmt(row.ecd_median)}
+        if task == "grains":
+            entry.update(g_planimetric=fmt(row.astm_g_planimetric),
+                         g_intercept=fmt(row.astm_g_intercept),
+                         mean_intercept=fmt(row.mean_intercept), n_grains=int(row.n_grains))
+            if has_truth:
+                entry["boundary_f1"] = fmt(row.boundary_f1, 3)
+        else:
+            entry.update(area_fraction=fmt(row.area_fraction, 3), n_particles=int(row.n_particles))
+            if has_truth:
+                entry["iou"] = fmt(row.iou, 3)
+        models.append(entry)
+    return {"stack": str(table["stack"].iloc[0]), "task": task,
+            "unit": "µm" if table["length_unit"].iloc[0] == "um" else "px",
+            "n_planes": int((table["plane"] != "all").sum() // max(len(pooled), 1)),
+            "ground_truth": bool(has_truth), "models": models}

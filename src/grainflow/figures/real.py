@@ -1,0 +1,179 @@
+"""Figures of real stacks: prediction overlays and size histograms; each returns a Figure."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+
+from grainflow.evaluation.real import truth_labels
+from grainflow.tasks import CLASS_NAMES, LABEL_NAMES, TASKS
+
+__all__ = ["display_level", "choose_planes", "real_overlays", "real_size_histogram"]
+
+_ERRORS = ListedColormap([(0, 0, 0, 0), (0.9, 0.1, 0.1, 0.9), (0.1, 0.3, 1.0, 0.9)])
+_MASK = ListedColormap([(0, 0, 0, 0), (1.0, 0.1, 0.8, 0.75)])
+
+
+def display_level(shapes, *, max_px: int = 1024) -> int:
+    """The finest pyramid level whose largest side is at most ``max_px`` (else the coarsest).
+
+    Parameters
+    ----------
+    shapes : sequence of (int, int)
+        (rows, cols) of levels s0, s1, ...
+    """
+    for k, shape in enumerate(shapes):
+        if max(shape) <= max_px:
+            return k
+    return len(shapes) - 1
+
+
+def choose_planes(metrics: pd.DataFrame, *, task: str, n: int = 4) -> list[int]:
+    """Planes to show: with scores, the worst and best of the first model; else the first ``n``."""
+    rows = metrics[metrics["plane"].astype(str) != "all"]
+    first = rows[rows["model"] == rows["model"].iloc[0]].copy()
+    first["plane"] = first["plane"].astype(int)
+    score = TASKS[task].score
+    if score in first.columns and first[score].notna().any() and len(first) > n:
+        order = first.sort_values(score)["plane"].tolist()
+        half = n // 2
+        return [*order[:half], *order[len(order) - (n - half):]]
+    return first["plane"].tolist()[:n]
+
+
+def _extent(shape, pixel: float):
+    rows, cols = shape
+    return (0.0, cols * pixel, rows * pixel, 0.0)
+
+
+def real_overlays(
+    stack: str | os.PathLike,
+    inference: Mapping[str, str | os.PathLike],
+    metrics: pd.DataFrame,
+    *,
+    n_planes: int = 4,
+    max_px: int = 1024,
+) -> Figure:
+    """Image, predicted probability, prediction and (where it exists) truth and errors.
+
+    One row per shown plane and model. Planes come from :func:`choose_planes`;
+    each is drawn at the pyramid level of :func:`display_level` (labels are
+    every second pixel per level, never interpolated), with axes in µm (pixels
+    when the pixel size is unknown).
+
+    Parameters
+    ----------
+    stack : path-like
+        The stack's OME-Zarr store.
+    inference : mapping of str -> path-like
+        Model name -> inference store.
+    metrics : DataFrame
+        The stack's per-plane table (:func:`grainflow.evaluation.real.measure_stack`).
+    """
+    import zarr
+
+    root = zarr.open_group(str(stack), mode="r")
+    info = dict(root.attrs)["grainflow"]
+    task, name = info["task"], info["stack"]
+    pixel = info.get("pixel_size_um")
+    unit = "µm" if pixel else "px"
+    shapes = [tuple(s) for s in info["levels"]]
+    level = display_level(shapes, max_px=max_px)
+    step = 2**level * (pixel or 1.0)
+    has_truth = "labels" in root and "ground_truth" in root["labels"]
+    planes = choose_planes(metrics, task=task, n=n_planes)
+    mask_name, _ = LABEL_NAMES[task]
+    stores = {m: zarr.open_group(str(p), mode="r") for m, p in inference.items()}
+    n_cols = 3 + 2 * has_truth
+    n_rows = len(planes) * len(stores)
+    fig = Figure(figsize=(2.6 * n_cols, 2.5 * n_rows + 0.3), layout="constrained")
+    axes = fig.subplots(n_rows, n_cols, squeeze=False)
+    score = TASKS[task].score
+    rows = metrics.assign(plane=metrics["plane"].astype(str)).set_index(["model", "plane"])
+    r = 0
+    for z in planes:
+        image = np.asarray(root[f"s{level}"][z], dtype=np.float32)
+        extent = _extent(image.shape, step)
+        truth = None
+        if has_truth:
+            truth = truth_labels(task, np.asarray(root["labels"]["ground_truth"][f"s{level}"][z]))
+        for model, store in stores.items():
+            prob = np.asarray(store[f"s{level}"][1, z])
+            pred = np.asarray(store["labels"][mask_name][f"s{level}"][z]) > 0
+            lo, hi = np.percentile(image, (1, 99))
+            ax = axes[r]
+            title = info["planes"][z].get("file") or f"plane {z}"
+            ax[0].imshow(image, cmap="gray", vmin=lo, vmax=hi, extent=extent)
+            ax[0].set_title(f"{title}", fontsize=7)
+            ax[1].imshow(prob, cmap="magma", vmin=0, vmax=1, extent=extent)
+            ax[1].set_title(f"{model}: P({CLASS_NAMES[task][1]})", fontsize=7)
+            ax[2].imshow(image, cmap="gray", vmin=lo, vmax=hi, extent=extent)
+            ax[2].imshow(pred.astype(np.uint8), cmap=_MASK, vmin=0, vmax=1, extent=extent,
+                         interpolation="nearest")
+            label = f"{model}: {mask_name}"
+            if (model, str(z)) in rows.index and score in rows.columns:
+                label += f", {score} = {rows.loc[(model, str(z)), score]:.3f}"
+            ax[2].set_title(label, fontsize=7)
+            if truth is not None:
+                true = truth[mask_name] > 0
+                ax[3].imshow(image, cmap="gray", vmin=lo, vmax=hi, extent=extent)
+                ax[3].imshow(true.astype(np.uint8), cmap=_MASK, vmin=0, vmax=1, extent=extent,
+                             interpolation="nearest")
+                ax[3].set_title(f"truth: {mask_name}", fontsize=7)
+                err = np.zeros(true.shape, np.uint8)
+                err[pred & ~true] = 1
+                err[~pred & true] = 2
+                ax[4].imshow(image, cmap="gray", vmin=lo, vmax=hi, extent=extent)
+                ax[4].imshow(err, cmap=_ERRORS, vmin=0, vmax=2, extent=extent,
+                             interpolation="nearest")
+                ax[4].set_title("red = false +, blue = missed", fontsize=7)
+            for a in ax:
+                a.tick_params(labelsize=6)
+            ax[0].set_ylabel(f"y ({unit})", fontsize=7)
+            r += 1
+    for a in axes[-1]:
+        a.set_xlabel(f"x ({unit})", fontsize=7)
+    shown = "" if level == 0 else f", shown at 1/{2**level} resolution"
+    fig.suptitle(f"{name} ({task}){shown}", fontsize=9)
+    return fig
+
+
+def real_size_histogram(sizes: pd.DataFrame, *, task: str) -> Figure:
+    """Histograms (log bins) of equivalent-circle diameters per model (and the truth).
+
+    Objects cut by the field edge are left out.
+
+    Parameters
+    ----------
+    sizes : DataFrame
+        The stack's sizes table (:func:`grainflow.evaluation.real.measure_stack`).
+    task : {"grains", "phases"}
+    """
+    what = TASKS[task].object
+    unit = "µm" if (sizes["length_unit"] == "um").all() else "px"
+    fig = Figure(figsize=(5.5, 3.4), layout="constrained")
+    ax = fig.subplots()
+    measured = sizes[~sizes["edge"].astype(bool) & (sizes["ecd"] > 0)]
+    if measured.empty:
+        ax.text(0.5, 0.5, f"no {what}s inside the field", ha="center", transform=ax.transAxes)
+        ax.set(xlabel=f"{what} equivalent-circle diameter ({unit})", ylabel="count")
+        return fig
+    values = measured["ecd"].to_numpy(float)
+    bins = np.geomspace(values.min(), values.max() * 1.001, 30)
+    order = [m for m in measured["model"].unique() if m != "truth"]
+    order += ["truth"] if (measured["model"] == "truth").any() else []
+    for i, model in enumerate(order):
+        d = measured.loc[measured["model"] == model, "ecd"].to_numpy(float)
+        colour = "k" if model == "truth" else f"C{i}"
+        ax.hist(d, bins=bins, histtype="step", lw=2, color=colour,
+                label=f"{model} ({len(d)}, median {np.median(d):.3g} {unit})")
+        ax.axvline(np.median(d), color=colour, ls=":", lw=1)
+    ax.set_xscale("log")
+    ax.set(xlabel=f"{what} equivalent-circle diameter ({unit})", ylabel=f"{what}s per bin")
+    ax.legend(fontsize=7)
+    return fig

@@ -1,0 +1,426 @@
+"""A fold ensemble streamed over a real stack block by block, written as OME-Zarr."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from grainflow import __version__
+from grainflow.inference.ensemble import Ensemble, load_ensemble
+from grainflow.inference.labels import label_plane
+from grainflow.inference.tiling import (
+    WEIGHT_FLOOR,
+    PlaneView,
+    check_integers,
+    iter_blocks,
+    predict_plane,
+    shard_blocks,
+)
+from grainflow.io.ome_zarr import downsample, ngff_writer
+from grainflow.io.staging import staged_dir
+from grainflow.normalize import apply_limits, plane_limits
+from grainflow.runtime import torch_threads
+from grainflow.tasks import CLASS_NAMES, LABEL_NAMES, TASKS
+
+__all__ = ["infer_stack", "open_inference"]
+
+
+logger = logging.getLogger(__name__)
+
+
+
+def _plane_of_channel(array, channel: int, z: int) -> PlaneView:
+    """``array[channel, z]`` of a (C, Z, Y, X) array, read and written lazily."""
+    return PlaneView(PlaneView(array, channel, axis=0), z, axis=0)
+
+
+def _stack_metadata(group) -> tuple[dict, list[dict], list[dict], dict]:
+    """The stack's grainflow attributes, multiscale datasets, axes and level-0 scale."""
+    attrs = dict(group.attrs)
+    ome = attrs.get("ome", attrs)
+    if "multiscales" not in ome or "grainflow" not in attrs:
+        raise ValueError("not a stack imported by grainflow (no ome multiscales or grainflow "
+                         "attributes); run the import_stack rule")
+    ms = ome["multiscales"][0]
+    return attrs["grainflow"], ms["datasets"], ms["axes"], ms
+
+
+def _level0_scale(datasets: list[dict]) -> list[float]:
+    scale = [1.0, 1.0, 1.0]
+    for t in datasets[0].get("coordinateTransformations") or []:
+        if t.get("type") == "scale":
+            scale = [float(s) for s in t["scale"]]
+    return scale
+
+
+@dataclass
+class _Stack:
+    """An imported stack opened for inference, with the output blocks' side."""
+
+    path: Path
+    name: str
+    task: str
+    info: dict  # the stack's grainflow attributes
+    datasets: list[dict]  # its multiscale datasets
+    axes: list[dict]
+    levels: list  # s0, s1, ... (Z, Y, X)
+    block: int  # output block side: block_px rounded down to whole chunks
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(n) for n in self.levels[0].shape)
+
+    def blocks(self, *, tile: int, overlap: int) -> list:
+        """The output blocks of a plane (:func:`~grainflow.inference.tiling.iter_blocks` order)."""
+        return list(iter_blocks(self.shape[1:], block=self.block, tile=tile, overlap=overlap))
+
+
+def open_source(stack: str | os.PathLike, *, task: str | None, block_px: int) -> _Stack:
+    import zarr
+
+    stack = Path(stack)
+    if not (stack / "zarr.json").is_file():
+        raise FileNotFoundError(f"stack store {stack} does not exist; run the import_stack rule")
+    source = zarr.open_group(str(stack), mode="r")
+    info, datasets, axes, _ = _stack_metadata(source)
+    name = info.get("stack") or stack.name.removesuffix(".ome.zarr")
+    task = task or info.get("task")
+    if task not in LABEL_NAMES:
+        raise ValueError(f"stack {name!r}: task must be one of {sorted(LABEL_NAMES)}, got "
+                         f"{task=}; give task= or set it in the stacks sheet")
+    levels = [source[d["path"]] for d in datasets]
+    s0 = levels[0]
+    if len(s0.shape) != 3:
+        raise ValueError(f"stack {name!r}: images must be (planes, rows, cols), got {s0.shape}")
+    # chunks are (1, min(c, rows), min(c, cols)): the larger side is c, or the plane fits one
+    chunk = max(int(s0.chunks[1]), int(s0.chunks[2]))
+    block = max(chunk, block_px // chunk * chunk)
+    if block != block_px:
+        logger.info("block_px %d rounded to %d, a multiple of the stack's %d px chunks",
+                    block_px, block, chunk)
+    return _Stack(path=stack, name=name, task=task, info=info, datasets=datasets, axes=axes,
+                  levels=levels, block=block)
+
+
+def load_checked_ensemble(source: _Stack, checkpoints, *, tile_px: int, device: str,
+                           flips: bool) -> Ensemble:
+    ensemble = load_ensemble(checkpoints, task=source.task, device=device, flips=flips)
+    if ensemble.n_classes != len(CLASS_NAMES[source.task]):
+        raise ValueError(f"the checkpoints predict {ensemble.n_classes} classes; task "
+                         f"{source.task!r} needs {len(CLASS_NAMES[source.task])}")
+    multiple = max(getattr(m, "size_multiple", 1) for m in ensemble.models)
+    if tile_px % multiple:
+        raise ValueError(f"tile_px must be a multiple of {multiple} for these models (a U-Net "
+                         f"of depth d needs 2**d), got {tile_px=}")
+    return ensemble
+
+
+def prediction_record(ensemble: Ensemble, *, block: int, tile_px: int, overlap_px: int,
+                       margin_px: int, batch_size: int, sigma_scale: float, flips: bool) -> dict:
+    """Provenance of the probabilities: models, tiling, blending, normalisation, device."""
+    import torch
+
+    return {
+        "checkpoints": ensemble.checkpoints,
+        "ensemble": f"mean of the softmax probabilities of {len(ensemble.models)} fold model(s)",
+        "test_time_flips": bool(flips),
+        "tile_px": int(tile_px),
+        "overlap_px": int(overlap_px),
+        "margin_px": int(margin_px),
+        "block_px": int(block),
+        "batch_size": int(batch_size),
+        "blend": {"window": "gaussian", "sigma_scale": float(sigma_scale),
+                  "weight_floor": WEIGHT_FLOOR, "accumulator": "float32"},
+        "normalization": {"method": "per-plane percentiles mapped to 0 and 1",
+                          "percentiles": list(ensemble.norm_percentiles)},
+        "device": str(ensemble.device),
+        "torch": torch.__version__,
+    }
+
+
+def predict_blocks(source: _Stack, ensemble: Ensemble, probs, owned: Mapping[int, Sequence[int]], *,
+             tile_px: int, overlap_px: int, margin_px: int, batch_size: int, sigma_scale: float,
+             threads: int, progress: bool) -> dict[int, dict]:
+    """Probabilities of the blocks ``owned`` ({plane: block indices}) into ``probs`` (C, Z, Y, X).
+
+    Returns per plane its intensity limits, the tiling summary of
+    :func:`~grainflow.inference.tiling.predict_plane` and ``predict_s``.
+    """
+    s0 = source.levels[0]
+    records = {}
+    with torch_threads(threads):
+        for z, indices in owned.items():
+            t0 = time.perf_counter()
+            reader = PlaneView(s0, z)
+            low, high = plane_limits(reader, percentiles=ensemble.norm_percentiles,
+                                     block=source.block)
+            tiles = predict_plane(
+                reader, ensemble, out=PlaneView(probs, z, axis=1), tile=tile_px,
+                overlap=overlap_px, block=source.block, margin=margin_px, batch_size=batch_size,
+                sigma_scale=sigma_scale,
+                transform=lambda region, lo=low, hi=high: apply_limits(region, lo, hi),
+                progress=progress, block_indices=indices,
+            )
+            seconds = time.perf_counter() - t0
+            records[z] = {"norm_low": low, "norm_high": high, **tiles,
+                          "predict_s": round(seconds, 3)}
+            logger.info("plane %d/%d: %d block(s), %d tiles in %.1f s", z + 1, source.shape[0],
+                        tiles["blocks"], tiles["tiles"], seconds)
+    return records
+
+
+def create_output(root, source: _Stack, n_classes: int) -> tuple[list, dict[str, list]]:
+    """The probability levels (C, Z, Y, X) and label levels (Z, Y, X) of an inference store."""
+    probs = [
+        root.create_array(f"s{k}", shape=(n_classes, *lv.shape), dtype=np.float32,
+                          chunks=(n_classes, *lv.chunks), fill_value=0.0,
+                          dimension_names=["c", "z", "y", "x"])
+        for k, lv in enumerate(source.levels)
+    ]
+    label_root = root.create_group("labels")
+    label_levels = {}
+    for label_name, dtype in zip(LABEL_NAMES[source.task], (np.uint8, np.uint32)):
+        group = label_root.create_group(label_name)
+        label_levels[label_name] = [
+            group.create_array(f"s{k}", shape=lv.shape, dtype=dtype, chunks=lv.chunks,
+                               fill_value=0, dimension_names=["z", "y", "x"])
+            for k, lv in enumerate(source.levels)
+        ]
+    return probs, label_levels
+
+
+def finish_store(root, source: _Stack, probs: list, label_levels: dict[str, list], *,
+            predicted: Mapping[int, dict], prediction: dict, model: str | None,
+            threshold: float, min_grain_px: int, whole_plane_max_px: int,
+            labels_halo_px: int) -> dict:
+    """Label every plane from ``probs[0]``, fill the pyramids, write metadata and provenance.
+
+    ``predicted`` holds each plane's prediction record (:func:`predict_blocks`),
+    ``prediction`` the provenance of the probabilities (:func:`prediction_record`).
+    Returns the ``grainflow`` attributes written, without the timings.
+    """
+    fmt, write_multiscales_metadata, write_label_metadata = ngff_writer()
+
+    task, (n_planes, rows, cols) = source.task, source.shape
+    s0 = source.levels[0]
+    scratch = None
+    if rows * cols > whole_plane_max_px:
+        scratch = root.create_array("scratch", shape=(rows, cols), dtype=np.uint64,
+                                    chunks=s0.chunks[1:], fill_value=0)
+    planes = []
+    plane_meta = source.info.get("planes") or [{} for _ in range(n_planes)]
+    for z in range(n_planes):
+        t0 = time.perf_counter()
+        labelled = label_plane(
+            task, _plane_of_channel(probs[0], 1, z),
+            {n: PlaneView(lv[0], z) for n, lv in label_levels.items()},
+            block=source.block, halo=labels_halo_px, threshold=threshold,
+            min_grain_px=min_grain_px, whole_plane_max_px=whole_plane_max_px, scratch=scratch,
+        )
+        seconds = time.perf_counter() - t0
+        meta = plane_meta[z] if z < len(plane_meta) else {}
+        planes.append({"index": z, "file": meta.get("file"), "group": meta.get("group"),
+                       **predicted[z], "labelling": labelled["mode"],
+                       "n_objects": labelled["n_objects"], "label_s": round(seconds, 3)})
+        logger.info("plane %d/%d: %s labelling, %d %s in %.1f s", z + 1, n_planes,
+                    labelled["mode"], labelled["n_objects"],
+                    TASKS[task].objects, seconds)
+    if scratch is not None:
+        del root["scratch"]
+    chunk = max(int(s0.chunks[1]), int(s0.chunks[2]))
+    half = max(chunk, source.block // 2 // chunk * chunk)
+    for k in range(1, len(probs)):
+        for c in range(probs[0].shape[0]):
+            downsample(PlaneView(probs[k - 1], c), PlaneView(probs[k], c), step=half, mean=True)
+        for lv in label_levels.values():
+            downsample(lv[k - 1], lv[k], step=half, mean=False)
+
+    scale0 = _level0_scale(source.datasets)
+    axes = [{"name": "c", "type": "channel"},
+            *[{"name": a["name"], "type": a.get("type", "space"),
+               **({"unit": a["unit"]} if a.get("unit") else {})} for a in source.axes]]
+    write_multiscales_metadata(
+        root,
+        datasets=[{"path": f"s{k}", "coordinateTransformations": [
+            {**t, t["type"]: [0.0 if t["type"] == "translation" else 1.0, *t[t["type"]]]}
+            for t in d["coordinateTransformations"]]} for k, d in enumerate(source.datasets)],
+        fmt=fmt, axes=axes, name=f"{source.name} ({model or 'ensemble'})",
+    )
+    root.attrs["ome"] = {**root.attrs["ome"], "omero": {
+        "channels": [{"label": f"P({c})", "color": colour, "active": True,
+                      "window": {"min": 0.0, "max": 1.0, "start": 0.0, "end": 1.0}}
+                     for c, colour in zip(CLASS_NAMES[task], ("808080", "FF00FF"))]}}
+    label_root = root["labels"]
+    for label_name, lv in label_levels.items():
+        write_multiscales_metadata(
+            label_root[label_name],
+            datasets=[{"path": f"s{k}", "coordinateTransformations": [
+                {"type": "scale", "scale": [scale0[0], scale0[1] * 2**k, scale0[2] * 2**k]}]}
+                for k in range(len(lv))],
+            fmt=fmt, axes=list(source.axes), name=label_name,
+        )
+        write_label_metadata(label_root, label_name, fmt=fmt, source={"image": "../../"})
+    label_root.attrs["ome"] = {**label_root.attrs["ome"], "version": fmt.version}
+    units = {a["name"]: a.get("unit") for a in source.axes if isinstance(a, dict)}
+    return {
+        "version": __version__,
+        "stack": source.name,
+        "task": task,
+        "model": model,
+        "source": str(source.path),
+        "classes": list(CLASS_NAMES[task]),
+        "labels": {
+            LABEL_NAMES[task][0]: f"P({CLASS_NAMES[task][1]}) > {threshold}",
+            LABEL_NAMES[task][1]: ("watershed of P(boundary) from the connected interiors "
+                                   f"(P <= {threshold}) of at least {min_grain_px} px"
+                                   if task == "grains" else
+                                   "4-connected components of the phase mask"),
+            "whole_plane_max_px": int(whole_plane_max_px),
+            "halo_px": int(labels_halo_px),
+        },
+        **prediction,
+        "pixel_size_um": source.info.get("pixel_size_um"),
+        "unit": units.get("x"),
+        "planes": planes,
+    }
+
+
+def infer_stack(
+    stack: str | os.PathLike,
+    checkpoints: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    model: str | None = None,
+    task: str | None = None,
+    tile_px: int = 256,
+    overlap_px: int = 64,
+    margin_px: int = 16,
+    block_px: int = 2048,
+    batch_size: int = 8,
+    sigma_scale: float = 0.125,
+    flips: bool = False,
+    device: str = "auto",
+    threads: int = 1,
+    threshold: float = 0.5,
+    min_grain_px: int = 4,
+    whole_plane_max_px: int = 2048 * 2048,
+    labels_halo_px: int = 64,
+    progress: bool = True,
+) -> dict:
+    """Predict a stack with a fold ensemble and write probabilities and labels as OME-Zarr.
+
+    Parameters
+    ----------
+    stack : path-like
+        An OME-Zarr store written by :func:`grainflow.stacks.importer.import_stack`
+        (images of shape (Z, Y, X)); only read.
+    checkpoints : sequence of path-like
+        The folds' ``best.pt`` files of one architecture.
+    out : path-like
+        The store to write, e.g. ``results/inference/{stack}/{arch}.ome.zarr``;
+        replaced atomically.
+    model : str, optional
+        Name of the architecture, stored in the attributes.
+    task : str, optional
+        The stack's task; by default the one stored in the stack.
+    tile_px, overlap_px, margin_px : int
+        Tile side, smallest overlap of adjacent tiles and unused tile margin,
+        pixels (:func:`grainflow.inference.tiling.predict_plane`).
+    block_px : int
+        Output block side, pixels; rounded down to whole chunks of the stack
+        (at least one chunk).
+    batch_size : int
+        Tiles per network call.
+    sigma_scale : float
+        Gaussian blending width as a fraction of the tile side.
+    flips : bool
+        Average the 4 flips of each tile too (test-time augmentation; 4x slower).
+    device : {"auto", "cpu", "cuda"}
+    threads : int
+        CPU threads for torch.
+    threshold, min_grain_px
+        As in :func:`grainflow.inference.labels.labels_from_probability`.
+    whole_plane_max_px : int
+        Planes with at most this many pixels are labelled whole, larger ones
+        block by block (:func:`label_plane`).
+    labels_halo_px : int
+        Halo of the block-wise grain watershed, pixels.
+    progress : bool
+        Progress bar (tiles) on stderr.
+
+    Returns
+    -------
+    summary : dict
+        The ``grainflow`` attributes written (provenance, per-plane records)
+        plus ``seconds`` and ``megapixels_per_s``.
+
+    See Also
+    --------
+    infer_shard, merge_shards : the same store from several jobs.
+    """
+    import zarr
+
+    check_integers(tile_px=(tile_px, 8), block_px=(block_px, 1), batch_size=(batch_size, 1),
+                    threads=(threads, 1), labels_halo_px=(labels_halo_px, 0),
+                    overlap_px=(overlap_px, 0), margin_px=(margin_px, 0),
+                    whole_plane_max_px=(whole_plane_max_px, 0))
+    source = open_source(stack, task=task, block_px=block_px)
+    ensemble = load_checked_ensemble(source, checkpoints, tile_px=tile_px, device=device,
+                                      flips=flips)
+    n_planes, rows, cols = source.shape
+    logger.info("stack %r (%s): %d plane(s) of %d x %d px, %d fold model(s) on %s, tile %d, "
+                "overlap %d, margin %d, block %d, flips %s", source.name, source.task, n_planes,
+                rows, cols, len(ensemble.models), ensemble.device, tile_px, overlap_px,
+                margin_px, source.block, flips)
+    tiling = dict(tile_px=tile_px, overlap_px=overlap_px, margin_px=margin_px,
+                  batch_size=batch_size, sigma_scale=sigma_scale)
+    n_blocks = len(source.blocks(tile=tile_px, overlap=overlap_px))
+    every_block = shard_blocks(n_planes, n_blocks, shards=1)[0]
+    out = Path(out)
+    start = time.perf_counter()
+    with staged_dir(out) as tmp:
+        root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+        probs, label_levels = create_output(root, source, ensemble.n_classes)
+        predicted = predict_blocks(source, ensemble, probs[0], every_block, threads=threads,
+                             progress=progress, **tiling)
+        summary = finish_store(
+            root, source, probs, label_levels, predicted=predicted, model=model,
+            prediction=prediction_record(ensemble, block=source.block, flips=flips, **tiling),
+            threshold=threshold, min_grain_px=min_grain_px,
+            whole_plane_max_px=whole_plane_max_px, labels_halo_px=labels_halo_px,
+        )
+        seconds = time.perf_counter() - start
+        summary["seconds"] = round(seconds, 3)
+        summary["megapixels_per_s"] = round(n_planes * rows * cols / 1e6 / seconds, 3)
+        root.attrs["grainflow"] = summary
+    logger.info("stack %r: %.1f Mpx in %.1f s (%.2f Mpx/s) -> %s", source.name,
+                n_planes * rows * cols / 1e6, seconds, summary["megapixels_per_s"], out)
+    return summary
+
+
+def open_inference(path: str | os.PathLike) -> tuple[dict, object, dict[str, object]]:
+    """Open an inference store read-only.
+
+    Returns
+    -------
+    attrs : dict
+        The ``grainflow`` attributes.
+    probability : zarr.Array of shape (C, Z, Y, X)
+        Level s0.
+    labels : dict of str -> zarr.Array of shape (Z, Y, X)
+        Level s0 of each label image.
+    """
+    import zarr
+
+    root = zarr.open_group(str(path), mode="r")
+    attrs = dict(root.attrs)
+    if "grainflow" not in attrs:
+        raise ValueError(f"{path} is not an inference store written by grainflow; rerun infer")
+    labels = {name: root["labels"][name]["s0"] for name in LABEL_NAMES[attrs["grainflow"]["task"]]}
+    return attrs["grainflow"], root["s0"], labels

@@ -1,0 +1,1 @@
+"""The report: its summary table and its provenance page."""

@@ -1,0 +1,317 @@
+"""A real image stack (files, TIFF, Zarr) imported into one OME-Zarr store."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from grainflow import __version__
+from grainflow.io.ome_zarr import (
+    block_slices,
+    create_levels,
+    downsample,
+    ngff_writer,
+    pyramid_shapes,
+)
+from grainflow.io.staging import staged_dir
+from grainflow.stacks.reader import StackError, open_stack
+
+__all__ = ["LABEL_NAME", "plane_groups", "import_stack"]
+
+logger = logging.getLogger(__name__)
+
+
+#: name of the ground-truth label image under labels/
+LABEL_NAME = "ground_truth"
+
+
+def plane_groups(files: Sequence[str], pattern: str | None, *, name: str) -> list[str] | None:
+    """The group of each plane: the first group of ``pattern`` searched in its file name.
+
+    Returns None without a pattern. Raises :class:`StackError` when the pattern
+    is not a regular expression with a group or a file name does not match it.
+    """
+    if pattern is None or (isinstance(pattern, float) and math.isnan(pattern)) or pattern == "":
+        return None
+    try:
+        regex = re.compile(pattern)
+    except re.error as exc:
+        raise StackError(f"stack {name!r}: group {pattern!r} is not a regular expression: {exc}")
+    if regex.groups < 1:
+        raise StackError(f"stack {name!r}: group {pattern!r} needs a (capturing group), e.g. "
+                         r"'^(spot\d+)_'")
+    groups = []
+    for f in files:
+        m = regex.search(f)
+        if m is None or m.group(1) is None:
+            raise StackError(f"stack {name!r}: file name {f!r} does not match group {pattern!r}; "
+                             "fix the pattern or the file name")
+        groups.append(m.group(1))
+    return groups
+
+
+def _pair_ground_truth(images: list[str], labels: list[str], *, name: str) -> list[int]:
+    """For each image plane, the index of its ground-truth plane.
+
+    Label files named like their images (``spot1_0d_0.png`` and
+    ``spot1_0d_0_mask.png``: the same stem, or the stem plus one common
+    suffix) are paired by name; planes of one file, or files named otherwise,
+    are paired in order (with a warning in the second case).
+    """
+    if len(images) != len(labels):
+        raise StackError(f"stack {name!r}: {len(images)} image planes but {len(labels)} ground "
+                         "truth planes; give one label image per image")
+    in_order = list(range(len(images)))
+    if len(set(images)) < len(images) or len(set(labels)) < len(labels):
+        return in_order  # pages of multi-page files
+    stems = [Path(f).stem for f in images]
+    lstems = [Path(f).stem for f in labels]
+    suffixes = sorted({lab[len(stems[0]):] for lab in lstems if lab.startswith(stems[0])}, key=len)
+    for suffix in suffixes:
+        keys = [lab[: len(lab) - len(suffix)] if lab.endswith(suffix) else None for lab in lstems]
+        index = {key: j for j, key in enumerate(keys)}
+        if sorted(map(str, keys)) == sorted(stems):
+            return [index[stem] for stem in stems]
+    logger.warning("stack %r: ground truth file names (%s, ...) are not image names (%s, ...) "
+                   "plus a suffix; paired in sorted order", name, labels[0], images[0])
+    return in_order
+
+
+def _scale_transforms(levels: int, pixel: float, *, centred: bool) -> list[list[dict]]:
+    out = []
+    for k in range(levels):
+        f = 2.0**k
+        transforms = [{"type": "scale", "scale": [1.0, pixel * f, pixel * f]}]
+        if centred and k > 0:  # a 2x2 mean's pixel centre lies half a pixel of the finer level in
+            shift = pixel * (f - 1.0) / 2.0
+            transforms.append({"type": "translation", "translation": [0.0, shift, shift]})
+        out.append(transforms)
+    return out
+
+
+def _axes(pixel_known: bool) -> list[dict]:
+    axes = [{"name": "z", "type": "space"}]
+    for name in ("y", "x"):
+        unit = {"unit": "micrometer"} if pixel_known else {}
+        axes.append({"name": name, "type": "space", **unit})
+    return axes
+
+
+def _check_paths(inputs: list[Path], out: Path, *, name: str) -> None:
+    o = out.resolve()
+    for p in inputs:
+        p = p.resolve()
+        if o == p or p in o.parents or o in p.parents:
+            raise StackError(f"stack {name!r}: the output {out} would overwrite or lie inside the "
+                             f"input {p}; inputs are never modified")
+
+
+def import_stack(
+    path: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    stack: str,
+    task: str | None = None,
+    pixel_size_um: float | None = None,
+    ground_truth: str | os.PathLike | None = None,
+    group: str | None = None,
+    chunk: int = 512,
+    pyramid_min_px: int = 512,
+    block: int = 2048,
+    description: str | None = None,
+) -> dict:
+    """Import a stack as an OME-Zarr image, streaming it block by block.
+
+    Parameters
+    ----------
+    path : path-like
+        The source (see :func:`open_stack`); opened read-only.
+    out : path-like
+        The store to write, e.g. ``results/stacks/{stack}.ome.zarr``;
+        replaced atomically (a temporary folder beside it is renamed onto it).
+    stack : str
+        The stack's name.
+    task : str, optional
+        What the stack shows ("grains", "phases", ...), stored in the attributes.
+    pixel_size_um : float, optional
+        Pixel size in micrometres. None (or NaN) when unknown: then the
+        source's OME-Zarr scale is used if it has one, else the scale is 1
+        pixel without unit.
+    ground_truth : path-like, optional
+        Integer (or boolean) labels, in any form ``path`` accepts, one plane
+        per image plane and of the same size; stored under ``labels/``.
+    group : str, optional
+        Regular expression whose first group, searched in each plane's file
+        name, gives the plane's group (for honest splits).
+    chunk : int
+        Chunk side in pixels; chunks are (1, chunk, chunk).
+    pyramid_min_px : int
+        Levels are added, each half the size of the previous one, until the
+        largest side is below this.
+    block : int
+        Side of the blocks streamed, in pixels (rounded down to whole chunks).
+    description : str, optional
+        Free text, stored in the attributes.
+
+    Returns
+    -------
+    summary : dict
+        shape, dtype, levels, pixel_size_um, colour, planes with ground truth.
+
+    Raises
+    ------
+    StackError
+        For any problem with the input; ``out`` is then left as it was.
+    """
+    import zarr
+    fmt, write_multiscales_metadata, write_label_metadata = ngff_writer()
+
+    if chunk < 1 or block < 1:
+        raise ValueError(f"chunk and block must be positive, got {chunk=}, {block=}")
+    if pixel_size_um is not None and not math.isnan(pixel_size_um) and not pixel_size_um > 0:
+        raise StackError(f"stack {stack!r}: pixel size must be positive, got {pixel_size_um=}")
+    if isinstance(ground_truth, float) and math.isnan(ground_truth) or ground_truth == "":
+        ground_truth = None
+    out = Path(out)
+    _check_paths([Path(p) for p in (path, ground_truth) if p is not None], out, name=stack)
+    step = max(chunk, block // chunk * chunk)
+
+    image = open_stack(path, name=stack, role="path")
+    labels = None
+    try:
+        if ground_truth is not None:
+            labels = open_stack(ground_truth, name=stack, role="ground_truth")
+            if labels.colour:
+                raise StackError(f"stack {stack!r}: ground truth {ground_truth} is in colour; "
+                                 "labels must be one integer value per pixel")
+            if labels.dtype.kind not in "biu":
+                raise StackError(f"stack {stack!r}: ground truth {ground_truth} holds "
+                                 f"{labels.dtype} values; labels must be integers or booleans")
+            if labels.shape != image.shape:
+                raise StackError(f"stack {stack!r}: ground truth {ground_truth} has shape "
+                                 f"{labels.shape} (planes, rows, cols) but the images have "
+                                 f"{image.shape}")
+            labels.reorder(_pair_ground_truth(image.files, labels.files, name=stack))
+        groups = plane_groups(image.files, group, name=stack)
+        if image.dtype.kind not in "biuf":
+            raise StackError(f"stack {stack!r}: {path} holds {image.dtype} values; grainflow "
+                             "reads integer or floating-point intensities")
+        if pixel_size_um is None or math.isnan(pixel_size_um):
+            pixel_size_um, pixel_source = image.pixel_size_um, "source metadata"
+            if pixel_size_um is None:
+                pixel_source = "unknown"
+        else:
+            pixel_source = "stacks sheet"
+            if image.pixel_size_um is not None and not math.isclose(
+                image.pixel_size_um, pixel_size_um, rel_tol=1e-3
+            ):
+                logger.warning("stack %r: the stacks sheet's pixel size %g um differs from the "
+                               "source's %g um; using the sheet's", stack, pixel_size_um,
+                               image.pixel_size_um)
+        n_planes, rows, cols = image.shape
+        shapes = pyramid_shapes((rows, cols), min_px=pyramid_min_px)
+        with staged_dir(out) as tmp:
+            root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+            levels = create_levels(root, shapes, n_planes, image.dtype, chunk)
+            planes = []
+            for z in range(n_planes):
+                lo, hi = math.inf, -math.inf
+                where = f"plane {z} ({image.files[z]}" + (
+                    f", page {image.pages[z]})" if image.kind in ("tiff", "zarr", "ome-zarr")
+                    else ")")
+                for rs, cs in block_slices(rows, cols, step):
+                    region = image.read(z, rs, cs)
+                    if region.dtype.kind == "f":
+                        bad = ~np.isfinite(region)
+                        if bad.any():
+                            r, c = np.argwhere(bad)[0]
+                            what = "NaN" if np.isnan(region[r, c]) else "infinite"
+                            raise StackError(
+                                f"stack {stack!r}: {where} has {what} values (first at row "
+                                f"{rs.start + r}, col {cs.start + c}); fix or mask the image"
+                            )
+                    lo, hi = min(lo, region.min().item()), max(hi, region.max().item())
+                    levels[0][z, rs, cs] = region
+                image.release(z)
+                if lo == hi:
+                    raise StackError(f"stack {stack!r}: {where} is constant (every pixel is "
+                                     f"{lo}); it holds no image")
+                planes.append({"index": z, "file": image.files[z], "page": image.pages[z],
+                               "group": None if groups is None else groups[z],
+                               "min": lo, "max": hi})
+            half = max(chunk, step // 2 // chunk * chunk)  # reads blocks of about step px
+            for k in range(1, len(levels)):
+                downsample(levels[k - 1], levels[k], step=half, mean=True)
+            pixel = 1.0 if pixel_size_um is None else float(pixel_size_um)
+            write_multiscales_metadata(
+                root,
+                datasets=[{"path": f"s{k}", "coordinateTransformations": t} for k, t in
+                          enumerate(_scale_transforms(len(shapes), pixel, centred=True))],
+                fmt=fmt, axes=_axes(pixel_size_um is not None), name=stack,
+            )
+            if labels is not None:
+                label_root = root.create_group("labels")
+                label_group = label_root.create_group(LABEL_NAME)
+                label_dtype = np.dtype(np.uint8) if labels.dtype == np.bool_ else labels.dtype
+                label_levels = create_levels(label_group, shapes, n_planes, label_dtype, chunk)
+                for z in range(n_planes):
+                    lo, hi = math.inf, -math.inf
+                    for rs, cs in block_slices(rows, cols, step):
+                        region = labels.read(z, rs, cs)
+                        lo, hi = min(lo, region.min().item()), max(hi, region.max().item())
+                        label_levels[0][z, rs, cs] = region
+                    labels.release(z)
+                    planes[z].update(ground_truth_file=labels.files[z], label_min=lo, label_max=hi)
+                for k in range(1, len(label_levels)):
+                    downsample(label_levels[k - 1], label_levels[k], step=half, mean=False)
+                write_multiscales_metadata(
+                    label_group,
+                    datasets=[{"path": f"s{k}", "coordinateTransformations": t} for k, t in
+                              enumerate(_scale_transforms(len(shapes), pixel, centred=False))],
+                    fmt=fmt, axes=_axes(pixel_size_um is not None), name=LABEL_NAME,
+                )
+                label_group.attrs["grainflow"] = {
+                    "source": str(ground_truth),
+                    "files": labels.files,
+                    "downsampling": "every second pixel (labels are never interpolated)",
+                }
+                # through its own handle: attributes are rewritten whole from a handle's copy
+                write_label_metadata(label_root, LABEL_NAME, fmt=fmt, source={"image": "../../"})
+                label_root.attrs["ome"] = {**label_root.attrs["ome"], "version": fmt.version}
+            summary = {
+                "version": __version__,
+                "stack": stack,
+                "task": task,
+                "description": description,
+                "source": str(path),
+                "source_kind": image.kind,
+                "ground_truth": None if ground_truth is None else str(ground_truth),
+                "pixel_size_um": pixel_size_um,
+                "pixel_size_from": pixel_source,
+                "source_dtype": str(image.dtype),
+                "colour_converted_to_grey": image.colour,
+                "group_pattern": group if groups is not None else None,
+                "chunk": [1, min(chunk, rows), min(chunk, cols)],
+                "levels": [list(s) for s in shapes],
+                "downsampling": "2 x 2 mean per level (edge pixels repeated at odd sizes)",
+                "z_axis": "plane index (separate images or sections), scale 1 without unit",
+                "planes": planes,
+            }
+            root.attrs["grainflow"] = summary
+    finally:
+        image.close()
+        if labels is not None:
+            labels.close()
+    logger.info(
+        "stack %r: %d plane(s) of %d x %d px, %s, %d level(s), pixel size %s, %s -> %s",
+        stack, n_planes, rows, cols, image.dtype, len(shapes),
+        "unknown" if pixel_size_um is None else f"{pixel_size_um:g} um",
+        "with ground truth" if labels is not None else "no ground truth", out,
+    )
+    return summary

@@ -1,0 +1,507 @@
+"""Image stacks read plane by plane from files, TIFF pages or Zarr arrays."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from grainflow.io.images import IMAGE_SUFFIXES
+
+__all__ = ["StackError", "source_files", "StackReader", "open_stack"]
+
+
+logger = logging.getLogger(__name__)
+
+_TIFF_SUFFIXES = (".tif", ".tiff")
+
+# lengths in these units, converted to micrometres (OME-Zarr axis units)
+_TO_UM = {"angstrom": 1e-4, "nanometer": 1e-3, "micrometer": 1.0, "millimeter": 1e3,
+          "centimeter": 1e4, "meter": 1e6}
+
+
+class StackError(ValueError):
+    """A stack that grainflow cannot read; the message names the stack and the problem."""
+
+
+def _is_zarr(path: Path) -> bool:
+    return path.is_dir() and any((path / m).is_file() for m in ("zarr.json", ".zarray", ".zgroup"))
+
+
+def source_files(path: str | os.PathLike) -> list[Path]:
+    """The files a source is read from, for dependency tracking.
+
+    Parameters
+    ----------
+    path : path-like
+        A file, a folder of images or a Zarr store.
+
+    Returns
+    -------
+    files : list of Path
+        ``[path]`` for a file or a Zarr store (a folder), the images of a
+        folder (names ending in :data:`IMAGE_SUFFIXES`, hidden files skipped)
+        in sorted order, ``[]`` when ``path`` does not exist.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    if path.is_dir() and not _is_zarr(path):
+        return sorted(
+            p for p in path.iterdir()
+            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+        )
+    return [path]
+
+
+class _Source:
+    """Planes of one file or store, in the source's axes (colour last)."""
+
+    name: str  # file name recorded in the attributes
+    n_planes: int
+    shape: tuple[int, int]  # (Y, X)
+    channels: int  # 0 for grey, else the colour samples per pixel (2: grey + alpha, 3, 4)
+    dtype: np.dtype
+    pixel_size_um: float | None = None
+
+    def read(self, k: int, rows: slice, cols: slice) -> np.ndarray:  # (h, w) or (h, w, S)
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+def _layout(axes: str, shape: Sequence[int], colour_axis: str | None, *, what: str) -> str:
+    """Roles of the source's axes: P (plane), Y, X, S (colour), 1 (singleton, index 0)."""
+    roles = []
+    for ax, n in zip(axes, shape):
+        if ax in "YX":
+            roles.append(ax)
+        elif ax == colour_axis:
+            roles.append("S")
+        elif n == 1:
+            roles.append("1")
+        else:
+            roles.append("P")
+    if roles.count("Y") != 1 or roles.count("X") != 1 or roles.count("P") > 1:
+        raise _Problem(
+            f"{what} has axes {axes!r} with shape {tuple(shape)}; grainflow reads a 2-D image "
+            "(rows, cols), optionally with colour, or one stack of such planes "
+            "(wrong number of axes)"
+        )
+    return "".join(roles)
+
+
+class _Problem(Exception):
+    """A problem found in a source, turned into a StackError naming the stack."""
+
+
+class _ArraySource(_Source):
+    """A region-readable array (Zarr, or a TIFF seen as Zarr) with known axis roles."""
+
+    def __init__(self, array, roles: str, *, name: str, opener=None, handle=None):
+        self.array, self.roles, self.name = array, roles, name
+        self._opener, self._handle = opener, handle
+        shape = tuple(int(n) for n in array.shape)
+        self.n_planes = shape[roles.index("P")] if "P" in roles else 1
+        self.shape = (shape[roles.index("Y")], shape[roles.index("X")])
+        self.channels = shape[roles.index("S")] if "S" in roles else 0
+        self.dtype = np.dtype(array.dtype)
+
+    def read(self, k, rows, cols):
+        key = tuple({"P": k, "Y": rows, "X": cols, "S": slice(None), "1": 0}[r] for r in self.roles)
+        if self._opener is not None:  # reopened per read (many files in a folder)
+            handle, array = self._opener()
+            try:
+                data = np.asarray(array[key])
+            finally:
+                handle.close()
+        else:
+            data = np.asarray(self.array[key])
+        kept = [r for r in self.roles if r in "YXS"]
+        return data.transpose([kept.index(a) for a in "YXS" if a in kept])
+
+    def close(self):
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+def _open_tiff(path: Path):
+    """Open a TIFF read-only: (TiffFile, Zarr view of its first series, axes, colour axis)."""
+    import tifffile
+    import zarr
+
+    tif = tifffile.TiffFile(path)
+    try:
+        if len(tif.series) > 1 and tif.is_shaped:  # pages written one by one: one generic series
+            generic = tifffile.TiffFile(path, is_shaped=False)
+            if len(generic.series) == 1:
+                tif.close()
+                tif = generic
+            else:
+                generic.close()
+        if len(tif.series) > 1:
+            logger.info("note: %s holds %d image series; only the first is read", path.name,
+                        len(tif.series))
+        series = tif.series[0]
+        array = zarr.open(series.aszarr(level=0), mode="r")
+        if not hasattr(array, "shape"):  # a group of levels
+            array = array["0"]
+        photometric = int(series.keyframe.photometric)
+        rgb = photometric in (int(tifffile.PHOTOMETRIC.RGB), int(tifffile.PHOTOMETRIC.YCBCR))
+        axes = series.axes
+        colour = "S" if "S" in axes and (rgb or axes.endswith("S")) else None
+        return tif, array, axes, colour
+    except BaseException:
+        tif.close()
+        raise
+
+
+class _TiffSource(_ArraySource):
+    def __init__(self, path: Path, *, keep_open: bool, what: str):
+        tif, array, axes, colour = _open_tiff(path)
+        roles = _layout(axes, array.shape, colour, what=what)
+        if keep_open:
+            super().__init__(array, roles, name=path.name, handle=tif)
+        else:
+            tif.close()
+
+            def opener():
+                tif, array, _, _ = _open_tiff(path)
+                return tif, array
+
+            super().__init__(array, roles, name=path.name, opener=opener)
+
+# Pillow modes: (colour samples, dtype); colour modes are decoded as RGB(A)
+_PIL_MODES = {
+    "1": (0, np.bool_), "L": (0, np.uint8), "I;16": (0, np.uint16), "I;16L": (0, np.uint16),
+    "I;16B": (0, np.uint16), "I": (0, np.int32), "F": (0, np.float32), "LA": (2, np.uint8),
+    "RGB": (3, np.uint8), "RGBA": (4, np.uint8), "P": (3, np.uint8), "PA": (4, np.uint8),
+    "CMYK": (3, np.uint8), "YCbCr": (3, np.uint8), "LAB": (3, np.uint8), "HSV": (3, np.uint8),
+}
+
+
+class _PillowSource(_Source):
+    """A PNG / JPEG image: no region reads, so the plane is decoded whole (last one cached)."""
+
+    def __init__(self, path: Path):
+        from PIL import Image
+
+        self.path, self.name, self.n_planes = path, path.name, 1
+        with Image.open(path) as im:
+            self.shape = (im.height, im.width)
+            self.mode = im.mode
+            n_frames = getattr(im, "n_frames", 1)
+            if self.mode == "P":
+                self._target = "RGBA" if "transparency" in im.info else "RGB"
+            elif self.mode in ("CMYK", "YCbCr", "LAB", "HSV", "PA"):
+                self._target = "RGBA" if self.mode == "PA" else "RGB"
+            else:
+                self._target = None
+        if n_frames > 1:
+            raise _Problem(f"{path.name} holds {n_frames} frames; save the stack as a multi-page "
+                           "TIFF or as one file per plane (wrong number of axes)")
+        if self.mode not in _PIL_MODES:
+            raise _Problem(f"{path.name} has the unsupported pixel mode {self.mode!r}")
+        self.channels = 4 if self._target == "RGBA" else _PIL_MODES[self.mode][0]
+        self.dtype = np.dtype(_PIL_MODES[self.mode][1])
+        self._cache: np.ndarray | None = None
+
+    def read(self, k, rows, cols):
+        if self._cache is None:
+            from PIL import Image
+
+            with Image.open(self.path) as im:
+                if self._target is not None:
+                    im = im.convert(self._target)
+                self._cache = np.asarray(im)
+            if self._cache.dtype != self.dtype:
+                self._cache = self._cache.astype(self.dtype)
+        return self._cache[rows, cols]
+
+    def release(self):
+        self._cache = None
+
+
+def _ome_pixel_size(multiscale: dict, axes: list[str]) -> float | None:
+    """Pixel size (µm) along y and x from OME-Zarr metadata, or None when unknown or unequal."""
+    try:
+        units = {a["name"]: a.get("unit") for a in multiscale["axes"] if isinstance(a, dict)}
+        scale = [1.0] * len(axes)
+        for transforms in (multiscale.get("coordinateTransformations") or [],
+                           multiscale["datasets"][0].get("coordinateTransformations") or []):
+            for t in transforms:
+                if t.get("type") == "scale":
+                    scale = [s * f for s, f in zip(scale, t["scale"])]
+        sizes = {ax: scale[axes.index(ax)] * _TO_UM[units[ax]] for ax in ("y", "x")}
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None
+    if not math.isclose(sizes["y"], sizes["x"], rel_tol=1e-6) or not sizes["x"] > 0:
+        return None
+    return float(sizes["x"])
+
+
+class _ZarrSource(_ArraySource):
+    def __init__(self, path: Path, *, what: str):
+        import zarr
+
+        node = zarr.open(str(path), mode="r")
+        pixel_size = None
+        self.kind = "zarr" if hasattr(node, "shape") else "ome-zarr"
+        if hasattr(node, "shape"):  # a plain array
+            shape = node.shape
+            if len(shape) == 2:
+                axes, colour = "YX", None
+            elif len(shape) == 3 and shape[-1] in (3, 4) and min(shape[:2]) > 4:
+                axes, colour = "YXS", "S"
+                logger.info("note: %s has shape %s; its last axis is read as colour", what, shape)
+            elif len(shape) == 3:
+                axes, colour = "ZYX", None
+            else:
+                raise _Problem(
+                    f"{what} is a Zarr array of shape {tuple(shape)}; grainflow reads 2-D (rows, "
+                    "cols) or 3-D (planes, rows, cols) arrays (wrong number of axes)"
+                )
+            array = node
+        else:
+            attrs = dict(node.attrs)
+            multiscales = attrs.get("ome", attrs).get("multiscales")
+            if not multiscales:
+                raise _Problem(
+                    f"{what} is a Zarr group without OME-Zarr multiscales metadata; point the "
+                    "path at an array inside it or at an OME-Zarr image"
+                )
+            ms = multiscales[0]
+            array = node[ms["datasets"][0]["path"]]
+            names = [a["name"] if isinstance(a, dict) else a for a in ms.get("axes") or []]
+            names = names or ["t", "c", "z", "y", "x"][-len(array.shape):]
+            if len(names) != len(array.shape) or "y" not in names or "x" not in names:
+                raise _Problem(f"{what} has axes {names} for an array of shape {array.shape} "
+                               "(wrong number of axes)")
+            channels = array.shape[names.index("c")] if "c" in names else 1
+            colour = "c" if channels in (3, 4) else None
+            if channels > 1 and colour is None:
+                raise _Problem(f"{what} has {channels} channels; grainflow reads grey or RGB(A) "
+                               "images (wrong number of axes)")
+            axes = "".join({"y": "Y", "x": "X"}.get(n, n) for n in names)
+            pixel_size = _ome_pixel_size(ms, names)
+        super().__init__(array, _layout(axes, array.shape, colour, what=what), name=path.name)
+        self.pixel_size_um = pixel_size
+
+
+def _grey(data: np.ndarray, channels: int) -> np.ndarray:
+    """Colour (h, w, S) to grey (h, w) in the same dtype (BT.709 luma; alpha dropped)."""
+    if channels == 0:
+        return data
+    if channels == 2:  # grey + alpha
+        return data[..., 0]
+    from skimage.color import rgb2gray
+
+    grey = rgb2gray(data[..., :3].astype(np.float64))  # float input: weights applied as they are
+    if np.issubdtype(data.dtype, np.integer):
+        info = np.iinfo(data.dtype)
+        return np.clip(np.rint(grey), info.min, info.max).astype(data.dtype)
+    return grey.astype(data.dtype)
+
+
+@dataclass(frozen=True)
+class _PlaneRef:
+    source: _Source
+    index: int  # plane within the source
+
+
+class StackReader:
+    """Read-only, lazy access to the planes of an image stack, in grey.
+
+    Use :func:`open_stack` to make one; close it (or use it as a context
+    manager) to release open files.
+
+    Attributes
+    ----------
+    name : str
+        The stack's name (used in error messages).
+    path : Path
+        The source.
+    kind : str
+        "tiff", "image" (PNG / JPEG), "folder", "zarr" or "ome-zarr".
+    shape : (int, int, int)
+        (planes, rows, cols).
+    dtype : numpy.dtype
+        Of the planes read (the source's; bool becomes uint8).
+    colour : bool
+        Whether the source is in colour (converted to grey when read).
+    files, pages : list
+        Per plane, the source file name and the plane's index in that file.
+    pixel_size_um : float or None
+        From the source's OME-Zarr metadata, when it has one.
+    """
+
+    def __init__(self, name: str, path: Path, kind: str, planes: list[_PlaneRef]):
+        self.name, self.path, self.kind = name, path, kind
+        self._planes = planes
+        first = planes[0].source
+        rows, cols = first.shape
+        self.shape = (len(planes), rows, cols)
+        self.colour = first.channels > 0
+        self.channels = first.channels
+        self.dtype = np.dtype(np.uint8) if first.dtype == np.bool_ else first.dtype
+        self.files = [p.source.name for p in planes]
+        self.pages = [p.index for p in planes]
+        self.pixel_size_um = first.pixel_size_um
+        for p in planes:
+            s = p.source
+            if (s.shape, s.channels, s.dtype) != (first.shape, first.channels, first.dtype):
+                raise StackError(
+                    f"stack {name!r}: {s.name} has shape {s.shape}, {s.channels or 'no'} colour "
+                    f"channels and dtype {s.dtype}, but {first.name} has {first.shape}, "
+                    f"{first.channels or 'no'} colour channels and {first.dtype}; all images of a "
+                    "stack must agree"
+                )
+        if self.shape[0] == 0 or rows == 0 or cols == 0:
+            raise StackError(f"stack {name!r}: {path} is empty (shape {self.shape})")
+
+    def read(self, z: int, rows: slice = slice(None), cols: slice = slice(None)) -> np.ndarray:
+        """Read a rectangle of plane ``z`` in grey.
+
+        Returns
+        -------
+        region : ndarray of shape (h, w), :attr:`dtype`
+        """
+        ref = self._planes[z]
+        try:
+            data = ref.source.read(ref.index, rows, cols)
+        except Exception as exc:
+            raise StackError(
+                f"stack {self.name!r}: cannot read plane {z} from {ref.source.name} "
+                f"({type(exc).__name__}: {exc}); the file is damaged or not an image"
+            ) from exc
+        data = _grey(data, ref.source.channels)
+        return data.astype(np.uint8) if data.dtype == np.bool_ else data
+
+    def reorder(self, order: Sequence[int]) -> None:
+        """Put plane ``order[z]`` at position ``z`` (a permutation of the planes)."""
+        if sorted(order) != list(range(len(self._planes))):
+            raise ValueError(f"order must be a permutation of the planes, got {order=}")
+        self._planes = [self._planes[j] for j in order]
+        self.files = [self.files[j] for j in order]
+        self.pages = [self.pages[j] for j in order]
+
+    def release(self, z: int) -> None:
+        """Forget any decoded copy of plane ``z`` (PNG / JPEG planes are decoded whole)."""
+        release = getattr(self._planes[z].source, "release", None)
+        if release is not None:
+            release()
+
+    def close(self) -> None:
+        for source in {id(p.source): p.source for p in self._planes}.values():
+            source.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def open_stack(path: str | os.PathLike, *, name: str, role: str = "path") -> StackReader:
+    """Open a stack's source read-only and lazily.
+
+    Parameters
+    ----------
+    path : path-like
+        A TIFF (multi-page allowed), a PNG / JPEG, a folder of such images
+        (sorted by name, one plane per file) or a Zarr / OME-Zarr store.
+    name : str
+        The stack's name, for error messages.
+    role : str
+        The stacks sheet's column that gave ``path`` ("path" or
+        "ground_truth"), for error messages.
+
+    Returns
+    -------
+    StackReader
+
+    Raises
+    ------
+    StackError
+        When the path does not exist, a file cannot be read, the axes are
+        wrong or the stack is empty.
+    """
+    path = Path(path)
+    what = f"{path}"
+    if not path.exists():
+        raise StackError(
+            f"stack {name!r}: {role} {path} does not exist; check the {role!r} column of the "
+            "stacks sheet (relative paths are relative to the workflow's directory)"
+        )
+    sources: list[_Source] = []
+    try:
+        if _is_zarr(path):
+            source = _ZarrSource(path, what=what)
+            kind = source.kind
+            sources = [source]
+        elif path.is_dir():
+            files = source_files(path)
+            if not files:
+                raise _Problem(
+                    f"folder {path} holds no images (files ending in {', '.join(IMAGE_SUFFIXES)})"
+                )
+            kind = "folder"
+            for f in files:
+                sources.append(_file_source(f, keep_open=False, what=str(f)))
+                if sources[-1].n_planes != 1:
+                    raise _Problem(f"{f} holds {sources[-1].n_planes} planes; each file of a "
+                                   "folder must hold one image (wrong number of axes)")
+        else:
+            kind = "tiff" if path.suffix.lower() in _TIFF_SUFFIXES else "image"
+            sources = [_file_source(path, keep_open=True, what=what)]
+    except _Problem as exc:
+        for s in sources:
+            s.close()
+        raise StackError(f"stack {name!r}: {exc}") from None
+    except StackError:
+        for s in sources:
+            s.close()
+        raise
+    except Exception as exc:
+        for s in sources:
+            s.close()
+        raise StackError(
+            f"stack {name!r}: cannot read {role} {path} ({type(exc).__name__}: {exc}); "
+            "is it a TIFF, PNG, JPEG, a folder of them or a Zarr store?"
+        ) from exc
+    planes = [_PlaneRef(s, k) for s in sources for k in range(s.n_planes)]
+    if not planes:
+        for s in sources:
+            s.close()
+        raise StackError(f"stack {name!r}: {role} {path} holds no planes (empty)")
+    try:
+        reader = StackReader(name, path, kind, planes)
+    except BaseException:
+        for s in sources:
+            s.close()
+        raise
+    if reader.colour:
+        logger.info(
+            "note: stack %r (%s) is in colour (%d channels); converted to grey with ITU-R BT.709 "
+            "weights (skimage.color.rgb2gray)%s, keeping dtype %s",
+            name, role, reader.channels, "" if reader.channels != 2 else " (alpha dropped)",
+            reader.dtype,
+        )
+    return reader
+
+
+def _file_source(path: Path, *, keep_open: bool, what: str) -> _Source:
+    suffix = path.suffix.lower()
+    if suffix in _TIFF_SUFFIXES:
+        return _TiffSource(path, keep_open=keep_open, what=what)
+    if suffix in IMAGE_SUFFIXES:
+        return _PillowSource(path)
+    raise _Problem(f"{path} is not a supported image file (names must end in "
+                   f"{', '.join(IMAGE_SUFFIXES)}) or a Zarr store")

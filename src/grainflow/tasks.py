@@ -1,0 +1,96 @@
+"""What differs between the segmentation tasks, in one table.
+
+Code asks this table (``TASKS[task].score``) instead of testing
+``task == "grains"``. The diffraction task classifies whole patterns and has
+its own table of classes in :mod:`grainflow.diffraction.crystal`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Task", "TASKS", "SEGMENTATION", "CLASS_NAMES", "LABEL_NAMES", "task_info", "check_task"]
+
+
+@dataclass(frozen=True)
+class Task:
+    """One segmentation task.
+
+    Attributes
+    ----------
+    name : str
+    classes : (str, str)
+        The network's output channels, background first.
+    label_names : (str, str)
+        The label images a prediction becomes: the foreground mask and the
+        instances (grains or particles).
+    target : str
+        The label image the network is trained on (a specimen file's
+        ``/labels/<target>``).
+    score : str
+        The primary score, a column of the metrics tables; it chooses the best
+        epoch and the best network.
+    score_label : str
+        The primary score as figures and the report name it.
+    objects : str
+        What one instance is called, plural ("grains", "particles").
+    """
+
+    name: str
+    classes: tuple[str, str]
+    label_names: tuple[str, str]
+    target: str
+    score: str
+    score_label: str
+    objects: str
+
+    @property
+    def object(self) -> str:
+        """What one instance is called, singular."""
+        return self.objects.removesuffix("s")
+
+
+_GRAINS = Task(
+    name="grains",
+    classes=("interior", "boundary"),
+    label_names=("boundaries", "grain_ids"),
+    target="boundaries",
+    score="boundary_f1",
+    score_label="boundary F1",
+    objects="grains",
+)
+
+#: every segmentation task; ``kernels`` (bicrystals of the teaching figures) is labelled like grains
+TASKS: dict[str, Task] = {
+    "grains": _GRAINS,
+    "phases": Task(
+        name="phases",
+        classes=("matrix", "particle"),
+        label_names=("phase", "particle_ids"),
+        target="phase",
+        score="iou",
+        score_label="particle-phase IoU",
+        objects="particles",
+    ),
+    "kernels": Task(**{**_GRAINS.__dict__, "name": "kernels"}),
+}
+
+#: the tasks whose networks are trained, evaluated and run on real stacks
+SEGMENTATION = ("grains", "phases")
+
+#: names of the probability channels of each task
+CLASS_NAMES = {name: TASKS[name].classes for name in SEGMENTATION}
+#: label images of each task: (foreground mask, instances)
+LABEL_NAMES = {name: TASKS[name].label_names for name in SEGMENTATION}
+
+
+def check_task(task: str, *, allowed=SEGMENTATION) -> None:
+    """Raise ValueError unless ``task`` is one of ``allowed``."""
+    if task not in allowed:
+        raise ValueError(f"task must be one of {tuple(allowed)}, got {task=}")
+
+
+def task_info(task: str, *, allowed=SEGMENTATION) -> Task:
+    """The :class:`Task` called ``task``; ValueError for another name."""
+    check_task(task, allowed=allowed)
+    return TASKS[task]

@@ -1,0 +1,1 @@
+"""Training U-Nets and classifiers: settings, data, losses, the loop, several processes."""
