@@ -34,6 +34,8 @@ browser:  # headless Chromium for tests/test_report.py (Debian's package; needs 
 	  echo "no chromium: the browser tests of the report will skip"
 
 lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/snakemake --lint
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 

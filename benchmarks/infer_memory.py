@@ -40,8 +40,14 @@ from grainflow import __version__
 
 #: the default configuration's architecture and inference settings (config/config.yaml)
 MODEL_KWARGS = {"depth": 3, "base_channels": 8, "norm": "batch", "residual": False}
-SETTINGS = {"tile_px": 256, "overlap_px": 64, "margin_px": 16, "block_px": 2048,
-            "batch_size": 8, "sigma_scale": 0.125}
+SETTINGS = {
+    "tile_px": 256,
+    "overlap_px": 64,
+    "margin_px": 16,
+    "block_px": 2048,
+    "batch_size": 8,
+    "sigma_scale": 0.125,
+}
 
 
 def micrograph(side: int, seed: int = 0) -> np.ndarray:
@@ -68,21 +74,31 @@ def make_stack(side: int, folder: Path, tile: np.ndarray) -> Path:
     store = folder / f"stack_{side}.ome.zarr"
     if store.exists():
         return store
-    array = zarr.create_array(str(source), shape=(side, side), chunks=(512, 512), dtype=np.uint8,
-                              overwrite=True)
+    array = zarr.create_array(
+        str(source), shape=(side, side), chunks=(512, 512), dtype=np.uint8, overwrite=True
+    )
     t = tile.shape[0]
     for r in range(0, side, t):
         for c in range(0, side, t):
             h, w = min(t, side - r), min(t, side - c)
-            array[r:r + h, c:c + w] = tile[:h, :w]
-    import_stack(source, store, stack=f"synthetic_{side}", task="grains", pixel_size_um=0.5,
-                 chunk=512, pyramid_min_px=512, block=2048)
+            array[r : r + h, c : c + w] = tile[:h, :w]
+    import_stack(
+        source,
+        store,
+        stack=f"synthetic_{side}",
+        task="grains",
+        pixel_size_um=0.5,
+        chunk=512,
+        pyramid_min_px=512,
+        block=2048,
+    )
     shutil.rmtree(source)
     return store
 
 
-def make_checkpoints(folder: Path, folds: int, tile: np.ndarray,
-                     model_kwargs: dict = MODEL_KWARGS) -> list[Path]:
+def make_checkpoints(
+    folder: Path, folds: int, tile: np.ndarray, model_kwargs: dict = MODEL_KWARGS
+) -> list[Path]:
     """Random U-Nets of the default architecture, last bias centred on the micrograph."""
     import torch
 
@@ -98,9 +114,16 @@ def make_checkpoints(folder: Path, folds: int, tile: np.ndarray,
         with torch.inference_mode():
             logits = model(x)[0]
             model.head.bias[1] -= float(torch.median(logits[1] - logits[0]))
-        ckpt = make_checkpoint(model=model, model_name="unet", model_kwargs=model_kwargs,
-                               epoch=1, step=1, config={"norm_percentiles": (1.0, 99.0)},
-                               extra={"task": "grains", "fold": fold}, with_rng=False)
+        ckpt = make_checkpoint(
+            model=model,
+            model_name="unet",
+            model_kwargs=model_kwargs,
+            epoch=1,
+            step=1,
+            config={"norm_percentiles": (1.0, 99.0)},
+            extra={"task": "grains", "fold": fold},
+            with_rng=False,
+        )
         paths.append(save_checkpoint(folder / f"fold{fold}.pt", ckpt))
     return paths
 
@@ -124,23 +147,35 @@ def child(args) -> None:
 
     rss_start = peak_rss_mb()
     t0 = time.perf_counter()
-    summary = infer_stack(args.stack, args.checkpoints, args.out, model="unet",
-                          device=args.device, threads=args.threads, progress=False, **SETTINGS)
+    summary = infer_stack(
+        args.stack,
+        args.checkpoints,
+        args.out,
+        model="unet",
+        device=args.device,
+        threads=args.threads,
+        progress=False,
+        **SETTINGS,
+    )
     seconds = time.perf_counter() - t0
     peak = peak_rss_mb()
     plane = summary["planes"][0]
-    print(json.dumps({
-        "peak_rss_mb": round(peak, 1),
-        "rss_after_imports_mb": round(rss_start, 1),
-        "seconds": round(seconds, 2),
-        "predict_s": plane["predict_s"],
-        "label_s": plane["label_s"],
-        "labelling": plane["labelling"],
-        "grains": plane["n_objects"],
-        "tiles": plane["tiles"],
-        "blocks": plane["blocks"],
-        "device": summary["device"],
-    }))
+    print(
+        json.dumps(
+            {
+                "peak_rss_mb": round(peak, 1),
+                "rss_after_imports_mb": round(rss_start, 1),
+                "seconds": round(seconds, 2),
+                "predict_s": plane["predict_s"],
+                "label_s": plane["label_s"],
+                "labelling": plane["labelling"],
+                "grains": plane["n_objects"],
+                "tiles": plane["tiles"],
+                "blocks": plane["blocks"],
+                "device": summary["device"],
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -149,8 +184,12 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--model-kwargs", type=json.loads, default=MODEL_KWARGS,
-                        help="U-Net arguments (JSON); the default configuration's by default")
+    parser.add_argument(
+        "--model-kwargs",
+        type=json.loads,
+        default=MODEL_KWARGS,
+        help="U-Net arguments (JSON); the default configuration's by default",
+    )
     parser.add_argument("--workdir", default="/tmp/grainflow_infer_memory")
     parser.add_argument("--out", default="benchmarks/results/infer_memory.json")
     parser.add_argument("--keep", action="store_true", help="keep the stacks and outputs")
@@ -174,14 +213,30 @@ def main() -> None:
         stack = make_stack(side, work, tile)
         import_s = time.perf_counter() - t0
         out = work / f"inference_{side}.ome.zarr"
-        cmd = [sys.executable, __file__, "--child", "--stack", str(stack), "--out", str(out),
-               "--device", args.device, "--threads", str(args.threads),
-               "--checkpoints", *map(str, checkpoints)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            "--stack",
+            str(stack),
+            "--out",
+            str(out),
+            "--device",
+            args.device,
+            "--threads",
+            str(args.threads),
+            "--checkpoints",
+            *map(str, checkpoints),
+        ]
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             sys.exit(f"infer failed for {side} px:\n{result.stderr[-3000:]}")
-        row = {"side_px": side, "megapixels": round(side * side / 1e6, 2),
-               **json.loads(result.stdout.strip().splitlines()[-1]), "import_s": round(import_s, 1)}
+        row = {
+            "side_px": side,
+            "megapixels": round(side * side / 1e6, 2),
+            **json.loads(result.stdout.strip().splitlines()[-1]),
+            "import_s": round(import_s, 1),
+        }
         row["megapixels_per_s"] = round(side * side / 1e6 / row["seconds"], 3)
         rows.append(row)
         print(f"{side} px: {row}", file=sys.stderr, flush=True)
@@ -202,9 +257,11 @@ def main() -> None:
     print("| stack (px) | Mpx | device | labelling | peak RSS (MB) | seconds | Mpx/s |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['side_px']} x {r['side_px']} | {r['megapixels']} | {r['device']} | "
-              f"{r['labelling']} | {r['peak_rss_mb']:.0f} | {r['seconds']:.1f} | "
-              f"{r['megapixels_per_s']:.3f} |")
+        print(
+            f"| {r['side_px']} x {r['side_px']} | {r['megapixels']} | {r['device']} | "
+            f"{r['labelling']} | {r['peak_rss_mb']:.0f} | {r['seconds']:.1f} | "
+            f"{r['megapixels_per_s']:.3f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -48,8 +48,14 @@ from infer_memory import make_stack, micrograph, peak_rss_mb  # noqa: E402
 #: the comparison's tiling: MONAI's overlap 0.5 is grainflow's overlap_px = tile / 2, and with
 #: margin 0 and sides that are multiples of tile / 2 both place exactly the same tiles
 TILE, BATCH, SIGMA = 256, 8, 0.125
-SETTINGS = {"tile_px": TILE, "overlap_px": TILE // 2, "margin_px": 0, "block_px": 2048,
-            "batch_size": BATCH, "sigma_scale": SIGMA}
+SETTINGS = {
+    "tile_px": TILE,
+    "overlap_px": TILE // 2,
+    "margin_px": 0,
+    "block_px": 2048,
+    "batch_size": BATCH,
+    "sigma_scale": SIGMA,
+}
 
 
 def run_grainflow(args) -> dict:
@@ -60,12 +66,24 @@ def run_grainflow(args) -> dict:
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    summary = infer_stack(args.stack, [args.checkpoint], args.out, model="unet", device="cpu",
-                          threads=args.threads, progress=False, **SETTINGS)
+    summary = infer_stack(
+        args.stack,
+        [args.checkpoint],
+        args.out,
+        model="unet",
+        device="cpu",
+        threads=args.threads,
+        progress=False,
+        **SETTINGS,
+    )
     plane = summary["planes"][0]
-    return {"seconds": round(time.perf_counter() - t0, 2), "predict_s": plane["predict_s"],
-            "label_s": plane["label_s"], "tiles": plane["tiles"],
-            "peak_rss_mb": round(peak_rss_mb(), 1)}
+    return {
+        "seconds": round(time.perf_counter() - t0, 2),
+        "predict_s": plane["predict_s"],
+        "label_s": plane["label_s"],
+        "tiles": plane["tiles"],
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
 
 
 def run_monai(args) -> dict:
@@ -93,9 +111,18 @@ def run_monai(args) -> dict:
     x = torch.from_numpy(apply_limits(image, plane["norm_low"], plane["norm_high"]))[None, None]
     with torch.inference_mode():
         probs = sliding_window_inference(
-            x, roi_size=(TILE, TILE), sw_batch_size=BATCH, predictor=predictor, overlap=0.5,
-            mode="gaussian", sigma_scale=SIGMA, roi_weight_map=weights, padding_mode="reflect",
-            sw_device="cpu", device="cpu", progress=False,
+            x,
+            roi_size=(TILE, TILE),
+            sw_batch_size=BATCH,
+            predictor=predictor,
+            overlap=0.5,
+            mode="gaussian",
+            sigma_scale=SIGMA,
+            roi_weight_map=weights,
+            padding_mode="reflect",
+            sw_device="cpu",
+            device="cpu",
+            progress=False,
         )[0]
     seconds = time.perf_counter() - t0
     peak = peak_rss_mb()
@@ -103,11 +130,10 @@ def run_monai(args) -> dict:
     side = probs.shape[-1]
     for r in range(0, side, 2048):
         for c in range(0, side, 2048):
-            ours = reference[:, 0, r:r + 2048, c:c + 2048]
-            theirs = probs[:, r:r + 2048, c:c + 2048].numpy()
+            ours = reference[:, 0, r : r + 2048, c : c + 2048]
+            theirs = probs[:, r : r + 2048, c : c + 2048].numpy()
             worst = max(worst, float(np.abs(ours - theirs).max()))
-    return {"seconds": round(seconds, 2), "peak_rss_mb": round(peak, 1),
-            "max_abs_diff": worst}
+    return {"seconds": round(seconds, 2), "peak_rss_mb": round(peak, 1), "max_abs_diff": worst}
 
 
 def child(args) -> None:
@@ -117,8 +143,20 @@ def child(args) -> None:
 
 
 def _spawn(tool: str, stack: Path, out: Path, args) -> dict:
-    cmd = [sys.executable, __file__, "--child", tool, "--stack", str(stack), "--out", str(out),
-           "--checkpoint", args.checkpoint, "--threads", str(args.threads)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        tool,
+        "--stack",
+        str(stack),
+        "--out",
+        str(out),
+        "--checkpoint",
+        args.checkpoint,
+        "--threads",
+        str(args.threads),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     result = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if result.returncode != 0:
@@ -151,16 +189,22 @@ def main() -> None:
     rows = []
     for side in args.sides:
         if side % (TILE // 2):
-            sys.exit(f"--sides must be multiples of {TILE // 2} px (same tiles for both), "
-                     f"got {side}")
+            sys.exit(
+                f"--sides must be multiples of {TILE // 2} px (same tiles for both), got {side}"
+            )
         stack = make_stack(side, work, tile)
         out = work / f"inference_{side}.ome.zarr"
         ours = _spawn("grainflow", stack, out, args)
         theirs = _spawn("monai", stack, out, args)
         mpx = side * side / 1e6
-        row = {"side_px": side, "megapixels": round(mpx, 2), "grainflow": ours, "monai": theirs,
-               "grainflow_mpx_per_s": round(mpx / ours["predict_s"], 3),
-               "monai_mpx_per_s": round(mpx / theirs["seconds"], 3)}
+        row = {
+            "side_px": side,
+            "megapixels": round(mpx, 2),
+            "grainflow": ours,
+            "monai": theirs,
+            "grainflow_mpx_per_s": round(mpx / ours["predict_s"], 3),
+            "monai_mpx_per_s": round(mpx / theirs["seconds"], 3),
+        }
         row["speedup"] = round(row["grainflow_mpx_per_s"] / row["monai_mpx_per_s"], 2)
         rows.append(row)
         print(f"{side} px: {json.dumps(row)}", file=sys.stderr, flush=True)
@@ -168,21 +212,29 @@ def main() -> None:
         shutil.rmtree(stack, ignore_errors=True)
         result = {  # written after every side, so that a long run keeps what it measured
             "benchmark": "infer_vs_monai",
-            "version": __version__, "monai": monai.__version__, "torch": torch.__version__,
-            "checkpoint": args.checkpoint, "settings": SETTINGS, "threads": args.threads,
+            "version": __version__,
+            "monai": monai.__version__,
+            "torch": torch.__version__,
+            "checkpoint": args.checkpoint,
+            "settings": SETTINGS,
+            "threads": args.threads,
             "machine": hardware(),
             "runs": rows,
         }
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print("| plane (px) | grainflow Mpx/s | MONAI Mpx/s | speed-up | grainflow peak RSS (MB) "
-          "| MONAI peak RSS (MB) | max abs difference |")
+    print(
+        "| plane (px) | grainflow Mpx/s | MONAI Mpx/s | speed-up | grainflow peak RSS (MB) "
+        "| MONAI peak RSS (MB) | max abs difference |"
+    )
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['side_px']} × {r['side_px']} | {r['grainflow_mpx_per_s']:.2f} | "
-              f"{r['monai_mpx_per_s']:.2f} | {r['speedup']:.2f}× | "
-              f"{r['grainflow']['peak_rss_mb']:.0f} | {r['monai']['peak_rss_mb']:.0f} | "
-              f"{r['monai']['max_abs_diff']:.1e} |")
+        print(
+            f"| {r['side_px']} × {r['side_px']} | {r['grainflow_mpx_per_s']:.2f} | "
+            f"{r['monai_mpx_per_s']:.2f} | {r['speedup']:.2f}× | "
+            f"{r['grainflow']['peak_rss_mb']:.0f} | {r['monai']['peak_rss_mb']:.0f} | "
+            f"{r['monai']['max_abs_diff']:.1e} |"
+        )
 
 
 if __name__ == "__main__":

@@ -63,11 +63,15 @@ BATCH = 64
 def ring_settings(size: int) -> dict:
     """Ring-only settings of one pattern per crystal at ``size`` px, the physics unchanged."""
     zoom = size / BASE_SIZE
-    return {"modalities": ["ring"], "sessions_per_specimen": 1, "images_per_session": 1,
-            "image_size_px": size,
-            "detector_pixel_mm": DEFAULT_SETTINGS["detector_pixel_mm"] / zoom,
-            "ring_first_order_px": [v * zoom for v in DEFAULT_SETTINGS["ring_first_order_px"]],
-            "first_order_px": [v * zoom for v in DEFAULT_SETTINGS["first_order_px"]]}
+    return {
+        "modalities": ["ring"],
+        "sessions_per_specimen": 1,
+        "images_per_session": 1,
+        "image_size_px": size,
+        "detector_pixel_mm": DEFAULT_SETTINGS["detector_pixel_mm"] / zoom,
+        "ring_first_order_px": [v * zoom for v in DEFAULT_SETTINGS["ring_first_order_px"]],
+        "first_order_px": [v * zoom for v in DEFAULT_SETTINGS["first_order_px"]],
+    }
 
 
 def _pattern(job):
@@ -80,8 +84,14 @@ def synthesize(n: int, size: int, seed: int, split: str, processes: int):
     settings = ring_settings(size)
     jobs = [(f"s{i:05d}", settings, derive_seed(seed, "ring_limit", split, i)) for i in range(n)]
     with Pool(processes) as pool:
-        out = list(tqdm(pool.imap(_pattern, jobs, chunksize=16), total=n,
-                        desc=f"{split} rings ({size} px)", unit="pattern"))
+        out = list(
+            tqdm(
+                pool.imap(_pattern, jobs, chunksize=16),
+                total=n,
+                desc=f"{split} rings ({size} px)",
+                unit="pattern",
+            )
+        )
     return np.stack([o[0] for o in out]), np.array([o[1] for o in out])
 
 
@@ -99,8 +109,9 @@ def radial_profiles(images: np.ndarray) -> np.ndarray:
     in1 = (i0 + 1 >= 0) & (i0 + 1 < PROFILE_BINS)
 
     def binned(v):  # linear (sub-pixel) binning of every pixel onto its two radius bins
-        return (np.bincount(i0[in0], ((1 - f) * v)[in0], PROFILE_BINS)
-                + np.bincount(i0[in1] + 1, (f * v)[in1], PROFILE_BINS))
+        return np.bincount(i0[in0], ((1 - f) * v)[in0], PROFILE_BINS) + np.bincount(
+            i0[in1] + 1, (f * v)[in1], PROFILE_BINS
+        )
 
     weight = np.maximum(binned(np.ones_like(r)), 1e-9)
     out = np.stack([binned(im.ravel().astype(np.float64)) / weight for im in images])
@@ -116,12 +127,16 @@ class ProfileNet(nn.Module):
         super().__init__()
         layers, c_in = [], 1
         for dilation in (1, 1, 2, 4, 8, 16):
-            layers += [nn.Conv1d(c_in, channels, 3, padding=dilation, dilation=dilation),
-                       nn.BatchNorm1d(channels), nn.ReLU()]
+            layers += [
+                nn.Conv1d(c_in, channels, 3, padding=dilation, dilation=dilation),
+                nn.BatchNorm1d(channels),
+                nn.ReLU(),
+            ]
             c_in = channels
         self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.Linear(channels, 64), nn.ReLU(), nn.Dropout(0.3),
-                                  nn.Linear(64, len(SYSTEMS)))
+        self.head = nn.Sequential(
+            nn.Linear(channels, 64), nn.ReLU(), nn.Dropout(0.3), nn.Linear(64, len(SYSTEMS))
+        )
 
     def forward(self, x):
         return self.head(self.features(x).mean(-1))
@@ -137,7 +152,7 @@ def _augment(model: str, x: torch.Tensor) -> torch.Tensor:
 def _predict(net: nn.Module, x: torch.Tensor) -> np.ndarray:
     net.eval()
     with torch.no_grad():
-        return torch.cat([net(x[i:i + 512]) for i in range(0, len(x), 512)]).argmax(1).numpy()
+        return torch.cat([net(x[i : i + 512]) for i in range(0, len(x), 512)]).argmax(1).numpy()
 
 
 def fit(model: str, x_train, y_train, x_test, y_test, epochs: int, seed: int) -> dict:
@@ -151,7 +166,7 @@ def fit(model: str, x_train, y_train, x_test, y_test, epochs: int, seed: int) ->
         net.train()
         order = torch.randperm(len(x_train))
         for b in range(0, len(order), BATCH):
-            idx = order[b:b + BATCH]
+            idx = order[b : b + BATCH]
             loss = nn.functional.cross_entropy(net(_augment(model, x_train[idx])), y_t[idx])
             opt.zero_grad()
             loss.backward()
@@ -159,13 +174,18 @@ def fit(model: str, x_train, y_train, x_test, y_test, epochs: int, seed: int) ->
         sched.step()
     seconds = time.perf_counter() - t0
     pred = _predict(net, torch.from_numpy(x_test))
-    return {"model": model, "train_patterns": len(x_train), "epochs": epochs,
-            "parameters": sum(p.numel() for p in net.parameters()),
-            "train_accuracy": float((_predict(net, x_train) == y_train).mean()),
-            "test_accuracy": float((pred == y_test).mean()),
-            "test_accuracy_by_system": {s: float((pred[y_test == k] == k).mean())
-                                        for k, s in enumerate(SYSTEMS)},
-            "train_seconds": round(seconds, 1)}
+    return {
+        "model": model,
+        "train_patterns": len(x_train),
+        "epochs": epochs,
+        "parameters": sum(p.numel() for p in net.parameters()),
+        "train_accuracy": float((_predict(net, x_train) == y_train).mean()),
+        "test_accuracy": float((pred == y_test).mean()),
+        "test_accuracy_by_system": {
+            s: float((pred[y_test == k] == k).mean()) for k, s in enumerate(SYSTEMS)
+        },
+        "train_seconds": round(seconds, 1),
+    }
 
 
 MODEL_NAMES = {"cnn": "DiffractionCNN (log-polar form)", "profile": "1-D net (profile)"}
@@ -173,22 +193,31 @@ MODEL_NAMES = {"cnn": "DiffractionCNN (log-polar form)", "profile": "1-D net (pr
 
 def markdown_table(results: list[dict]) -> str:
     """The README's table of one or more result files: one row per model and training size."""
-    rows = ["| pattern | model | training rings | epochs | on its training rings | held-out |",
-            "|---|---|---|---|---|---|"]
+    rows = [
+        "| pattern | model | training rings | epochs | on its training rings | held-out |",
+        "|---|---|---|---|---|---|",
+    ]
     for result in results:
         for r in result["runs"]:
-            rows.append(f"| {result['image_size_px']} px | {MODEL_NAMES[r['model']]} | "
-                        f"{r['train_patterns']:,} | {r['epochs']} | "
-                        f"{100 * r['train_accuracy']:.1f} % | "
-                        f"{100 * r['test_accuracy']:.1f} % of {result['test_patterns']} |")
+            rows.append(
+                f"| {result['image_size_px']} px | {MODEL_NAMES[r['model']]} | "
+                f"{r['train_patterns']:,} | {r['epochs']} | "
+                f"{100 * r['train_accuracy']:.1f} % | "
+                f"{100 * r['test_accuracy']:.1f} % of {result['test_patterns']} |"
+            )
     return "\n".join(rows)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, help="JSON file to write")
-    p.add_argument("--table", type=Path, nargs="+", metavar="JSON",
-                   help="only print the markdown table of these result files")
+    p.add_argument(
+        "--table",
+        type=Path,
+        nargs="+",
+        metavar="JSON",
+        help="only print the markdown table of these result files",
+    )
     p.add_argument("--size", type=int, default=64, help="pattern size, px")
     p.add_argument("--train", default="3000", help="training crystals, e.g. 3000,12000")
     p.add_argument("--test", type=int, default=900, help="held-out crystals")
@@ -211,20 +240,38 @@ def main(argv=None) -> int:
     img_train, y_train = synthesize(sizes[-1], args.size, args.seed, "train", args.processes)
     img_test, y_test = synthesize(args.test, args.size, args.seed, "test", args.processes)
     synth_s = time.perf_counter() - t0
-    forms = {"profile": radial_profiles,
-             "cnn": lambda ims: np.stack([log_polar_highpass(im) for im in ims])[:, None]}
+    forms = {
+        "profile": radial_profiles,
+        "cnn": lambda ims: np.stack([log_polar_highpass(im) for im in ims])[:, None],
+    }
     runs = []
-    result = {"benchmark": "ring_limit", "image_size_px": args.size,
-              "settings": ring_settings(args.size), "test_patterns": args.test,
-              "synthesis_seconds": round(synth_s, 1), "runs": runs, "grainflow": __version__,
-              "torch": torch.__version__, "threads": torch.get_num_threads(),
-              "machine": hardware()}
+    result = {
+        "benchmark": "ring_limit",
+        "image_size_px": args.size,
+        "settings": ring_settings(args.size),
+        "test_patterns": args.test,
+        "synthesis_seconds": round(synth_s, 1),
+        "runs": runs,
+        "grainflow": __version__,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": hardware(),
+    }
     for model in models:
         x_train, x_test = forms[model](img_train), forms[model](img_test)
         epochs = args.epochs_cnn if model == "cnn" else args.epochs_profile
         for n in sizes:
-            runs.append(fit(model, x_train[:n], y_train[:n], x_test, y_test, epochs,
-                            derive_seed(args.seed, model, n)))
+            runs.append(
+                fit(
+                    model,
+                    x_train[:n],
+                    y_train[:n],
+                    x_test,
+                    y_test,
+                    epochs,
+                    derive_seed(args.seed, model, n),
+                )
+            )
             print(json.dumps(runs[-1]), flush=True)
             with atomic_path(args.out) as tmp:  # after every run: a long run keeps its part
                 tmp.write_text(json.dumps(result, indent=1))

@@ -69,8 +69,10 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
-    print(f"| synthesis, grains {args.size}x{args.size} px, 1 core | {result['images_per_second']} images/s "
-          f"({result['ms_per_image']} ms/image) |")
+    print(
+        f"| synthesis, grains {args.size}x{args.size} px, 1 core | {result['images_per_second']} images/s "
+        f"({result['ms_per_image']} ms/image) |"
+    )
 
 
 if __name__ == "__main__":

@@ -40,37 +40,92 @@ CASES = {
     # the default config on this CPU: eager float32 against torch.compile (the CPU's optimised
     # path: autocast, channels_last and TF32 are CUDA-only); 6 epochs so that the compiled
     # run's last epoch is past compilation
-    "cpu_default_unet_eager": ("unet", dict(depth=3, base_channels=8), 128, 256,
-                               dict(batch_size=8, device="cpu", threads=1)),
-    "cpu_default_unet_compiled": ("unet", dict(depth=3, base_channels=8), 128, 256,
-                                  dict(batch_size=8, device="cpu", threads=1, compile=True)),
-    "default_diffraction_cnn": ("diffraction_cnn", {}, 64, 8192,
-                                dict(batch_size=64, loss="ce", optimizer="adam",
-                                     warmup_epochs=0, class_weights="none")),
-    "default_resnet18": ("resnet18", {}, 64, 8192,
-                         dict(batch_size=64, loss="ce", optimizer="adam", warmup_epochs=0,
-                              class_weights="none")),
+    "cpu_default_unet_eager": (
+        "unet",
+        dict(depth=3, base_channels=8),
+        128,
+        256,
+        dict(batch_size=8, device="cpu", threads=1),
+    ),
+    "cpu_default_unet_compiled": (
+        "unet",
+        dict(depth=3, base_channels=8),
+        128,
+        256,
+        dict(batch_size=8, device="cpu", threads=1, compile=True),
+    ),
+    "default_diffraction_cnn": (
+        "diffraction_cnn",
+        {},
+        64,
+        8192,
+        dict(batch_size=64, loss="ce", optimizer="adam", warmup_epochs=0, class_weights="none"),
+    ),
+    "default_resnet18": (
+        "resnet18",
+        {},
+        64,
+        8192,
+        dict(batch_size=64, loss="ce", optimizer="adam", warmup_epochs=0, class_weights="none"),
+    ),
     "full_unet": ("unet", dict(depth=4, base_channels=32), 256, 2048, FULL),
-    "full_unet_deterministic": ("unet", dict(depth=4, base_channels=32), 256, 2048,
-                                {**FULL, "deterministic": True}),
-    "full_unet_fp32": ("unet", dict(depth=4, base_channels=32), 256, 2048,
-                       {**FULL, "amp": "off", "channels_last": False}),
-    "full_unet_compile": ("unet", dict(depth=4, base_channels=32), 256, 2048,
-                          {**FULL, "compile": True}),
-    "full_unet_b16": ("unet", dict(depth=4, base_channels=32), 256, 2048,
-                      {**FULL, "batch_size": 16}),
-    "full_unet_u8": ("unet", dict(depth=4, base_channels=32), 256, 2048,
-                     {**FULL, "_targets": "uint8"}),
+    "full_unet_deterministic": (
+        "unet",
+        dict(depth=4, base_channels=32),
+        256,
+        2048,
+        {**FULL, "deterministic": True},
+    ),
+    "full_unet_fp32": (
+        "unet",
+        dict(depth=4, base_channels=32),
+        256,
+        2048,
+        {**FULL, "amp": "off", "channels_last": False},
+    ),
+    "full_unet_compile": (
+        "unet",
+        dict(depth=4, base_channels=32),
+        256,
+        2048,
+        {**FULL, "compile": True},
+    ),
+    "full_unet_b16": (
+        "unet",
+        dict(depth=4, base_channels=32),
+        256,
+        2048,
+        {**FULL, "batch_size": 16},
+    ),
+    "full_unet_u8": (
+        "unet",
+        dict(depth=4, base_channels=32),
+        256,
+        2048,
+        {**FULL, "_targets": "uint8"},
+    ),
     "full_resunet": ("resunet", dict(depth=4, base_channels=32), 256, 2048, FULL),
     "full_unet64": ("unet", dict(depth=4, base_channels=64), 256, 2048, FULL),
-    "full_resnet18": ("resnet18", {}, 64, 8192,
-                      dict(batch_size=256, num_workers=4, loss="ce", optimizer="adam",
-                           warmup_epochs=0, class_weights="none")),
+    "full_resnet18": (
+        "resnet18",
+        {},
+        64,
+        8192,
+        dict(
+            batch_size=256,
+            num_workers=4,
+            loss="ce",
+            optimizer="adam",
+            warmup_epochs=0,
+            class_weights="none",
+        ),
+    ),
 }
 
 
-def line_data(n: int, size: int, *, classes: bool, seed: int = 0,
-              targets: str = "int64") -> TensorDataset:
+def line_data(
+    n: int, size: int, *, classes: bool, seed: int = 0, targets: str = "int64"
+) -> TensorDataset:
     rng = np.random.default_rng(seed)
     y = np.zeros((n, size, size), np.int64)
     rows, cols = rng.integers(2, size - 4, (2, n))
@@ -93,15 +148,29 @@ def run_case(name: str, *, epochs: int = 3, deterministic_check: bool = False) -
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         start = time.perf_counter()
-        result = train(model, kwargs, train_set, val_set, config, best_path=out / "best.pt",
-                       history_path=out / "history.tsv", last_path=out / "last.pt")
+        result = train(
+            model,
+            kwargs,
+            train_set,
+            val_set,
+            config,
+            best_path=out / "best.pt",
+            history_path=out / "history.tsv",
+            last_path=out / "last.pt",
+        )
         wall = time.perf_counter() - start
         cuda = torch.cuda.is_available() and config.device != "cpu"
         row = {
-            "case": name, "model": model, "kwargs": kwargs, "size_px": size,
-            "batch_size": config.batch_size, "amp": config.amp if cuda else "off",
-            "channels_last": config.channels_last and cuda, "compile": config.compile,
-            "deterministic": config.deterministic, "num_workers": config.num_workers,
+            "case": name,
+            "model": model,
+            "kwargs": kwargs,
+            "size_px": size,
+            "batch_size": config.batch_size,
+            "amp": config.amp if cuda else "off",
+            "channels_last": config.channels_last and cuda,
+            "compile": config.compile,
+            "deterministic": config.deterministic,
+            "num_workers": config.num_workers,
             "targets": targets,
             "images_per_s": round(result.history[-1]["images_per_s"], 1),
             "first_epoch_images_per_s": round(result.history[0]["images_per_s"], 1),
@@ -112,12 +181,21 @@ def run_case(name: str, *, epochs: int = 3, deterministic_check: bool = False) -
             "torch": torch.__version__,
         }
         if deterministic_check:
-            again = train(model, kwargs, train_set, val_set, config, best_path=out / "b2.pt",
-                          history_path=out / "h2.tsv", last_path=out / "l2.pt")
+            again = train(
+                model,
+                kwargs,
+                train_set,
+                val_set,
+                config,
+                best_path=out / "b2.pt",
+                history_path=out / "h2.tsv",
+                last_path=out / "l2.pt",
+            )
             a, b = result.model.state_dict(), again.model.state_dict()
             row["repeat_bitwise_equal"] = all(torch.equal(a[k], b[k]) for k in a)
-            row["repeat_max_abs_diff"] = max(float((a[k].float() - b[k].float()).abs().max())
-                                             for k in a)
+            row["repeat_max_abs_diff"] = max(
+                float((a[k].float() - b[k].float()).abs().max()) for k in a
+            )
     return row
 
 
@@ -146,7 +224,8 @@ def pure_step_rate(name: str, *, batch_size: int | None = None, steps: int = 60)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     loss_fn = DiceCELoss(class_weights=[1.0, 5.0]).to(device)
     x = torch.randn(batch, 1, size, size, device=device).contiguous(
-        memory_format=torch.channels_last)
+        memory_format=torch.channels_last
+    )
     y = torch.randint(0, 2, (batch, size, size), device=device)
     torch.backends.cudnn.benchmark = True
     for i in range(steps + 10):
@@ -161,9 +240,16 @@ def pure_step_rate(name: str, *, batch_size: int | None = None, steps: int = 60)
         optimizer.step()
     torch.cuda.synchronize()
     rate = steps * batch / (time.perf_counter() - start)
-    return {"case": f"pure_{name}_b{batch}", "model": model_name, "kwargs": kwargs,
-            "size_px": size, "batch_size": batch, "images_per_s": round(rate, 1),
-            "device": torch.cuda.get_device_name(), "torch": torch.__version__}
+    return {
+        "case": f"pure_{name}_b{batch}",
+        "model": model_name,
+        "kwargs": kwargs,
+        "size_px": size,
+        "batch_size": batch,
+        "images_per_s": round(rate, 1),
+        "device": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+    }
 
 
 def main(argv: list[str]) -> None:
@@ -172,14 +258,13 @@ def main(argv: list[str]) -> None:
     rows = []
     for name in names:
         if name.startswith("pure_"):
-            base, _, batch = name[len("pure_"):].rpartition("_b")
+            base, _, batch = name[len("pure_") :].rpartition("_b")
             row = pure_step_rate(base, batch_size=int(batch))
             print(row, flush=True)
             rows.append(row)
             continue
         check = name in ("smoke", "default_unet", "full_unet", "full_unet_deterministic")
-        row = run_case(name, epochs=6 if name.startswith("cpu_") else 3,
-                       deterministic_check=check)
+        row = run_case(name, epochs=6 if name.startswith("cpu_") else 3, deterministic_check=check)
         row["achieved_gflop_per_s"] = round(row["gflop_per_image"] * row["images_per_s"], 2)
         print(row, flush=True)
         rows.append(row)

@@ -48,8 +48,18 @@ def make_workdir(path: Path, config: dict | None = None) -> Path:
 def snakemake(workdir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run snakemake on the repository's Snakefile in ``workdir``, bounded by ``timeout -k``."""
     exe = shutil.which("snakemake", path=str(BIN)) or "snakemake"
-    cmd = ["timeout", "-k", "10", str(timeout), exe, "-s", str(ROOT / "Snakefile"),
-           "-d", str(workdir), *args]
+    cmd = [
+        "timeout",
+        "-k",
+        "10",
+        str(timeout),
+        exe,
+        "-s",
+        str(ROOT / "Snakefile"),
+        "-d",
+        str(workdir),
+        *args,
+    ]
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=workdir)
 

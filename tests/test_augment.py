@@ -38,15 +38,23 @@ def grain_sample(seed: int = 0, shape=(64, 64), k: int = 0) -> Sample:
     return Sample(
         image=render(ids),
         labels={"grain_ids": ids, "boundaries": boundary_mask(ids, width_px=2).astype(np.uint8)},
-        image_id=f"grains/s00/b0/i{k:02d}", specimen="s00", session="b0", seed=seed,
-        modality="sem", params={"grain_diameter_px": 14.0},
+        image_id=f"grains/s00/b0/i{k:02d}",
+        specimen="s00",
+        session="b0",
+        seed=seed,
+        modality="sem",
+        params={"grain_diameter_px": 14.0},
     )
 
 
 def specimen(n: int = 2) -> SpecimenFile:
-    return SpecimenFile(task="grains", specimen="s00",
-                        samples=[grain_sample(seed=i, k=i) for i in range(n)],
-                        specimen_params={"grain_diameter_px": 14.0}, version="test")
+    return SpecimenFile(
+        task="grains",
+        specimen="s00",
+        samples=[grain_sample(seed=i, k=i) for i in range(n)],
+        specimen_params={"grain_diameter_px": 14.0},
+        version="test",
+    )
 
 
 def one(name: str, sample: Sample, *, settings=STRONG, seed: int = 3, **override):
@@ -87,8 +95,9 @@ def test_same_seed_same_copies_other_seed_other_copies():
 
 
 def test_originals_kept_and_copies_named_and_recorded():
-    out = augment_specimen(specimen(2), copies=3, transforms=["dihedral", "gamma"], rng=1,
-                           ops_per_copy=2)
+    out = augment_specimen(
+        specimen(2), copies=3, transforms=["dihedral", "gamma"], rng=1, ops_per_copy=2
+    )
     assert len(out) == 2 * (1 + 3)
     originals = [s for s in out if s.original_id == s.image_id]
     assert [s.image_id for s in originals] == ["grains/s00/b0/i00", "grains/s00/b0/i01"]
@@ -107,8 +116,9 @@ def test_originals_kept_and_copies_named_and_recorded():
 
 def test_recorded_transform_replays_the_copy_exactly():
     src = grain_sample(seed=4)
-    for copy in augment_sample(src, copies=6, transforms=TRANSFORMS, rng=11, ops_per_copy=3,
-                               settings=STRONG):
+    for copy in augment_sample(
+        src, copies=6, transforms=TRANSFORMS, rng=11, ops_per_copy=3, settings=STRONG
+    ):
         image, labels = apply_transform(src.image, src.labels, copy.transform)
         np.testing.assert_array_equal(image, copy.image)
         for name in labels:
@@ -120,8 +130,14 @@ def test_augment_file_round_trip(tmp_path):
     src, dst = tmp_path / "s00.h5", tmp_path / "aug" / "s00.h5"
     samples = specimen(2).samples
     write_specimen(src, samples, task="grains", specimen="s00", specimen_params={"d": 14.0})
-    n = augment_file(src, dst, copies=2, transforms=TRANSFORMS, seed=5,
-                     settings={"jitter_px": 1.0, "not_a_setting": 1})
+    n = augment_file(
+        src,
+        dst,
+        copies=2,
+        transforms=TRANSFORMS,
+        seed=5,
+        settings={"jitter_px": 1.0, "not_a_setting": 1},
+    )
     back = read_specimen(dst)
     assert n == len(back.samples) == 6
     assert (back.task, back.specimen, back.specimen_params) == ("grains", "s00", {"d": 14.0})
@@ -162,8 +178,9 @@ def test_boundaries_stay_on_the_image_edges_after_geometric_transforms(name, ove
     assert off < 0.01, f"{off:.1%} of the image's edges lie off the boundary map"
     assert ratio > 100
     # the boundary map has the width the synthesis gave it, around the new grains
-    np.testing.assert_array_equal(labels["boundaries"],
-                                  boundary_mask(labels["grain_ids"], width_px=2))
+    np.testing.assert_array_equal(
+        labels["boundaries"], boundary_mask(labels["grain_ids"], width_px=2)
+    )
 
 
 @pytest.mark.parametrize(("name", "override"), GEOMETRIC_CASES)
@@ -206,8 +223,10 @@ def test_rotate_with_constant_fill_leaves_corners_unlabelled():
 
 def test_dihedral_keeps_the_shape_of_non_square_images():
     s = grain_sample(seed=1, shape=(48, 64))
-    turns = {sample_transform("dihedral", (48, 64), settings=STRONG, rng=i)["quarter_turns"]
-             for i in range(40)}
+    turns = {
+        sample_transform("dihedral", (48, 64), settings=STRONG, rng=i)["quarter_turns"]
+        for i in range(40)
+    }
     assert turns <= {0, 2} and len(turns) == 2
     for k in range(6):
         copy = augment_sample(s, copies=1, transforms=["dihedral", "rotate"], rng=k)[0]
@@ -230,8 +249,14 @@ def test_phase_maps_move_with_their_particles():
     for i, (r, c) in enumerate([(15, 20), (40, 45), (50, 12)], start=1):
         ids[(rr - r) ** 2 + (cc - c) ** 2 < 49] = i
     image = np.where(ids > 0, 0.8, 0.3).astype(np.float32)
-    s = Sample(image=image, labels={"phase": (ids > 0).astype(np.uint8), "particle_ids": ids},
-               image_id="phases/s00/b0/i00", specimen="s00", session="b0", seed=0)
+    s = Sample(
+        image=image,
+        labels={"phase": (ids > 0).astype(np.uint8), "particle_ids": ids},
+        image_id="phases/s00/b0/i00",
+        specimen="s00",
+        session="b0",
+        seed=0,
+    )
     for name in ("rotate", "elastic", "dihedral", "scan_jitter"):
         out, labels = one(name, s, seed=4)
         np.testing.assert_array_equal(labels["phase"], (labels["particle_ids"] > 0))
@@ -245,15 +270,27 @@ def test_phase_maps_move_with_their_particles():
 
 
 def flat(value=0.5, shape=(64, 64)) -> Sample:
-    return Sample(image=np.full(shape, value, np.float32), labels={}, image_id="x",
-                  specimen="s00", session="b0", seed=0)
+    return Sample(
+        image=np.full(shape, value, np.float32),
+        labels={},
+        image_id="x",
+        specimen="s00",
+        session="b0",
+        seed=0,
+    )
 
 
 def test_photometric_numbers():
     img, _ = one("gamma", flat(0.25), gamma=2.0)
     np.testing.assert_allclose(img, 0.0625, rtol=1e-6)
-    ramp = Sample(image=np.tile(np.linspace(0.2, 0.6, 64, dtype=np.float32), (64, 1)), labels={},
-                  image_id="r", specimen="s00", session="b0", seed=0)
+    ramp = Sample(
+        image=np.tile(np.linspace(0.2, 0.6, 64, dtype=np.float32), (64, 1)),
+        labels={},
+        image_id="r",
+        specimen="s00",
+        session="b0",
+        seed=0,
+    )
     img, _ = one("contrast", ramp, factor=2.0)  # about the mean 0.4: 0.2 -> 0.0, 0.6 -> 0.8
     np.testing.assert_allclose(img[0, [0, -1]], [0.0, 0.8], atol=1e-6)
     img, _ = one("brightness_drift", flat(0.5), amplitude=0.1, angle_deg=0.0)

@@ -5,8 +5,8 @@ import copy
 import numpy as np
 import pytest
 import yaml
-from conftest import ROOT, make_workdir, tiny_config
 
+from conftest import ROOT, make_workdir, tiny_config
 from grainflow.config import ConfigError, read_stacks, validate_config
 
 
@@ -42,14 +42,30 @@ def _broken(path, value):
         # a typo in a key name
         ("synthesize.grains.specimen", 4, "unknown key(s) 'specimen'"),
         # a number written as a string
-        ("synthesize.phases.specimens", "6", "synthesize.phases.specimens: '6' is not of type 'integer'"),
+        (
+            "synthesize.phases.specimens",
+            "6",
+            "synthesize.phases.specimens: '6' is not of type 'integer'",
+        ),
         # out of range
-        ("synthesize.grains.boundary_width_px", 0, "synthesize.grains.boundary_width_px: 0 is out of range"),
-        ("synthesize.phases.area_fraction", [0.1, 0.95], "synthesize.phases.area_fraction.1: 0.95 is out of range"),
+        (
+            "synthesize.grains.boundary_width_px",
+            0,
+            "synthesize.grains.boundary_width_px: 0 is out of range",
+        ),
+        (
+            "synthesize.phases.area_fraction",
+            [0.1, 0.95],
+            "synthesize.phases.area_fraction.1: 0.95 is out of range",
+        ),
         # a device name from another tool
         ("training.device", "gpu", "training.device: 'gpu' is not one of ['auto', 'cpu', 'cuda']"),
         # a range written high-to-low
-        ("synthesize.grains.grain_diameter_px", [30, 10], "synthesize.grains.grain_diameter_px: range [30, 10] has low > high"),
+        (
+            "synthesize.grains.grain_diameter_px",
+            [30, 10],
+            "synthesize.grains.grain_diameter_px: range [30, 10] has low > high",
+        ),
         # a required key deleted
         ("seed", KeyError, "'seed' is a required property"),
         # a modality that does not exist
@@ -86,7 +102,10 @@ def test_shipped_stacks_sheet_is_valid(tmp_path):
     [
         (lambda rows: rows[1].__setitem__(3, "0"), "pixel_size_um"),
         (lambda rows: rows[1].__setitem__(3, "abc"), "'abc' is not a number"),
-        (lambda rows: rows[1].__setitem__(2, "/nonexistent/steel.tif"), "/nonexistent/steel.tif does not exist"),
+        (
+            lambda rows: rows[1].__setitem__(2, "/nonexistent/steel.tif"),
+            "/nonexistent/steel.tif does not exist",
+        ),
         (lambda rows: rows[1].__setitem__(1, "grain"), "'grain' is not one of"),
         (lambda rows: rows[2].__setitem__(0, "nist_steel"), "repeated: ['nist_steel']"),
         (lambda rows: rows[1].__setitem__(0, "steel sample"), "does not match"),

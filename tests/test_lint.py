@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import ROOT
 
 BIN = Path(sys.executable).parent
@@ -19,15 +20,28 @@ def _tool(name):
 
 
 def test_snakemake_lint_is_clean():
-    result = subprocess.run([_tool("snakemake"), "--lint"], cwd=ROOT, capture_output=True,
-                            text=True, timeout=300)
-    assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr, (
-        result.stdout + result.stderr
+    result = subprocess.run(
+        [_tool("snakemake"), "--lint"], cwd=ROOT, capture_output=True, text=True, timeout=300
     )
+    assert (
+        "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
+    ), result.stdout + result.stderr
 
 
 def test_snakefmt_check_passes():
     rules = sorted(str(p) for p in (ROOT / "workflow" / "rules").glob("*.smk"))
-    result = subprocess.run([_tool("snakefmt"), "--check", str(ROOT / "Snakefile"), *rules],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [_tool("snakefmt"), "--check", str(ROOT / "Snakefile"), *rules],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("command", [["check"], ["format", "--check"]], ids=["check", "format"])
+def test_ruff_passes(command):
+    result = subprocess.run(
+        [_tool("ruff"), *command, "."], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -30,8 +30,9 @@ def test_training_and_inference_share_one_definition():
 def test_plane_limits_exact_for_small_planes_and_close_for_large(tmp_path):
     rng = np.random.default_rng(1)
     plane = (rng.normal(1000, 100, size=(300, 257))).astype(np.uint16)
-    stored = zarr.create_array(str(tmp_path / "p.zarr"), shape=plane.shape, chunks=(64, 64),
-                               dtype=plane.dtype)
+    stored = zarr.create_array(
+        str(tmp_path / "p.zarr"), shape=plane.shape, chunks=(64, 64), dtype=plane.dtype
+    )
     stored[:] = plane
     exact = percentile_limits(plane)
     assert plane_limits(stored, block=100) == exact  # read in blocks, whole plane sampled
@@ -40,8 +41,9 @@ def test_plane_limits_exact_for_small_planes_and_close_for_large(tmp_path):
     np.testing.assert_allclose(sampled, exact, rtol=0.01)
     # applying the limits block-wise equals normalising the whole plane
     lo, hi = exact
-    np.testing.assert_array_equal(apply_limits(plane[:50, :60], lo, hi),
-                                  normalize_image(plane)[:50, :60])
+    np.testing.assert_array_equal(
+        apply_limits(plane[:50, :60], lo, hi), normalize_image(plane)[:50, :60]
+    )
 
 
 @pytest.mark.parametrize("percentiles", [(99, 1), (-1, 50), (0, 101), (5,)])

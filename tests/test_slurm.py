@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from conftest import ROOT, make_workdir, snakemake, tiny_config
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slurm]
@@ -59,26 +60,37 @@ def slurm_cluster(tmp_path_factory):
     state = tmp_path_factory.mktemp("slurm")
     if len(str(state)) >= 80:  # sockets live in it, and socket paths are short
         state = Path(tempfile.mkdtemp(prefix="grainflow-slurm-", dir="/tmp"))
-    env = {**os.environ, "STATE_DIR": str(state), "SLURM_CI_GPUS": "1",
-           "SLURM_CI_GPU_TYPE": GPU_TYPE, "SLURM_CI_PARTITION": CPU_PARTITION,
-           "SLURM_CI_GPU_PARTITION": GPU_PARTITION}
+    env = {
+        **os.environ,
+        "STATE_DIR": str(state),
+        "SLURM_CI_GPUS": "1",
+        "SLURM_CI_GPU_TYPE": GPU_TYPE,
+        "SLURM_CI_PARTITION": CPU_PARTITION,
+        "SLURM_CI_GPU_PARTITION": GPU_PARTITION,
+    }
     # through bash: a checkout may lose the scripts' executable bits
     stop = ["timeout", "-k", "10", "120", "bash", str(HARNESS / "stop-local-slurm.sh")]
     start = subprocess.run(
         ["timeout", "-k", "10", "600", "bash", str(HARNESS / "start-local-slurm.sh")],
-        env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        env=env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     if start.returncode == SKIP:
         pytest.skip(next(line for line in start.stderr.splitlines() if "SKIP:" in line))
     if start.returncode != 0:
         subprocess.run(stop, env=env, capture_output=True, stdin=subprocess.DEVNULL)
-        pytest.fail(f"the test cluster did not start ({start.returncode=}):\n"
-                    + start.stderr[-6000:])
+        pytest.fail(
+            f"the test cluster did not start ({start.returncode=}):\n" + start.stderr[-6000:]
+        )
     daemons = _state(state)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SLURM_CONF", str(state / "etc" / "slurm.conf"))
         yield state
-    stopped = subprocess.run(stop, env=env, capture_output=True, text=True,
-                             stdin=subprocess.DEVNULL)
+    stopped = subprocess.run(
+        stop, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL
+    )
     assert stopped.returncode == 0, stopped.stderr
     assert not [d for d in daemons if _alive(*d)], f"still running after the stop script: {daemons}"
 
@@ -104,9 +116,22 @@ def sacct(run_id: str) -> list[dict[str, str]]:
     """SLURM's accounting records of the jobs of one Snakemake run (job name = run ID)."""
     fields = ["JobID", "JobName", "Comment", "Partition", "State", "ExitCode", "AllocTRES"]
     out = subprocess.run(
-        ["sacct", "-X", "-P", "-n", "-S", "now-1days", "--name", run_id,
-         "-o", ",".join(f"{f}%300" for f in fields)],
-        capture_output=True, text=True, check=True, timeout=60,
+        [
+            "sacct",
+            "-X",
+            "-P",
+            "-n",
+            "-S",
+            "now-1days",
+            "--name",
+            run_id,
+            "-o",
+            ",".join(f"{f}%300" for f in fields),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     ).stdout
     return [dict(zip(fields, line.split("|"))) for line in out.splitlines() if line]
 
@@ -124,7 +149,7 @@ def run_id_of(log: str) -> str:
 
 def job_stats(log: str) -> dict[str, int]:
     """Snakemake's "Job stats" table: jobs per rule in this run."""
-    table = log[log.index("Job stats:"):].splitlines()[3:]
+    table = log[log.index("Job stats:") :].splitlines()[3:]
     counts = {}
     for line in table:
         cells = line.split()
@@ -159,7 +184,7 @@ def test_workflow_runs_through_sbatch(slurm_cluster, tmp_path):
         assert "gres/gpu" not in r["AllocTRES"], r
 
 
-PROBE_SNAKEFILE = r'''
+PROBE_SNAKEFILE = r"""
 # Stand-ins for the GPU rules (train, infer), a CPU rule and a failing rule. Their resources
 # come from the profile, except train's GPU count, which the workflow's train rule takes from
 # training.gpus_per_job; each writes the GPUs SLURM gave it.
@@ -179,7 +204,7 @@ rule measure:
 rule broken:
     output: "broken.txt"
     shell: "echo 'this job fails on purpose' >&2; exit 3"
-'''
+"""
 
 
 def planned_resources(log: str) -> dict[str, dict[str, str]]:
@@ -197,9 +222,25 @@ def planned_resources(log: str) -> dict[str, dict[str, str]]:
 def test_profile_sends_gpu_rules_to_gpus_and_the_rest_to_cpus(tmp_path):
     """The profile as shipped, in a dry run: needs the plugin, not SLURM, so it runs everywhere."""
     (tmp_path / "Snakefile").write_text(PROBE_SNAKEFILE)
-    cmd = ["timeout", "-k", "10", "120", sys.executable, "-m", "snakemake", "-s",
-           str(tmp_path / "Snakefile"), "-d", str(tmp_path), "--profile", str(PROFILE.parent),
-           "--dry-run", "train.txt", "infer.txt", "measure.txt"]
+    cmd = [
+        "timeout",
+        "-k",
+        "10",
+        "120",
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(tmp_path / "Snakefile"),
+        "-d",
+        str(tmp_path),
+        "--profile",
+        str(PROFILE.parent),
+        "--dry-run",
+        "train.txt",
+        "infer.txt",
+        "measure.txt",
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stderr[-3000:]
     plan = planned_resources(result.stdout + result.stderr)
@@ -221,11 +262,27 @@ def probe_run(slurm_cluster, tmp_path_factory):
     (path / "Snakefile").write_text(PROBE_SNAKEFILE)
     # infer asks for the GPU type by name, train for any GPU: both paths of the profile
     profile = local_profile(path / "profile", gpu_models={"infer": GPU_TYPE})
-    cmd = ["timeout", "-k", "10", "300", sys.executable, "-m", "snakemake", "-s",
-           str(path / "Snakefile"), "-d", str(path), "--profile", str(profile), "--verbose",
-           "train.txt", "infer.txt", "measure.txt", "broken.txt"]
-    result = subprocess.run(cmd, capture_output=True, text=True, cwd=path,
-                            stdin=subprocess.DEVNULL)
+    cmd = [
+        "timeout",
+        "-k",
+        "10",
+        "300",
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(path / "Snakefile"),
+        "-d",
+        str(path),
+        "--profile",
+        str(profile),
+        "--verbose",
+        "train.txt",
+        "infer.txt",
+        "measure.txt",
+        "broken.txt",
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=path, stdin=subprocess.DEVNULL)
     log = result.stdout + result.stderr
     return path, result.returncode, log, sacct(run_id_of(log))
 
@@ -237,8 +294,13 @@ def test_gpu_rules_are_given_a_gpu(probe_run):
         (record,) = [r for r in records if rule_of(r) == rule]
         assert record["Partition"] == GPU_PARTITION and record["State"] == "COMPLETED"
         assert "gres/gpu=1" in record["AllocTRES"], record
-    calls = {rule: line for line in log.splitlines() if "sbatch call:" in line
-             for rule in ("train", "infer", "measure") if f"--comment rule_{rule} " in line}
+    calls = {
+        rule: line
+        for line in log.splitlines()
+        if "sbatch call:" in line
+        for rule in ("train", "infer", "measure")
+        if f"--comment rule_{rule} " in line
+    }
     assert " --gpus=1" in calls["train"]
     assert f" --gpus={GPU_TYPE}:1" in calls["infer"]
     # a CPU rule sees no GPU and runs in the CPU partition

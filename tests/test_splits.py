@@ -41,18 +41,24 @@ def rows_for(layout: list[list[int]], copies: int | list = 0, task: str = "grain
                 c = copies if isinstance(copies, int) else copies[n % len(copies)]
                 n += 1
                 for a in range(-1, c):
-                    records.append({
-                        "image_id": oid if a < 0 else f"{oid}/a{a:02d}", "original_id": oid,
-                        "specimen": f"s{i:02d}", "session": f"b{b}",
-                        "file": f"results/augmented/{task}/s{i:02d}.h5", "index": len(records),
-                    })
+                    records.append(
+                        {
+                            "image_id": oid if a < 0 else f"{oid}/a{a:02d}",
+                            "original_id": oid,
+                            "specimen": f"s{i:02d}",
+                            "session": f"b{b}",
+                            "file": f"results/augmented/{task}/s{i:02d}.h5",
+                            "index": len(records),
+                        }
+                    )
     return pd.DataFrame(records)
 
 
 @st.composite
 def datasets(draw, group_by: str):
-    layout = draw(st.lists(st.lists(st.integers(1, 3), min_size=1, max_size=3),
-                           min_size=2, max_size=8))
+    layout = draw(
+        st.lists(st.lists(st.integers(1, 3), min_size=1, max_size=3), min_size=2, max_size=8)
+    )
     copies = draw(st.lists(st.integers(0, 3), min_size=1, max_size=4))
     rows = rows_for(layout, copies)
     order = draw(st.permutations(range(len(rows))))
@@ -110,7 +116,8 @@ def test_session_names_repeat_across_specimens_so_the_group_is_specimen_and_sess
 def test_stratified_split_balances_classes_across_folds():
     rows = rows_for([[2]] * 6)
     rows["crystal_system"] = rows["specimen"].map(
-        {f"s{i:02d}": ("cubic", "hexagonal")[i % 2] for i in range(6)})
+        {f"s{i:02d}": ("cubic", "hexagonal")[i % 2] for i in range(6)}
+    )
     m = assign_folds(rows, folds=3, stratify_by="crystal_system")
     assert "crystal_system" in m.columns
     per_fold = m.groupby("fold")["crystal_system"].agg(lambda c: sorted(set(c)))
@@ -120,8 +127,11 @@ def test_stratified_split_balances_classes_across_folds():
 
 def test_too_few_groups_is_a_clear_error():
     rows = rows_for([[3], [3], [3]], copies=1)
-    with pytest.raises(ValueError, match=r"cannot make 4 folds from 3 specimen groups "
-                                         r"\['s00', 's01', 's02'\].*lower splits.folds to <= 3"):
+    with pytest.raises(
+        ValueError,
+        match=r"cannot make 4 folds from 3 specimen groups "
+        r"\['s00', 's01', 's02'\].*lower splits.folds to <= 3",
+    ):
         assign_folds(rows, folds=4)
     with pytest.raises(ValueError, match="folds must be an integer >= 2"):
         assign_folds(rows, folds=1)
@@ -137,15 +147,19 @@ def test_check_manifest_names_the_problem():
     split_group = m.copy()
     i = split_group.index[(split_group["original_id"] == split_group["image_id"])][1]
     split_group.loc[split_group["original_id"] == split_group.loc[i, "image_id"], "fold"] = other(
-        split_group.loc[i, "fold"])  # one original and its copies move: the specimen is split
+        split_group.loc[i, "fold"]
+    )  # one original and its copies move: the specimen is split
     with pytest.raises(ValueError, match=r"specimen group 's00' lands in folds \[\d, \d\].*leak"):
         check_manifest(split_group, folds=3)
 
     apart = m.copy()
     j = apart.index[apart["image_id"] == "grains/s01/b0/i00/a01"][0]
     apart.loc[j, "fold"] = other(apart.loc[j, "fold"])
-    with pytest.raises(ValueError, match=r"copy 'grains/s01/b0/i00/a01' is in fold \d but its "
-                                         r"original 'grains/s01/b0/i00' is in fold \d"):
+    with pytest.raises(
+        ValueError,
+        match=r"copy 'grains/s01/b0/i00/a01' is in fold \d but its "
+        r"original 'grains/s01/b0/i00' is in fold \d",
+    ):
         check_manifest(apart, folds=3)
 
     orphan = m[m["image_id"] != "grains/s02/b0/i01"]
@@ -173,11 +187,14 @@ def test_check_manifest_names_the_problem():
 
 def tiny_sample(i: int, b: int, k: int, value: float) -> Sample:
     ids = polycrystal((16, 16), grain_diameter_px=6, rng=i * 100 + b * 10 + k)
-    return Sample(image=np.full((16, 16), value, np.float32),
-                  labels={"grain_ids": ids,
-                          "boundaries": boundary_mask(ids, width_px=2).astype(np.uint8)},
-                  image_id=f"grains/s{i:02d}/b{b}/i{k:02d}", specimen=f"s{i:02d}",
-                  session=f"b{b}", seed=k)
+    return Sample(
+        image=np.full((16, 16), value, np.float32),
+        labels={"grain_ids": ids, "boundaries": boundary_mask(ids, width_px=2).astype(np.uint8)},
+        image_id=f"grains/s{i:02d}/b{b}/i{k:02d}",
+        specimen=f"s{i:02d}",
+        session=f"b{b}",
+        seed=k,
+    )
 
 
 @pytest.fixture
@@ -209,8 +226,9 @@ def test_make_manifest_on_synthetic_files_treats_empty_original_ids_as_originals
     paths = []
     for i in range(2):
         path = tmp_path / f"s{i:02d}.h5"
-        write_specimen(path, [tiny_sample(i, 0, k, 0.5) for k in range(2)], task="grains",
-                       specimen=f"s{i:02d}")
+        write_specimen(
+            path, [tiny_sample(i, 0, k, 0.5) for k in range(2)], task="grains", specimen=f"s{i:02d}"
+        )
         paths.append(path)
     m = make_manifest(paths, folds=2)
     assert (m["original_id"] == m["image_id"]).all()
@@ -258,12 +276,22 @@ def test_split_stacks_keeps_each_region_of_a_real_stack_in_one_fold(tmp_path):
     for n in [*names, "README.md"]:
         (folder / n).write_bytes(b"")
     (tmp_path / "steel.tif").write_bytes(b"")
-    sheet = pd.DataFrame([
-        {"stack": "superalloy", "path": str(folder), "ground_truth": "masks",
-         "group": r"^(spot\d+)_"},
-        {"stack": "steel", "path": str(tmp_path / "steel.tif"), "ground_truth": None,
-         "group": None},
-    ])
+    sheet = pd.DataFrame(
+        [
+            {
+                "stack": "superalloy",
+                "path": str(folder),
+                "ground_truth": "masks",
+                "group": r"^(spot\d+)_",
+            },
+            {
+                "stack": "steel",
+                "path": str(tmp_path / "steel.tif"),
+                "ground_truth": None,
+                "group": None,
+            },
+        ]
+    )
     out = split_stacks(sheet, folds=3)
     assert list(out.columns) == ["stack", "image", "group", "fold"]
     assert set(out["stack"]) == {"superalloy"}  # steel has no ground truth
@@ -300,22 +328,33 @@ def leaky_dataset(seed: int, *, n_specimens=12, n_images=6, shape=(48, 48)):
             edges = boundary_mask(ids, width_px=2)
             tone = base + spread * (rng.random(ids.max() + 1) - 0.5)
             image = np.clip(tone[ids] - 0.15 * edges + rng.normal(0, noise, shape), 0, 1)
-            s = Sample(image=image.astype(np.float32),
-                       labels={"grain_ids": ids, "boundaries": edges.astype(np.uint8)},
-                       image_id=f"grains/{name}/b0/i{k:02d}", specimen=name, session="b0", seed=k)
+            s = Sample(
+                image=image.astype(np.float32),
+                labels={"grain_ids": ids, "boundaries": edges.astype(np.uint8)},
+                image_id=f"grains/{name}/b0/i{k:02d}",
+                specimen=name,
+                session="b0",
+                seed=k,
+            )
             samples.append(s)
-            samples += augment_sample(s, copies=1, transforms=["dihedral", "gamma",
-                                                                "gaussian_noise"], rng=rng)
+            samples += augment_sample(
+                s, copies=1, transforms=["dihedral", "gamma", "gaussian_noise"], rng=rng
+            )
     return samples, classes
 
 
 def test_a_random_split_scores_clearly_higher_than_the_grouped_split():
     samples, classes = leaky_dataset(seed=0)
-    rows = pd.DataFrame({"image_id": [s.image_id for s in samples],
-                         "original_id": [s.original_id or s.image_id for s in samples],
-                         "specimen": [s.specimen for s in samples],
-                         "session": [s.session for s in samples], "file": "-",
-                         "index": range(len(samples))})
+    rows = pd.DataFrame(
+        {
+            "image_id": [s.image_id for s in samples],
+            "original_id": [s.original_id or s.image_id for s in samples],
+            "specimen": [s.specimen for s in samples],
+            "session": [s.session for s in samples],
+            "file": "-",
+            "index": range(len(samples)),
+        }
+    )
     m = assign_folds(rows, folds=3)
     X = np.stack([image_features(s.image) for s in samples])
     y = m["specimen"].map(classes).to_numpy()

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+
 from conftest import make_workdir, snakemake, tiny_config
 
 pytestmark = pytest.mark.workflow
@@ -21,7 +22,7 @@ def test_dry_run_of_the_whole_dag(workdir):
     # one synthesize job per specimen of every task
     cfg = tiny_config()["synthesize"]
     n = sum(cfg[t]["specimens"] for t in ("grains", "phases", "kernels", "diffraction"))
-    table = out[out.index("Job stats:"):]
+    table = out[out.index("Job stats:") :]
     assert any(line.split()[:2] == ["synthesize", str(n)] for line in table.splitlines())
 
 
@@ -91,16 +92,26 @@ def test_tiny_run_of_everything(tiny_run):
             folds = cv[cv.fold.astype(str).str.isdigit()]
             assert len(folds) == 3 and folds[score].between(0.0, 1.0).all()
         for fold in range(3):
-            history = pd.read_csv(workdir / f"results/models/{task}/unet/fold{fold}/history.tsv", sep="\t")
+            history = pd.read_csv(
+                workdir / f"results/models/{task}/unet/fold{fold}/history.tsv", sep="\t"
+            )
             assert list(history.epoch) == [1, 2]
     for stack in ("nist_steel", "nasa_superalloy"):
         assert (workdir / f"results/stacks/{stack}.ome.zarr/zarr.json").exists()
     figures = sorted(p.name for p in (workdir / "results/figures").glob("*.png"))
     assert "anatomy_kernels.png" in figures and "synthetic_examples.png" in figures
     html = (workdir / "results/report.html").read_text(errors="replace")
-    for category in ("Summary", "Synthetic data", "CNN anatomy", "Augmentation and splits",
-                     "Training", "Cross-validated results", "Real stacks", "Diffraction",
-                     "Provenance"):
+    for category in (
+        "Summary",
+        "Synthetic data",
+        "CNN anatomy",
+        "Augmentation and splits",
+        "Training",
+        "Cross-validated results",
+        "Real stacks",
+        "Diffraction",
+        "Provenance",
+    ):
         assert category in html
 
 
@@ -137,13 +148,33 @@ def test_one_hyperparameter_reruns_only_the_jobs_it_affects(tiny_run, tmp_path):
     rules = {rule for rule, _ in jobs}
     # every fold of every task retrains, and what reads the models follows
     assert [rule for rule, _ in jobs].count("train") == 6
-    assert {"train", "evaluate_model", "aggregate_metrics", "training_curves", "infer",
-            "measure", "summary_table", "provenance"} <= rules
+    assert {
+        "train",
+        "evaluate_model",
+        "aggregate_metrics",
+        "training_curves",
+        "infer",
+        "measure",
+        "summary_table",
+        "provenance",
+    } <= rules
     # nothing upstream of training, and nothing of the classical baseline
-    upstream = {"synthesize", "augment", "split", "baseline", "leakage", "fold_table",
-                "import_stack", "synthetic_examples", "synthetic_statistics",
-                "synthetic_statistics_figure", "augmentation_figure", "leakage_figure",
-                "anatomy_kernels", "anatomy_numbers"}
+    upstream = {
+        "synthesize",
+        "augment",
+        "split",
+        "baseline",
+        "leakage",
+        "fold_table",
+        "import_stack",
+        "synthetic_examples",
+        "synthetic_statistics",
+        "synthetic_statistics_figure",
+        "augmentation_figure",
+        "leakage_figure",
+        "anatomy_kernels",
+        "anatomy_numbers",
+    }
     assert not rules & upstream, sorted(rules & upstream)
     assert not [j for j in jobs if j[1].get("model") == "classical"], jobs
     assert all(w.get("arch", "unet") == "unet" for _, w in jobs)

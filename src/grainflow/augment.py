@@ -157,9 +157,7 @@ def _seed(rng: np.random.Generator) -> int:
     return int(rng.integers(0, 2**63 - 1))
 
 
-def sample_transform(
-    name: str, shape: tuple[int, int], *, settings: AugmentSettings, rng
-) -> dict:
+def sample_transform(name: str, shape: tuple[int, int], *, settings: AugmentSettings, rng) -> dict:
     """Draw the parameters of one transform.
 
     Parameters
@@ -180,8 +178,12 @@ def sample_transform(
     s = settings
     if name == "dihedral":
         square = shape[0] == shape[1]
-        choices = [(k, f) for k in range(4) for f in (False, True)
-                   if (k, f) != (0, False) and (square or k % 2 == 0)]
+        choices = [
+            (k, f)
+            for k in range(4)
+            for f in (False, True)
+            if (k, f) != (0, False) and (square or k % 2 == 0)
+        ]
         k, flip = choices[int(rng.integers(len(choices)))]
         return {"quarter_turns": k, "flip": flip}
     if name == "rotate":
@@ -223,10 +225,11 @@ def sample_transform(
 def _remap(image, labels, coords, *, fill, fill_value):
     """Resample image (order 1) and labels (order 0) at ``coords`` of shape (2, H, W)."""
     mode = _SCIPY_MODE[fill]
-    out = ndi.map_coordinates(image.astype(np.float64), coords, order=1, mode=mode,
-                              cval=fill_value)
-    new = {name: ndi.map_coordinates(arr, coords, order=0, mode=mode, cval=0)
-           for name, arr in labels.items()}
+    out = ndi.map_coordinates(image.astype(np.float64), coords, order=1, mode=mode, cval=fill_value)
+    new = {
+        name: ndi.map_coordinates(arr, coords, order=0, mode=mode, cval=0)
+        for name, arr in labels.items()
+    }
     return out, new
 
 
@@ -246,11 +249,15 @@ def _rotation_coords(shape, angle_deg):
 
 def _elastic_coords(shape, *, alpha_px, sigma_px, seed):
     rng = np.random.default_rng(seed)
-    field = np.stack([ndi.gaussian_filter(rng.standard_normal(shape), sigma_px, mode="reflect")
-                      for _ in range(2)])
+    field = np.stack(
+        [
+            ndi.gaussian_filter(rng.standard_normal(shape), sigma_px, mode="reflect")
+            for _ in range(2)
+        ]
+    )
     peak = np.abs(field).max()
     field *= alpha_px / peak if peak > 0 else 0.0
-    grid = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float64)
+    grid = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float64)
     return grid + field
 
 
@@ -280,7 +287,8 @@ def _tidy_labels(labels: dict, width: int | None) -> dict:
             out[name] = arr
     if width is not None:
         out["boundaries"] = boundary_mask(out["grain_ids"], width_px=width).astype(
-            labels["boundaries"].dtype)
+            labels["boundaries"].dtype
+        )
     return out
 
 
@@ -291,16 +299,19 @@ def _apply_one(name, params, image, labels, width):
     """Apply one transform. ``image`` float64 (H, W); returns (image, labels)."""
     p = params
     if name == "dihedral":
+
         def f(a):
             a = np.rot90(a, int(p["quarter_turns"]))
             return np.ascontiguousarray(a[:, ::-1] if p["flip"] else a)
+
         return f(image), {k: f(v) for k, v in labels.items()}
     if name in ("rotate", "elastic"):
         if name == "rotate":
             coords = _rotation_coords(image.shape, p["angle_deg"])
         else:
-            coords = _elastic_coords(image.shape, alpha_px=p["alpha_px"],
-                                     sigma_px=p["sigma_px"], seed=p["seed"])
+            coords = _elastic_coords(
+                image.shape, alpha_px=p["alpha_px"], sigma_px=p["sigma_px"], seed=p["seed"]
+            )
         image, new = _remap(image, labels, coords, fill=p["fill"], fill_value=p["fill_value"])
         return image, _tidy_labels(new, width)
     if name == "scan_jitter":
@@ -447,15 +458,27 @@ def augment_sample(
         crng = np.random.default_rng(seed)
         chosen = crng.choice(len(names), size=min(ops_per_copy, len(names)), replace=False)
         chain = sorted((names[i] for i in chosen), key=order.__getitem__)
-        ops = [{"name": n, "params": sample_transform(n, sample.image.shape,
-                                                       settings=settings, rng=crng)}
-               for n in chain]
+        ops = [
+            {
+                "name": n,
+                "params": sample_transform(n, sample.image.shape, settings=settings, rng=crng),
+            }
+            for n in chain
+        ]
         transform = {"name": "+".join(chain), "ops": ops}
         image, labels = apply_transform(sample.image, sample.labels, transform)
-        out.append(replace(sample, image=image, labels=labels,
-                           image_id=f"{original_id}/a{k:02d}", seed=seed,
-                           params=dict(sample.params), original_id=original_id,
-                           transform=transform))
+        out.append(
+            replace(
+                sample,
+                image=image,
+                labels=labels,
+                image_id=f"{original_id}/a{k:02d}",
+                seed=seed,
+                params=dict(sample.params),
+                original_id=original_id,
+                transform=transform,
+            )
+        )
     return out
 
 
@@ -497,8 +520,9 @@ def augment_specimen(
     if not isinstance(settings, AugmentSettings):
         settings = AugmentSettings.from_mapping(settings)
     _check_names(transforms)
-    originals = [s for s in specimen_file.samples
-                 if not s.original_id or s.original_id == s.image_id]
+    originals = [
+        s for s in specimen_file.samples if not s.original_id or s.original_id == s.image_id
+    ]
     if len(originals) != len(specimen_file.samples):
         raise ValueError(
             f"specimen {specimen_file.specimen!r} already holds augmented copies; "
@@ -508,8 +532,16 @@ def augment_specimen(
     out = []
     for sample, stream in zip(originals, streams):
         out.append(replace(sample, original_id=sample.image_id, transform={}))
-        out.extend(augment_sample(sample, copies=copies, transforms=transforms, rng=stream,
-                                  ops_per_copy=ops_per_copy, settings=settings))
+        out.extend(
+            augment_sample(
+                sample,
+                copies=copies,
+                transforms=transforms,
+                rng=stream,
+                ops_per_copy=ops_per_copy,
+                settings=settings,
+            )
+        )
     return out
 
 
@@ -530,10 +562,17 @@ def augment_file(
     images written.
     """
     sf = read_specimen(source)
-    samples = augment_specimen(sf, copies=copies, transforms=transforms, rng=seed,
-                               ops_per_copy=ops_per_copy, settings=settings)
-    write_specimen(target, samples, task=sf.task, specimen=sf.specimen,
-                   specimen_params=sf.specimen_params)
+    samples = augment_specimen(
+        sf,
+        copies=copies,
+        transforms=transforms,
+        rng=seed,
+        ops_per_copy=ops_per_copy,
+        settings=settings,
+    )
+    write_specimen(
+        target, samples, task=sf.task, specimen=sf.specimen, specimen_params=sf.specimen_params
+    )
     return len(samples)
 
 
@@ -588,6 +627,7 @@ def augmentation_figure(
     for ax in axes[n:]:
         ax.set_axis_off()
     h, w = group[0].image.shape
-    fig.suptitle(f"{original_id}: {n - 1} augmented copies ({h} × {w} px; red: label outlines)",
-                 fontsize=9)
+    fig.suptitle(
+        f"{original_id}: {n - 1} augmented copies ({h} × {w} px; red: label outlines)", fontsize=9
+    )
     return fig

@@ -39,7 +39,8 @@ from grainflow.io.staging import atomic_path
 from grainflow.models.registry import build_model
 from grainflow.models.resnet import ResNet18
 
-__all__ = ["load_pretrained", 
+__all__ = [
+    "load_pretrained",
     "FORMAT",
     "make_checkpoint",
     "save_checkpoint",
@@ -69,8 +70,10 @@ def rng_state() -> dict:
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "numpy": {
-            "keys": np_state[1].tolist(), "pos": int(np_state[2]),
-            "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4]),
+            "keys": np_state[1].tolist(),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
         },
         "python": random.getstate(),
     }
@@ -84,8 +87,13 @@ def set_rng_state(state: Mapping) -> None:
             torch.cuda.set_rng_state_all(state["cuda"])
     n = state["numpy"]
     np.random.set_state(
-        ("MT19937", np.array(n["keys"], dtype=np.uint32), n["pos"], n["has_gauss"],
-         n["cached_gaussian"])
+        (
+            "MT19937",
+            np.array(n["keys"], dtype=np.uint32),
+            n["pos"],
+            n["has_gauss"],
+            n["cached_gaussian"],
+        )
     )
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
@@ -207,7 +215,7 @@ def _strip_prefixes(state: dict) -> dict:
     for key, value in state.items():
         for prefix in ("module.", "_orig_mod."):
             while key.startswith(prefix):
-                key = key[len(prefix):]
+                key = key[len(prefix) :]
         out[key] = value
     return out
 

@@ -96,7 +96,9 @@ def validate_config(config: Mapping, *, source: str = "config", schema_dir=None)
         )
 
 
-def read_stacks(path: str | os.PathLike, *, schema_dir=None, check_paths: bool = True) -> pd.DataFrame:
+def read_stacks(
+    path: str | os.PathLike, *, schema_dir=None, check_paths: bool = True
+) -> pd.DataFrame:
     """Read and validate the stacks sheet (TSV), one row per real image stack.
 
     Raises :class:`ConfigError` naming the file, the row and the column of
@@ -130,7 +132,9 @@ def read_stacks(path: str | os.PathLike, *, schema_dir=None, check_paths: bool =
             try:
                 row["pixel_size_um"] = float(row["pixel_size_um"])
             except ValueError:
-                problems.append(f"line {i}, column 'pixel_size_um': {raw['pixel_size_um']!r} is not a number")
+                problems.append(
+                    f"line {i}, column 'pixel_size_um': {raw['pixel_size_um']!r} is not a number"
+                )
                 continue
         for error in validator.iter_errors(row):
             col = ".".join(map(str, error.absolute_path)) or "row"
@@ -139,7 +143,9 @@ def read_stacks(path: str | os.PathLike, *, schema_dir=None, check_paths: bool =
             for col in ("path", "ground_truth"):
                 p = row.get(col)
                 if p and not Path(p).exists():
-                    problems.append(f"line {i} ({row.get('stack')}), column {col!r}: {p} does not exist")
+                    problems.append(
+                        f"line {i} ({row.get('stack')}), column {col!r}: {p} does not exist"
+                    )
         rows.append(row)
     names = [r["stack"] for r in rows]
     dupes = sorted({n for n in names if names.count(n) > 1})

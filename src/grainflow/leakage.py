@@ -35,7 +35,14 @@ __all__ = [
 
 _HIST_BINS = 8
 FEATURE_NAMES = (
-    "mean", "std", "p05", "p50", "p95", "gradient_mean", "gradient_std", "laplacian_std",
+    "mean",
+    "std",
+    "p05",
+    "p50",
+    "p95",
+    "gradient_mean",
+    "gradient_std",
+    "laplacian_std",
     *(f"hist{i}" for i in range(_HIST_BINS)),
 )
 
@@ -60,11 +67,13 @@ def image_features(image: np.ndarray) -> np.ndarray:
     grad = np.hypot(ndi.sobel(image, 0), ndi.sobel(image, 1)) / 8.0
     lap = ndi.laplace(image)
     hist, _ = np.histogram(np.clip(image, 0, 1), bins=_HIST_BINS, range=(0, 1))
-    return np.concatenate([
-        [image.mean(), image.std(), *np.percentile(image, [5, 50, 95])],
-        [grad.mean(), grad.std(), lap.std()],
-        hist / image.size,
-    ])
+    return np.concatenate(
+        [
+            [image.mean(), image.std(), *np.percentile(image, [5, 50, 95])],
+            [grad.mean(), grad.std(), lap.std()],
+            hist / image.size,
+        ]
+    )
 
 
 def specimen_property(samples: Sequence[Sample], task: str) -> float:
@@ -163,13 +172,26 @@ def compare_splits(
             model = _forest(n_estimators, seed + k).fit(X[train], y[train])
             predicted[val] = model.predict(X[val])
             n_train.append(int(train.sum()))
-            rows.append({"split": split, "fold": k, "n_train": int(train.sum()),
-                         "n_val": int(val.sum()),
-                         "accuracy": float((predicted[val] == y[val]).mean()),
-                         "chance": chance})
-        rows.append({"split": split, "fold": "all", "n_train": int(round(np.mean(n_train))),
-                     "n_val": len(y), "accuracy": float((predicted == y).mean()),
-                     "chance": chance})
+            rows.append(
+                {
+                    "split": split,
+                    "fold": k,
+                    "n_train": int(train.sum()),
+                    "n_val": int(val.sum()),
+                    "accuracy": float((predicted[val] == y[val]).mean()),
+                    "chance": chance,
+                }
+            )
+        rows.append(
+            {
+                "split": split,
+                "fold": "all",
+                "n_train": int(round(np.mean(n_train))),
+                "n_val": len(y),
+                "accuracy": float((predicted == y).mean()),
+                "chance": chance,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -214,8 +236,9 @@ def leakage_experiment(
             "the leakage experiment needs specimens that differ"
         )
     target = manifest["specimen"].map(cls).to_numpy()
-    table = compare_splits(features, target, manifest["fold"].to_numpy(), rng=rng,
-                           n_estimators=n_estimators)
+    table = compare_splits(
+        features, target, manifest["fold"].to_numpy(), rng=rng, n_estimators=n_estimators
+    )
     name = "grain diameter (px)" if task == "grains" else "phase area fraction"
     return table.assign(specimens=len(values), property=f"{name} above the median")
 
@@ -244,11 +267,21 @@ def leakage_figure(table: pd.DataFrame, *, title: str = ""):
         per_fold = t[t["fold"].astype(str) != "all"]
         acc = float(pooled["accuracy"].iloc[0])
         ax.bar(i, acc, 0.6, color=colours[split], alpha=0.6)
-        ax.scatter(np.full(len(per_fold), i), per_fold["accuracy"], color="k", s=12, zorder=3,
-                   label="one fold" if i == 0 else None)
+        ax.scatter(
+            np.full(len(per_fold), i),
+            per_fold["accuracy"],
+            color="k",
+            s=12,
+            zorder=3,
+            label="one fold" if i == 0 else None,
+        )
         ax.annotate(f"{acc:.2f}", (i, acc), ha="center", va="bottom", fontsize=9)
-    ax.axhline(float(table["chance"].iloc[0]), color="grey", linestyle="--",
-               label="always the most frequent class")
+    ax.axhline(
+        float(table["chance"].iloc[0]),
+        color="grey",
+        linestyle="--",
+        label="always the most frequent class",
+    )
     ax.set_xticks(range(len(splits)), ["random split\n(images)", "grouped split\n(manifest)"])
     ax.set_ylabel("validation accuracy (fraction)")
     ax.set_ylim(0, 1.08)

@@ -129,21 +129,36 @@ def runtime(config) -> Iterator[Runtime]:
                 amp_dtype = torch.float16
             _set_tf32(bool(config.tf32))
             torch.backends.cudnn.benchmark = not config.deterministic
-            LOG.info("device %s (%s): autocast %s, channels_last %s, TF32 %s, cudnn.benchmark %s, "
-                     "compile %s", device, torch.cuda.get_device_name(device),
-                     amp_dtype, config.channels_last, config.tf32,
-                     torch.backends.cudnn.benchmark, config.compile)
+            LOG.info(
+                "device %s (%s): autocast %s, channels_last %s, TF32 %s, cudnn.benchmark %s, "
+                "compile %s",
+                device,
+                torch.cuda.get_device_name(device),
+                amp_dtype,
+                config.channels_last,
+                config.tf32,
+                torch.backends.cudnn.benchmark,
+                config.compile,
+            )
         else:
             torch.set_num_threads(config.threads)
-            LOG.info("device cpu: %d threads, float32 (autocast, channels_last and TF32 apply to "
-                     "CUDA only), compile %s", torch.get_num_threads(), config.compile)
+            LOG.info(
+                "device cpu: %d threads, float32 (autocast, channels_last and TF32 apply to "
+                "CUDA only), compile %s",
+                torch.get_num_threads(),
+                config.compile,
+            )
         if config.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=cuda)
             torch.backends.cudnn.deterministic = True
             LOG.info("deterministic algorithms on%s", " (warn only on CUDA)" if cuda else "")
         scaler = torch.amp.GradScaler("cuda") if amp_dtype is torch.float16 else None
-        yield Runtime(device=device, amp_dtype=amp_dtype,
-                      channels_last=cuda and config.channels_last, scaler=scaler)
+        yield Runtime(
+            device=device,
+            amp_dtype=amp_dtype,
+            channels_last=cuda and config.channels_last,
+            scaler=scaler,
+        )
     finally:
         torch.set_num_threads(saved["threads"])
         torch.use_deterministic_algorithms(saved["deterministic"], warn_only=saved["warn_only"])

@@ -204,8 +204,11 @@ def make_manifest(
 def _check_enough_groups(groups: pd.Series, folds: int, group_by: str) -> None:
     names = sorted(groups.unique())
     if len(names) < folds:
-        fix = ("add specimens (synthesize.<task>.specimens)" if group_by == "specimen"
-               else "add sessions or specimens")
+        fix = (
+            "add specimens (synthesize.<task>.specimens)"
+            if group_by == "specimen"
+            else "add sessions or specimens"
+        )
         raise ValueError(
             f"cannot make {folds} folds from {len(names)} {group_by} groups {names}: "
             f"every fold needs at least one whole group; lower splits.folds to <= {len(names)} "
@@ -266,10 +269,12 @@ def check_manifest(
             f"augmented copy {row['image_id']!r} has original {row['original_id']!r}, which is "
             f"not in the split manifest; list the original's file in the split too"
         )
-    joined = copies.merge(originals, left_on="original_id", right_index=True, how="left",
-                          suffixes=("", "_orig"))
+    joined = copies.merge(
+        originals, left_on="original_id", right_index=True, how="left", suffixes=("", "_orig")
+    )
     moved = (joined["specimen"] != joined["specimen_orig"]) | (
-        joined["session"] != joined["session_orig"])
+        joined["session"] != joined["session_orig"]
+    )
     if moved.any():
         row = joined[moved].iloc[0]
         raise ValueError(
@@ -327,8 +332,9 @@ def manifest_sha256(path: str | os.PathLike) -> str:
     side = Path(f"{path}.sha256")
     if not side.is_file():
         # errno and filename let Snakemake defer a params function until the file exists
-        raise FileNotFoundError(errno.ENOENT, f"{side} does not exist; rerun the split rule",
-                                str(side))
+        raise FileNotFoundError(
+            errno.ENOENT, f"{side} does not exist; rerun the split rule", str(side)
+        )
     text = side.read_text().split()
     if not text or not re.fullmatch(r"[0-9a-f]{64}", text[0]):
         raise ValueError(f"{side} does not hold a SHA-256 hex digest; rerun the split rule")
@@ -352,9 +358,9 @@ def read_manifest(
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(errno.ENOENT,
-                                f"split manifest {path} does not exist; run the split rule",
-                                str(path))
+        raise FileNotFoundError(
+            errno.ENOENT, f"split manifest {path} does not exist; run the split rule", str(path)
+        )
     if verify:
         recorded, actual = manifest_sha256(path), _sha256(path)
         if recorded != actual:
@@ -362,9 +368,12 @@ def read_manifest(
                 f"{path} has SHA-256 {actual} but {path}.sha256 records {recorded}: the "
                 f"manifest was edited after the split; rerun the split rule"
             )
-    df = pd.read_csv(path, sep="\t", dtype={"image_id": str, "original_id": str,
-                                            "specimen": str, "session": str, "file": str},
-                     keep_default_na=False)
+    df = pd.read_csv(
+        path,
+        sep="\t",
+        dtype={"image_id": str, "original_id": str, "specimen": str, "session": str, "file": str},
+        keep_default_na=False,
+    )
     if group_by is not None:
         check_manifest(df, folds=folds, group_by=group_by)
     return df
@@ -379,19 +388,23 @@ def fold_table(df: pd.DataFrame) -> pd.DataFrame:
         One row per fold: ``fold, images, originals, copies, specimens, sessions,
         specimen_names`` (sessions counted per specimen).
     """
-    d = df.assign(_orig=df["original_id"] == df["image_id"],
-                  _sess=df["specimen"].astype(str) + "/" + df["session"].astype(str))
+    d = df.assign(
+        _orig=df["original_id"] == df["image_id"],
+        _sess=df["specimen"].astype(str) + "/" + df["session"].astype(str),
+    )
     rows = []
     for k, g in d.groupby("fold", sort=True):
-        rows.append({
-            "fold": int(k),
-            "images": len(g),
-            "originals": int(g["_orig"].sum()),
-            "copies": int((~g["_orig"]).sum()),
-            "specimens": g["specimen"].nunique(),
-            "sessions": g["_sess"].nunique(),
-            "specimen_names": ",".join(sorted(g["specimen"].astype(str).unique())),
-        })
+        rows.append(
+            {
+                "fold": int(k),
+                "images": len(g),
+                "originals": int(g["_orig"].sum()),
+                "copies": int((~g["_orig"]).sum()),
+                "specimens": g["specimen"].nunique(),
+                "sessions": g["_sess"].nunique(),
+                "specimen_names": ",".join(sorted(g["specimen"].astype(str).unique())),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -424,8 +437,9 @@ def fold_figure(table: pd.DataFrame, *, title: str = "", sha256: str = ""):
 
     ticks = [tick(k, n) for k, n in zip(table["fold"], table["specimen_names"])]
     ax1.bar(x, table["originals"], label="originals", color="tab:blue")
-    ax1.bar(x, table["copies"], bottom=table["originals"], label="augmented copies",
-            color="tab:orange")
+    ax1.bar(
+        x, table["copies"], bottom=table["originals"], label="augmented copies", color="tab:orange"
+    )
     for xi, n in zip(x, table["images"]):
         ax1.annotate(f"{n}", (xi, n), ha="center", va="bottom", fontsize=8)
     ax1.set_ylim(0, 1.12 * max(table["images"].max(), 1))
@@ -438,10 +452,12 @@ def fold_figure(table: pd.DataFrame, *, title: str = "", sha256: str = ""):
     for ax in (ax1, ax2):
         ax.set_xticks(x, ticks, fontsize=7)
         ax.set_xlabel("fold (held-out specimens)")
-        ax.legend(fontsize=7, ncol=2, loc="lower center", bbox_to_anchor=(0.5, 1.0),
-                  frameon=False)
-    head = title + ("\n" if title and sha256 else "") + (f"manifest SHA-256 {sha256}" if sha256
-                                                         else "")
+        ax.legend(fontsize=7, ncol=2, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
+    head = (
+        title
+        + ("\n" if title and sha256 else "")
+        + (f"manifest SHA-256 {sha256}" if sha256 else "")
+    )
     if head:
         fig.suptitle(head, fontsize=8)
     return fig
@@ -478,8 +494,9 @@ def stack_images(path: str | os.PathLike) -> list[str]:
     """Names of the images of a stack: the image files of a folder, or the file itself."""
     path = Path(path)
     if path.is_dir() and not path.suffix == ".zarr":
-        names = sorted(p.name for p in path.iterdir()
-                       if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        names = sorted(
+            p.name for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        )
         if not names:
             raise ValueError(f"stack folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
         return names
@@ -515,8 +532,11 @@ def split_stack_images(
     groups = groups_from_names(names, pattern=pattern) if pattern else [stack] * len(names)
     distinct = sorted(set(groups))
     if len(distinct) < folds:
-        hint = ("give the stack a 'group' pattern in the stacks sheet" if not pattern
-                else "add images from other groups")
+        hint = (
+            "give the stack a 'group' pattern in the stacks sheet"
+            if not pattern
+            else "add images from other groups"
+        )
         raise ValueError(
             f"stack {stack!r}: cannot make {folds} folds from {len(distinct)} groups "
             f"{distinct}; lower the number of folds or {hint}"
@@ -535,9 +555,7 @@ def _text(value) -> str | None:
     return str(value).strip() or None
 
 
-def split_stacks(
-    sheet: pd.DataFrame, *, folds: int, list_images=stack_images
-) -> pd.DataFrame:
+def split_stacks(sheet: pd.DataFrame, *, folds: int, list_images=stack_images) -> pd.DataFrame:
     """Group-aware folds for the images of every real stack that has ground truth.
 
     Images from one region of a specimen are alike, so a model fine-tuned on real

@@ -106,9 +106,15 @@ def test_feature_hierarchy_hook_for_a_trained_model():
     fig = FA.feature_hierarchy(image, channels=(4, 4, 4), n_show=2, rng=0, trained=unet)
     # 3 random-CNN rows + 3 U-Net rows, each input + 2 maps
     assert len(fig.axes) == 6 * 3
-    fig = FA.feature_hierarchy(image, channels=(4,), n_show=2, rng=0, trained=unet,
-                               trained_input=image / image.max(),
-                               trained_layers=("encoder.0.block",))
+    fig = FA.feature_hierarchy(
+        image,
+        channels=(4,),
+        n_show=2,
+        rng=0,
+        trained=unet,
+        trained_input=image / image.max(),
+        trained_layers=("encoder.0.block",),
+    )
     assert len(fig.axes) == 2 * 3
 
 

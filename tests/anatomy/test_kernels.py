@@ -43,8 +43,9 @@ def corner():
 
 
 def _response(image, labels, kernel):
-    return K.boundary_response(K.correlate2d(image, kernel, padding=1, padding_mode="replicate"),
-                               labels)
+    return K.boundary_response(
+        K.correlate2d(image, kernel, padding=1, padding_mode="replicate"), labels
+    )
 
 
 def test_sobel_answers_its_own_boundary_of_the_corner_bicrystal(corner):
@@ -105,8 +106,9 @@ def test_correlate2d_padding_modes_equal_torch_conv2d_layer(mode):
     with torch.no_grad():
         layer.weight.copy_(t(kernel))
         ref = layer(t(image))[0, 0].numpy()
-    np.testing.assert_allclose(K.correlate2d(image, kernel, padding=2, padding_mode=mode), ref,
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        K.correlate2d(image, kernel, padding=2, padding_mode=mode), ref, atol=1e-12
+    )
 
 
 @pytest.mark.parametrize("ksize", [3, 5])
@@ -118,8 +120,9 @@ def test_correlate_and_convolve_equal_scipy_and_differ_by_the_flip(ksize):
     conv = K.convolve2d(image, kernel, padding=pad)
     np.testing.assert_allclose(corr, ndi.correlate(image, kernel, mode="constant"), atol=1e-12)
     np.testing.assert_allclose(conv, ndi.convolve(image, kernel, mode="constant"), atol=1e-12)
-    np.testing.assert_allclose(conv, K.correlate2d(image, kernel[::-1, ::-1], padding=pad),
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        conv, K.correlate2d(image, kernel[::-1, ::-1], padding=pad), atol=1e-12
+    )
     assert not np.allclose(corr, conv)  # an asymmetric kernel: the flip matters
 
 
@@ -128,8 +131,9 @@ def test_flip_reverses_sobel_and_leaves_symmetric_kernels_alone():
     corr = K.correlate2d(image, K.SOBEL_VERTICAL, padding=1)
     np.testing.assert_allclose(K.convolve2d(image, K.SOBEL_VERTICAL, padding=1), -corr)
     for kernel in (K.LAPLACIAN, K.GAUSSIAN):
-        np.testing.assert_allclose(K.convolve2d(image, kernel, padding=1),
-                                   K.correlate2d(image, kernel, padding=1))
+        np.testing.assert_allclose(
+            K.convolve2d(image, kernel, padding=1), K.correlate2d(image, kernel, padding=1)
+        )
 
 
 def test_worked_example_of_the_course():
@@ -162,8 +166,12 @@ def test_output_size_formula_equals_torch_on_a_grid():
             with pytest.raises(ValueError):
                 K.conv_output_size(size, kernel_size=k, padding=p, stride=s)
             continue
-        out = F.conv2d(torch.zeros(1, 1, size, 3 + 2 * 5), torch.zeros(1, 1, k, 1),
-                       stride=(s, 1), padding=(p, 0)).shape[-2]
+        out = F.conv2d(
+            torch.zeros(1, 1, size, 3 + 2 * 5),
+            torch.zeros(1, 1, k, 1),
+            stride=(s, 1),
+            padding=(p, 0),
+        ).shape[-2]
         assert K.conv_output_size(size, kernel_size=k, padding=p, stride=s) == out
         checked += 1
     assert checked > 300
@@ -196,25 +204,31 @@ def test_mlp_against_conv_parameter_counts():
     assert K.mlp_first_layer_params(1024, hidden=1000) == 1024**2 * 1000 == 1_048_576_000
     assert K.mlp_first_layer_params(1024, hidden=1000) == pytest.approx(1.05e9, rel=0.005)
     assert K.conv_layer_params(filters=64, kernel_size=3) == 576
-    np.testing.assert_array_equal(K.mlp_first_layer_params(np.array([32, 64]), hidden=10),
-                                  [10240, 40960])
+    np.testing.assert_array_equal(
+        K.mlp_first_layer_params(np.array([32, 64]), hidden=10), [10240, 40960]
+    )
     # against torch's own counts (with biases, as torch layers have them)
     linear = nn.Linear(32 * 32, 1000)
     conv = nn.Conv2d(1, 64, 3)
     assert K.mlp_first_layer_params(32, hidden=1000, bias=True) == sum(
-        p.numel() for p in linear.parameters())
+        p.numel() for p in linear.parameters()
+    )
     assert K.conv_layer_params(filters=64, kernel_size=3, bias=True) == sum(
-        p.numel() for p in conv.parameters())
+        p.numel() for p in conv.parameters()
+    )
     with pytest.raises(ValueError):
         K.conv_layer_params(filters=0)
 
 
 def test_parameter_table_of_a_small_model_by_hand():
-    model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
-                          nn.Linear(4 * 5 * 5, 3, bias=False))
+    model = nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 5 * 5, 3, bias=False)
+    )
     rows = K.parameter_table(model, input_shape=(2, 5, 5))
     assert [(r["name"], r["kind"], r["params"]) for r in rows] == [
-        ("0", "Conv2d", 2 * 4 * 9 + 4), ("3", "Linear", 100 * 3)]
+        ("0", "Conv2d", 2 * 4 * 9 + 4),
+        ("3", "Linear", 100 * 3),
+    ]
     assert rows[0]["output_shape"] == (4, 5, 5) and rows[1]["output_shape"] == (3,)
     assert rows[0]["shapes"] == "4×2×3×3 + 4"
 
@@ -236,7 +250,10 @@ def test_diffraction_cnn_parameter_table_read_from_the_model():
     assert total - sum(bn) == 101_123
     assert round(total, -3) == 102_000 and round(total - sum(bn), -3) == 101_000
     assert [r["output_shape"] for r in rows if r["kind"] == "Conv2d"] == [
-        (32, 64, 64), (64, 32, 32), (128, 16, 16)]
+        (32, 64, 64),
+        (64, 32, 32),
+        (128, 16, 16),
+    ]
 
 
 # --------------------------------------------------------------------------- receptive field
@@ -264,8 +281,9 @@ def test_measured_receptive_field_with_pooling():
     avg = K.random_cnn([4, 4, 4], pool="avg", rng=0)
     assert K.measured_receptive_field(avg, size_px=64, rng=0) == (expected, expected)
     # max pooling passes gradient only through each window's maximum: never wider
-    rows, cols = K.measured_receptive_field(K.random_cnn([4, 4, 4], pool="max", rng=0),
-                                            size_px=64, rng=0)
+    rows, cols = K.measured_receptive_field(
+        K.random_cnn([4, 4, 4], pool="max", rng=0), size_px=64, rng=0
+    )
     assert rows <= expected and cols <= expected
 
 
@@ -317,8 +335,9 @@ def test_designed_kernel_is_an_oriented_step_detector():
 @pytest.mark.parametrize("target", [0.0, 45.0])
 def test_designed_kernel_selectivity(target):
     w = K.designed_boundary_kernel(normal_deg=target)
-    s = K.boundary_selectivity(K.relu_unit(w), target_deg=target, angle_step_deg=7.5,
-                               contrasts=(0.1, 0.4), rng=2)
+    s = K.boundary_selectivity(
+        K.relu_unit(w), target_deg=target, angle_step_deg=7.5, contrasts=(0.1, 0.4), rng=2
+    )
     assert s.response.shape == (2, 48) and s.target.sum() == 7
     # measured ≈ 5.5–6: target boundaries answer several times more strongly than all others
     assert np.all(s.selectivity > 4)
@@ -328,8 +347,9 @@ def test_designed_kernel_selectivity(target):
     opposite = np.argmin(np.abs((s.normal_deg - target) % 360 - 180))
     assert np.all(s.response[:, opposite] < 0.05 * s.response.max(axis=1))
     # the isotropic gradient magnitude, on the same images, is not selective
-    base = K.boundary_selectivity(K.gradient_magnitude, target_deg=target, contrasts=(0.1, 0.4),
-                                  rng=2)
+    base = K.boundary_selectivity(
+        K.gradient_magnitude, target_deg=target, contrasts=(0.1, 0.4), rng=2
+    )
     assert np.all((base.selectivity > 0.8) & (base.selectivity < 1.25))
 
 

@@ -62,8 +62,18 @@ def data(tmp_path_factory):
 
 def test_confusion_and_per_class_by_hand():
     true = ["cubic"] * 4 + ["hexagonal"] * 3 + ["orthorhombic"] * 3
-    pred = ["cubic", "cubic", "cubic", "hexagonal", "hexagonal", "hexagonal", "cubic",
-            "orthorhombic", "orthorhombic", "orthorhombic"]
+    pred = [
+        "cubic",
+        "cubic",
+        "cubic",
+        "hexagonal",
+        "hexagonal",
+        "hexagonal",
+        "cubic",
+        "orthorhombic",
+        "orthorhombic",
+        "orthorhombic",
+    ]
     cm = confusion_matrix(true, pred)
     assert cm.to_numpy().tolist() == [[3, 1, 0], [1, 2, 0], [0, 0, 3]]
     table = per_class_table(cm).set_index("class")
@@ -196,12 +206,20 @@ def test_represent_puts_each_kind_in_its_form():
     np.testing.assert_array_equal(legacy[0], images[0])
     assert representation_of(None) == {"spot": "angular_spectrum", "ring": "log_polar_highpass"}
     assert representation_of({"ring": "cartesian"})["spot"] == "angular_spectrum"
-    ds = PatternDataset(images, [0, 1], ["a", "b"], modalities=["spot", "ring"],
-                        representation=None)
+    ds = PatternDataset(
+        images, [0, 1], ["a", "b"], modalities=["spot", "ring"], representation=None
+    )
     np.testing.assert_allclose(ds[1][0][0].numpy(), log_polar_highpass(images[1]))
     torch.manual_seed(0)  # augmented: rotated and mirrored before the log-polar resampling
-    augmented = PatternDataset(images, [0, 1], ["a", "b"], rotate=True, flips=True,
-                               modalities=["spot", "ring"], representation=None)
+    augmented = PatternDataset(
+        images,
+        [0, 1],
+        ["a", "b"],
+        rotate=True,
+        flips=True,
+        modalities=["spot", "ring"],
+        representation=None,
+    )
     x = augmented[1][0][0].numpy()
     plain = log_polar_highpass(images[1]).mean(axis=0)  # a ring's profile is rotation invariant
     assert x.mean(axis=0).argmax() == plain.argmax()
@@ -254,15 +272,25 @@ def test_tiny_training_is_deterministic_and_evaluates(data, tmp_path):
     paths = {}
     for run in ("a", "b"):
         out = tmp_path / run
-        train_diffraction_fold(root / "split.tsv", 0, arch=arch, shared=SHARED,
-                               best_path=out / "best.pt", history_path=out / "history.tsv",
-                               last_path=out / "last.pt", seed=5, validation_seed=3)
+        train_diffraction_fold(
+            root / "split.tsv",
+            0,
+            arch=arch,
+            shared=SHARED,
+            best_path=out / "best.pt",
+            history_path=out / "history.tsv",
+            last_path=out / "last.pt",
+            seed=5,
+            validation_seed=3,
+        )
         paths[run] = out / "best.pt"
     a, b = load_checkpoint(paths["a"]), load_checkpoint(paths["b"])
     assert a["model_name"] == "diffraction_cnn" and a["extra"]["classes"] == list(CLASSES)
     # the default forms, used again by evaluation
-    assert a["extra"]["representation"] == {"spot": "angular_spectrum",
-                                            "ring": "log_polar_highpass"}
+    assert a["extra"]["representation"] == {
+        "spot": "angular_spectrum",
+        "ring": "log_polar_highpass",
+    }
     for key, value in a["model_state"].items():
         assert torch.equal(value, b["model_state"][key]), key
     history = pd.read_csv(tmp_path / "a" / "history.tsv", sep="\t")
@@ -287,9 +315,18 @@ def test_frozen_transfer_from_a_local_file_trains_only_the_head(data, tmp_path):
     weights = tmp_path / "weights.pt"
     torch.save(source.state_dict(), weights)
     _, _, config = classifier_config({"model": "resnet18"}, shared=SHARED, seed=1)
-    row = transfer_run(manifest, 0, strategy="frozen", n_per_class=2, steps=2, config=config,
-                       pretrained=str(weights), out_dir=tmp_path / "t", root=".",
-                       validation_seed=3)
+    row = transfer_run(
+        manifest,
+        0,
+        strategy="frozen",
+        n_per_class=2,
+        steps=2,
+        config=config,
+        pretrained=str(weights),
+        out_dir=tmp_path / "t",
+        root=".",
+        validation_seed=3,
+    )
     assert row["strategy"] == "frozen" and row["test_patterns"] == (manifest["fold"] == 0).sum()
     assert row["trainable_parameters"] == 512 * 3 + 3
     state = load_checkpoint(tmp_path / "t" / "best.pt")["model_state"]
@@ -298,18 +335,33 @@ def test_frozen_transfer_from_a_local_file_trains_only_the_head(data, tmp_path):
         assert torch.equal(state[key], own[key]), key
     assert state["fc.weight"].shape == (3, 512)
     with pytest.raises(ValueError, match="strategy"):
-        transfer_run(manifest, 0, strategy="partial", n_per_class=2, steps=1, config=config,
-                     pretrained=str(weights), out_dir=tmp_path / "u")
+        transfer_run(
+            manifest,
+            0,
+            strategy="partial",
+            n_per_class=2,
+            steps=1,
+            config=config,
+            pretrained=str(weights),
+            out_dir=tmp_path / "u",
+        )
 
 
 def test_scan_map_is_pattern_by_pattern_and_ome_zarr(data, tmp_path):
     root, manifest = data
     out = tmp_path / "m"
-    train_diffraction_fold(root / "split.tsv", 1, arch={"model": "diffraction_cnn", "epochs": 1},
-                           shared=SHARED, best_path=out / "best.pt",
-                           history_path=out / "history.tsv", last_path=out / "last.pt")
-    counts, truth, grains, info = synthetic_scan(SETTINGS, scan_shape=(3, 5),
-                                                 grain_diameter_px=2.5, rng=0)
+    train_diffraction_fold(
+        root / "split.tsv",
+        1,
+        arch={"model": "diffraction_cnn", "epochs": 1},
+        shared=SHARED,
+        best_path=out / "best.pt",
+        history_path=out / "history.tsv",
+        last_path=out / "last.pt",
+    )
+    counts, truth, grains, info = synthetic_scan(
+        SETTINGS, scan_shape=(3, 5), grain_diameter_px=2.5, rng=0
+    )
     assert counts.shape == (3, 5, 64, 64) and truth.shape == (3, 5)
     assert set(np.unique(truth)) <= {1, 2, 3} and grains.max() >= 1
     write_scan(tmp_path / "scan.zarr", counts, truth=truth, attrs=info)
@@ -321,8 +373,9 @@ def test_scan_map_is_pattern_by_pattern_and_ome_zarr(data, tmp_path):
     # patterns are prepared as the model was trained: spots as angular spectra, rings log-polar
     direct = predict_proba(model, np.stack([angular_spectrum(x) for x in flat]))
     np.testing.assert_allclose(probs.reshape(3, -1).T, direct, rtol=1e-5, atol=1e-6)
-    summary = scan_map(tmp_path / "scan.zarr", tmp_path / "map.ome.zarr", [out / "best.pt"],
-                       scan_step_um=0.01)
+    summary = scan_map(
+        tmp_path / "scan.zarr", tmp_path / "map.ome.zarr", [out / "best.pt"], scan_step_um=0.01
+    )
     back, labels, attrs = read_scan_map(tmp_path / "map.ome.zarr")
     np.testing.assert_allclose(back, probs, rtol=1e-6)
     assert np.array_equal(labels, probs.argmax(axis=0) + 1)

@@ -42,8 +42,11 @@ def present(crystal, g_max=2.0):
 @pytest.mark.parametrize(
     ("centring", "shown", "absent"),
     [
-        ("F", [(1, 1, 1), (2, 0, 0), (2, 2, 0), (3, 1, 1), (2, 2, 2)],
-         [(1, 0, 0), (1, 1, 0), (2, 1, 0), (2, 1, 1)]),
+        (
+            "F",
+            [(1, 1, 1), (2, 0, 0), (2, 2, 0), (3, 1, 1), (2, 2, 2)],
+            [(1, 0, 0), (1, 1, 0), (2, 1, 0), (2, 1, 1)],
+        ),
         ("I", [(1, 1, 0), (2, 0, 0), (2, 1, 1), (2, 2, 0)], [(1, 0, 0), (1, 1, 1), (2, 1, 0)]),
         ("P", [(1, 0, 0), (1, 1, 0), (1, 1, 1), (2, 0, 0)], []),
     ],
@@ -61,9 +64,16 @@ def test_fcc_d_spacings_and_first_rings():
     cu = one_atom("cubic", "F", a)
     # d = a / sqrt(h² + k² + l²): 2.087, 1.808, 1.278 Å
     assert cu.d_spacing([(1, 1, 1), (2, 0, 0), (2, 2, 0)]) == pytest.approx(
-        [a / math.sqrt(3), a / 2, a / math.sqrt(8)])
-    ring_params = {"camera_length_mm": 500.0, "voltage_kv": 200.0, "detector_pixel_mm": 0.48,
-                   "ring_sigma_px": 0.8, "crystallite_nm": 20.0, "texture": 0.0}
+        [a / math.sqrt(3), a / 2, a / math.sqrt(8)]
+    )
+    ring_params = {
+        "camera_length_mm": 500.0,
+        "voltage_kv": 200.0,
+        "detector_pixel_mm": 0.48,
+        "ring_sigma_px": 0.8,
+        "crystallite_nm": 20.0,
+        "texture": 0.0,
+    }
     _, info = ring_intensity(cu, ring_params, size=64)
     rings = info["rings"]
     d = np.sort(rings[:, 1])[::-1]
@@ -75,14 +85,15 @@ def test_fcc_d_spacings_and_first_rings():
     _, info = ring_intensity(cu, {**ring_params, "first_order_px": 7.0}, size=64)
     assert np.sort(info["rings"][:, 0])[:2] == pytest.approx([7.0, 14 / math.sqrt(3)])
     assert info["camera_length_mm"] == pytest.approx(
-        7.0 * a / math.sqrt(3) * 0.48 / electron_wavelength_A(200.0))
+        7.0 * a / math.sqrt(3) * 0.48 / electron_wavelength_A(200.0)
+    )
 
 
 def test_hexagonal_d_spacing_formula():
     a, c = 3.21, 5.21  # magnesium
     mg = one_atom("hexagonal", "P", a, c)
     hkl = np.array([(1, 0, 0), (0, 0, 2), (1, 0, 1), (1, 1, 0), (1, 0, 3), (2, -1, 2)])
-    h, k, l = hkl.T
+    h, k, l = hkl.T  # noqa: E741 (Miller indices)
     expected = 1 / np.sqrt(4 / 3 * (h**2 + h * k + k**2) / a**2 + l**2 / c**2)
     assert mg.d_spacing(hkl) == pytest.approx(expected)
     assert mg.d_spacing([(1, 0, 0)])[0] == pytest.approx(a * math.sqrt(3) / 2)
@@ -117,8 +128,11 @@ def test_random_crystals_respect_margins_and_distances():
     # a C-centred cell with b = 2c has a square [100] net (2b*, c*): not drawn
     assert _pseudo_symmetric((3.0, 8.0, 4.0), 0.1) and not _pseudo_symmetric((3.0, 3.6, 8.0), 0.1)
     with pytest.raises(ValueError, match="orthorhombic_margin") as err:
-        random_crystal("orthorhombic", rng=0,
-                       settings={"orthorhombic_abc_A": [4.0, 5.0], "orthorhombic_margin": 0.3})
+        random_crystal(
+            "orthorhombic",
+            rng=0,
+            settings={"orthorhombic_abc_A": [4.0, 5.0], "orthorhombic_margin": 0.3},
+        )
     assert "1, √3 and 2" in str(err.value)  # the ratios it keeps away from: PSEUDO_RATIOS
     cubic = random_crystal("cubic", rng=3, settings={"basis_atoms": [3, 3]})
     z, pos = cubic.cell()
@@ -139,11 +153,23 @@ def test_wavelength_and_scattering_factor():
 
 
 def spot_params(**kw):
-    p = {"zone_axis": [0, 0, 1], "tilt_mrad": 0.0, "rotation_deg": 0.0, "camera_length_mm": 500.0,
-         "voltage_kv": 200.0, "detector_pixel_mm": 0.48, "relrod_inv_A": 0.03,
-         "spot_sigma_px": 0.8, "dynamical_gamma": 1.0, "intensity_spread": 0.0,
-         "central_ratio": 10.0, "background": 0.02, "background_decay_px": 10.0,
-         "beam_stop": False, "dose_counts": None}
+    p = {
+        "zone_axis": [0, 0, 1],
+        "tilt_mrad": 0.0,
+        "rotation_deg": 0.0,
+        "camera_length_mm": 500.0,
+        "voltage_kv": 200.0,
+        "detector_pixel_mm": 0.48,
+        "relrod_inv_A": 0.03,
+        "spot_sigma_px": 0.8,
+        "dynamical_gamma": 1.0,
+        "intensity_spread": 0.0,
+        "central_ratio": 10.0,
+        "background": 0.02,
+        "background_decay_px": 10.0,
+        "beam_stop": False,
+        "dose_counts": None,
+    }
     return {**p, **kw}
 
 
@@ -189,8 +215,12 @@ def test_cubic_111_pattern_is_as_sixfold_as_hexagonal_0001():
     # why zone_axes "low_index" is ill-posed: with Friedel's law the 3-fold [111] axis of m-3m
     # gives a 6-fold net and 6-fold intensities, the same 2-D symmetry as hexagonal [0001]
     xtal = random_crystal("cubic", rng=4, centring="P", settings={"basis_atoms": [2, 2]})
-    _, info = spot_intensity(xtal, spot_params(zone_axis=[1, 1, 1], spot_sigma_px=0.6,
-                                               camera_length_mm=300.0), size=64, rng=0)
+    _, info = spot_intensity(
+        xtal,
+        spot_params(zone_axis=[1, 1, 1], spot_sigma_px=0.6, camera_length_mm=300.0),
+        size=64,
+        rng=0,
+    )
     row, col, amp = info["spots"].T
     xy = np.stack([col - 31.5, 31.5 - row], axis=1)
     # the zero-order Laue zone (weak spots of the upper layer, 3-fold, are left out)
@@ -211,7 +241,10 @@ def test_zone_axes_and_families():
     assert zone_family("hexagonal", [1, -1, 0]) == "<10-10>"
     # mmm does not permute the axes: [100], [010] and [001] are three families
     assert [zone_family("orthorhombic", v) for v in ([-1, 0, 0], [0, 1, 0], [0, 0, -1])] == [
-        "<100>", "<010>", "<001>"]
+        "<100>",
+        "<010>",
+        "<001>",
+    ]
     with pytest.raises(ValueError, match="zone axes"):
         zone_axes("cubic", "random")
 
@@ -221,8 +254,12 @@ def test_specimen_is_deterministic_labelled_and_round_trips(tmp_path):
     a, spec = synthesize_diffraction_specimen("s04", settings, seed=11)
     b, _ = synthesize_specimen("diffraction", "s04", settings, seed=11)  # through the dispatcher
     assert "diffraction" in TASKS
-    assert [s.image_id for s in a] == ["diffraction/s04/b0/i00", "diffraction/s04/b0/i01",
-                                       "diffraction/s04/b1/i00", "diffraction/s04/b1/i01"]
+    assert [s.image_id for s in a] == [
+        "diffraction/s04/b0/i00",
+        "diffraction/s04/b0/i01",
+        "diffraction/s04/b1/i00",
+        "diffraction/s04/b1/i01",
+    ]
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x.image, y.image)
         assert x.labels == {} and x.image.dtype == np.float32 and x.image.shape == (64, 64)
@@ -247,8 +284,12 @@ def test_bad_settings_are_rejected():
 
 
 def test_spot_and_ring_sessions_draw_their_own_first_order():
-    settings = {"images_per_session": 1, "sessions_per_specimen": 2,
-                "first_order_px": [4.0, 4.0], "ring_first_order_px": [8.0, 8.0]}
+    settings = {
+        "images_per_session": 1,
+        "sessions_per_specimen": 2,
+        "first_order_px": [4.0, 4.0],
+        "ring_first_order_px": [8.0, 8.0],
+    }
     samples, _ = synthesize_diffraction_specimen("s02", settings, seed=3)
     first = {s.modality: s.params["first_order_px"] for s in samples}
     assert first == {"spot": 4.0, "ring": 8.0}

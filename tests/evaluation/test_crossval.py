@@ -16,14 +16,23 @@ from grainflow.synth.tessellation import boundary_mask
 
 SETTINGS = {
     "grains": {
-        "sessions_per_specimen": 1, "images_per_session": 2, "image_size_px": 48,
-        "tessellation": ["voronoi"], "modalities": ["sem", "optical"],
-        "grain_diameter_px": [10, 14], "dispersion": [0.2, 0.4], "elongation": [1.5, 2.0],
-        "elongated_fraction": 0.0, "boundary_width_px": 2,
+        "sessions_per_specimen": 1,
+        "images_per_session": 2,
+        "image_size_px": 48,
+        "tessellation": ["voronoi"],
+        "modalities": ["sem", "optical"],
+        "grain_diameter_px": [10, 14],
+        "dispersion": [0.2, 0.4],
+        "elongation": [1.5, 2.0],
+        "elongated_fraction": 0.0,
+        "boundary_width_px": 2,
     },
     "phases": {
-        "sessions_per_specimen": 1, "images_per_session": 2, "image_size_px": 48,
-        "modalities": ["sem_precipitates", "tem_particles"], "area_fraction": [0.2, 0.4],
+        "sessions_per_specimen": 1,
+        "images_per_session": 2,
+        "image_size_px": 48,
+        "modalities": ["sem_precipitates", "tem_particles"],
+        "area_fraction": [0.2, 0.4],
         "particle_diameter_px": [8, 10],
     },
 }
@@ -85,15 +94,32 @@ def _table():
         (1, "c", 50, 0, 50, 3, 1, -0.2),
         (1, "d", 10, 10, 0, 1, 1, 0.0),
     ]:
-        counts = {"px_tp": tp, "px_fp": fp, "px_fn": fn, "px_tn": 1000,
-                  "n_true": n_true, "n_pred": n_true, "n_matched": n_match}
-        rows.append({
-            "task": "phases", "model": "classical", "fold": fold, "image_id": image,
-            "specimen": f"s{fold}", "session": "b0", "modality": "sem",
-            **counts, **ev.scores_from_counts("phases", counts),
-            "area_fraction_true": 0.2, "area_fraction_pred": 0.2 + af,
-            "area_fraction_error": af, "area_fraction_abs_error": abs(af),
-        })
+        counts = {
+            "px_tp": tp,
+            "px_fp": fp,
+            "px_fn": fn,
+            "px_tn": 1000,
+            "n_true": n_true,
+            "n_pred": n_true,
+            "n_matched": n_match,
+        }
+        rows.append(
+            {
+                "task": "phases",
+                "model": "classical",
+                "fold": fold,
+                "image_id": image,
+                "specimen": f"s{fold}",
+                "session": "b0",
+                "modality": "sem",
+                **counts,
+                **ev.scores_from_counts("phases", counts),
+                "area_fraction_true": 0.2,
+                "area_fraction_pred": 0.2 + af,
+                "area_fraction_error": af,
+                "area_fraction_abs_error": abs(af),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -119,11 +145,13 @@ def test_cross_validation_table():
 
 
 def test_select_fit_images_respects_the_fold():
-    m = pd.DataFrame({
-        "image_id": [f"t/s{i}/b0/i{k}" for i in range(3) for k in range(4)],
-        "specimen": [f"s{i}" for i in range(3) for _ in range(4)],
-        "fold": [i for i in range(3) for _ in range(4)],
-    })
+    m = pd.DataFrame(
+        {
+            "image_id": [f"t/s{i}/b0/i{k}" for i in range(3) for k in range(4)],
+            "specimen": [f"s{i}" for i in range(3) for _ in range(4)],
+            "fold": [i for i in range(3) for _ in range(4)],
+        }
+    )
     m["original_id"] = m["image_id"]
     chosen = ev.select_fit_images(m, fold=1, max_images=3, rng=0)
     assert len(chosen) == 3 and not any("/s1/" in c for c in chosen)
@@ -166,7 +194,8 @@ def test_run_baseline_fold(task_files, tmp_path):
     back = ev.read_metric_tables(paths)
     np.testing.assert_allclose(
         back[list(ev.SCORES[task])].to_numpy(float),
-        pd.concat([per_image] * 3)[list(ev.SCORES[task])].to_numpy(float), rtol=1e-5,
+        pd.concat([per_image] * 3)[list(ev.SCORES[task])].to_numpy(float),
+        rtol=1e-5,
     )
     cv, specimens = ev.aggregate_metrics(paths, task=task)
     assert cv.set_index("fold").loc["std", ev.SCORES[task][0]] == pytest.approx(0.0, abs=1e-9)

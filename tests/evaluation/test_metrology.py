@@ -214,8 +214,12 @@ def test_against_synthesiser_grain_size(d, dispersion, elongation):
     areas, ells = [], []
     for seed in range(2):
         lab = polycrystal(
-            (160, 160), grain_diameter_px=d, dispersion=dispersion, elongation=elongation,
-            angle_deg=30.0, rng=seed,
+            (160, 160),
+            grain_diameter_px=d,
+            dispersion=dispersion,
+            elongation=elongation,
+            angle_deg=30.0,
+            rng=seed,
         )
         areas.append(m.planimetric(lab, pixel_size_um=1.0).mean_grain_area_um2)
         ells.append(m.lineal_intercept(lab, pixel_size_um=1.0).mean_intercept_mm * 1000)

@@ -36,15 +36,23 @@ def _fake_inference(path, *, stack, task, labels):
 def phases_stack(tmp_path):
     """Two 40 x 48 planes with disc particles, masks as ground truth, pixel size unknown."""
     shape = (40, 48)
-    masks = np.stack([_disc(shape, (10, 12), 5) | _disc(shape, (28, 30), 7),
-                      _disc(shape, (20, 20), 6)]).astype(np.uint8)
+    masks = np.stack(
+        [_disc(shape, (10, 12), 5) | _disc(shape, (28, 30), 7), _disc(shape, (20, 20), 6)]
+    ).astype(np.uint8)
     rng = np.random.default_rng(0)
     images = (100 + 80 * masks + rng.integers(0, 20, masks.shape)).astype(np.uint8)
     tifffile.imwrite(tmp_path / "images.tif", images)
     tifffile.imwrite(tmp_path / "masks.tif", masks)
     store = tmp_path / "discs.ome.zarr"
-    import_stack(tmp_path / "images.tif", store, stack="discs", task="phases",
-                 ground_truth=tmp_path / "masks.tif", chunk=64, pyramid_min_px=64)
+    import_stack(
+        tmp_path / "images.tif",
+        store,
+        stack="discs",
+        task="phases",
+        ground_truth=tmp_path / "masks.tif",
+        chunk=64,
+        pyramid_min_px=64,
+    )
     return store, masks
 
 
@@ -67,13 +75,23 @@ def test_truth_labels_hand_worked():
 def test_phases_metrology_and_scores_against_the_masks(tmp_path, phases_stack):
     store, masks = phases_stack
     ids = np.stack([truth_labels("phases", m)["particle_ids"] for m in masks])
-    perfect = _fake_inference(tmp_path / "a.ome.zarr", stack="discs", task="phases",
-                              labels={"phase": masks, "particle_ids": ids})
+    perfect = _fake_inference(
+        tmp_path / "a.ome.zarr",
+        stack="discs",
+        task="phases",
+        labels={"phase": masks, "particle_ids": ids},
+    )
     half = masks.copy()
     half[:, :, 24:] = 0  # misses the right half of every plane
-    halved = _fake_inference(tmp_path / "b.ome.zarr", stack="discs", task="phases",
-                             labels={"phase": half, "particle_ids": np.stack(
-                                 [truth_labels("phases", m)["particle_ids"] for m in half])})
+    halved = _fake_inference(
+        tmp_path / "b.ome.zarr",
+        stack="discs",
+        task="phases",
+        labels={
+            "phase": half,
+            "particle_ids": np.stack([truth_labels("phases", m)["particle_ids"] for m in half]),
+        },
+    )
     table, sizes = measure_stack(store, {"a": perfect, "b": halved})
     assert list(table["plane"]) == ["0", "1", "all", "0", "1", "all"]
     a = table[table["model"] == "a"].set_index("plane")
@@ -111,11 +129,22 @@ def test_grain_metrology_in_micrometres(tmp_path):
     image = (ids * 10 % 200 + 20).astype(np.uint8)
     tifffile.imwrite(tmp_path / "grid.tif", image)
     store = tmp_path / "grid.ome.zarr"
-    import_stack(tmp_path / "grid.tif", store, stack="grid", task="grains", pixel_size_um=0.5,
-                 chunk=64, pyramid_min_px=64)
+    import_stack(
+        tmp_path / "grid.tif",
+        store,
+        stack="grid",
+        task="grains",
+        pixel_size_um=0.5,
+        chunk=64,
+        pyramid_min_px=64,
+    )
     boundaries = truth_labels("grains", ids)["boundaries"]
-    pred = _fake_inference(tmp_path / "unet.ome.zarr", stack="grid", task="grains",
-                           labels={"boundaries": boundaries[None], "grain_ids": ids[None]})
+    pred = _fake_inference(
+        tmp_path / "unet.ome.zarr",
+        stack="grid",
+        task="grains",
+        labels={"boundaries": boundaries[None], "grain_ids": ids[None]},
+    )
     table, sizes = measure_stack(store, {"unet": pred})
     row = table.set_index("plane").loc["0"]
     area_mm2 = (64 * 0.5e-3) ** 2
@@ -130,19 +159,33 @@ def test_grain_metrology_in_micrometres(tmp_path):
     assert set(sizes["model"]) == {"unet"} and (sizes["length_unit"] == "um").all()
     head = real_headline(_write(table, tmp_path / "grid.tsv"))
     assert head["unit"] == "µm" and head["models"][0]["g_planimetric"] == (
-        f"{row['astm_g_planimetric']:.2f}")
+        f"{row['astm_g_planimetric']:.2f}"
+    )
     with pytest.raises(ValueError, match="stack 'discs', not 'grains' of 'grid'"):
-        measure_stack(store, {"x": _fake_inference(
-            tmp_path / "x.ome.zarr", stack="discs", task="grains",
-            labels={"boundaries": boundaries[None], "grain_ids": ids[None]})})
+        measure_stack(
+            store,
+            {
+                "x": _fake_inference(
+                    tmp_path / "x.ome.zarr",
+                    stack="discs",
+                    task="grains",
+                    labels={"boundaries": boundaries[None], "grain_ids": ids[None]},
+                )
+            },
+        )
 
 
 def test_display_level_and_chosen_planes():
     assert display_level([(4000, 3000), (2000, 1500), (1000, 750)], max_px=1024) == 2
     assert display_level([(600, 800), (300, 400)], max_px=1024) == 0
     assert display_level([(5000, 5000), (2500, 2500)], max_px=1024) == 1
-    metrics = pd.DataFrame({"model": ["a"] * 6, "plane": ["0", "1", "2", "3", "4", "all"],
-                            "iou": [0.5, 0.1, 0.9, 0.3, 0.7, 0.5]})
+    metrics = pd.DataFrame(
+        {
+            "model": ["a"] * 6,
+            "plane": ["0", "1", "2", "3", "4", "all"],
+            "iou": [0.5, 0.1, 0.9, 0.3, 0.7, 0.5],
+        }
+    )
     assert choose_planes(metrics, task="phases", n=2) == [1, 2]
     assert choose_planes(metrics.drop(columns="iou"), task="phases", n=2) == [0, 1]
 
@@ -150,8 +193,14 @@ def test_display_level_and_chosen_planes():
 def test_figures_of_a_stack_with_truth(tmp_path, phases_stack):
     store, masks = phases_stack
     ids = np.stack([truth_labels("phases", m)["particle_ids"] for m in masks])
-    inference = {"unet": _fake_inference(tmp_path / "a.ome.zarr", stack="discs", task="phases",
-                                         labels={"phase": masks, "particle_ids": ids})}
+    inference = {
+        "unet": _fake_inference(
+            tmp_path / "a.ome.zarr",
+            stack="discs",
+            task="phases",
+            labels={"phase": masks, "particle_ids": ids},
+        )
+    }
     table, sizes = measure_stack(store, inference)
     fig = real_overlays(store, inference, table)
     assert isinstance(fig, Figure) and len(fig.axes) == 2 * 5  # 2 planes x (3 + truth, errors)

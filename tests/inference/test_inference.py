@@ -31,8 +31,14 @@ from grainflow.stacks.importer import import_stack
 from grainflow.synth.tessellation import boundary_mask, polycrystal
 
 KWARGS = {"depth": 2, "base_channels": 4, "norm": "batch", "residual": False}
-GEOMETRY = {"tile_px": 64, "overlap_px": 16, "margin_px": 4, "batch_size": 4, "device": "cpu",
-            "progress": False}
+GEOMETRY = {
+    "tile_px": 64,
+    "overlap_px": 16,
+    "margin_px": 4,
+    "batch_size": 4,
+    "device": "cpu",
+    "progress": False,
+}
 
 
 def _micrograph(shape, seed):
@@ -49,8 +55,16 @@ def _stack(path, shape, *, planes=2, seed=0):
     tiff = path.parent / f"{path.name}.tif"
     path.parent.mkdir(parents=True, exist_ok=True)
     tifffile.imwrite(tiff, np.stack([_micrograph(shape, seed + z) for z in range(planes)]))
-    import_stack(tiff, path, stack=path.name.removesuffix(".ome.zarr"), task="grains",
-                 pixel_size_um=0.5, chunk=64, pyramid_min_px=64, block=128)
+    import_stack(
+        tiff,
+        path,
+        stack=path.name.removesuffix(".ome.zarr"),
+        task="grains",
+        pixel_size_um=0.5,
+        chunk=64,
+        pyramid_min_px=64,
+        block=128,
+    )
     return path
 
 
@@ -71,9 +85,16 @@ def checkpoints(tmp_path_factory, stack):
         with torch.inference_mode():
             logits = model(torch.from_numpy(plane[None, None]))[0]
             model.head.bias[1] -= float(torch.median(logits[1] - logits[0]))
-        ckpt = make_checkpoint(model=model, model_name="unet", model_kwargs=KWARGS, epoch=1,
-                               step=1, config={"norm_percentiles": (1.0, 99.0)},
-                               extra={"task": "grains", "fold": fold}, with_rng=False)
+        ckpt = make_checkpoint(
+            model=model,
+            model_name="unet",
+            model_kwargs=KWARGS,
+            epoch=1,
+            step=1,
+            config={"norm_percentiles": (1.0, 99.0)},
+            extra={"task": "grains", "fold": fold},
+            with_rng=False,
+        )
         paths.append(save_checkpoint(folder / f"fold{fold}.pt", ckpt))
     return paths
 
@@ -89,8 +110,9 @@ def _read_back(store):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         nodes = list(Reader(parse_url(str(store)))())
-    labels = {n.metadata["name"]: n for n in nodes if any(type(s).__name__ == "Label"
-                                                          for s in n.specs)}
+    labels = {
+        n.metadata["name"]: n for n in nodes if any(type(s).__name__ == "Label" for s in n.specs)
+    }
     return nodes[0], labels
 
 
@@ -101,8 +123,11 @@ def test_output_is_an_ome_zarr_image_with_labels_and_provenance(tmp_path, stack,
     out = tmp_path / "inference" / "poly" / "unet.ome.zarr"
     summary = _infer(stack, checkpoints, out, block_px=64)
     image, labels = _read_back(out)
-    assert [tuple(d.shape) for d in image.data] == [(2, 2, 150, 170), (2, 2, 75, 85),
-                                                   (2, 2, 38, 43)]
+    assert [tuple(d.shape) for d in image.data] == [
+        (2, 2, 150, 170),
+        (2, 2, 75, 85),
+        (2, 2, 38, 43),
+    ]
     axes = image.metadata["axes"]
     assert [a["name"] for a in axes] == ["c", "z", "y", "x"] and axes[0]["type"] == "channel"
     assert axes[2]["unit"] == axes[3]["unit"] == "micrometer"
@@ -114,7 +139,8 @@ def test_output_is_an_ome_zarr_image_with_labels_and_provenance(tmp_path, stack,
     for node in labels.values():
         assert [tuple(d.shape) for d in node.data] == [(2, 150, 170), (2, 75, 85), (2, 38, 43)]
         assert node.metadata["coordinateTransformations"][1] == [
-            {"type": "scale", "scale": [1.0, 1.0, 1.0]}]
+            {"type": "scale", "scale": [1.0, 1.0, 1.0]}
+        ]
     # probabilities: in [0, 1], summing to 1 on every level
     for level in image.data:
         p = np.asarray(level)
@@ -125,18 +151,23 @@ def test_output_is_an_ome_zarr_image_with_labels_and_provenance(tmp_path, stack,
     # labels are those of the cross-validated evaluation
     for z in range(2):
         ref = labels_from_probability("grains", p1[z])
-        np.testing.assert_array_equal(np.asarray(labels["boundaries"].data[0])[z],
-                                      ref["boundaries"])
-        np.testing.assert_array_equal(np.asarray(labels["grain_ids"].data[0])[z],
-                                      ref["grain_ids"])
+        np.testing.assert_array_equal(
+            np.asarray(labels["boundaries"].data[0])[z], ref["boundaries"]
+        )
+        np.testing.assert_array_equal(np.asarray(labels["grain_ids"].data[0])[z], ref["grain_ids"])
     # provenance
     attrs = zarr.open_group(str(out), mode="r").attrs["grainflow"]
     assert attrs == {k: summary[k] for k in attrs}
     assert [c["sha256"] for c in attrs["checkpoints"]] == [
-        hashlib.sha256(p.read_bytes()).hexdigest() for p in checkpoints]
+        hashlib.sha256(p.read_bytes()).hexdigest() for p in checkpoints
+    ]
     assert [c["fold"] for c in attrs["checkpoints"]] == [0, 1]
     assert (attrs["tile_px"], attrs["overlap_px"], attrs["margin_px"], attrs["block_px"]) == (
-        64, 16, 4, 64)
+        64,
+        16,
+        4,
+        64,
+    )
     assert attrs["blend"]["window"] == "gaussian" and attrs["blend"]["sigma_scale"] == 0.125
     assert attrs["version"] == __version__ and attrs["task"] == "grains"
     raw = zarr.open_group(str(stack), mode="r")["s0"][1].astype(np.float32)
@@ -147,12 +178,10 @@ def test_output_is_an_ome_zarr_image_with_labels_and_provenance(tmp_path, stack,
     assert not any(p.name.endswith((".tmp", ".old")) for p in out.parent.iterdir())
 
 
-def test_block_edges_are_seamless_and_labels_consistent_across_them(tmp_path, stack,
-                                                                    checkpoints):
+def test_block_edges_are_seamless_and_labels_consistent_across_them(tmp_path, stack, checkpoints):
     blocked = tmp_path / "blocked.ome.zarr"
     whole = tmp_path / "whole.ome.zarr"
-    a = _infer(stack, checkpoints, blocked, block_px=64, whole_plane_max_px=0,
-               labels_halo_px=16)
+    a = _infer(stack, checkpoints, blocked, block_px=64, whole_plane_max_px=0, labels_halo_px=16)
     b = _infer(stack, checkpoints, whole, block_px=256)
     assert a["planes"][0]["blocks"] == 9 and b["planes"][0]["blocks"] == 1
     assert a["planes"][0]["labelling"] == "block-wise"
@@ -194,8 +223,8 @@ def test_block_wise_labels_equal_whole_plane_labels(task):
     naive, offset = np.zeros(prob.shape, np.int64), 0
     for r in range(0, 200, 48):
         for c in range(0, 230, 48):
-            ids = labels_from_probability(task, prob[r:r + 48, c:c + 48])[names[1]]
-            naive[r:r + 48, c:c + 48] = np.where(ids > 0, ids.astype(np.int64) + offset, 0)
+            ids = labels_from_probability(task, prob[r : r + 48, c : c + 48])[names[1]]
+            naive[r : r + 48, c : c + 48] = np.where(ids > 0, ids.astype(np.int64) + offset, 0)
             offset += int(ids.max())
     assert len(np.unique(naive[naive > 0])) > ref[names[1]].max() + 10
 
@@ -203,8 +232,10 @@ def test_block_wise_labels_equal_whole_plane_labels(task):
 def test_grain_watershed_needs_its_halo():
     prob = _polycrystal_probability((200, 230), seed=0)
     ref = labels_from_probability("grains", prob)["grain_ids"]
-    out = {"boundaries": np.zeros(prob.shape, np.uint8),
-           "grain_ids": np.zeros(prob.shape, np.uint32)}
+    out = {
+        "boundaries": np.zeros(prob.shape, np.uint8),
+        "grain_ids": np.zeros(prob.shape, np.uint32),
+    }
     label_plane("grains", prob, out, block=48, halo=0, whole_plane_max_px=0)
     # boundary pixels at block edges flooded from one side only: some differ
     assert 0 < np.count_nonzero(out["grain_ids"] != ref) < 0.01 * prob.size
@@ -214,12 +245,14 @@ def test_seeds_are_kept_or_dropped_by_their_whole_size():
     prob = np.ones((16, 16), np.float32)  # all boundary...
     prob[7:9, 7:9] = 0.0  # ...but one 2 x 2 interior seed on the corner of 4 blocks
     out = {"boundaries": np.zeros((16, 16), np.uint8), "grain_ids": np.zeros((16, 16), np.uint32)}
-    summary = label_plane("grains", prob, out, block=8, halo=4, whole_plane_max_px=0,
-                          min_grain_px=4)
+    summary = label_plane(
+        "grains", prob, out, block=8, halo=4, whole_plane_max_px=0, min_grain_px=4
+    )
     assert summary["n_objects"] == 1  # 1 px in each block, 4 in all: kept
     np.testing.assert_array_equal(out["grain_ids"], 1)
-    summary = label_plane("grains", prob, out, block=8, halo=4, whole_plane_max_px=0,
-                          min_grain_px=5)
+    summary = label_plane(
+        "grains", prob, out, block=8, halo=4, whole_plane_max_px=0, min_grain_px=5
+    )
     assert summary["n_objects"] == 0  # too small: no seed, one grain as for a whole plane
     np.testing.assert_array_equal(out["grain_ids"], 1)
     assert out["boundaries"].sum() == 16 * 16 - 4
@@ -259,8 +292,9 @@ inference.infer_stack(sys.argv[1], sys.argv[4:], sys.argv[2], tile_px=64, overla
 def test_a_killed_infer_leaves_no_output_and_reruns_cleanly(tmp_path, stack, checkpoints):
     out = tmp_path / "inference" / "unet.ome.zarr"
     flag = tmp_path / "stalled"
-    proc = subprocess.Popen([sys.executable, "-c", _KILLED, str(stack), str(out), str(flag),
-                             *map(str, checkpoints)])
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLED, str(stack), str(out), str(flag), *map(str, checkpoints)]
+    )
     try:
         deadline = time.monotonic() + 50
         while not flag.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -310,9 +344,18 @@ def test_bad_checkpoints_and_stacks_are_refused(tmp_path, stack, checkpoints):
     with pytest.raises(ValueError, match="at least one checkpoint"):
         load_ensemble([])
     model = build_model("unet", **KWARGS)
-    other = save_checkpoint(tmp_path / "other.pt", make_checkpoint(
-        model=model, model_name="unet", model_kwargs=KWARGS, epoch=1, step=1,
-        config={"norm_percentiles": (0.5, 99.5)}, extra={"task": "grains", "fold": 2}))
+    other = save_checkpoint(
+        tmp_path / "other.pt",
+        make_checkpoint(
+            model=model,
+            model_name="unet",
+            model_kwargs=KWARGS,
+            epoch=1,
+            step=1,
+            config={"norm_percentiles": (0.5, 99.5)},
+            extra={"task": "grains", "fold": 2},
+        ),
+    )
     with pytest.raises(ValueError, match="different normalisations"):
         load_ensemble([*checkpoints, other])
     with pytest.raises(FileNotFoundError, match="import_stack"):
@@ -332,15 +375,24 @@ def test_the_workflow_infers_every_stack_with_every_architecture_of_its_task(tmp
     from conftest import make_workdir, snakemake
 
     workdir = make_workdir(tmp_path / "run")
-    result = snakemake(workdir, "--dry-run", "--cores", "2", "results/metrics/real/nist_steel.tsv",
-                       "results/figures/real_overlays_nasa_superalloy.png", timeout=300)
+    result = snakemake(
+        workdir,
+        "--dry-run",
+        "--cores",
+        "2",
+        "results/metrics/real/nist_steel.tsv",
+        "results/figures/real_overlays_nasa_superalloy.png",
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr + result.stdout
     out = result.stdout + result.stderr
-    table = out[out.index("Job stats:"):]
-    counts = {line.split()[0]: int(line.split()[1]) for line in table.splitlines()[2:]
-              if len(line.split()) == 2 and line.split()[1].isdigit()}
+    table = out[out.index("Job stats:") :]
+    counts = {
+        line.split()[0]: int(line.split()[1])
+        for line in table.splitlines()[2:]
+        if len(line.split()) == 2 and line.split()[1].isdigit()
+    }
     assert counts["infer"] == 2 and counts["measure"] == 2 and counts["real_figures"] == 1
     assert counts["train"] == 6  # both tasks' folds: each stack waits for its own task's models
     assert "results/inference/nist_steel/unet.ome.zarr" in out
     assert "results/models/grains/unet/fold2/best.pt" in out
-

@@ -36,9 +36,16 @@ def checkpoint(tmp_path_factory, stack):
     with torch.inference_mode():
         logits = model(torch.from_numpy(plane[None, None]))[0]
         model.head.bias[1] -= float(torch.median(logits[1] - logits[0]))
-    ckpt = make_checkpoint(model=model, model_name="unet", model_kwargs=KWARGS, epoch=1, step=1,
-                           config={"norm_percentiles": (1.0, 99.0)},
-                           extra={"task": "grains", "fold": 0}, with_rng=False)
+    ckpt = make_checkpoint(
+        model=model,
+        model_name="unet",
+        model_kwargs=KWARGS,
+        epoch=1,
+        step=1,
+        config={"norm_percentiles": (1.0, 99.0)},
+        extra={"task": "grains", "fold": 0},
+        with_rng=False,
+    )
     return [save_checkpoint(tmp_path_factory.mktemp("models") / "fold0.pt", ckpt)]
 
 
@@ -46,11 +53,14 @@ def checkpoint(tmp_path_factory, stack):
 def results(tmp_path_factory, stack, checkpoint):
     """One job, and the same stack in 3 shards merged (shards listed out of order)."""
     root = tmp_path_factory.mktemp("sharded")
-    one = infer_stack(stack, checkpoint, root / "one.ome.zarr", model="unet", **PREDICTION,
-                      **LABELLING)
+    one = infer_stack(
+        stack, checkpoint, root / "one.ome.zarr", model="unet", **PREDICTION, **LABELLING
+    )
     shards = [root / "shards" / f"{k}.zarr" for k in range(SHARDS)]
-    records = [infer_shard(stack, checkpoint, path, shard=k, shards=SHARDS, model="unet",
-                           **PREDICTION) for k, path in enumerate(shards)]
+    records = [
+        infer_shard(stack, checkpoint, path, shard=k, shards=SHARDS, model="unet", **PREDICTION)
+        for k, path in enumerate(shards)
+    ]
     merged = merge_shards(stack, shards[::-1], root / "merged.ome.zarr", **LABELLING)
     return root, shards, records, one, merged
 
@@ -63,8 +73,11 @@ def _arrays(store):
 
 
 def _chunk_files(array_dir):
-    return {str(p.relative_to(array_dir)) for p in array_dir.rglob("*")
-            if p.is_file() and p.name != "zarr.json"}
+    return {
+        str(p.relative_to(array_dir))
+        for p in array_dir.rglob("*")
+        if p.is_file() and p.name != "zarr.json"
+    }
 
 
 TIMING = ("seconds", "megapixels_per_s", "shards")
@@ -86,7 +99,8 @@ def test_merged_shards_equal_one_job_bit_for_bit(results):
     assert strip(merged) == strip(one)
     for p, q in zip(merged["planes"], one["planes"]):
         assert {k: v for k, v in p.items() if not k.endswith("_s")} == {
-            k: v for k, v in q.items() if not k.endswith("_s")}
+            k: v for k, v in q.items() if not k.endswith("_s")
+        }
     assert [s["blocks"] for s in merged["shards"]] == [14, 13, 13]
     assert zarr.open_group(str(root / "merged.ome.zarr"), mode="r").attrs["grainflow"] == merged
     assert [sorted(r["planes"]) for r in records] == [["0"], ["0", "1"], ["1"]]
@@ -114,8 +128,10 @@ def test_merge_refuses_shards_that_do_not_belong_together(tmp_path, stack, resul
     shutil.copytree(shards[1], other)
     group = zarr.open_group(str(other), mode="r+")
     record = dict(group.attrs["grainflow_shard"])
-    group.attrs["grainflow_shard"] = {**record, "prediction": {**record["prediction"],
-                                                                "tile_px": 128}}
+    group.attrs["grainflow_shard"] = {
+        **record,
+        "prediction": {**record["prediction"], "tile_px": 128},
+    }
     with pytest.raises(ValueError, match=r"differs from the others in \['prediction'\]"):
         merge_shards(stack, [shards[0], other, shards[2]], tmp_path / "x.ome.zarr")
     group.attrs["grainflow_shard"] = {**record, "blocks": record["blocks"][1:]}
@@ -154,8 +170,9 @@ def test_predict_plane_computes_only_the_blocks_asked_for():
     n = len(list(iter_blocks((150, 170), block=64, tile=32, overlap=8)))
     parts = zarr.zeros((2, 150, 170), chunks=(2, 64, 64), dtype=np.float32)
     for chosen in ([0, 4, 8], [1, 2, 3], [5, 6, 7]):
-        summary = predict_plane(image, predict, out=parts, tile=32, overlap=8, block=64,
-                                block_indices=chosen)
+        summary = predict_plane(
+            image, predict, out=parts, tile=32, overlap=8, block=64, block_indices=chosen
+        )
         assert summary["blocks"] == 3
     assert n == 9
     np.testing.assert_array_equal(parts[:], whole[:])
@@ -174,13 +191,17 @@ def test_the_workflow_shards_inference_only_when_asked(tmp_path, shards):
     config = tiny_config()
     config["inference"]["shards"] = shards
     workdir = make_workdir(tmp_path / "run", config)
-    result = snakemake(workdir, "--dry-run", "--cores", "2", "results/metrics/real/nist_steel.tsv",
-                       timeout=300)
+    result = snakemake(
+        workdir, "--dry-run", "--cores", "2", "results/metrics/real/nist_steel.tsv", timeout=300
+    )
     assert result.returncode == 0, result.stderr + result.stdout
     out = result.stdout + result.stderr
-    table = out[out.index("Job stats:"):]
-    counts = {line.split()[0]: int(line.split()[1]) for line in table.splitlines()[2:]
-              if len(line.split()) == 2 and line.split()[1].isdigit()}
+    table = out[out.index("Job stats:") :]
+    counts = {
+        line.split()[0]: int(line.split()[1])
+        for line in table.splitlines()[2:]
+        if len(line.split()) == 2 and line.split()[1].isdigit()
+    }
     if shards == 1:  # today's DAG: one infer job per store, nothing else
         assert counts["infer"] == 1 and "infer_shard" not in counts
         assert "merge_shards" not in counts

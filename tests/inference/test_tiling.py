@@ -46,8 +46,13 @@ def test_tile_starts_cover_with_last_flush(tile, overlap):
 
 
 @pytest.mark.parametrize(
-    "kwargs", [dict(size=0, tile=8, overlap=0), dict(size=10, tile=0, overlap=0),
-               dict(size=10, tile=8, overlap=8), dict(size=10, tile=8, overlap=-1)]
+    "kwargs",
+    [
+        dict(size=0, tile=8, overlap=0),
+        dict(size=10, tile=0, overlap=0),
+        dict(size=10, tile=8, overlap=8),
+        dict(size=10, tile=8, overlap=-1),
+    ],
 )
 def test_tile_starts_rejects_bad_geometry(kwargs):
     with pytest.raises(ValueError, match="got"):
@@ -85,8 +90,9 @@ def test_blocks_partition_the_plane_and_list_overlapping_tiles():
 
 
 def test_plane_view_reads_and_writes_one_plane(tmp_path):
-    stack = zarr.create_array(str(tmp_path / "a.zarr"), shape=(2, 3, 10, 12), chunks=(1, 1, 5, 6),
-                              dtype="f4")
+    stack = zarr.create_array(
+        str(tmp_path / "a.zarr"), shape=(2, 3, 10, 12), chunks=(1, 1, 5, 6), dtype="f4"
+    )
     view = PlaneView(stack, 1, axis=1)
     assert view.shape == (2, 10, 12) and view.chunks == (1, 5, 6)
     view[:, 2:4, :] = 7.0
@@ -125,8 +131,9 @@ def _image(shape=(300, 257), seed=1, smooth=2.0):
 
 
 def _zarr_out(tmp_path, shape, chunk):
-    return zarr.create_array(str(tmp_path / "probs.zarr"), shape=(2, *shape),
-                             chunks=(2, chunk, chunk), dtype="f4")
+    return zarr.create_array(
+        str(tmp_path / "probs.zarr"), shape=(2, *shape), chunks=(2, chunk, chunk), dtype="f4"
+    )
 
 
 def test_tiled_prediction_equals_whole_image_prediction(tmp_path):
@@ -134,8 +141,9 @@ def test_tiled_prediction_equals_whole_image_prediction(tmp_path):
     predict = _conv_model(kernel=3, layers=3)  # receptive-field radius 3 <= margin 4, 2 * 4 < 16
     whole = predict(image[None, None])[0]
     out = _zarr_out(tmp_path, image.shape, chunk=64)
-    summary = predict_plane(image, predict, out=out, tile=64, overlap=16, block=128, margin=4,
-                            batch_size=5)
+    summary = predict_plane(
+        image, predict, out=out, tile=64, overlap=16, block=128, margin=4, batch_size=5
+    )
     np.testing.assert_allclose(out[:], whole, atol=1e-4)
     assert np.abs(out[:] - whole).max() < 1e-5  # float rounding only
     rows, cols = tile_grid(image.shape, 64, overlap=16)
@@ -174,8 +182,9 @@ def test_block_edges_are_not_seams(tmp_path):
     # control: blocks predicted alone (no halo) do show seams, so the measure can fail
     naive = np.zeros_like(plane)
     for blk in iter_blocks(image.shape, block=96, tile=64, overlap=16):
-        part = np.zeros((2, blk.rows.stop - blk.rows.start, blk.cols.stop - blk.cols.start),
-                        np.float32)
+        part = np.zeros(
+            (2, blk.rows.stop - blk.rows.start, blk.cols.stop - blk.cols.start), np.float32
+        )
         predict_plane(image[blk.rows, blk.cols], predict, out=part, tile=64, overlap=16, block=1024)
         naive[:, blk.rows, blk.cols] = part
     assert edge_jump_ratio(naive) > 2.0
@@ -201,8 +210,9 @@ def test_transform_is_applied_before_tiling():
     image = _image((70, 70), seed=6)
     predict = _conv_model()
     a = np.zeros((2, 70, 70), np.float32)
-    predict_plane(image * 3 + 1, predict, out=a, tile=32, overlap=8, block=64,
-                  transform=lambda x: (x - 1) / 3)
+    predict_plane(
+        image * 3 + 1, predict, out=a, tile=32, overlap=8, block=64, transform=lambda x: (x - 1) / 3
+    )
     b = np.zeros_like(a)
     predict_plane(image, predict, out=b, tile=32, overlap=8, block=64)
     np.testing.assert_allclose(a, b, atol=1e-5)
@@ -217,8 +227,9 @@ def test_predict_plane_rejects_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="margin"):
         predict_plane(image, predict, out=out, tile=32, overlap=8, block=64, margin=4)
     with pytest.raises(ValueError, match="must have shape"):
-        predict_plane(image, predict, out=np.zeros((2, 99, 100), np.float32), tile=32, overlap=8,
-                      block=64)
+        predict_plane(
+            image, predict, out=np.zeros((2, 99, 100), np.float32), tile=32, overlap=8, block=64
+        )
     with pytest.raises(ValueError, match="predict_fn must return shape"):
         predict_plane(image, lambda b: b, out=out, tile=32, overlap=8, block=64)
     with pytest.raises(ValueError, match="2-D"):

@@ -38,8 +38,12 @@ def unet_params(in_ch, out_ch, base, depth, residual=False):
 
 @pytest.mark.parametrize(
     "depth, base, norm, residual, size",
-    [(1, 4, "batch", False, (16, 16)), (2, 8, "group", False, (32, 48)),
-     (3, 4, "batch", True, (64, 64)), (2, 6, "group", True, (32, 32))],
+    [
+        (1, 4, "batch", False, (16, 16)),
+        (2, 8, "group", False, (32, 48)),
+        (3, 4, "batch", True, (64, 64)),
+        (2, 6, "group", True, (32, 32)),
+    ],
 )
 def test_unet_output_shape(depth, base, norm, residual, size):
     torch.manual_seed(0)
@@ -88,7 +92,10 @@ def test_unet_rejects_non_4d_input():
 def test_encoder_trace_course_convention():
     model = UNet(1, 2, depth=4, base_channels=64)
     assert model.encoder_trace((256, 256)) == [
-        (64, 128, 128), (128, 64, 64), (256, 32, 32), (512, 16, 16)
+        (64, 128, 128),
+        (128, 64, 64),
+        (256, 32, 32),
+        (512, 16, 16),
     ]
 
 
@@ -96,8 +103,10 @@ def test_encoder_trace_matches_a_real_forward():
     torch.manual_seed(0)
     model = UNet(1, 2, depth=3, base_channels=4, residual=True).eval()
     seen = []
-    hooks = [s.pool.register_forward_hook(lambda m, a, out: seen.append(tuple(out.shape[1:])))
-             for s in model.encoder]
+    hooks = [
+        s.pool.register_forward_hook(lambda m, a, out: seen.append(tuple(out.shape[1:])))
+        for s in model.encoder
+    ]
     model(torch.randn(1, 1, 32, 48))
     for hook in hooks:
         hook.remove()
@@ -106,8 +115,12 @@ def test_encoder_trace_matches_a_real_forward():
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [(dict(norm="layer"), "norm must be one of"), (dict(depth=0), "depth must be"),
-     (dict(base_channels=2.5), "base_channels must be"), (dict(residual="yes"), "residual")],
+    [
+        (dict(norm="layer"), "norm must be one of"),
+        (dict(depth=0), "depth must be"),
+        (dict(base_channels=2.5), "base_channels must be"),
+        (dict(residual="yes"), "residual"),
+    ],
 )
 def test_unet_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -126,8 +139,10 @@ def test_group_norm_with_channels_not_multiple_of_groups():
 
 def test_diffraction_cnn_parameter_count():
     model = DiffractionCNN()
-    per_layer = {name: count_parameters(getattr(model, name))
-                 for name in ("conv1", "conv2", "conv3", "fc1", "fc2")}
+    per_layer = {
+        name: count_parameters(getattr(model, name))
+        for name in ("conv1", "conv2", "conv3", "fc1", "fc2")
+    }
     # convolutions with their batch norms (2 per channel): 320 + 64, 18,496 + 128, 73,856 + 256
     assert per_layer == {"conv1": 384, "conv2": 18_624, "conv3": 74_112, "fc1": 8_256, "fc2": 195}
     assert count_parameters(model.conv1[0]) == 320
@@ -179,7 +194,8 @@ def test_transfer_strategies_choose_what_trains():
     assert trainable(model) == {n for n in names if n.startswith(("layer4.", "fc."))}
     assert [(g["name"], g["lr"]) for g in groups] == [("backbone", 1e-5), ("head", 1e-3)]
     assert sum(p.numel() for g in groups for p in g["params"]) == count_parameters(
-        model, trainable_only=True)
+        model, trainable_only=True
+    )
 
     set_transfer_strategy(model, "finetune", blocks=2)
     assert trainable(model) == {n for n in names if n.startswith(("layer3.", "layer4.", "fc."))}
@@ -238,8 +254,9 @@ def test_load_pretrained_grainflow_resnet_keeps_its_head(tmp_path):
     torch.save({"model_state": source.state_dict(), "model_name": "resnet18"}, path)
     model = ResNet18()
     assert load_pretrained(model, path)["head"] == "loaded"
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
-                                                  source.state_dict().values()))
+    assert all(
+        torch.equal(a, b) for a, b in zip(model.state_dict().values(), source.state_dict().values())
+    )
 
 
 def test_load_pretrained_errors_name_the_file(tmp_path):
@@ -269,8 +286,10 @@ def test_registry_builds_each_model():
 
 
 def test_registry_errors():
-    with pytest.raises(ValueError, match="unknown model 'vgg'; known models: diffraction_cnn, "
-                                         "resnet18, resunet, unet"):
+    with pytest.raises(
+        ValueError,
+        match="unknown model 'vgg'; known models: diffraction_cnn, resnet18, resunet, unet",
+    ):
         build_model("vgg")
     with pytest.raises(ValueError, match="bad arguments for model 'unet'"):
         build_model("unet", width=3)

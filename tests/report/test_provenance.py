@@ -32,8 +32,9 @@ PATTERNS = {
 def _bench(root, rel, *rows):
     path = root / rel
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(BENCH_HEADER + "".join(f"{s}\t0:00:01\t{rss}\t1\t1\t1\t0\t0\t50\t1\n"
-                                           for s, rss in rows))
+    path.write_text(
+        BENCH_HEADER + "".join(f"{s}\t0:00:01\t{rss}\t1\t1\t1\t0\t0\t50\t1\n" for s, rss in rows)
+    )
     return path
 
 
@@ -92,15 +93,22 @@ def test_git_state_outside_a_repository(tmp_path):
 @pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 def test_git_state_of_a_repository_with_and_without_changes(tmp_path):
     def git(*args):
-        subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t",
-                        *args], check=True, capture_output=True)
+        subprocess.run(
+            ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+            check=True,
+            capture_output=True,
+        )
 
     git("init", "-q", "-b", "main")
     (tmp_path / "a.txt").write_text("one\n")
     git("add", "a.txt")
     git("commit", "-q", "-m", "first")
-    head = subprocess.run(["git", "-C", str(tmp_path), "rev-parse", "HEAD"], capture_output=True,
-                          text=True, check=True).stdout.strip()
+    head = subprocess.run(
+        ["git", "-C", str(tmp_path), "rev-parse", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     (tmp_path / "untracked.txt").write_text("results are not code\n")
     state = git_state(tmp_path / ".")
     assert state == {"commit": head, "branch": "main", "dirty": False, "note": ""}
@@ -122,29 +130,55 @@ def test_write_provenance_writes_every_file(tmp_path):
     config = {"seed": 11, "tasks": ["grains"], "training": {"archs": {"unet": {"epochs": 2}}}}
     out = tmp_path / "results/provenance"
     record = write_provenance(
-        html_path=out / "provenance.html", runtimes_path=out / "runtimes.tsv",
-        config_path=out / "config.yaml", json_path=out / "provenance.json", config=config,
-        seed_jobs=[("train", "grains", "unet", 0)], benchmark_root="benchmarks/rules",
-        benchmark_patterns=PATTERNS, repository=tmp_path, workdir=tmp_path,
+        html_path=out / "provenance.html",
+        runtimes_path=out / "runtimes.tsv",
+        config_path=out / "config.yaml",
+        json_path=out / "provenance.json",
+        config=config,
+        seed_jobs=[("train", "grains", "unet", 0)],
+        benchmark_root="benchmarks/rules",
+        benchmark_patterns=PATTERNS,
+        repository=tmp_path,
+        workdir=tmp_path,
     )
     assert yaml.safe_load((out / "config.yaml").read_text()) == config
     saved = json.loads((out / "provenance.json").read_text())
     assert saved == record and saved["seed"] == 11
-    assert saved["seeds"] == [{"job": "train grains unet 0",
-                               "seed": derive_seed(11, "train", "grains", "unet", "0")}]
+    assert saved["seeds"] == [
+        {"job": "train grains unet 0", "seed": derive_seed(11, "train", "grains", "unet", "0")}
+    ]
     runtimes = pd.read_csv(out / "runtimes.tsv", sep="\t")
     assert list(runtimes["rule"]) == ["train", "all"] and runtimes["total_min"].iloc[0] == 2.0
     page = (out / "provenance.html").read_text()
-    for text in ("Run times per rule", "120 s = 2.0 min", "Package versions", "Hardware",
-                 "Seeds", "epochs: 2", "none: not a git repository"):
+    for text in (
+        "Run times per rule",
+        "120 s = 2.0 min",
+        "Package versions",
+        "Hardware",
+        "Seeds",
+        "epochs: 2",
+        "none: not a git repository",
+    ):
         assert text in page, text
     assert sorted(p.name for p in out.iterdir()) == [
-        "config.yaml", "provenance.html", "provenance.json", "runtimes.tsv"]  # no temp files left
+        "config.yaml",
+        "provenance.html",
+        "provenance.json",
+        "runtimes.tsv",
+    ]  # no temp files left
 
 
 def test_write_provenance_needs_a_seed(tmp_path):
     with pytest.raises(ValueError, match="no 'seed'"):
-        write_provenance(html_path=tmp_path / "a", runtimes_path=tmp_path / "b",
-                         config_path=tmp_path / "c", json_path=tmp_path / "d", config={},
-                         seed_jobs=[], benchmark_root="x", benchmark_patterns={},
-                         repository=tmp_path, workdir=tmp_path)
+        write_provenance(
+            html_path=tmp_path / "a",
+            runtimes_path=tmp_path / "b",
+            config_path=tmp_path / "c",
+            json_path=tmp_path / "d",
+            config={},
+            seed_jobs=[],
+            benchmark_root="x",
+            benchmark_patterns={},
+            repository=tmp_path,
+            workdir=tmp_path,
+        )

@@ -41,29 +41,63 @@ def _cv(path, task, model, folds, metric):
     """A cv.tsv like rule aggregate_metrics writes: fold rows, mean, std (ddof 1), pooled."""
     s = pd.Series(folds)
     rows = [[task, model, str(k), 4, v, 0.5] for k, v in enumerate(folds)]
-    rows += [[task, model, "mean", 12, s.mean(), 0.5], [task, model, "std", 12, s.std(), 0.0],
-             [task, model, "pooled", 12, s.mean(), 0.5]]
+    rows += [
+        [task, model, "mean", 12, s.mean(), 0.5],
+        [task, model, "std", 12, s.std(), 0.0],
+        [task, model, "pooled", 12, s.mean(), 0.5],
+    ]
     cols = ["task", "model", "fold", "n_images", metric, "other"]
     pd.DataFrame(rows, columns=cols).to_csv(path, sep="\t", index=False)
     return path
 
 
 def _real_grains(path, *, g=9.25, model="unet"):
-    cols = ["stack", "task", "model", "plane", "file", "group", "pixel_size_um", "length_unit",
-            "n_grains", "astm_g_planimetric", "astm_g_intercept", "mean_intercept", "ecd_median"]
-    rows = [["steel", "grains", model, "0", "a.tif", "NaN", 0.2, "um", 141, g, 9.36, 12.5, 9.65],
-            ["steel", "grains", model, "all", "NaN", "NaN", 0.2, "um", 141, g, 9.36, 12.5, 9.65]]
+    cols = [
+        "stack",
+        "task",
+        "model",
+        "plane",
+        "file",
+        "group",
+        "pixel_size_um",
+        "length_unit",
+        "n_grains",
+        "astm_g_planimetric",
+        "astm_g_intercept",
+        "mean_intercept",
+        "ecd_median",
+    ]
+    rows = [
+        ["steel", "grains", model, "0", "a.tif", "NaN", 0.2, "um", 141, g, 9.36, 12.5, 9.65],
+        ["steel", "grains", model, "all", "NaN", "NaN", 0.2, "um", 141, g, 9.36, 12.5, 9.65],
+    ]
     pd.DataFrame(rows, columns=cols).to_csv(path, sep="\t", index=False, na_rep="NaN")
     return path
 
 
 def _real_phases(path):
-    cols = ["stack", "task", "model", "plane", "file", "group", "pixel_size_um", "length_unit",
-            "area_fraction", "n_particles", "ecd_median", "iou", "area_fraction_true"]
-    rows = [["alloy", "phases", "unet", str(k), f"{k}.png", "g", "NaN", "px", 0.1, 10, 5.0, 0.2,
-             0.5] for k in range(3)]
-    rows.append(["alloy", "phases", "unet", "all", "NaN", "NaN", "NaN", "px", 0.1, 30, 5.0, 0.25,
-                 0.5])
+    cols = [
+        "stack",
+        "task",
+        "model",
+        "plane",
+        "file",
+        "group",
+        "pixel_size_um",
+        "length_unit",
+        "area_fraction",
+        "n_particles",
+        "ecd_median",
+        "iou",
+        "area_fraction_true",
+    ]
+    rows = [
+        ["alloy", "phases", "unet", str(k), f"{k}.png", "g", "NaN", "px", 0.1, 10, 5.0, 0.2, 0.5]
+        for k in range(3)
+    ]
+    rows.append(
+        ["alloy", "phases", "unet", "all", "NaN", "NaN", "NaN", "px", 0.1, 30, 5.0, 0.25, 0.5]
+    )
     pd.DataFrame(rows, columns=cols).to_csv(path, sep="\t", index=False, na_rep="NaN")
     return path
 
@@ -96,8 +130,10 @@ def test_summary_picks_the_best_network_and_puts_the_baseline_beside_it(tmp_path
 
 
 def test_summary_quotes_the_real_score_where_there_is_ground_truth(tmp_path):
-    cv = [_cv(tmp_path / "a.tsv", "phases", "unet", [0.9, 0.8], "iou"),
-          _cv(tmp_path / "b.tsv", "phases", "classical", [0.7, 0.6], "iou")]
+    cv = [
+        _cv(tmp_path / "a.tsv", "phases", "unet", [0.9, 0.8], "iou"),
+        _cv(tmp_path / "b.tsv", "phases", "classical", [0.7, 0.6], "iou"),
+    ]
     table = summary_table(cv, real=[_real_phases(tmp_path / "alloy.tsv")])
     row = table.iloc[0]
     assert row["real_quantity"].startswith("particle-phase IoU")
@@ -113,9 +149,14 @@ def test_summary_quotes_the_real_score_where_there_is_ground_truth(tmp_path):
 
 def test_summary_adds_diffraction_accuracy_per_arch(tmp_path):
     summary = tmp_path / "summary.tsv"
-    pd.DataFrame({"fold": ["0", "1", "2", "all"], "patterns": [10, 10, 10, 30],
-                  "accuracy": [0.6, 0.8, 0.7, 0.7], "ece": [0.1] * 4}).to_csv(
-        summary, sep="\t", index=False)
+    pd.DataFrame(
+        {
+            "fold": ["0", "1", "2", "all"],
+            "patterns": [10, 10, 10, 30],
+            "accuracy": [0.6, 0.8, 0.7, 0.7],
+            "ece": [0.1] * 4,
+        }
+    ).to_csv(summary, sep="\t", index=False)
     table = summary_table([], diffraction={"diffraction_cnn": summary})
     row = table.iloc[0]
     assert (row["task"], row["model"], row["n_folds"]) == ("diffraction", "diffraction_cnn", 3)
@@ -126,7 +167,8 @@ def test_summary_adds_diffraction_accuracy_per_arch(tmp_path):
 def test_summary_rejects_tables_it_cannot_read(tmp_path):
     bad = tmp_path / "bad.tsv"
     pd.DataFrame({"task": ["grains"], "model": ["unet"], "fold": ["0"]}).to_csv(
-        bad, sep="\t", index=False)
+        bad, sep="\t", index=False
+    )
     with pytest.raises(ValueError, match="missing column"):
         summary_table([bad])
     pd.DataFrame({"task": ["welds"], "model": ["unet"]}).to_csv(bad, sep="\t", index=False)
@@ -217,8 +259,10 @@ def chromium(tmp_path_factory):
     if path:
         return path
     if not sys.platform.startswith("linux"):
-        pytest.skip("no chromium on PATH, and installing it needs Debian/Ubuntu (apt-get), "
-                    f"this is {sys.platform}")
+        pytest.skip(
+            "no chromium on PATH, and installing it needs Debian/Ubuntu (apt-get), "
+            f"this is {sys.platform}"
+        )
     if os.geteuid() != 0:
         pytest.skip("no chromium on PATH, and installing it needs root (apt-get install chromium)")
     if not shutil.which("apt-get"):
@@ -227,14 +271,22 @@ def chromium(tmp_path_factory):
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     opts = ["-q", "-y", "-o", "DPkg::Lock::Timeout=300"]
     with open(log, "w") as f:
-        for args in (["update"], ["install", "--no-install-recommends", "chromium",
-                                  "fonts-liberation"]):
-            done = subprocess.run(["timeout", "900", "apt-get", *opts, *args], stdout=f,
-                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        for args in (
+            ["update"],
+            ["install", "--no-install-recommends", "chromium", "fonts-liberation"],
+        ):
+            done = subprocess.run(
+                ["timeout", "900", "apt-get", *opts, *args],
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
             if done.returncode != 0:
                 tail = " ".join(log.read_text().splitlines()[-2:])
-                pytest.skip(f"apt-get {args[0]} failed ({done.returncode}; no package mirror?): "
-                            f"{tail}")
+                pytest.skip(
+                    f"apt-get {args[0]} failed ({done.returncode}; no package mirror?): {tail}"
+                )
     path = _find_chromium()
     if not path:
         pytest.fail("apt-get installed chromium, but no chromium is on PATH")
@@ -255,22 +307,43 @@ def _render(chromium, report, tmp_path, *, corrupt: str | None = None) -> dict:
         page = page[:data] + "AAAA" + page[data:]  # no longer a PNG signature
     end = page.rindex("</body>")
     checked = tmp_path / "report-checked.html"
-    checked.write_text(page[:end] + f"<script>{CHECK_JS}</script>\n" + page[end:],
-                       encoding="utf-8")
-    cmd = ["timeout", "-k", "10", "240", chromium, "--headless", "--no-sandbox", "--disable-gpu",
-           "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}",
-           "--virtual-time-budget=120000", "--dump-dom", checked.as_uri()]
+    checked.write_text(page[:end] + f"<script>{CHECK_JS}</script>\n" + page[end:], encoding="utf-8")
+    cmd = [
+        "timeout",
+        "-k",
+        "10",
+        "240",
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=120000",
+        "--dump-dom",
+        checked.as_uri(),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stderr[-3000:]
     found = re.search(r'<pre id="grainflow-check"[^>]*>(.*?)</pre>', done.stdout, re.S)
-    assert found, "the checking script left no result: the report's app did not load\n" + \
-        done.stderr[-3000:]
+    assert found, (
+        "the checking script left no result: the report's app did not load\n" + done.stderr[-3000:]
+    )
     return json.loads(html.unescape(found.group(1)))
 
 
 #: the report's sections (menu entries, optionally numbered "1. ..." to set their order)
-SECTIONS = ["Summary", "Synthetic data", "CNN anatomy", "Augmentation and splits", "Training",
-            "Cross-validated results", "Real stacks", "Diffraction", "Provenance"]
+SECTIONS = [
+    "Summary",
+    "Synthetic data",
+    "CNN anatomy",
+    "Augmentation and splits",
+    "Training",
+    "Cross-validated results",
+    "Real stacks",
+    "Diffraction",
+    "Provenance",
+]
 
 
 def _section(line: str) -> str:
@@ -286,7 +359,7 @@ def test_report_renders_in_a_browser_with_every_section_and_image(tiny_run, chro
     # the start page: the methods text and every section in the menu, the summary first
     assert "Methods" in seen["menu"] and "base seed" in seen["menu"]
     menu = seen["menu"].splitlines()
-    results_menu = [_section(line) for line in menu[menu.index("RESULTS") + 1:]]
+    results_menu = [_section(line) for line in menu[menu.index("RESULTS") + 1 :]]
     for section in SECTIONS:
         assert section in results_menu, (section, results_menu)
     assert results_menu[0] == "Summary", results_menu[:3]
@@ -302,10 +375,19 @@ def test_report_renders_in_a_browser_with_every_section_and_image(tiny_run, chro
     images = seen["images"]
     broken = [p for p, size in images.items() if not size or min(size) == 0]
     assert not broken, broken
-    for name in ("synthetic_examples", "anatomy_kernels", "folds_grains", "training_grains_unet",
-                 "overlays_phases_unet", "real_overlays_nist_steel", "real_sizes_nasa_superalloy",
-                 "diffraction_forms", "diffraction_confusion_diffraction_cnn",
-                 "diffraction_transfer", "diffraction_scan_diffraction_cnn"):
+    for name in (
+        "synthetic_examples",
+        "anatomy_kernels",
+        "folds_grains",
+        "training_grains_unet",
+        "overlays_phases_unet",
+        "real_overlays_nist_steel",
+        "real_sizes_nasa_superalloy",
+        "diffraction_forms",
+        "diffraction_confusion_diffraction_cnn",
+        "diffraction_transfer",
+        "diffraction_scan_diffraction_cnn",
+    ):
         assert f"results/figures/{name}.png" in images, name
     figures = tiny_run.workdir / "results/figures"
     on_disk = {f"results/figures/{p.name}" for p in figures.glob("*.png")}
@@ -313,12 +395,27 @@ def test_report_renders_in_a_browser_with_every_section_and_image(tiny_run, chro
     # the summary and the provenance pages
     summary = seen["html"]["results/tables/summary.html"]
     assert summary["iframe"] and summary["rows"] == 3  # grains, phases, diffraction
-    for text in ("boundary F1", "particle-phase IoU", "nist_steel", "nasa_superalloy", "G = ",
-                 "classical", "crystal-system accuracy"):
+    for text in (
+        "boundary F1",
+        "particle-phase IoU",
+        "nist_steel",
+        "nasa_superalloy",
+        "G = ",
+        "classical",
+        "crystal-system accuracy",
+    ):
         assert text in summary["text"], text
     provenance = seen["html"]["results/provenance/provenance.html"]
-    for text in ("Run times per rule", "Package versions", "torch", "Hardware", "git commit",
-                 "Seeds", "Config", "train"):
+    for text in (
+        "Run times per rule",
+        "Package versions",
+        "torch",
+        "Hardware",
+        "git commit",
+        "Seeds",
+        "Config",
+        "train",
+    ):
         assert text in provenance["text"], text
 
 

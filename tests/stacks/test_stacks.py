@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
-from conftest import ROOT
 from ome_zarr.io import parse_url
 from ome_zarr.reader import Reader
 from ome_zarr_models.v05.image import Image as NgffImage
 from PIL import Image
 from skimage.transform import downscale_local_mean
 
+from conftest import ROOT
 from grainflow.io.ome_zarr import pyramid_shapes
 from grainflow.stacks.importer import import_stack, plane_groups
 from grainflow.stacks.reader import StackError, open_stack, source_files
@@ -76,8 +76,16 @@ def test_import_nist_steel_tiff(tmp_path):
     assert group["s0"].chunks == (1, 512, 512)
     attrs = group.attrs["grainflow"]
     assert attrs["task"] == "grains" and attrs["pixel_size_from"] == "stacks sheet"
-    assert attrs["planes"] == [{"index": 0, "file": STEEL.name, "page": 0, "group": None,
-                                "min": int(source.min()), "max": int(source.max())}]
+    assert attrs["planes"] == [
+        {
+            "index": 0,
+            "file": STEEL.name,
+            "page": 0,
+            "group": None,
+            "min": int(source.min()),
+            "max": int(source.max()),
+        }
+    ]
     assert sorted(p.name for p in out.parent.iterdir()) == [out.name]  # no temporary left
 
 
@@ -85,16 +93,23 @@ def test_import_superalloy_folder_with_masks(tmp_path):
     images, masks = SUPERALLOY / "images", SUPERALLOY / "masks"
     before = {**_checksums(images), **_checksums(masks)}
     out = tmp_path / "nasa_superalloy.ome.zarr"
-    import_stack(images, out, stack="nasa_superalloy", task="phases", ground_truth=masks,
-                 group=r"^(spot\d+)_")
+    import_stack(
+        images,
+        out,
+        stack="nasa_superalloy",
+        task="phases",
+        ground_truth=masks,
+        group=r"^(spot\d+)_",
+    )
     assert {**_checksums(images), **_checksums(masks)} == before
 
     image, labels = _read_back(out)
     names = sorted(p.name for p in images.glob("*.png"))
     assert image.data[0].shape == (18, 512, 512)
     for z in (0, 17):
-        np.testing.assert_array_equal(np.asarray(image.data[0][z]),
-                                      np.asarray(Image.open(images / names[z])))
+        np.testing.assert_array_equal(
+            np.asarray(image.data[0][z]), np.asarray(Image.open(images / names[z]))
+        )
     # unknown pixel size: scale 1, no unit
     assert image.metadata["coordinateTransformations"][0][0]["scale"] == [1.0, 1.0, 1.0]
     assert all("unit" not in a for a in image.metadata["axes"])
@@ -150,8 +165,9 @@ def test_multipage_16_bit_tiff_and_blockwise_pyramid(tmp_path):
     stack = rng.integers(0, 65535, size=(3, 300, 257), dtype=np.uint16)
     tifffile.imwrite(tmp_path / "s.tif", stack, photometric="minisblack", tile=(64, 64))
     out = tmp_path / "s.ome.zarr"
-    summary = import_stack(tmp_path / "s.tif", out, stack="s", chunk=64, block=128,
-                           pyramid_min_px=64)
+    summary = import_stack(
+        tmp_path / "s.tif", out, stack="s", chunk=64, block=128, pyramid_min_px=64
+    )
     assert summary["levels"] == [[300, 257], [150, 129], [75, 65], [38, 33]]
     group = zarr.open_group(str(out), mode="r")
     np.testing.assert_array_equal(group["s0"][:], stack)
@@ -169,8 +185,9 @@ def test_pages_written_one_by_one_form_one_stack(tmp_path):
             tif.write(np.arange(80, dtype=np.uint8).reshape(8, 10) + i)
     with open_stack(tmp_path / "pages.tif", name="pages") as reader:
         assert reader.shape == (3, 8, 10)
-        np.testing.assert_array_equal(reader.read(2, slice(1, 3), slice(0, 4)),
-                                      np.arange(80).reshape(8, 10)[1:3, :4] + 2)
+        np.testing.assert_array_equal(
+            reader.read(2, slice(1, 3), slice(0, 4)), np.arange(80).reshape(8, 10)[1:3, :4] + 2
+        )
 
 
 def test_float_zarr_and_ome_zarr_sources(tmp_path):
@@ -198,7 +215,9 @@ def test_source_files_lists_sorted_images_only(tmp_path):
 def test_helpers_hand_worked():
     assert pyramid_shapes((1025, 300)) == [(1025, 300), (513, 150), (257, 75)]
     assert plane_groups(["spot1_0d_0.png", "spot12_x.png"], r"^(spot\d+)_", name="s") == [
-        "spot1", "spot12"]
+        "spot1",
+        "spot12",
+    ]
     assert plane_groups(["a.png"], None, name="s") is None
     with pytest.raises(StackError, match=r"stack 's'.*needs a \(capturing group\)"):
         plane_groups(["a.png"], "spot", name="s")
@@ -256,6 +275,7 @@ def _garbage(name):
     def make(tmp):
         (tmp / name).write_bytes(b"this is not an image" * 10)
         return dict(path=tmp / name)
+
     return make
 
 
@@ -272,8 +292,10 @@ def _float_truth(tmp):
 
 
 def _ungrouped(tmp):
-    return dict(path=_write_png(tmp / "img_1.png", np.arange(400, dtype=np.uint8).reshape(20, 20)),
-                group=r"^(spot\d+)_")
+    return dict(
+        path=_write_png(tmp / "img_1.png", np.arange(400, dtype=np.uint8).reshape(20, 20)),
+        group=r"^(spot\d+)_",
+    )
 
 
 @pytest.mark.parametrize(
@@ -292,8 +314,10 @@ def _ungrouped(tmp):
         (_garbage("bad.txt"), "not a supported image file"),
         (lambda t: dict(path=t / "nowhere.tif"), "path .*nowhere.tif does not exist"),
         (lambda t: dict(path=STEEL, ground_truth=t / "gone"), "ground_truth .*gone does not exist"),
-        (_mismatched_truth,
-         r"ground truth .* has shape \(1, 20, 21\) .* images have \(1, 20, 20\)"),
+        (
+            _mismatched_truth,
+            r"ground truth .* has shape \(1, 20, 21\) .* images have \(1, 20, 20\)",
+        ),
         (_float_truth, "labels must be integers"),
         (_ungrouped, "file name 'img_1.png' does not match group"),
         (lambda t: dict(path=STEEL, pixel_size_um=0.0), "pixel size must be positive"),
@@ -340,7 +364,6 @@ def test_rerun_after_a_killed_import_removes_its_leftovers(tmp_path):
 
 def test_sheet_rows_and_inputs_for_the_workflow(tmp_path):
     from conftest import make_workdir
-
     from grainflow.config import read_stacks
     from grainflow.stacks.sheet import sheet_inputs, sheet_row
 
@@ -369,4 +392,7 @@ def test_ground_truth_is_paired_by_name_not_by_sort_order(tmp_path):
     np.testing.assert_array_equal(group["labels/ground_truth/s0"][:, 0, 0], [1, 2, 3])
     planes = group.attrs["grainflow"]["planes"]
     assert [(p["file"], p["ground_truth_file"]) for p in planes] == [
-        ("a_1.png", "a_1_mask.png"), ("a_10.png", "a_10_mask.png"), ("b_2.png", "b_2_mask.png")]
+        ("a_1.png", "a_1_mask.png"),
+        ("a_10.png", "a_10_mask.png"),
+        ("b_2.png", "b_2_mask.png"),
+    ]

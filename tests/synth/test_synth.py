@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
-from conftest import tiny_config
 from scipy import ndimage as ndi
 from skimage.measure import regionprops
 
+from conftest import tiny_config
 from grainflow.seeds import derive_seed
 from grainflow.synth import imaging
 from grainflow.synth.bicrystal import bicrystal
@@ -17,8 +17,12 @@ from grainflow.synth.tessellation import boundary_mask, polycrystal
 
 def test_derive_seed_is_stable_and_distinct():
     # pinned: a change here would silently change every run's data
-    assert derive_seed(1, "synthesize", "grains", "s00") == derive_seed(1, "synthesize", "grains", "s00")
-    seeds = {derive_seed(1, "synthesize", t, s) for t in ("grains", "phases") for s in ("s00", "s01")}
+    assert derive_seed(1, "synthesize", "grains", "s00") == derive_seed(
+        1, "synthesize", "grains", "s00"
+    )
+    seeds = {
+        derive_seed(1, "synthesize", t, s) for t in ("grains", "phases") for s in ("s00", "s01")
+    }
     assert len(seeds) == 4
     assert derive_seed(1, "a", "bc") != derive_seed(1, "ab", "c")
     with pytest.raises(TypeError):
@@ -28,8 +32,14 @@ def test_derive_seed_is_stable_and_distinct():
 @pytest.mark.parametrize("dispersion", [0.0, 0.4])
 @pytest.mark.parametrize("elongation", [1.0, 2.5])
 def test_polycrystal_grains_are_connected_and_sequential(dispersion, elongation):
-    labels = polycrystal((96, 96), grain_diameter_px=14, dispersion=dispersion,
-                         elongation=elongation, angle_deg=30, rng=0)
+    labels = polycrystal(
+        (96, 96),
+        grain_diameter_px=14,
+        dispersion=dispersion,
+        elongation=elongation,
+        angle_deg=30,
+        rng=0,
+    )
     assert labels.dtype == np.uint32
     ids = np.unique(labels)
     assert ids[0] == 1 and np.array_equal(ids, np.arange(1, ids[-1] + 1))
@@ -37,14 +47,19 @@ def test_polycrystal_grains_are_connected_and_sequential(dispersion, elongation)
         assert ndi.label(labels[sl] == i)[1] == 1
 
 
-@pytest.mark.parametrize(("diameter", "dispersion"), [(10.0, 0.0), (16.0, 0.0), (16.0, 0.5), (24.0, 0.3)])
+@pytest.mark.parametrize(
+    ("diameter", "dispersion"), [(10.0, 0.0), (16.0, 0.0), (16.0, 0.5), (24.0, 0.3)]
+)
 def test_polycrystal_meets_requested_grain_size(diameter, dispersion):
     # planimetric count (edge grains half) over several fields: mean grain area = pi d^2 / 4
-    density = np.mean([
-        grain_count_density(polycrystal((192, 192), grain_diameter_px=diameter,
-                                        dispersion=dispersion, rng=seed))
-        for seed in range(4)
-    ])
+    density = np.mean(
+        [
+            grain_count_density(
+                polycrystal((192, 192), grain_diameter_px=diameter, dispersion=dispersion, rng=seed)
+            )
+            for seed in range(4)
+        ]
+    )
     measured = np.sqrt(4 / (np.pi * density))
     assert measured == pytest.approx(diameter, rel=0.08)
 
@@ -77,8 +92,10 @@ def test_boundary_mask_agrees_with_labels():
     for width in (1, 2, 3, 4):
         mask = boundary_mask(labels, width_px=width)
         # every pair of 4-neighbours in different grains has a boundary pixel
-        for a, b, ma, mb in ((labels[1:], labels[:-1], mask[1:], mask[:-1]),
-                             (labels[:, 1:], labels[:, :-1], mask[:, 1:], mask[:, :-1])):
+        for a, b, ma, mb in (
+            (labels[1:], labels[:-1], mask[1:], mask[:-1]),
+            (labels[:, 1:], labels[:, :-1], mask[:, 1:], mask[:, :-1]),
+        ):
             differ = a != b
             assert np.all(ma[differ] | mb[differ])
         # every region left between boundaries lies inside one grain
@@ -103,8 +120,9 @@ def test_boundary_mask_rejects_bad_input():
 @pytest.mark.parametrize("morphology", ["cuboid", "blob", "faceted"])
 @pytest.mark.parametrize("fraction", [0.1, 0.35, 0.6])
 def test_particles_meet_area_fraction_and_never_touch(morphology, fraction):
-    ids = particles((128, 128), area_fraction=fraction, particle_diameter_px=14,
-                    morphology=morphology, rng=5)
+    ids = particles(
+        (128, 128), area_fraction=fraction, particle_diameter_px=14, morphology=morphology, rng=5
+    )
     assert (ids > 0).mean() == pytest.approx(fraction, abs=0.01)
     # no two particles touch: growing each by one pixel overlaps no other particle
     grown = ndi.grey_dilation(ids, size=(3, 3))
@@ -115,10 +133,20 @@ def test_particles_meet_area_fraction_and_never_touch(morphology, fraction):
 
 def test_particle_size_follows_request():
     for d in (8.0, 16.0):
-        ids = particles((256, 256), area_fraction=0.3, particle_diameter_px=d,
-                        dispersion=0.0, morphology="cuboid", rng=2)
+        ids = particles(
+            (256, 256),
+            area_fraction=0.3,
+            particle_diameter_px=d,
+            dispersion=0.0,
+            morphology="cuboid",
+            rng=2,
+        )
         areas = np.bincount(ids.ravel())[1:]
-        interior = [r.area for r in regionprops(ids) if min(r.bbox[:2]) > 0 and r.bbox[2] < 256 and r.bbox[3] < 256]
+        interior = [
+            r.area
+            for r in regionprops(ids)
+            if min(r.bbox[:2]) > 0 and r.bbox[2] < 256 and r.bbox[3] < 256
+        ]
         assert np.sqrt(4 * np.mean(interior) / np.pi) == pytest.approx(d, rel=0.15)
         assert len(areas) > 10
 
@@ -170,8 +198,13 @@ def test_specimen_is_deterministic_with_metadata(task):
     assert len({s.image_id for s in a}) == n and len({s.seed for s in a}) == n
     # any image is regenerated alone from its recorded parameters and seed
     s = a[-1]
-    image, labels = render(task, s.params, shape=s.image.shape,
-                           boundary_width_px=settings.get("boundary_width_px", 2), seed=s.seed)
+    image, labels = render(
+        task,
+        s.params,
+        shape=s.image.shape,
+        boundary_width_px=settings.get("boundary_width_px", 2),
+        seed=s.seed,
+    )
     assert np.array_equal(image, s.image)
 
 

@@ -40,9 +40,17 @@ def config(**overrides):
 
 def run(folder, data, world_size, model=MODEL, **kwargs):
     kwargs.setdefault("config", config())
-    return train(model[0], model[1], data[0], data[1], best_path=folder / "best.pt",
-                 history_path=folder / "history.tsv", last_path=folder / "last.pt",
-                 world_size=world_size, **kwargs)
+    return train(
+        model[0],
+        model[1],
+        data[0],
+        data[1],
+        best_path=folder / "best.pt",
+        history_path=folder / "history.tsv",
+        last_path=folder / "last.pt",
+        world_size=world_size,
+        **kwargs,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +90,10 @@ def test_two_gloo_processes_follow_the_one_process_loss_curve(runs):
     # the same files, written once, by process 0 only
     for run_dir in ("one", "two"):
         assert sorted(p.name for p in (root / run_dir).iterdir()) == [
-            "best.pt", "history.tsv", "last.pt"]
+            "best.pt",
+            "history.tsv",
+            "last.pt",
+        ]
     assert (root / "two" / "history.tsv").read_text().count("\n") == 4
     assert calls == ["1", "2", "3"]  # on_epoch_end: once per epoch, not once per process
 
@@ -92,8 +103,10 @@ def test_without_the_global_batch_loss_the_curves_part(tmp_path, data, runs, mon
     # cross-entropy and batch Dice) is not the loss of the global batch
     monkeypatch.setattr(losses, "sum_over_processes", lambda local: local)
     naive = run(tmp_path, data, 2)
-    gaps = [abs(a["train_loss"] - b["train_loss"]) / a["train_loss"]
-            for a, b in zip(runs[1].history, naive.history)]
+    gaps = [
+        abs(a["train_loss"] - b["train_loss"]) / a["train_loss"]
+        for a, b in zip(runs[1].history, naive.history)
+    ]
     assert max(gaps) > 1e-3
 
 
@@ -126,8 +139,8 @@ def test_the_processes_share_each_global_batch():
         assert [len(p) for p in parts] == [len(s) for s in shards] == [n // world] * world
         local = batch // world
         for b in range(math.ceil(n / batch)):
-            together = sorted(k for p in parts for k in p[b * local:(b + 1) * local])
-            assert together == sorted(order[b * batch:(b + 1) * batch])
+            together = sorted(k for p in parts for k in p[b * local : (b + 1) * local])
+            assert together == sorted(order[b * batch : (b + 1) * batch])
     # an odd count is padded with the first keys, as DistributedSampler does
     shards = [list(EpochSampler(9, seed=5, num_replicas=2, rank=r)) for r in range(2)]
     keys = shards[0] + shards[1]
@@ -148,8 +161,9 @@ def test_bad_distributed_settings_are_refused(tmp_path, data):
 
 
 def _loss_in_process(rank, world_size, folder, logits, target):
-    torch.distributed.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank,
-                                         world_size=world_size)
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{folder}/store", rank=rank, world_size=world_size
+    )
     try:
         mine = logits[rank::world_size].clone().requires_grad_()
         loss_fn = DiceCELoss(class_weights=(1.0, 4.0), distributed=True)
@@ -168,8 +182,9 @@ def test_the_distributed_loss_is_the_global_batch_loss(tmp_path):
     reference = DiceCELoss(class_weights=(1.0, 4.0))(whole, target)
     reference.backward()
     # spawn, not fork: a fork of this pytest process (its threads, its locks) can hang
-    torch.multiprocessing.start_processes(_loss_in_process, args=(2, tmp_path, logits, target),
-                                          nprocs=2, start_method="spawn")
+    torch.multiprocessing.start_processes(
+        _loss_in_process, args=(2, tmp_path, logits, target), nprocs=2, start_method="spawn"
+    )
     for rank in range(2):
         got = torch.load(tmp_path / f"{rank}.pt", weights_only=True)
         # each process holds the loss of all 4 images, not of its own 2
@@ -193,6 +208,5 @@ def test_world_size_follows_the_visible_gpus(monkeypatch, caplog):
         with pytest.raises(ValueError, match="gpus"):
             world_size_for(bad)
     # gpus_per_job is a job setting, not a TrainConfig field
-    _, _, cfg = arch_settings({"model": "unet"},
-                                       shared={"gpus_per_job": 2, "device": "cpu"})
+    _, _, cfg = arch_settings({"model": "unet"}, shared={"gpus_per_job": 2, "device": "cpu"})
     assert cfg == TrainConfig(device="cpu")

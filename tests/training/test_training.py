@@ -42,9 +42,9 @@ def line_labels(size, rng, lines=2, width=2):
     for _ in range(lines):
         at = rng.integers(3, size - 3 - width)
         if rng.random() < 0.5:
-            y[:, at:at + width] = 1
+            y[:, at : at + width] = 1
         else:
-            y[at:at + width, :] = 1
+            y[at : at + width, :] = 1
     return y
 
 
@@ -71,15 +71,24 @@ def class_data(n, size=16, seed=0):
         elif c == 1:
             x[:, rng.integers(2, size - 2)] += 1
         else:
-            x[size // 2 - 2:size // 2 + 2, size // 2 - 2:size // 2 + 2] += 1
+            x[size // 2 - 2 : size // 2 + 2, size // 2 - 2 : size // 2 + 2] += 1
         xs.append(x[None])
         ys.append(c)
     return TensorDataset(torch.from_numpy(np.stack(xs)), torch.tensor(ys))
 
 
 def tiny_config(**overrides):
-    values = dict(epochs=4, batch_size=4, lr=1e-2, warmup_epochs=1, threads=1, device="cpu",
-                  deterministic=True, progress=False, seed=3)
+    values = dict(
+        epochs=4,
+        batch_size=4,
+        lr=1e-2,
+        warmup_epochs=1,
+        threads=1,
+        device="cpu",
+        deterministic=True,
+        progress=False,
+        seed=3,
+    )
     return TrainConfig(**{**values, **overrides})
 
 
@@ -88,8 +97,17 @@ UNET = ("unet", {"depth": 2, "base_channels": 4})
 
 def run(tmp_path, name, data, config, model=UNET, **kwargs):
     out = tmp_path / name
-    result = train(model[0], model[1], data[0], data[1], config, best_path=out / "best.pt",
-                   history_path=out / "history.tsv", last_path=out / "last.pt", **kwargs)
+    result = train(
+        model[0],
+        model[1],
+        data[0],
+        data[1],
+        config,
+        best_path=out / "best.pt",
+        history_path=out / "history.tsv",
+        last_path=out / "last.pt",
+        **kwargs,
+    )
     return result, out
 
 
@@ -114,9 +132,20 @@ def test_checkpoint_round_trip_with_weights_only(tmp_path):
     scheduler.step()
     path = tmp_path / "a.pt"
     config = tiny_config().to_dict()
-    ckpt.save_checkpoint(path, ckpt.make_checkpoint(
-        model=model, model_name="unet", model_kwargs={"depth": 1, "base_channels": 4}, epoch=3,
-        step=7, config=config, optimizer=optimizer, scheduler=scheduler, extra={"best": 0.5}))
+    ckpt.save_checkpoint(
+        path,
+        ckpt.make_checkpoint(
+            model=model,
+            model_name="unet",
+            model_kwargs={"depth": 1, "base_channels": 4},
+            epoch=3,
+            step=7,
+            config=config,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            extra={"best": 0.5},
+        ),
+    )
     draws = (torch.rand(3), np.random.rand(3))
 
     raw = torch.load(path, weights_only=True)  # plain containers and tensors only
@@ -127,8 +156,9 @@ def test_checkpoint_round_trip_with_weights_only(tmp_path):
     assert same_state(loaded["model_state"], model.state_dict())
     fresh = torch.optim.AdamW(model.parameters(), lr=1e-3)
     fresh.load_state_dict(loaded["optimizer_state"])
-    assert torch.equal(fresh.state_dict()["state"][0]["exp_avg"],
-                       optimizer.state_dict()["state"][0]["exp_avg"])
+    assert torch.equal(
+        fresh.state_dict()["state"][0]["exp_avg"], optimizer.state_dict()["state"][0]["exp_avg"]
+    )
     assert loaded["scheduler_state"]["last_epoch"] == 1
 
     ckpt.set_rng_state(loaded["rng"])  # the generators continue as after saving
@@ -142,8 +172,9 @@ def test_checkpoint_round_trip_with_weights_only(tmp_path):
 
 def test_save_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "last.pt"
-    good = ckpt.make_checkpoint(model=torch.nn.Linear(2, 2), model_name="x", model_kwargs={},
-                                epoch=1, step=1)
+    good = ckpt.make_checkpoint(
+        model=torch.nn.Linear(2, 2), model_name="x", model_kwargs={}, epoch=1, step=1
+    )
     ckpt.save_checkpoint(path, good)
     before = path.read_bytes()
 
@@ -162,8 +193,12 @@ def test_load_errors_name_the_file_and_the_fix(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"nope\.pt does not exist; run the rule"):
         ckpt.load_checkpoint(tmp_path / "nope.pt")
     good = tmp_path / "good.pt"
-    ckpt.save_checkpoint(good, ckpt.make_checkpoint(
-        model=torch.nn.Linear(2, 2), model_name="x", model_kwargs={}, epoch=1, step=1))
+    ckpt.save_checkpoint(
+        good,
+        ckpt.make_checkpoint(
+            model=torch.nn.Linear(2, 2), model_name="x", model_kwargs={}, epoch=1, step=1
+        ),
+    )
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(good.read_bytes()[:200])
     with pytest.raises(ValueError, match=r"truncated\.pt is not a readable torch file.*rerun"):
@@ -182,7 +217,8 @@ def test_sha256_file(tmp_path):
     path = tmp_path / "abc"
     path.write_bytes(b"abc")
     assert ckpt.sha256_file(path) == (
-        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    )
     data = os.urandom(3000)
     path.write_bytes(data)
     assert ckpt.sha256_file(path, chunk_bytes=1000) == hashlib.sha256(data).hexdigest()
@@ -284,14 +320,20 @@ def test_pixel_metrics_hand_worked():
 
 
 def test_config_validation():
-    assert TrainConfig.from_mapping({"class_weights": [1, 5], "epochs": 2}).class_weights == (1.0, 5.0)
+    assert TrainConfig.from_mapping({"class_weights": [1, 5], "epochs": 2}).class_weights == (
+        1.0,
+        5.0,
+    )
     with pytest.raises(ValueError, match=r"unknown training keys \['epoch'\]"):
         TrainConfig.from_mapping({"epoch": 2})
-    for bad, match in [(dict(epochs=0), "epochs must be an integer >= 1"),
-                       (dict(optimizer="sgd"), "optimizer must be one of"),
-                       (dict(lr=0.0), "lr must be > 0"), (dict(min_lr=1.0), "min_lr"),
-                       (dict(norm_percentiles=(99, 1)), "norm_percentiles"),
-                       (dict(class_weights="balanced"), "class_weights")]:
+    for bad, match in [
+        (dict(epochs=0), "epochs must be an integer >= 1"),
+        (dict(optimizer="sgd"), "optimizer must be one of"),
+        (dict(lr=0.0), "lr must be > 0"),
+        (dict(min_lr=1.0), "min_lr"),
+        (dict(norm_percentiles=(99, 1)), "norm_percentiles"),
+        (dict(class_weights="balanced"), "class_weights"),
+    ]:
         with pytest.raises(ValueError, match=match):
             TrainConfig(**bad)
     with pytest.raises(AttributeError):
@@ -299,16 +341,32 @@ def test_config_validation():
 
 
 def test_arch_settings_from_the_config_blocks():
-    training = {"device": "cpu", "deterministic": True, "archs": {
-        "resnet18_frozen": {"model": "resnet18", "model_kwargs": {"num_classes": 3},
-                            "tasks": ["diffraction"], "transfer": "frozen", "loss": "ce",
-                            "deterministic": False}}}
+    training = {
+        "device": "cpu",
+        "deterministic": True,
+        "archs": {
+            "resnet18_frozen": {
+                "model": "resnet18",
+                "model_kwargs": {"num_classes": 3},
+                "tasks": ["diffraction"],
+                "transfer": "frozen",
+                "loss": "ce",
+                "deterministic": False,
+            }
+        },
+    }
     shared = {k: v for k, v in training.items() if k != "archs"}
-    name, kwargs, config = arch_settings(training["archs"]["resnet18_frozen"], shared=shared,
-                                         threads=2, seed=7)
+    name, kwargs, config = arch_settings(
+        training["archs"]["resnet18_frozen"], shared=shared, threads=2, seed=7
+    )
     assert (name, kwargs) == ("resnet18", {"num_classes": 3})
     assert (config.transfer, config.loss, config.device, config.threads, config.seed) == (
-        "frozen", "ce", "cpu", 2, 7)
+        "frozen",
+        "ce",
+        "cpu",
+        2,
+        7,
+    )
     assert config.deterministic is False  # the architecture overrides the shared value
     with pytest.raises(ValueError, match="needs 'model'"):
         arch_settings({"epochs": 3})
@@ -338,16 +396,38 @@ def write_line_specimens(root, *, specimens=3, images=3, size=32, seed=0):
             y = line_labels(size, rng)
             image_id = f"grains/{name}/b1/i{i:02d}"
             common = dict(specimen=name, session="b1", seed=i, modality="sem")
-            samples.append(Sample(image=line_image(y, rng), labels={"boundaries": y.astype(np.uint8)},
-                                  image_id=image_id, **common))
-            samples.append(Sample(image=samples[-1].image[:, ::-1].copy(),
-                                  labels={"boundaries": y[:, ::-1].astype(np.uint8)},
-                                  image_id=f"{image_id}/a0", original_id=image_id,
-                                  transform={"flip": "lr"}, **common))
+            samples.append(
+                Sample(
+                    image=line_image(y, rng),
+                    labels={"boundaries": y.astype(np.uint8)},
+                    image_id=image_id,
+                    **common,
+                )
+            )
+            samples.append(
+                Sample(
+                    image=samples[-1].image[:, ::-1].copy(),
+                    labels={"boundaries": y[:, ::-1].astype(np.uint8)},
+                    image_id=f"{image_id}/a0",
+                    original_id=image_id,
+                    transform={"flip": "lr"},
+                    **common,
+                )
+            )
         file = f"results/augmented/grains/{name}.h5"
         write_specimen(root / file, samples, task="grains", specimen=name)
-        rows += [dict(image_id=x.image_id, original_id=x.original_id or x.image_id, specimen=name,
-                      session="b1", fold=s, file=file, index=k) for k, x in enumerate(samples)]
+        rows += [
+            dict(
+                image_id=x.image_id,
+                original_id=x.original_id or x.image_id,
+                specimen=name,
+                session="b1",
+                fold=s,
+                file=file,
+                index=k,
+            )
+            for k, x in enumerate(samples)
+        ]
     manifest = root / "results/splits/grains.tsv"
     manifest.parent.mkdir(parents=True)
     write_manifest(pd.DataFrame(rows, columns=MANIFEST_COLUMNS), manifest)
@@ -368,8 +448,9 @@ def test_fold_datasets_from_manifest(tmp_path):
     assert len(train_set) == 12 and len(val_set) == 3  # 2 specimens × 3 × 2 copies; 3 originals
     assert {i.split("/")[1] for i in train_set.ids} == {"s00", "s02"}
     assert val_set.ids == [f"grains/s01/b1/i{i:02d}" for i in range(3)]
-    lazy = MicrographDataset.from_manifest(manifest, target="boundaries", folds=[1],
-                                           originals_only=True, root=tmp_path, cache=False)
+    lazy = MicrographDataset.from_manifest(
+        manifest, target="boundaries", folds=[1], originals_only=True, root=tmp_path, cache=False
+    )
     image, target = val_set[2]
     assert image.shape == (1, 32, 32) and image.dtype == torch.float32
     assert target.shape == (32, 32) and target.dtype == torch.int64
@@ -417,8 +498,13 @@ def test_manifest_errors(tmp_path):
 
 def test_tiny_unet_learns_to_segment_lines(tmp_path):
     data = line_data(8, size=32, seed=1)
-    result, out = run(tmp_path, "fit", (data, data), tiny_config(epochs=30),
-                      model=("unet", {"depth": 2, "base_channels": 8}))
+    result, out = run(
+        tmp_path,
+        "fit",
+        (data, data),
+        tiny_config(epochs=30),
+        model=("unet", {"depth": 2, "base_channels": 8}),
+    )
     scores = [row["score"] for row in result.history]
     assert scores[0] < 0.5  # the untrained network does not find the lines
     assert result.best_score > 0.98  # … and after 60 steps it does, on the training images
@@ -443,8 +529,9 @@ def test_best_checkpoint_follows_the_injected_score(tmp_path):
     def score_fn(metrics):
         return -metrics["accuracy"]  # deliberately perverse: prefer the worst epoch
 
-    result, out = run(tmp_path, "s", (data, data), tiny_config(epochs=3),
-                      metrics_fn=metrics_fn, score_fn=score_fn)
+    result, out = run(
+        tmp_path, "s", (data, data), tiny_config(epochs=3), metrics_fn=metrics_fn, score_fn=score_fn
+    )
     assert seen_shapes == [((8, 16, 16), np.int64, (8, 16, 16), np.uint8)] * 3
     scores = [row["score"] for row in result.history]
     assert result.best_epoch == 1 + int(np.argmax(scores))
@@ -477,9 +564,14 @@ def interrupt_after(epoch):
 
 @pytest.mark.parametrize(
     "model, data, overrides",
-    [(UNET, (line_data(6, 16, 6), line_data(2, 16, 7)), {}),
-     (("diffraction_cnn", {}), (class_data(9), class_data(6, seed=1)),
-      dict(loss="ce", optimizer="adam", lr=1e-3, warmup_epochs=0))],
+    [
+        (UNET, (line_data(6, 16, 6), line_data(2, 16, 7)), {}),
+        (
+            ("diffraction_cnn", {}),
+            (class_data(9), class_data(6, seed=1)),
+            dict(loss="ce", optimizer="adam", lr=1e-3, warmup_epochs=0),
+        ),
+    ],
     ids=["unet", "diffraction_cnn"],
 )
 def test_resume_gives_the_uninterrupted_result(tmp_path, model, data, overrides):
@@ -495,8 +587,10 @@ def test_resume_gives_the_uninterrupted_result(tmp_path, model, data, overrides)
     resumed, _ = run(tmp_path, "parts", data, config, model=model)
     assert resumed.resumed_from_epoch == 2
     assert same_state(resumed.model.state_dict(), whole.model.state_dict())
-    assert same_state(ckpt.load_checkpoint(out / "last.pt")["model_state"],
-                      ckpt.load_checkpoint(whole_out / "last.pt")["model_state"])
+    assert same_state(
+        ckpt.load_checkpoint(out / "last.pt")["model_state"],
+        ckpt.load_checkpoint(whole_out / "last.pt")["model_state"],
+    )
     assert drop_timing(resumed.history) == drop_timing(whole.history)
     assert resumed.best_epoch == whole.best_epoch
 
@@ -533,11 +627,17 @@ def test_transfer_learning_from_a_local_pretrained_file(tmp_path):
     with pytest.raises(ValueError, match="apply to resnet18 only"):
         run(tmp_path, "u", data, tiny_config(transfer="frozen"))
     with pytest.raises(ValueError, match="keeps random backbone weights"):
-        run(tmp_path, "r", data, tiny_config(transfer="finetune", loss="ce"),
-            model=("resnet18", {}))
+        run(
+            tmp_path, "r", data, tiny_config(transfer="finetune", loss="ce"), model=("resnet18", {})
+        )
     with pytest.raises(FileNotFoundError, match="training.pretrained names .*missing.pth"):
-        run(tmp_path, "m", data, tiny_config(pretrained=str(tmp_path / "missing.pth")),
-            model=("resnet18", {}))
+        run(
+            tmp_path,
+            "m",
+            data,
+            tiny_config(pretrained=str(tmp_path / "missing.pth")),
+            model=("resnet18", {}),
+        )
 
 
 KILL_SCRIPT = """
@@ -557,15 +657,24 @@ def test_resume_after_sigkill_of_a_real_training_process(tmp_path):
     from grainflow.training.loop import train_fold
 
     manifest = write_line_specimens(tmp_path, specimens=3, images=3, size=32)
-    values = dict(epochs=25, batch_size=4, lr=1e-2, threads=1, device="cpu",
-                  deterministic=True, progress=False, seed=11)
+    values = dict(
+        epochs=25,
+        batch_size=4,
+        lr=1e-2,
+        threads=1,
+        device="cpu",
+        deterministic=True,
+        progress=False,
+        seed=11,
+    )
     kwargs = {"depth": 2, "base_channels": 4}
     script = tmp_path / "train_job.py"
     script.write_text(textwrap.dedent(KILL_SCRIPT.format(config=values, kwargs=kwargs)))
     out = tmp_path / "killed"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    job = subprocess.Popen([sys.executable, str(script), str(tmp_path), str(out)], env=env,
-                           stderr=subprocess.PIPE)
+    job = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path), str(out)], env=env, stderr=subprocess.PIPE
+    )
     deadline = time.monotonic() + 45
     while not (out / "last.pt").exists():
         assert job.poll() is None, job.stderr.read().decode()
@@ -582,18 +691,39 @@ def test_resume_after_sigkill_of_a_real_training_process(tmp_path):
     print("killed after epoch", killed_at)
     assert 1 <= killed_at < 25
 
-    common = dict(task="grains", model_name="unet", model_kwargs=kwargs,
-                  config=TrainConfig(**values), root=tmp_path)
-    resumed = train_fold(manifest, 0, best_path=out / "best.pt", history_path=out / "history.tsv",
-                         last_path=out / "last.pt", **common)
+    common = dict(
+        task="grains",
+        model_name="unet",
+        model_kwargs=kwargs,
+        config=TrainConfig(**values),
+        root=tmp_path,
+    )
+    resumed = train_fold(
+        manifest,
+        0,
+        best_path=out / "best.pt",
+        history_path=out / "history.tsv",
+        last_path=out / "last.pt",
+        **common,
+    )
     ref = tmp_path / "whole"
-    whole = train_fold(manifest, 0, best_path=ref / "best.pt", history_path=ref / "history.tsv",
-                       last_path=ref / "last.pt", **common)
+    whole = train_fold(
+        manifest,
+        0,
+        best_path=ref / "best.pt",
+        history_path=ref / "history.tsv",
+        last_path=ref / "last.pt",
+        **common,
+    )
     assert resumed.resumed_from_epoch == killed_at and whole.resumed_from_epoch == 0
-    assert same_state(ckpt.load_checkpoint(out / "best.pt")["model_state"],
-                      ckpt.load_checkpoint(ref / "best.pt")["model_state"])
-    assert same_state(ckpt.load_checkpoint(out / "last.pt")["model_state"],
-                      ckpt.load_checkpoint(ref / "last.pt")["model_state"])
+    assert same_state(
+        ckpt.load_checkpoint(out / "best.pt")["model_state"],
+        ckpt.load_checkpoint(ref / "best.pt")["model_state"],
+    )
+    assert same_state(
+        ckpt.load_checkpoint(out / "last.pt")["model_state"],
+        ckpt.load_checkpoint(ref / "last.pt")["model_state"],
+    )
     assert drop_timing(resumed.history) == drop_timing(whole.history)
 
 

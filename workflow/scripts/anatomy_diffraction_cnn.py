@@ -12,6 +12,7 @@ from grainflow.anatomy.figures import parameter_table_figure, save_figure
 from grainflow.models.registry import build_model
 
 n = snakemake.params.input_px
-fig = parameter_table_figure(build_model("diffraction_cnn"), input_shape=(1, n, n),
-                             title="DiffractionCNN")
+fig = parameter_table_figure(
+    build_model("diffraction_cnn"), input_shape=(1, n, n), title="DiffractionCNN"
+)
 save_figure(fig, snakemake.output.fig)

@@ -18,8 +18,9 @@ from grainflow.checkpoint import model_from_checkpoint
 from grainflow.normalize import normalize_image
 
 p = snakemake.params
-images = example_images(size_px=p.image_size_px, grain_diameter_px=p.grain_diameter_px,
-                        rng=p.seeds["examples"])
+images = example_images(
+    size_px=p.image_size_px, grain_diameter_px=p.grain_diameter_px, rng=p.seeds["examples"]
+)
 image, _ = images["polycrystal"]
 trained = trained_input = None
 layers = {}
@@ -28,6 +29,12 @@ if snakemake.input.get("trained"):  # a trained U-Net checkpoint, when the run t
     trained_input = normalize_image(image)  # as in training
     # the first (up to) three encoder stages, however deep the trained U-Net is
     layers = {"trained_layers": [f"encoder.{i}.block" for i in range(min(3, len(trained.encoder)))]}
-fig = feature_hierarchy(image, channels=p.channels, rng=p.seeds["hierarchy"], trained=trained,
-                        trained_input=trained_input, **layers)
+fig = feature_hierarchy(
+    image,
+    channels=p.channels,
+    rng=p.seeds["hierarchy"],
+    trained=trained,
+    trained_input=trained_input,
+    **layers,
+)
 save_figure(fig, snakemake.output.fig)

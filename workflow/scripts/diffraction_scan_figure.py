@@ -14,7 +14,12 @@ from grainflow.io.staging import atomic_path
 
 probs, labels, attrs = read_scan_map(snakemake.input.store)
 truth = read_scan_truth(snakemake.input.scan)
-fig = scan_map_figure(probs, labels, truth=truth, scan_step_um=attrs["scan_step_um"],
-                      title=f"{snakemake.wildcards.classifier}, ensemble of {attrs['models']} models")
+fig = scan_map_figure(
+    probs,
+    labels,
+    truth=truth,
+    scan_step_um=attrs["scan_step_um"],
+    title=f"{snakemake.wildcards.classifier}, ensemble of {attrs['models']} models",
+)
 with atomic_path(snakemake.output.fig) as tmp:
     fig.savefig(tmp, dpi=150, format="png")

@@ -16,7 +16,10 @@ from grainflow.io.staging import atomic_path
 table = pd.concat([pd.read_csv(p, sep="\t") for p in snakemake.input.rows], ignore_index=True)
 with atomic_path(snakemake.output.table) as tmp:
     table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
-fig = transfer_figure(table, title=f"ResNet-18 from {snakemake.params.pretrained} weights, "
-                      f"about {snakemake.params.steps} updates per run")
+fig = transfer_figure(
+    table,
+    title=f"ResNet-18 from {snakemake.params.pretrained} weights, "
+    f"about {snakemake.params.steps} updates per run",
+)
 with atomic_path(snakemake.output.fig) as tmp:
     fig.savefig(tmp, dpi=150, format="png")

@@ -23,7 +23,9 @@ per_image, probability, samples = run_model_fold(
     flips=p.flips,
 )
 with atomic_path(snakemake.output.probability) as tmp, h5py.File(tmp, "w") as f:
-    f.create_dataset("probability", data=probability, compression="gzip", chunks=(1, *probability.shape[1:]))
+    f.create_dataset(
+        "probability", data=probability, compression="gzip", chunks=(1, *probability.shape[1:])
+    )
     f.create_dataset("image_id", data=[s.image_id for s in samples], dtype=h5py.string_dtype())
 write_tsv(per_image, snakemake.output.metrics)
 print(per_image.drop(columns=["task", "model"]).describe().T.to_string(), file=sys.stderr)

@@ -10,7 +10,9 @@ from grainflow.splits import read_manifest
 
 manifest = read_manifest(snakemake.input.manifest)
 table = leakage_experiment(
-    manifest, task=snakemake.wildcards.task, rng=snakemake.params.seed,
+    manifest,
+    task=snakemake.wildcards.task,
+    rng=snakemake.params.seed,
     n_estimators=snakemake.params.trees,
 )
 with atomic_path(snakemake.output.table) as tmp:

@@ -21,8 +21,12 @@ for path in snakemake.input.probability:
     with h5py.File(path) as f:
         for image_id, p in zip(f["image_id"].asstr()[()], f["probability"][()]):
             probability[image_id] = p
-samples = {s.image_id: s for path in snakemake.input.specimens for s in read_specimen(path).samples
-           if s.image_id in probability}
+samples = {
+    s.image_id: s
+    for path in snakemake.input.specimens
+    for s in read_specimen(path).samples
+    if s.image_id in probability
+}
 predictions = {i: labels_from_probability(task, p) for i, p in probability.items()}
 score = "boundary_f1" if task == "grains" else "iou"
 prediction_overlays(rows, samples, probability, predictions, task=task, score=score).savefig(
@@ -41,4 +45,6 @@ true = np.concatenate([diameters(s.labels[key]) for s in samples.values()])
 pred = np.concatenate([diameters(predictions[i][key]) for i in samples])
 what = "grain" if task == "grains" else "particle"
 size_distributions(true, pred, unit="µm", what=what).savefig(snakemake.output.sizes, dpi=150)
-pd.Series({"true_median_um": np.median(true), "pred_median_um": np.median(pred)}).to_csv(sys.stderr, sep="\t")
+pd.Series({"true_median_um": np.median(true), "pred_median_um": np.median(pred)}).to_csv(
+    sys.stderr, sep="\t"
+)

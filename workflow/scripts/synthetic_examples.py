@@ -15,5 +15,7 @@ for task in ("grains", "phases", "kernels"):
         f = read_specimen(path)
         # one image per session, so that the modalities are shown
         chosen += [s for s in f.samples if s.image_id.endswith("i00")] or f.samples[:1]
-    samples[task] = chosen[:n] if task != "kernels" else read_specimen(snakemake.input[task][0]).samples[:n]
+    samples[task] = (
+        chosen[:n] if task != "kernels" else read_specimen(snakemake.input[task][0]).samples[:n]
+    )
 synthetic_examples(samples).savefig(snakemake.output.fig, dpi=150)

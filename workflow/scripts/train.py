@@ -25,7 +25,9 @@ name, model_kwargs, config = arch_settings(
 def metrics(true, pred):
     """Validation scores from counts summed over the held-out images."""
     if task == "grains":
-        b = reduce(add, (boundary_counts(t, q, tolerance_px=p.tolerance_px) for t, q in zip(true, pred)))
+        b = reduce(
+            add, (boundary_counts(t, q, tolerance_px=p.tolerance_px) for t, q in zip(true, pred))
+        )
         return {"boundary_f1": b.f1, "boundary_precision": b.precision, "boundary_recall": b.recall}
     c = reduce(add, (pixel_counts(t > 0, q > 0) for t, q in zip(true, pred)))
     return {"iou": float(c.iou()[1]), "dice": float(c.dice()[1])}

@@ -63,8 +63,16 @@ def _common_denominator(kernel: np.ndarray, limit: int = 64) -> int:
     return 1
 
 
-def _number_grid(ax, array: np.ndarray, *, cmap=DIVERGING, vmax=None, fontsize=10,
-                 highlight: np.ndarray | None = None, labels: np.ndarray | None = None) -> None:
+def _number_grid(
+    ax,
+    array: np.ndarray,
+    *,
+    cmap=DIVERGING,
+    vmax=None,
+    fontsize=10,
+    highlight: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+) -> None:
     """Draw ``array`` as coloured cells with its values written in them."""
     array = np.asarray(array, dtype=np.float64)
     vmax = float(np.abs(array).max()) if vmax is None else vmax
@@ -76,16 +84,23 @@ def _number_grid(ax, array: np.ndarray, *, cmap=DIVERGING, vmax=None, fontsize=1
         r, g, b, _ = im.cmap(im.norm(v))
         dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5  # white text on dark cells
         weight = "bold" if highlight is not None and highlight[i, j] else "normal"
-        ax.text(j, i, text, ha="center", va="center", fontsize=fontsize, fontweight=weight,
-                color="white" if dark else "black")
+        ax.text(
+            j,
+            i,
+            text,
+            ha="center",
+            va="center",
+            fontsize=fontsize,
+            fontweight=weight,
+            color="white" if dark else "black",
+        )
     ax.set_xticks(np.arange(array.shape[1] + 1) - 0.5, minor=True)
     ax.set_yticks(np.arange(array.shape[0] + 1) - 0.5, minor=True)
     ax.grid(which="minor", color="0.3", linewidth=0.6)
     ax.tick_params(which="both", length=0, labelbottom=False, labelleft=False)
 
 
-def _image(ax, image, *, title="", cmap="gray", signed=False, px_axes=False, fontsize=8,
-           vmax=None):
+def _image(ax, image, *, title="", cmap="gray", signed=False, px_axes=False, fontsize=8, vmax=None):
     image = np.asarray(image)
     if signed:
         vmax = vmax or float(np.abs(image).max()) or 1.0
@@ -114,10 +129,12 @@ def kernel_weights(kernels: Mapping[str, np.ndarray] = K.HAND_SET_KERNELS) -> Fi
         d = _common_denominator(kernel)
         _number_grid(ax, kernel * d, fontsize=12)
         factor = f"  (× 1/{d})" if d > 1 else ""
-        ax.set_title(f"{name}{factor}\n{kernel.shape[0]}×{kernel.shape[1]}, sum {kernel.sum():g}",
-                     fontsize=9)
-    fig.suptitle("Hand-set kernels: the weights a convolution layer would otherwise learn",
-                 fontsize=10)
+        ax.set_title(
+            f"{name}{factor}\n{kernel.shape[0]}×{kernel.shape[1]}, sum {kernel.sum():g}", fontsize=9
+        )
+    fig.suptitle(
+        "Hand-set kernels: the weights a convolution layer would otherwise learn", fontsize=10
+    )
     return fig
 
 
@@ -147,10 +164,17 @@ def hand_set_feature_maps(
             feature = K.correlate2d(image, kernel, padding=pad, padding_mode="replicate")
             r = K.boundary_response(feature, labels)
             signed = bool(np.any(np.asarray(kernel) < 0))
-            _image(axes[row, col], feature, signed=signed,
-                   title=f"{kname}\nV/H = {r['vertical'] / r['horizontal']:.2g}")
-    fig.suptitle("Feature maps of hand-set kernels (red > 0 > blue; V/H = mean |response| on "
-                 "vertical / horizontal boundary pixels)", fontsize=9)
+            _image(
+                axes[row, col],
+                feature,
+                signed=signed,
+                title=f"{kname}\nV/H = {r['vertical'] / r['horizontal']:.2g}",
+            )
+    fig.suptitle(
+        "Feature maps of hand-set kernels (red > 0 > blue; V/H = mean |response| on "
+        "vertical / horizontal boundary pixels)",
+        fontsize=9,
+    )
     return fig
 
 
@@ -183,10 +207,21 @@ def correlation_example(image: np.ndarray, kernel: np.ndarray = K.SOBEL_VERTICAL
         f" {'+' if v >= 0 else '−'} {abs(v):g}" for v in nonzero[1:]
     )
     axes[3].text(0.0, 0.6, f"sum = {terms}", fontsize=9, transform=axes[3].transAxes)
-    axes[3].text(0.0, 0.35, f"= {ex['total']:+g}", fontsize=16, fontweight="bold",
-                 transform=axes[3].transAxes)
-    axes[3].text(0.0, 0.1, "one value of the feature map:\nbright on the right → positive",
-                 fontsize=8, transform=axes[3].transAxes)
+    axes[3].text(
+        0.0,
+        0.35,
+        f"= {ex['total']:+g}",
+        fontsize=16,
+        fontweight="bold",
+        transform=axes[3].transAxes,
+    )
+    axes[3].text(
+        0.0,
+        0.1,
+        "one value of the feature map:\nbright on the right → positive",
+        fontsize=8,
+        transform=axes[3].transAxes,
+    )
     top.suptitle("Cross-correlation, one position: multiply and add", fontsize=10)
 
     image = np.array(image, dtype=np.float64)
@@ -194,8 +229,9 @@ def correlation_example(image: np.ndarray, kernel: np.ndarray = K.SOBEL_VERTICAL
     pad = kernel.shape[0] // 2
     ours = K.correlate2d(image, kernel, padding=pad)
     conv = K.convolve2d(image, kernel, padding=pad)
-    ref_torch = F.conv2d(torch.from_numpy(image)[None, None], torch.from_numpy(kernel)[None, None],
-                         padding=pad)[0, 0].numpy()
+    ref_torch = F.conv2d(
+        torch.from_numpy(image)[None, None], torch.from_numpy(kernel)[None, None], padding=pad
+    )[0, 0].numpy()
     ref_scipy = ndi.correlate(image, kernel, mode="constant", cval=0.0)
     ref_conv = ndi.convolve(image, kernel, mode="constant", cval=0.0)
     axes = bottom.subplots(1, 4)
@@ -203,8 +239,13 @@ def correlation_example(image: np.ndarray, kernel: np.ndarray = K.SOBEL_VERTICAL
     # colour scale from the interior: zero padding makes the image edge a strong step
     vmax = float(np.abs(ours[2 * pad : -2 * pad, 2 * pad : -2 * pad]).max())
     _image(axes[1], ours, signed=True, vmax=vmax, title="correlation (CNN layer)\nkernel as stored")
-    _image(axes[2], conv, signed=True, vmax=vmax,
-           title="true convolution\nkernel flipped: sign reversed")
+    _image(
+        axes[2],
+        conv,
+        signed=True,
+        vmax=vmax,
+        title="true convolution\nkernel flipped: sign reversed",
+    )
     axes[3].set_axis_off()
     lines = [
         "max |difference|, zero padding:",
@@ -213,10 +254,20 @@ def correlation_example(image: np.ndarray, kernel: np.ndarray = K.SOBEL_VERTICAL
         f"convolution − scipy convolve: {np.abs(conv - ref_conv).max():.1e}",
         f"correlation − convolution: {np.abs(ours - conv).max():.2g}",
     ]
-    axes[3].text(0.0, 0.5, "\n".join(lines), fontsize=8, va="center", transform=axes[3].transAxes,
-                 family="monospace")
-    bottom.suptitle("CNNs correlate: convolution flips the kernel, which reverses an "
-                    "antisymmetric kernel such as Sobel", fontsize=10)
+    axes[3].text(
+        0.0,
+        0.5,
+        "\n".join(lines),
+        fontsize=8,
+        va="center",
+        transform=axes[3].transAxes,
+        family="monospace",
+    )
+    bottom.suptitle(
+        "CNNs correlate: convolution flips the kernel, which reverses an "
+        "antisymmetric kernel such as Sobel",
+        fontsize=10,
+    )
     return fig
 
 
@@ -232,17 +283,34 @@ def output_size_examples(examples: Sequence[Mapping[str, int]] = K.OUTPUT_SIZE_E
         layer = nn.Conv2d(1, 1, k, stride=s, padding=p, bias=False)
         with torch.inference_mode():
             torch_out = layer(torch.zeros(1, 1, h, h)).shape[-1]
-        rows.append([f"{h}", f"{k}", f"{p}", f"{s}",
-                     f"⌊({h} + 2·{p} − {k}) / {s}⌋ + 1", f"{out}", f"{torch_out}"])
+        rows.append(
+            [
+                f"{h}",
+                f"{k}",
+                f"{p}",
+                f"{s}",
+                f"⌊({h} + 2·{p} − {k}) / {s}⌋ + 1",
+                f"{out}",
+                f"{torch_out}",
+            ]
+        )
     fig = Figure(figsize=(9, 0.3 * len(rows) + 0.8), layout="constrained")
     ax = fig.subplots()
     ax.set_axis_off()
     table = ax.table(
         cellText=rows,
-        colLabels=["H (px)", "k (px)", "p (px)", "s (px)", "formula", "H_out (px)",
-                   "torch Conv2d (px)"],
+        colLabels=[
+            "H (px)",
+            "k (px)",
+            "p (px)",
+            "s (px)",
+            "formula",
+            "H_out (px)",
+            "torch Conv2d (px)",
+        ],
         colWidths=[0.09, 0.09, 0.09, 0.09, 0.3, 0.12, 0.18],
-        loc="center", cellLoc="center",
+        loc="center",
+        cellLoc="center",
     )
     table.auto_set_font_size(False)
     table.set_fontsize(9)
@@ -252,8 +320,10 @@ def output_size_examples(examples: Sequence[Mapping[str, int]] = K.OUTPUT_SIZE_E
     for row in (1, 2):  # the course's two examples
         for col in range(7):
             table[row, col].set_facecolor("#fff3c4")
-    ax.set_title("Output size H_out = ⌊(H + 2p − k) / s⌋ + 1 (the course's two examples "
-                 "highlighted)", fontsize=10)
+    ax.set_title(
+        "Output size H_out = ⌊(H + 2p − k) / s⌋ + 1 (the course's two examples highlighted)",
+        fontsize=10,
+    )
     return fig
 
 
@@ -273,17 +343,28 @@ def max_pooling_examples(examples: Sequence[np.ndarray] = K.POOLING_EXAMPLES) ->
             is_max[2 * i + a, 2 * j + b] = True
         vmax = float(x.max())
         _number_grid(axes[row, 0], x, cmap="Greys", vmax=vmax * 2.2, fontsize=12, highlight=is_max)
-        _number_grid(axes[row, 1], pooled, cmap="Greys", vmax=vmax * 2.2, fontsize=12,
-                     highlight=np.ones(pooled.shape, bool))
+        _number_grid(
+            axes[row, 1],
+            pooled,
+            cmap="Greys",
+            vmax=vmax * 2.2,
+            fontsize=12,
+            highlight=np.ones(pooled.shape, bool),
+        )
         for k, ((i, j), _) in enumerate(np.ndenumerate(pooled)):
             c = colours[k % len(colours)]
-            axes[row, 0].add_patch(Rectangle((2 * j - 0.45, 2 * i - 0.45), 1.9, 1.9, fill=False,
-                                             edgecolor=c, linewidth=2.5))
-            axes[row, 1].add_patch(Rectangle((j - 0.45, i - 0.45), 0.9, 0.9, fill=False,
-                                             edgecolor=c, linewidth=2.5))
+            axes[row, 0].add_patch(
+                Rectangle(
+                    (2 * j - 0.45, 2 * i - 0.45), 1.9, 1.9, fill=False, edgecolor=c, linewidth=2.5
+                )
+            )
+            axes[row, 1].add_patch(
+                Rectangle((j - 0.45, i - 0.45), 0.9, 0.9, fill=False, edgecolor=c, linewidth=2.5)
+            )
         axes[row, 0].set_title(f"feature map {row + 1} ({x.shape[0]}×{x.shape[1]})", fontsize=9)
-        axes[row, 1].set_title(f"2×2 max pool, stride 2 ({pooled.shape[0]}×{pooled.shape[1]})",
-                               fontsize=9)
+        axes[row, 1].set_title(
+            f"2×2 max pool, stride 2 ({pooled.shape[0]}×{pooled.shape[1]})", fontsize=9
+        )
     fig.suptitle("Max pooling keeps the strongest response of each window", fontsize=10)
     return fig
 
@@ -305,17 +386,33 @@ def parameter_counts(
     fig = Figure(figsize=(6.5, 4.2), layout="constrained")
     ax = fig.subplots()
     ax.plot(sides, mlp, "o-", label=f"dense layer: side² pixels × {hidden_units} hidden units")
-    ax.plot(sides, np.full(sides.shape, conv), "s-",
-            label=f"conv layer: {conv_filters} filters × {kernel_px}×{kernel_px} weights")
+    ax.plot(
+        sides,
+        np.full(sides.shape, conv),
+        "s-",
+        label=f"conv layer: {conv_filters} filters × {kernel_px}×{kernel_px} weights",
+    )
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xticks(sides, [f"{s}²" for s in sides])
     ax.set_xlabel("image size (px × px)")
     ax.set_ylabel("weights in the first layer (biases not counted)")
-    ax.annotate(f"{mlp[-1]:,} ≈ {mlp[-1]:.3g}", (sides[-1], mlp[-1]), xytext=(-10, -18),
-                textcoords="offset points", ha="right", fontsize=8)
-    ax.annotate(f"{conv:,}, at any size", (sides[-1], conv), xytext=(-10, 8),
-                textcoords="offset points", ha="right", fontsize=8)
+    ax.annotate(
+        f"{mlp[-1]:,} ≈ {mlp[-1]:.3g}",
+        (sides[-1], mlp[-1]),
+        xytext=(-10, -18),
+        textcoords="offset points",
+        ha="right",
+        fontsize=8,
+    )
+    ax.annotate(
+        f"{conv:,}, at any size",
+        (sides[-1], conv),
+        xytext=(-10, 8),
+        textcoords="offset points",
+        ha="right",
+        fontsize=8,
+    )
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8, loc="center right")
     ax.set_title("A dense layer grows with the image; a convolution layer does not", fontsize=10)
@@ -334,16 +431,27 @@ def parameter_table_figure(
     rows = K.parameter_table(model, input_shape=input_shape)
     total = sum(r["params"] for r in rows)
     bn = sum(r["params"] for r in rows if r["kind"].startswith("BatchNorm"))
-    cells = [[r["name"], r["kind"], r["shapes"], "×".join(map(str, r["output_shape"])),
-              f"{r['params']:,}"] for r in rows]
+    cells = [
+        [
+            r["name"],
+            r["kind"],
+            r["shapes"],
+            "×".join(map(str, r["output_shape"])),
+            f"{r['params']:,}",
+        ]
+        for r in rows
+    ]
     cells.append(["total", "", "", "", f"{total:,}"])
     cells.append(["without batch norm", "", "", "", f"{total - bn:,}"])
     fig = Figure(figsize=(8.5, 0.27 * len(cells) + 0.8), layout="constrained")
     ax = fig.subplots()
     ax.set_axis_off()
-    table = ax.table(cellText=cells, colLabels=["layer", "kind", "parameter shapes",
-                                                 "output (C×H×W)", "parameters"],
-                     loc="center", cellLoc="center")
+    table = ax.table(
+        cellText=cells,
+        colLabels=["layer", "kind", "parameter shapes", "output (C×H×W)", "parameters"],
+        loc="center",
+        cellLoc="center",
+    )
     table.auto_set_font_size(False)
     table.set_fontsize(8.5)
     table.scale(1.0, 1.35)
@@ -355,8 +463,9 @@ def parameter_table_figure(
         for i in (len(rows) + 1, len(rows) + 2):
             table[i, col].get_text().set_fontweight("bold")
     c, h, w = input_shape
-    ax.set_title(f"{title or type(model).__name__}: parameters per layer, "
-                 f"input {c}×{h}×{w}", fontsize=10)
+    ax.set_title(
+        f"{title or type(model).__name__}: parameters per layer, input {c}×{h}×{w}", fontsize=10
+    )
     return fig
 
 
@@ -388,8 +497,15 @@ def receptive_field_figure(
     fig = Figure(figsize=(10, 4.3), layout="constrained")
     ax1, ax2 = fig.subplots(1, 2, width_ratios=[1, 1.1])
     ax1.plot(layers, analytic, "-", color="0.5", lw=2, label="analytic: 1 + L·(k − 1)")
-    ax1.plot(layers, measured, "o", ms=7, mfc="none", mew=2,
-             label="measured: extent of the input gradient")
+    ax1.plot(
+        layers,
+        measured,
+        "o",
+        ms=7,
+        mfc="none",
+        mew=2,
+        label="measured: extent of the input gradient",
+    )
     for x, y in zip(layers, analytic, strict=True):
         ax1.annotate(f"{y}", (x, y), xytext=(-12, 5), textcoords="offset points", fontsize=8)
     ax1.set_xlabel("stacked 3×3 convolution layers L")
@@ -409,13 +525,24 @@ def receptive_field_figure(
     centre = size // 2
     for r in analytic:
         half = r // 2
-        ax2.add_patch(Rectangle((centre - half - 0.5, centre - half - 0.5), r, r, fill=False,
-                                edgecolor="#39c", linewidth=1.0))
+        ax2.add_patch(
+            Rectangle(
+                (centre - half - 0.5, centre - half - 0.5),
+                r,
+                r,
+                fill=False,
+                edgecolor="#39c",
+                linewidth=1.0,
+            )
+        )
     ax2.plot(centre, centre, "+", color="yellow", ms=8)
     ax2.set_xlabel("column (px)")
     ax2.set_ylabel("row (px)")
-    ax2.set_title(f"fields of 1…{layers.max()} layers (boxes) and log |input gradient| "
-                  f"of {layers.max()} layers", fontsize=9)
+    ax2.set_title(
+        f"fields of 1…{layers.max()} layers (boxes) and log |input gradient| "
+        f"of {layers.max()} layers",
+        fontsize=9,
+    )
     return fig
 
 
@@ -458,8 +585,9 @@ def feature_hierarchy(
     model = K.random_cnn(channels, pool="max", rng=rng)
     groups = [("random CNN", K.feature_maps(model, image))]
     # receptive field of one pixel of layer n of the random CNN: (3×3 conv, 2×2 pool) n times
-    fields = [K.receptive_field([3, 2] * n, strides=[1, 2] * n)
-              for n in range(1, len(channels) + 1)]
+    fields = [
+        K.receptive_field([3, 2] * n, strides=[1, 2] * n) for n in range(1, len(channels) + 1)
+    ]
     if trained is not None:
         if trained_input is None:
             maps = K.feature_maps(trained, image, layers=trained_layers)
@@ -476,10 +604,12 @@ def feature_hierarchy(
             if label == "random CNN":
                 r = fields[depth - 1]
                 c0 = image.shape[0] / 2 - r / 2 - 0.5
-                axes[row, 0].add_patch(Rectangle((c0, c0), r, r, fill=False, edgecolor="#f33",
-                                                 linewidth=1.5))
-                axes[row, 0].set_title(f"input; field of one\nlayer-{depth} pixel: {r}×{r} px",
-                                       fontsize=7)
+                axes[row, 0].add_patch(
+                    Rectangle((c0, c0), r, r, fill=False, edgecolor="#f33", linewidth=1.5)
+                )
+                axes[row, 0].set_title(
+                    f"input; field of one\nlayer-{depth} pixel: {r}×{r} px", fontsize=7
+                )
             order = np.argsort(fmap.reshape(len(fmap), -1).var(axis=1))[::-1][:n_show]
             for col, ch in enumerate(order, start=1):
                 ax = axes[row, col]
@@ -487,13 +617,20 @@ def feature_hierarchy(
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if col == 1:
-                    ax.set_title(f"{label}, layer {depth} ({name}): {fmap.shape[0]} maps of "
-                                 f"{fmap.shape[1]}×{fmap.shape[2]} px", fontsize=7, loc="left")
+                    ax.set_title(
+                        f"{label}, layer {depth} ({name}): {fmap.shape[0]} maps of "
+                        f"{fmap.shape[1]}×{fmap.shape[2]} px",
+                        fontsize=7,
+                        loc="left",
+                    )
             for col in range(len(order) + 1, n_show + 1):
                 axes[row, col].set_axis_off()
             row += 1
-    fig.suptitle("Feature hierarchy: deeper layers see larger regions at coarser resolution "
-                 "(most varied maps of each layer; red box: receptive field)", fontsize=9)
+    fig.suptitle(
+        "Feature hierarchy: deeper layers see larger regions at coarser resolution "
+        "(most varied maps of each layer; red box: receptive field)",
+        fontsize=9,
+    )
     return fig
 
 
@@ -512,34 +649,55 @@ def designed_kernel_figure(study: DesignedKernelStudy) -> Figure:
     fig = Figure(figsize=(11, 5.2), layout="constrained")
     ax1, ax2 = fig.subplots(1, 2, width_ratios=[1, 1.6])
     kernel = study.kernel
-    _number_grid(ax1, kernel * 100, fontsize=7 if kernel.shape[0] > 5 else 10,
-                 labels=np.vectorize(lambda v: f"{round(v) + 0}")(kernel * 100))
-    ax1.set_title(f"designed kernel ({kernel.shape[0]}×{kernel.shape[1]}, weights × 100)\n"
-                  f"then ReLU: max(0, kernel ⋆ image)", fontsize=9)
+    _number_grid(
+        ax1,
+        kernel * 100,
+        fontsize=7 if kernel.shape[0] > 5 else 10,
+        labels=np.vectorize(lambda v: f"{round(v) + 0}")(kernel * 100),
+    )
+    ax1.set_title(
+        f"designed kernel ({kernel.shape[0]}×{kernel.shape[1]}, weights × 100)\n"
+        f"then ReLU: max(0, kernel ⋆ image)",
+        fontsize=9,
+    )
     angles = designed.normal_deg
-    for c, resp, sel in zip(designed.contrasts, designed.response, designed.selectivity,
-                            strict=True):
-        ax2.plot(angles, resp / c, "-",
-                 label=f"designed unit, contrast {c:g}: selectivity {sel:.1f}")
-    for c, resp, sel in zip(baseline.contrasts, baseline.response, baseline.selectivity,
-                            strict=True):
-        ax2.plot(angles, resp / c, ":", color="0.5", lw=1,
-                 label=f"gradient magnitude, contrast {c:g}: {sel:.2f}")
+    for c, resp, sel in zip(
+        designed.contrasts, designed.response, designed.selectivity, strict=True
+    ):
+        ax2.plot(
+            angles, resp / c, "-", label=f"designed unit, contrast {c:g}: selectivity {sel:.1f}"
+        )
+    for c, resp, sel in zip(
+        baseline.contrasts, baseline.response, baseline.selectivity, strict=True
+    ):
+        ax2.plot(
+            angles,
+            resp / c,
+            ":",
+            color="0.5",
+            lw=1,
+            label=f"gradient magnitude, contrast {c:g}: {sel:.2f}",
+        )
     lo = designed.target_deg - designed.tolerance_deg
     hi = designed.target_deg + designed.tolerance_deg
     ax2.axvspan(lo, hi, color="#ffd966", alpha=0.4, label="target boundaries")
-    ax2.set_xlabel("direction of falling intensity, bright → dark grain "
-                   "(° counter-clockwise from +column)")
+    ax2.set_xlabel(
+        "direction of falling intensity, bright → dark grain (° counter-clockwise from +column)"
+    )
     ax2.set_ylabel("mean boundary response / contrast")
     ax2.set_xticks(np.arange(-180, 181, 45))
     ax2.set_xlim(-180, 180)
     ax2.grid(alpha=0.3)
     ax2.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=2)
-    ax2.set_title("Selectivity = mean response to target boundaries / mean response to all "
-                  "others", fontsize=9)
-    fig.suptitle(f"A designed boundary detector: intensity falling towards "
-                 f"{designed.target_deg:g}° ± {designed.tolerance_deg:g}° "
-                 f"(0° = brighter grain on the left, boundary vertical)", fontsize=10)
+    ax2.set_title(
+        "Selectivity = mean response to target boundaries / mean response to all others", fontsize=9
+    )
+    fig.suptitle(
+        f"A designed boundary detector: intensity falling towards "
+        f"{designed.target_deg:g}° ± {designed.tolerance_deg:g}° "
+        f"(0° = brighter grain on the left, boundary vertical)",
+        fontsize=10,
+    )
     return fig
 
 
@@ -565,10 +723,19 @@ def encoder_trace_figure(model: nn.Module, *, input_px: int = 256) -> Figure:
     for name, c, h, _ in stages:
         width = 0.4 + 0.35 * np.log2(max(c, 1))
         height = h / input_px
-        ax1.add_patch(Rectangle((x, 0.5 - height / 2), width, height, facecolor="#9ecae1",
-                                edgecolor="#08519c"))
-        ax1.text(x + width / 2, 0.5 + height / 2 + 0.03, f"{c} ch\n{h}×{h} px", ha="center",
-                 va="bottom", fontsize=8)
+        ax1.add_patch(
+            Rectangle(
+                (x, 0.5 - height / 2), width, height, facecolor="#9ecae1", edgecolor="#08519c"
+            )
+        )
+        ax1.text(
+            x + width / 2,
+            0.5 + height / 2 + 0.03,
+            f"{c} ch\n{h}×{h} px",
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
         ax1.text(x + width / 2, -0.05, name, ha="center", va="top", fontsize=8)
         x += width + 0.5
     ax1.set_xlim(-0.3, x)
@@ -577,13 +744,17 @@ def encoder_trace_figure(model: nn.Module, *, input_px: int = 256) -> Figure:
     ax1.set_title("each stage: two 3×3 convolutions, then 2×2 max pooling", fontsize=9)
     ax2.set_axis_off()
     cells = [[name, f"{c}", f"{h} × {w}"] for name, c, h, w in stages]
-    table = ax2.table(cellText=cells, colLabels=["", "channels", "size (px)"], loc="center",
-                      cellLoc="center")
+    table = ax2.table(
+        cellText=cells, colLabels=["", "channels", "size (px)"], loc="center", cellLoc="center"
+    )
     table.auto_set_font_size(False)
     table.set_fontsize(9)
     table.scale(1.0, 1.5)
     for col in range(3):
         table[0, col].set_facecolor("0.88")
-    fig.suptitle(f"U-Net encoder shapes from a {input_px}×{input_px} input "
-                 f"(read from the model by a forward pass)", fontsize=10)
+    fig.suptitle(
+        f"U-Net encoder shapes from a {input_px}×{input_px} input "
+        f"(read from the model by a forward pass)",
+        fontsize=10,
+    )
     return fig

@@ -250,8 +250,12 @@ def conv_output_size(size: int, *, kernel_size: int, padding: int = 0, stride: i
     out : int
         ``H_out`` >= 1.
     """
-    for name, value, low in (("size", size, 1), ("kernel_size", kernel_size, 1),
-                             ("padding", padding, 0), ("stride", stride, 1)):
+    for name, value, low in (
+        ("size", size, 1),
+        ("kernel_size", kernel_size, 1),
+        ("padding", padding, 0),
+        ("stride", stride, 1),
+    ):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {name}={value!r}")
     if size + 2 * padding < kernel_size:
@@ -355,8 +359,10 @@ def parameter_table(model: nn.Module, *, input_shape: tuple[int, ...] | None = N
         modules = dict(twin.named_modules())
         hooks = []
         for name, index in owners.items():
+
             def record(module, args, output, index=index):
                 rows[index]["output_shape"] = tuple(output.shape[1:])
+
             hooks.append(modules[name].register_forward_hook(record))
         try:
             with torch.inference_mode():
@@ -486,8 +492,15 @@ def gradient_map(
         raise ValueError(f"size_px and n_probes must be >= 1, got {size_px=}, {n_probes=}")
     twin = copy.deepcopy(model).double().eval()
     generator = _torch_generator(rng)
-    x = torch.randn(n_probes, in_channels, size_px, size_px, generator=generator,
-                    dtype=torch.float64, requires_grad=True)
+    x = torch.randn(
+        n_probes,
+        in_channels,
+        size_px,
+        size_px,
+        generator=generator,
+        dtype=torch.float64,
+        requires_grad=True,
+    )
     y = twin(x)
     y[:, :, y.shape[-2] // 2, y.shape[-1] // 2].sum().backward()
     return x.grad.abs().sum(dim=(0, 1)).numpy()
@@ -564,8 +577,10 @@ def feature_maps(
     maps: dict[str, np.ndarray] = {}
     hooks = []
     for name in names:
+
         def record(module, args, output, name=name):
             maps[name] = output[0].detach().clone().numpy()
+
         hooks.append(modules[name].register_forward_hook(record))
     try:
         with torch.inference_mode():
@@ -631,8 +646,9 @@ def boundary_response(feature: np.ndarray, labels: np.ndarray) -> dict[str, floa
     if not vertical.any() or not horizontal.any():
         raise ValueError("labels need both vertical and horizontal boundary pixels")
     magnitude = np.abs(feature)
-    return dict(vertical=float(magnitude[vertical].mean()),
-                horizontal=float(magnitude[horizontal].mean()))
+    return dict(
+        vertical=float(magnitude[vertical].mean()), horizontal=float(magnitude[horizontal].mean())
+    )
 
 
 def designed_boundary_kernel(
@@ -805,8 +821,13 @@ def boundary_selectivity(
         )
     selectivity = response[:, target].mean(axis=1) / response[:, ~target].mean(axis=1)
     return Selectivity(
-        normal_deg=normals, contrasts=contrasts, response=response, target=target,
-        selectivity=selectivity, target_deg=float(target_deg), tolerance_deg=float(tolerance_deg),
+        normal_deg=normals,
+        contrasts=contrasts,
+        response=response,
+        target=target,
+        selectivity=selectivity,
+        target_deg=float(target_deg),
+        tolerance_deg=float(tolerance_deg),
     )
 
 

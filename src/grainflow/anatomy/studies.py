@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -130,12 +129,19 @@ def designed_kernel_study(
     Parameters as in those two functions.
     """
     kernel = K.designed_boundary_kernel(
-        normal_deg=normal_deg, size_px=size_px,
-        sigma_along_px=sigma_along_px, sigma_across_px=sigma_across_px,
+        normal_deg=normal_deg,
+        size_px=size_px,
+        sigma_along_px=sigma_along_px,
+        sigma_across_px=sigma_across_px,
     )
     seed = int(as_rng(rng).integers(0, 2**62))
-    common = dict(target_deg=normal_deg, tolerance_deg=tolerance_deg, angle_step_deg=angle_step_deg,
-                  contrasts=contrasts, shape=(image_px, image_px))
+    common = dict(
+        target_deg=normal_deg,
+        tolerance_deg=tolerance_deg,
+        angle_step_deg=angle_step_deg,
+        contrasts=contrasts,
+        shape=(image_px, image_px),
+    )
     designed = K.boundary_selectivity(K.relu_unit(kernel), rng=seed, **common)
     baseline = K.boundary_selectivity(K.gradient_magnitude, rng=seed, **common)
     return DesignedKernelStudy(kernel=kernel, designed=designed, baseline=baseline)
@@ -160,15 +166,23 @@ def measured_receptive_fields(
     for n, analytic in enumerate(K.stacked_receptive_fields(n_layers), start=1):
         model = K.random_cnn([channels] * n, rng=rng)
         measured = K.measured_receptive_field(model, size_px=int(analytic) + 8, rng=rng)
-        rows.append(dict(layers=n, analytic=int(analytic),
-                         measured_rows=measured[0], measured_cols=measured[1]))
+        rows.append(
+            dict(
+                layers=n,
+                analytic=int(analytic),
+                measured_rows=measured[0],
+                measured_cols=measured[1],
+            )
+        )
     return rows
 
 
 def _grid(array: np.ndarray) -> str:
     """``[[6, 8], [3, 4]]`` -> ``"6 8 / 3 4"`` (integers shown without decimals)."""
+
     def fmt(v):
         return str(int(v)) if float(v).is_integer() else f"{v:g}"
+
     return " / ".join(" ".join(fmt(v) for v in row) for row in np.asarray(array))
 
 
@@ -213,14 +227,22 @@ def anatomy_numbers(
     -------
     numbers : dict
     """
-    mlp = {**dict(image_sides_px=[32, 64, 128, 256, 512, 1024], hidden_units=1000,
-                  conv_filters=64, kernel_px=3), **(parameter_counts or {})}
+    mlp = {
+        **dict(
+            image_sides_px=[32, 64, 128, 256, 512, 1024],
+            hidden_units=1000,
+            conv_filters=64,
+            kernel_px=3,
+        ),
+        **(parameter_counts or {}),
+    }
     encoder = {**dict(input_px=256, base_channels=64, depth=4), **(encoder or {})}
     seeds = {**dict(examples=0, receptive_field=0, designed_kernel=0), **(seeds or {})}
 
     worked = K.worked_example()
-    images = example_images(size_px=image_size_px, grain_diameter_px=grain_diameter_px,
-                            rng=seeds["examples"])
+    images = example_images(
+        size_px=image_size_px, grain_diameter_px=grain_diameter_px, rng=seeds["examples"]
+    )
     responses = hand_set_responses(images)
     corner = responses["bicrystal"]
     sobel = dict(
@@ -242,21 +264,33 @@ def anatomy_numbers(
     unet = build_model("unet", base_channels=encoder["base_channels"], depth=encoder["depth"])
     trace = unet.encoder_trace((encoder["input_px"], encoder["input_px"]))
 
-    study = designed_kernel_study(image_px=image_size_px, rng=seeds["designed_kernel"],
-                                  **(designed_kernel or {}))
+    study = designed_kernel_study(
+        image_px=image_size_px, rng=seeds["designed_kernel"], **(designed_kernel or {})
+    )
 
     rf = measured_receptive_fields(receptive_field_layers, rng=seeds["receptive_field"])
     return {
-        "worked_example": {"patch": _grid(worked["patch"]), "kernel": _grid(worked["kernel"]),
-                           "total": worked["total"]},
+        "worked_example": {
+            "patch": _grid(worked["patch"]),
+            "kernel": _grid(worked["kernel"]),
+            "total": worked["total"],
+        },
         "sobel": {k: round(float(v), 1) for k, v in sobel.items()},
         "output_size": [
-            {**ex, "out": K.conv_output_size(ex["size"], kernel_size=ex["kernel_size"],
-                                             padding=ex["padding"], stride=ex["stride"])}
+            {
+                **ex,
+                "out": K.conv_output_size(
+                    ex["size"],
+                    kernel_size=ex["kernel_size"],
+                    padding=ex["padding"],
+                    stride=ex["stride"],
+                ),
+            }
             for ex in K.OUTPUT_SIZE_EXAMPLES
         ],
-        "pooling": [{"input": _grid(x), "output": _grid(K.max_pool2d(x))}
-                    for x in K.POOLING_EXAMPLES],
+        "pooling": [
+            {"input": _grid(x), "output": _grid(K.max_pool2d(x))} for x in K.POOLING_EXAMPLES
+        ],
         "mlp": {
             "hidden_units": int(mlp["hidden_units"]),
             "largest_side_px": int(sides.max()),
@@ -267,8 +301,9 @@ def anatomy_numbers(
             "conv_weights": int(conv_count),
         },
         "diffraction_cnn": {
-            "rows": [{k: (list(v) if isinstance(v, tuple) else v) for k, v in r.items()}
-                     for r in table],
+            "rows": [
+                {k: (list(v) if isinstance(v, tuple) else v) for k, v in r.items()} for r in table
+            ],
             "total": int(total),
             "batch_norm": int(bn),
             "without_batch_norm": int(total - bn),
@@ -287,8 +322,10 @@ def anatomy_numbers(
         },
         "encoder": {
             **{k: int(v) for k, v in encoder.items()},
-            "trace": [{"stage": i + 1, "channels": c, "height": h, "width": w}
-                      for i, (c, h, w) in enumerate(trace)],
+            "trace": [
+                {"stage": i + 1, "channels": c, "height": h, "width": w}
+                for i, (c, h, w) in enumerate(trace)
+            ],
             "text": ", ".join(f"{c}/{h}" for c, h, _ in trace),
         },
         "torch_version": torch.__version__,

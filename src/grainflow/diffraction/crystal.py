@@ -11,7 +11,27 @@ import numpy as np
 
 from grainflow.seeds import as_rng
 
-__all__ = ["DEFAULT_SETTINGS", "SYSTEMS", "CENTRINGS", "BRAVAIS", "TRANSLATIONS", "BOHR_A", "MIN_DISTANCE_A", "ELEMENTS", "PSEUDO_RATIOS", "lattice_vectors", "reciprocal_vectors", "point_group", "Crystal", "electron_wavelength_A", "scattering_factor", "random_crystal", "reflections", "zone_axes", "zone_family"]
+__all__ = [
+    "DEFAULT_SETTINGS",
+    "SYSTEMS",
+    "CENTRINGS",
+    "BRAVAIS",
+    "TRANSLATIONS",
+    "BOHR_A",
+    "MIN_DISTANCE_A",
+    "ELEMENTS",
+    "PSEUDO_RATIOS",
+    "lattice_vectors",
+    "reciprocal_vectors",
+    "point_group",
+    "Crystal",
+    "electron_wavelength_A",
+    "scattering_factor",
+    "random_crystal",
+    "reflections",
+    "zone_axes",
+    "zone_family",
+]
 
 
 SYSTEMS = ("cubic", "hexagonal", "orthorhombic")
@@ -32,8 +52,48 @@ BOHR_A = 0.529177  # Bohr radius, Å
 MIN_DISTANCE_A = 1.5  # closest approach of two atoms
 
 # common elements of crystalline solids (light to heavy)
-ELEMENTS = (3, 4, 5, 6, 7, 8, 11, 12, 13, 14, 15, 16, 19, 20, 22, 24, 25, 26, 27, 28, 29, 30,
-            31, 32, 38, 40, 41, 42, 47, 48, 49, 50, 56, 57, 72, 73, 74, 78, 79, 82)
+ELEMENTS = (
+    3,
+    4,
+    5,
+    6,
+    7,
+    8,
+    11,
+    12,
+    13,
+    14,
+    15,
+    16,
+    19,
+    20,
+    22,
+    24,
+    25,
+    26,
+    27,
+    28,
+    29,
+    30,
+    31,
+    32,
+    38,
+    40,
+    41,
+    42,
+    47,
+    48,
+    49,
+    50,
+    56,
+    57,
+    72,
+    73,
+    74,
+    78,
+    79,
+    82,
+)
 
 
 #: Defaults of the config's ``synthesize.diffraction`` block (all lengths and ranges physical).
@@ -130,15 +190,48 @@ def point_group(system: str) -> np.ndarray:
         return np.array([np.diag(s) for s in product((1, -1), repeat=3)])
     raise ValueError(f"system must be one of {SYSTEMS}, got {system=}")
 
+
 # positions whose orbits fill the cell: constants or the free parameters x, y, z
 _SITES = {
-    "cubic": ("0,0,0", "1/2,1/2,1/2", "0,1/2,1/2", "1/2,0,0", "1/4,1/4,1/4", "x,0,0",
-              "x,x,x", "x,1/2,1/2"),
-    "hexagonal": ("0,0,0", "0,0,1/2", "1/3,2/3,0", "1/3,2/3,1/2", "1/2,0,0", "1/2,0,1/2",
-                  "0,0,z", "1/3,2/3,z", "x,0,0", "x,2x,0"),
-    "orthorhombic": ("0,0,0", "1/2,0,0", "0,1/2,0", "0,0,1/2", "1/2,1/2,0", "1/2,0,1/2",
-                     "0,1/2,1/2", "1/2,1/2,1/2", "x,0,0", "0,y,0", "0,0,z", "x,y,0", "x,0,z",
-                     "0,y,z", "x,y,z"),
+    "cubic": (
+        "0,0,0",
+        "1/2,1/2,1/2",
+        "0,1/2,1/2",
+        "1/2,0,0",
+        "1/4,1/4,1/4",
+        "x,0,0",
+        "x,x,x",
+        "x,1/2,1/2",
+    ),
+    "hexagonal": (
+        "0,0,0",
+        "0,0,1/2",
+        "1/3,2/3,0",
+        "1/3,2/3,1/2",
+        "1/2,0,0",
+        "1/2,0,1/2",
+        "0,0,z",
+        "1/3,2/3,z",
+        "x,0,0",
+        "x,2x,0",
+    ),
+    "orthorhombic": (
+        "0,0,0",
+        "1/2,0,0",
+        "0,1/2,0",
+        "0,0,1/2",
+        "1/2,1/2,0",
+        "1/2,0,1/2",
+        "0,1/2,1/2",
+        "1/2,1/2,1/2",
+        "x,0,0",
+        "0,y,0",
+        "0,0,z",
+        "x,y,0",
+        "x,0,z",
+        "0,y,z",
+        "x,y,z",
+    ),
 }
 
 
@@ -239,8 +332,11 @@ class Crystal:
     @classmethod
     def from_dict(cls, d: Mapping) -> Crystal:
         return cls(
-            system=d["crystal_system"], centring=d["centring"], a=float(d["a_A"]),
-            b=float(d["b_A"]), c=float(d["c_A"]),
+            system=d["crystal_system"],
+            centring=d["centring"],
+            a=float(d["a_A"]),
+            b=float(d["b_A"]),
+            c=float(d["c_A"]),
             basis=tuple((int(z), float(x), float(y), float(w)) for z, x, y, w in d["basis"]),
             b_factor_A2=float(d["b_factor_A2"]),
         )
@@ -276,6 +372,7 @@ def uniform_in(rng, lo_hi) -> float:
 def log_uniform_in(rng, lo_hi) -> float:
     lo, hi = lo_hi
     return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+
 
 #: axis ratios an orthorhombic cell keeps away from (see :func:`_pseudo_symmetric`)
 PSEUDO_RATIOS = (1.0, math.sqrt(3), 2.0)
@@ -380,8 +477,9 @@ def random_crystal(
     return crystal
 
 
-def reflections(crystal: Crystal, g_max: float, *,
-                select=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def reflections(
+    crystal: Crystal, g_max: float, *, select=None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All reflections with ``0 < |g| <= g_max`` (1/Å) and non-zero structure factor.
 
     ``select``, a function of ``g`` (n, 3) returning a boolean mask (n,),

@@ -21,7 +21,16 @@ from grainflow.diffraction.representation import (
 from grainflow.io.hdf5 import read_specimen
 from grainflow.seeds import derive_seed
 
-__all__ = ["CLASSES", "TARGETS", "TARGET_NAMES", "META", "PatternDataset", "load_patterns", "fold_rows", "subsample_per_class"]
+__all__ = [
+    "CLASSES",
+    "TARGETS",
+    "TARGET_NAMES",
+    "META",
+    "PatternDataset",
+    "load_patterns",
+    "fold_rows",
+    "subsample_per_class",
+]
 
 
 CLASSES = SYSTEMS
@@ -32,8 +41,15 @@ TARGETS = {"class_index": SYSTEMS, "bravais_index": BRAVAIS}
 #: config names of the targets (``diffraction.pretrain.target``)
 TARGET_NAMES = {"crystal_system": "class_index", "bravais": "bravais_index"}
 
-META = ("specimen", "session", "modality", "crystal_system", "bravais", "dose_counts",
-        "zone_family")
+META = (
+    "specimen",
+    "session",
+    "modality",
+    "crystal_system",
+    "bravais",
+    "dose_counts",
+    "zone_family",
+)
 
 
 class PatternDataset(Dataset):
@@ -62,10 +78,17 @@ class PatternDataset(Dataset):
         global generator.
     """
 
-    def __init__(self, images: np.ndarray, targets: np.ndarray, ids: Sequence[str], *,
-                 rotate: bool = False, flips: bool = False,
-                 modalities: Sequence[str] | None = None,
-                 representation: str | Mapping[str, str] | None = "cartesian"):
+    def __init__(
+        self,
+        images: np.ndarray,
+        targets: np.ndarray,
+        ids: Sequence[str],
+        *,
+        rotate: bool = False,
+        flips: bool = False,
+        modalities: Sequence[str] | None = None,
+        representation: str | Mapping[str, str] | None = "cartesian",
+    ):
         images = np.asarray(images, dtype=np.float32)
         if images.ndim != 3 or len(images) != len(targets) or len(ids) != len(images):
             raise ValueError(
@@ -74,8 +97,9 @@ class PatternDataset(Dataset):
             )
         modalities = ["spot"] * len(images) if modalities is None else list(modalities)
         if len(modalities) != len(images):
-            raise ValueError(f"need one modality per pattern, got {len(modalities)} for "
-                             f"{len(images)}")
+            raise ValueError(
+                f"need one modality per pattern, got {len(modalities)} for {len(images)}"
+            )
         self.images = images
         self.targets = np.asarray(targets, dtype=np.int64)
         self.ids = list(ids)
@@ -84,8 +108,11 @@ class PatternDataset(Dataset):
         self._forms = [self.representation[m] for m in modalities]
         augment = rotate or flips
         # items that augmentation cannot change are prepared once
-        self._fixed = {i: _form(images[i], f) for i, f in enumerate(self._forms)
-                       if not augment or f in INVARIANT_FORMS}
+        self._fixed = {
+            i: _form(images[i], f)
+            for i, f in enumerate(self._forms)
+            if not augment or f in INVARIANT_FORMS
+        }
 
     def __len__(self) -> int:
         return len(self.images)
@@ -102,7 +129,8 @@ class PatternDataset(Dataset):
                 image = np.rot90(image, int(torch.randint(4, ())))
             image = _form(image, self._forms[i])
         return torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None], torch.tensor(
-            self.targets[i])
+            self.targets[i]
+        )
 
     def class_counts(self, num_classes: int) -> np.ndarray:
         return np.bincount(self.targets, minlength=num_classes)[:num_classes]
@@ -118,8 +146,9 @@ class PatternDataset(Dataset):
         return h.hexdigest()
 
 
-def load_patterns(rows: pd.DataFrame, *,
-                  root: str | os.PathLike = ".") -> tuple[np.ndarray, pd.DataFrame]:
+def load_patterns(
+    rows: pd.DataFrame, *, root: str | os.PathLike = "."
+) -> tuple[np.ndarray, pd.DataFrame]:
     """Images and metadata of manifest ``rows`` (columns ``file``, ``index``), in row order.
 
     Returns
@@ -139,19 +168,28 @@ def load_patterns(rows: pd.DataFrame, *,
         for key, sample in zip(group.index, sf.samples):
             i = positions[key]
             if sample.image_id != rows.at[key, "image_id"]:
-                raise ValueError(f"{file}[{rows.at[key, 'index']}] is {sample.image_id!r}, the "
-                                 f"manifest says {rows.at[key, 'image_id']!r}; rerun the split")
+                raise ValueError(
+                    f"{file}[{rows.at[key, 'index']}] is {sample.image_id!r}, the "
+                    f"manifest says {rows.at[key, 'image_id']!r}; rerun the split"
+                )
             images[i] = sample.image
             p = sample.params
             if "class_index" not in p:
-                raise ValueError(f"{file}: {sample.image_id!r} has no crystal system; is it a "
-                                 "diffraction pattern (task diffraction)?")
+                raise ValueError(
+                    f"{file}: {sample.image_id!r} has no crystal system; is it a "
+                    "diffraction pattern (task diffraction)?"
+                )
             records[i] = {
-                "image_id": sample.image_id, "specimen": sample.specimen,
-                "session": sample.session, "modality": sample.modality,
-                "crystal_system": p["crystal_system"], "bravais": p["bravais"],
-                "class_index": int(p["class_index"]), "bravais_index": int(p["bravais_index"]),
-                "dose_counts": float(p["dose_counts"]), "zone_family": p.get("zone_family") or "",
+                "image_id": sample.image_id,
+                "specimen": sample.specimen,
+                "session": sample.session,
+                "modality": sample.modality,
+                "crystal_system": p["crystal_system"],
+                "bravais": p["bravais"],
+                "class_index": int(p["class_index"]),
+                "bravais_index": int(p["bravais_index"]),
+                "dose_counts": float(p["dose_counts"]),
+                "zone_family": p.get("zone_family") or "",
             }
     meta = pd.DataFrame.from_records(records)
     if "fold" in rows:
@@ -159,8 +197,9 @@ def load_patterns(rows: pd.DataFrame, *,
     return np.stack(images).astype(np.float32), meta
 
 
-def fold_rows(manifest: pd.DataFrame, fold: int, *, val_specimens_per_class: int = 1,
-              seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def fold_rows(
+    manifest: pd.DataFrame, fold: int, *, val_specimens_per_class: int = 1, seed: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Training, validation and test rows of ``fold`` of a diffraction manifest.
 
     The test rows are fold ``fold``; the validation rows are every image of
@@ -169,8 +208,10 @@ def fold_rows(manifest: pd.DataFrame, fold: int, *, val_specimens_per_class: int
     ``crystal_system`` column (the manifest's stratification column).
     """
     if "crystal_system" not in manifest:
-        raise ValueError("the diffraction manifest needs a crystal_system column; make it with "
-                         "make_manifest(..., stratify_by='crystal_system')")
+        raise ValueError(
+            "the diffraction manifest needs a crystal_system column; make it with "
+            "make_manifest(..., stratify_by='crystal_system')"
+        )
     folds = sorted(set(manifest["fold"]))
     if fold not in folds:
         raise ValueError(f"fold {fold} is not in the manifest (folds {folds})")
@@ -201,15 +242,24 @@ def subsample_per_class(rows: pd.DataFrame, n_per_class: int, *, seed: int) -> p
     rng = np.random.default_rng(seed)
     for system, group in rows.groupby("crystal_system", sort=True):
         if len(group) < n_per_class:
-            raise ValueError(f"{n_per_class} {system} patterns asked for, the training folds have "
-                             f"{len(group)}; lower the size or add specimens")
+            raise ValueError(
+                f"{n_per_class} {system} patterns asked for, the training folds have "
+                f"{len(group)}; lower the size or add specimens"
+            )
         out.append(group.iloc[np.sort(rng.choice(len(group), n_per_class, replace=False))])
     return pd.concat(out)
 
 
-def _dataset(rows: pd.DataFrame, *, target: str, rotate: bool, flips: bool, representation,
-             root) -> PatternDataset:
+def _dataset(
+    rows: pd.DataFrame, *, target: str, rotate: bool, flips: bool, representation, root
+) -> PatternDataset:
     images, meta = load_patterns(rows, root=root)
-    return PatternDataset(images, meta[target].to_numpy(), meta["image_id"].tolist(), rotate=rotate,
-                          flips=flips, modalities=meta["modality"].tolist(),
-                          representation=representation)
+    return PatternDataset(
+        images,
+        meta[target].to_numpy(),
+        meta["image_id"].tolist(),
+        rotate=rotate,
+        flips=flips,
+        modalities=meta["modality"].tolist(),
+        representation=representation,
+    )

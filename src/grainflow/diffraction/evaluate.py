@@ -16,12 +16,28 @@ from grainflow.diffraction.representation import checkpoint_representation, repr
 from grainflow.runtime import resolve_device
 from grainflow.splits import read_manifest
 
-__all__ = ["predict_proba", "predict_fold", "confusion_matrix", "per_class_table", "reliability_table", "expected_calibration_error", "dose_bins", "summarize_predictions", "first_layer_weights", "evaluate_classifier", "headline"]
+__all__ = [
+    "predict_proba",
+    "predict_fold",
+    "confusion_matrix",
+    "per_class_table",
+    "reliability_table",
+    "expected_calibration_error",
+    "dose_bins",
+    "summarize_predictions",
+    "first_layer_weights",
+    "evaluate_classifier",
+    "headline",
+]
 
 
-
-def predict_proba(model: nn.Module, images: np.ndarray, *, batch_size: int = 256,
-                  device: str | torch.device = "cpu") -> np.ndarray:
+def predict_proba(
+    model: nn.Module,
+    images: np.ndarray,
+    *,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
     """Class probabilities (N, C) of patterns ``images`` (N, H, W), under ``inference_mode``."""
     images = np.asarray(images, dtype=np.float32)
     if images.ndim != 3:
@@ -31,14 +47,20 @@ def predict_proba(model: nn.Module, images: np.ndarray, *, batch_size: int = 256
     out = []
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
-            x = torch.from_numpy(images[start:start + batch_size])[:, None].to(device)
+            x = torch.from_numpy(images[start : start + batch_size])[:, None].to(device)
             out.append(torch.softmax(model(x).float(), dim=1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
 
 
-def predict_fold(checkpoint: str | os.PathLike, manifest: pd.DataFrame, fold: int, *,
-                 root: str | os.PathLike = ".", device: str = "cpu",
-                 batch_size: int = 256) -> pd.DataFrame:
+def predict_fold(
+    checkpoint: str | os.PathLike,
+    manifest: pd.DataFrame,
+    fold: int,
+    *,
+    root: str | os.PathLike = ".",
+    device: str = "cpu",
+    batch_size: int = 256,
+) -> pd.DataFrame:
     """One row per test pattern of ``fold``: metadata, true and predicted system, probabilities.
 
     Columns: ``image_id, fold, specimen, session, modality, crystal_system,
@@ -64,15 +86,17 @@ def predict_fold(checkpoint: str | os.PathLike, manifest: pd.DataFrame, fold: in
     return meta
 
 
-def confusion_matrix(true: Sequence[str], pred: Sequence[str],
-                     classes: Sequence[str] = CLASSES) -> pd.DataFrame:
+def confusion_matrix(
+    true: Sequence[str], pred: Sequence[str], classes: Sequence[str] = CLASSES
+) -> pd.DataFrame:
     """Counts, rows = true class, columns = predicted class."""
     index = {c: i for i, c in enumerate(classes)}
     m = np.zeros((len(classes), len(classes)), dtype=np.int64)
     for t, p in zip(true, pred):
         m[index[t], index[p]] += 1
-    return pd.DataFrame(m, index=pd.Index(classes, name="true"),
-                        columns=pd.Index(classes, name="predicted"))
+    return pd.DataFrame(
+        m, index=pd.Index(classes, name="true"), columns=pd.Index(classes, name="predicted")
+    )
 
 
 def per_class_table(confusion: pd.DataFrame) -> pd.DataFrame:
@@ -83,12 +107,20 @@ def per_class_table(confusion: pd.DataFrame) -> pd.DataFrame:
         precision = np.where(m.sum(0) > 0, tp / m.sum(0), np.nan)
         recall = np.where(m.sum(1) > 0, tp / m.sum(1), np.nan)
         f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), np.nan)
-    return pd.DataFrame({"class": confusion.index, "precision": precision, "recall": recall,
-                         "f1": f1, "support": m.sum(1).astype(int)})
+    return pd.DataFrame(
+        {
+            "class": confusion.index,
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+            "support": m.sum(1).astype(int),
+        }
+    )
 
 
-def reliability_table(confidence: np.ndarray, correct: np.ndarray, *,
-                      bins: int = 10) -> pd.DataFrame:
+def reliability_table(
+    confidence: np.ndarray, correct: np.ndarray, *, bins: int = 10
+) -> pd.DataFrame:
     """Equal-width confidence bins over [0, 1]: count, mean confidence and accuracy per bin."""
     if bins < 1:
         raise ValueError(f"bins must be >= 1, got {bins=}")
@@ -99,14 +131,21 @@ def reliability_table(confidence: np.ndarray, correct: np.ndarray, *,
     rows = []
     for b in range(bins):
         sel = which == b
-        rows.append({"bin_low": edges[b], "bin_high": edges[b + 1], "count": int(sel.sum()),
-                     "confidence": float(confidence[sel].mean()) if sel.any() else np.nan,
-                     "accuracy": float(correct[sel].mean()) if sel.any() else np.nan})
+        rows.append(
+            {
+                "bin_low": edges[b],
+                "bin_high": edges[b + 1],
+                "count": int(sel.sum()),
+                "confidence": float(confidence[sel].mean()) if sel.any() else np.nan,
+                "accuracy": float(correct[sel].mean()) if sel.any() else np.nan,
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, *,
-                               bins: int = 10) -> float:
+def expected_calibration_error(
+    confidence: np.ndarray, correct: np.ndarray, *, bins: int = 10
+) -> float:
     """ECE = Σ_b (n_b / N) |accuracy_b - confidence_b| over equal-width confidence bins."""
     table = reliability_table(confidence, correct, bins=bins)
     used = table[table["count"] > 0]
@@ -141,16 +180,24 @@ def summarize_predictions(pred: pd.DataFrame, *, bins: int = 10, dose_bin_count:
     summary, confusion = [], []
     for fold, group in [*pred.groupby("fold", sort=True), ("all", pred)]:
         ok = (group["true"] == group["pred"]).to_numpy()
-        summary.append({"fold": str(fold), "patterns": len(group), "accuracy": float(ok.mean()),
-                        "ece": expected_calibration_error(group["confidence"], ok, bins=bins)})
+        summary.append(
+            {
+                "fold": str(fold),
+                "patterns": len(group),
+                "accuracy": float(ok.mean()),
+                "ece": expected_calibration_error(group["confidence"], ok, bins=bins),
+            }
+        )
         cm = confusion_matrix(group["true"], group["pred"])
         for t in CLASSES:
             for p in CLASSES:
-                confusion.append({"fold": str(fold), "true": t, "predicted": p,
-                                  "count": int(cm.loc[t, p])})
+                confusion.append(
+                    {"fold": str(fold), "true": t, "predicted": p, "count": int(cm.loc[t, p])}
+                )
     pooled = confusion_matrix(pred["true"], pred["pred"])
-    d = pred.assign(correct=correct, dose_bin=dose_bins(pred["dose_counts"],
-                                                        bins=dose_bin_count).array)
+    d = pred.assign(
+        correct=correct, dose_bin=dose_bins(pred["dose_counts"], bins=dose_bin_count).array
+    )
     parts = []
     for by in (["modality"], ["dose_bin"], ["modality", "dose_bin"]):
         g = d.groupby(by, observed=True, sort=True)["correct"].agg(["size", "mean"]).reset_index()
@@ -158,12 +205,16 @@ def summarize_predictions(pred: pd.DataFrame, *, bins: int = 10, dose_bin_count:
         parts.append(g)
     spots = d[d["modality"] == "spot"]
     if len(spots):
-        g = spots.groupby(["crystal_system", "zone_family"], sort=True)["correct"].agg(
-            ["size", "mean"]).reset_index()
+        g = (
+            spots.groupby(["crystal_system", "zone_family"], sort=True)["correct"]
+            .agg(["size", "mean"])
+            .reset_index()
+        )
         g.insert(0, "by", "crystal_system+zone_family")
         parts.append(g)
     breakdown = pd.concat(parts, ignore_index=True).rename(
-        columns={"size": "patterns", "mean": "accuracy"})
+        columns={"size": "patterns", "mean": "accuracy"}
+    )
     cols = ["by", "modality", "dose_bin", "crystal_system", "zone_family", "patterns", "accuracy"]
     breakdown = breakdown.reindex(columns=cols)
     return {
@@ -195,8 +246,13 @@ def evaluate_classifier(
     """Held-out predictions of every fold's model and their tables (see summarize_predictions)."""
 
     table = read_manifest(manifest)
-    pred = pd.concat([predict_fold(path, table, int(fold), root=root, device=device)
-                      for fold, path in sorted(checkpoints.items())], ignore_index=True)
+    pred = pd.concat(
+        [
+            predict_fold(path, table, int(fold), root=root, device=device)
+            for fold, path in sorted(checkpoints.items())
+        ],
+        ignore_index=True,
+    )
     return pred, summarize_predictions(pred, bins=bins, dose_bin_count=dose_bin_count)
 
 

@@ -40,8 +40,9 @@ def pattern_examples_figure(samples: Sequence[Sample], *, per_row: int = 6) -> F
     in counts at the brightest diffracted pixel.
     """
     rows = {s: [x for x in samples if x.params.get("crystal_system") == s] for s in SYSTEMS}
-    rows = {s: sorted(v, key=lambda x: x.modality != "spot")[:per_row]
-            for s, v in rows.items() if v}
+    rows = {
+        s: sorted(v, key=lambda x: x.modality != "spot")[:per_row] for s, v in rows.items() if v
+    }
     if not rows:
         raise ValueError("no diffraction patterns to show")
     fig = Figure(figsize=(1.5 * per_row, 1.75 * len(rows)), layout="constrained")
@@ -53,17 +54,31 @@ def pattern_examples_figure(samples: Sequence[Sample], *, per_row: int = 6) -> F
             ax = axes[r, j]
             ax.imshow(s.image, cmap="inferno", vmin=0, vmax=1, interpolation="nearest")
             zone = s.params.get("zone_family") or ""
-            ax.set_title(f"{s.params['bravais']} {s.modality} {zone}\n"
-                         f"{s.params['dose_counts']:.0f} counts", fontsize=6)
-        axes[r, 0].text(-0.08, 0.5, system, transform=axes[r, 0].transAxes, rotation=90,
-                        ha="right", va="center", fontsize=9, color=COLOURS[SYSTEMS.index(system)])
-    fig.suptitle(f"simulated patterns, log(1 + counts) scaled to [0, 1], "
-                 f"{items[0].image.shape[0]} px", fontsize=9)
+            ax.set_title(
+                f"{s.params['bravais']} {s.modality} {zone}\n{s.params['dose_counts']:.0f} counts",
+                fontsize=6,
+            )
+        axes[r, 0].text(
+            -0.08,
+            0.5,
+            system,
+            transform=axes[r, 0].transAxes,
+            rotation=90,
+            ha="right",
+            va="center",
+            fontsize=9,
+            color=COLOURS[SYSTEMS.index(system)],
+        )
+    fig.suptitle(
+        f"simulated patterns, log(1 + counts) scaled to [0, 1], {items[0].image.shape[0]} px",
+        fontsize=9,
+    )
     return fig
 
 
-def representation_figure(samples: Sequence[Sample], representation=None, *,
-                          harmonics: int = 16) -> Figure:
+def representation_figure(
+    samples: Sequence[Sample], representation=None, *, harmonics: int = 16
+) -> Figure:
     """What the networks see: per crystal system a spot and a ring pattern beside their forms.
 
     Columns: spot pattern, its form (:func:`grainflow.diffraction.representation.represent`;
@@ -75,8 +90,11 @@ def representation_figure(samples: Sequence[Sample], representation=None, *,
     picks = {}
     for system in SYSTEMS:
         for kind in ("spot", "ring"):
-            found = [x for x in samples
-                     if x.params.get("crystal_system") == system and x.modality == kind]
+            found = [
+                x
+                for x in samples
+                if x.params.get("crystal_system") == system and x.modality == kind
+            ]
             if found:
                 picks[system, kind] = found[0]
     systems = [s for s in SYSTEMS if any((s, k) in picks for k in ("spot", "ring"))]
@@ -108,8 +126,13 @@ def representation_figure(samples: Sequence[Sample], representation=None, *,
                 ax.set_xscale("log")
             if form == "angular_spectrum":
                 shown = shown[:harmonics]
-            ax.imshow(shown, cmap="magma" if form == "angular_spectrum" else "inferno",
-                      interpolation="nearest", aspect="auto", extent=extent)
+            ax.imshow(
+                shown,
+                cmap="magma" if form == "angular_spectrum" else "inferno",
+                interpolation="nearest",
+                aspect="auto",
+                extent=extent,
+            )
             ax.set_title(form.replace("_", " "), fontsize=7)
             ax.tick_params(labelsize=6)
             if extent is not None:
@@ -117,10 +140,20 @@ def representation_figure(samples: Sequence[Sample], representation=None, *,
                 ax.set_xticks(ticks, [str(t) for t in ticks])
                 ax.set_xticks([], minor=True)
                 ax.set_xlabel("radius (px, log scale)", fontsize=6)
-                ax.set_ylabel("harmonic m" if form == "angular_spectrum" else "azimuth (°)",
-                              fontsize=6)
-        axes[r, 0].text(-0.08, 0.5, system, transform=axes[r, 0].transAxes, rotation=90,
-                        ha="right", va="center", fontsize=9, color=COLOURS[SYSTEMS.index(system)])
+                ax.set_ylabel(
+                    "harmonic m" if form == "angular_spectrum" else "azimuth (°)", fontsize=6
+                )
+        axes[r, 0].text(
+            -0.08,
+            0.5,
+            system,
+            transform=axes[r, 0].transAxes,
+            rotation=90,
+            ha="right",
+            va="center",
+            fontsize=9,
+            color=COLOURS[SYSTEMS.index(system)],
+        )
     fig.suptitle("patterns and the forms in which the networks see them", fontsize=9)
     return fig
 
@@ -136,17 +169,30 @@ def confusion_figure(confusion: pd.DataFrame, *, title: str = "") -> Figure:
     short = [c[:5] + "." if len(c) > 6 else c for c in SYSTEMS]
     for ax, fold in zip(axes, folds):
         d = confusion[confusion["fold"].astype(str) == fold]
-        m = d.pivot(index="true", columns="predicted", values="count").reindex(
-            index=list(SYSTEMS), columns=list(SYSTEMS)).fillna(0).to_numpy()
+        m = (
+            d.pivot(index="true", columns="predicted", values="count")
+            .reindex(index=list(SYSTEMS), columns=list(SYSTEMS))
+            .fillna(0)
+            .to_numpy()
+        )
         frac = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
         ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
         for i in range(len(SYSTEMS)):
             for j in range(len(SYSTEMS)):
-                ax.text(j, i, f"{int(m[i, j])}", ha="center", va="center", fontsize=8,
-                        color="white" if frac[i, j] > 0.6 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{int(m[i, j])}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if frac[i, j] > 0.6 else "black",
+                )
         acc = np.trace(m) / max(m.sum(), 1)
-        ax.set_title(("pooled" if fold == "all" else f"fold {fold}") +
-                     f": accuracy {100 * acc:.1f} %", fontsize=8)
+        ax.set_title(
+            ("pooled" if fold == "all" else f"fold {fold}") + f": accuracy {100 * acc:.1f} %",
+            fontsize=8,
+        )
         ax.set_xticks(range(len(SYSTEMS)), short, fontsize=7)
         ax.set_yticks(range(len(SYSTEMS)), short, fontsize=7)
         ax.set_xlabel("predicted system", fontsize=7)
@@ -162,16 +208,37 @@ def reliability_figure(reliability: pd.DataFrame, *, ece: float, title: str = ""
     ax, hx = fig.subplots(1, 2)
     used = reliability[reliability["count"] > 0]
     width = float((reliability["bin_high"] - reliability["bin_low"]).iloc[0])
-    ax.bar(used["bin_low"], used["accuracy"], width=width, align="edge", color="#3182bd",
-           edgecolor="white", label="accuracy")
-    ax.bar(used["bin_low"], used["confidence"] - used["accuracy"], bottom=used["accuracy"],
-           width=width, align="edge", color="#e6550d", alpha=0.4, label="gap to confidence")
+    ax.bar(
+        used["bin_low"],
+        used["accuracy"],
+        width=width,
+        align="edge",
+        color="#3182bd",
+        edgecolor="white",
+        label="accuracy",
+    )
+    ax.bar(
+        used["bin_low"],
+        used["confidence"] - used["accuracy"],
+        bottom=used["accuracy"],
+        width=width,
+        align="edge",
+        color="#e6550d",
+        alpha=0.4,
+        label="gap to confidence",
+    )
     ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="perfect calibration")
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (max probability)", ylabel="accuracy")
     ax.set_title(f"reliability, ECE {100 * ece:.2f} %", fontsize=9)
     ax.legend(fontsize=7, loc="upper left")
-    hx.bar(reliability["bin_low"], reliability["count"], width=width, align="edge",
-           color="grey", edgecolor="white")
+    hx.bar(
+        reliability["bin_low"],
+        reliability["count"],
+        width=width,
+        align="edge",
+        color="grey",
+        edgecolor="white",
+    )
     hx.set(xlim=(0, 1), xlabel="confidence (max probability)", ylabel="held-out patterns")
     hx.set_yscale("log")
     hx.set_title("confidence histogram", fontsize=9)
@@ -198,8 +265,11 @@ def breakdown_figure(breakdown: pd.DataFrame, *, title: str = "") -> Figure:
             if np.isfinite(acc):
                 ax.text(xi, 100 * acc + 0.5, f"{int(n)}", ha="center", fontsize=6)
     ax.set_xticks(np.arange(len(bins)) + width * (len(modalities) - 1) / 2, bins, fontsize=7)
-    ax.set(xlabel="dose (counts at the brightest diffracted pixel)", ylabel="accuracy (%)",
-           ylim=(max(0, 100 * np.nanmin(d["accuracy"]) - 10), 101))
+    ax.set(
+        xlabel="dose (counts at the brightest diffracted pixel)",
+        ylabel="accuracy (%)",
+        ylim=(max(0, 100 * np.nanmin(d["accuracy"]) - 10), 101),
+    )
     ax.legend(fontsize=7, title="pattern", title_fontsize=7)
     ax.set_title("by kind and noise (numbers: patterns)", fontsize=9)
     z = breakdown[breakdown["by"] == "crystal_system+zone_family"]
@@ -234,8 +304,11 @@ def filters_figure(weights: np.ndarray, *, title: str = "") -> Figure:
         if k < n:
             v = np.abs(w[k]).max() or 1.0
             ax.imshow(w[k], cmap="RdBu_r", vmin=-v, vmax=v, interpolation="nearest")
-    fig.suptitle(title or f"{n} first-layer filters, {w.shape[1]}×{w.shape[2]} px "
-                 "(red positive, blue negative)", fontsize=8)
+    fig.suptitle(
+        title
+        or f"{n} first-layer filters, {w.shape[1]}×{w.shape[2]} px (red positive, blue negative)",
+        fontsize=8,
+    )
     return fig
 
 
@@ -250,20 +323,34 @@ def transfer_figure(table: pd.DataFrame, *, title: str = "") -> Figure:
     styles = {"frozen": "o-", "finetune": "s-", "full": "^-", "scratch": "x--"}
     for strategy, group in table.groupby("strategy", sort=False):
         g = group.groupby("n_per_class")["accuracy"].agg(["mean", "min", "max"]).reset_index()
-        ax.errorbar(g["n_per_class"], 100 * g["mean"],
-                    yerr=[100 * (g["mean"] - g["min"]), 100 * (g["max"] - g["mean"])],
-                    fmt=styles.get(strategy, "o-"), capsize=3, label=strategy)
+        ax.errorbar(
+            g["n_per_class"],
+            100 * g["mean"],
+            yerr=[100 * (g["mean"] - g["min"]), 100 * (g["max"] - g["mean"])],
+            fmt=styles.get(strategy, "o-"),
+            capsize=3,
+            label=strategy,
+        )
     ax.set_xscale("log")
     ax.axhline(100 / len(SYSTEMS), color="grey", lw=0.7, ls=":", label="chance")
-    ax.set(xlabel="labelled training patterns per crystal system",
-           ylabel="held-out accuracy (%)", ylim=(0, 101))
+    ax.set(
+        xlabel="labelled training patterns per crystal system",
+        ylabel="held-out accuracy (%)",
+        ylim=(0, 101),
+    )
     ax.legend(fontsize=7, title="ResNet-18", title_fontsize=7)
     ax.set_title(title or "transfer learning as the labelled set shrinks", fontsize=9)
     return fig
 
 
-def scan_map_figure(probs: np.ndarray, labels: np.ndarray, *, truth: np.ndarray | None = None,
-                    scan_step_um: float | None = None, title: str = "") -> Figure:
+def scan_map_figure(
+    probs: np.ndarray,
+    labels: np.ndarray,
+    *,
+    truth: np.ndarray | None = None,
+    scan_step_um: float | None = None,
+    title: str = "",
+) -> Figure:
     """Crystal-system map (arg-max), confidence map and, when given, the truth."""
     cmap = ListedColormap(["white", *COLOURS])
     panels = 3 if truth is not None else 2
@@ -275,8 +362,14 @@ def scan_map_figure(probs: np.ndarray, labels: np.ndarray, *, truth: np.ndarray 
     extent = (0, sx * step, sy * step, 0)
     axes[0].imshow(labels, cmap=cmap, vmin=0, vmax=3, interpolation="nearest", extent=extent)
     axes[0].set_title("predicted crystal system", fontsize=8)
-    im = axes[1].imshow(probs.max(axis=0), cmap="viridis", vmin=1 / len(SYSTEMS), vmax=1,
-                        interpolation="nearest", extent=extent)
+    im = axes[1].imshow(
+        probs.max(axis=0),
+        cmap="viridis",
+        vmin=1 / len(SYSTEMS),
+        vmax=1,
+        interpolation="nearest",
+        extent=extent,
+    )
     fig.colorbar(im, ax=axes[1], shrink=0.8, label="max probability")
     axes[1].set_title("confidence", fontsize=8)
     if truth is not None:
@@ -287,8 +380,9 @@ def scan_map_figure(probs: np.ndarray, labels: np.ndarray, *, truth: np.ndarray 
         ax.set_xlabel(f"x ({unit})", fontsize=7)
         ax.set_ylabel(f"y ({unit})", fontsize=7)
         ax.tick_params(labelsize=6)
-    handles = [axes[0].scatter([], [], marker="s", color=c, label=s)
-               for s, c in zip(SYSTEMS, COLOURS)]
+    handles = [
+        axes[0].scatter([], [], marker="s", color=c, label=s) for s, c in zip(SYSTEMS, COLOURS)
+    ]
     fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)

@@ -10,7 +10,20 @@ from scipy import ndimage as ndi
 
 from grainflow.augment import apply_transform
 
-__all__ = ["FORMS", "DEFAULT_REPRESENTATION", "INVARIANT_FORMS", "LOG_POLAR_R_MIN_PX", "HIGHPASS_SIGMA_COLUMNS", "rotate_pattern", "log_polar", "angular_spectrum", "log_polar_highpass", "representation_of", "represent", "checkpoint_representation"]
+__all__ = [
+    "FORMS",
+    "DEFAULT_REPRESENTATION",
+    "INVARIANT_FORMS",
+    "LOG_POLAR_R_MIN_PX",
+    "HIGHPASS_SIGMA_COLUMNS",
+    "rotate_pattern",
+    "log_polar",
+    "angular_spectrum",
+    "log_polar_highpass",
+    "representation_of",
+    "represent",
+    "checkpoint_representation",
+]
 
 
 #: forms in which a pattern can reach the models; see the module notes
@@ -33,27 +46,42 @@ def _border_median(image: np.ndarray) -> float:
 
 def rotate_pattern(image: np.ndarray, angle_deg: float) -> np.ndarray:
     """``image`` (H, W) turned counter-clockwise about its centre; outside: its border median."""
-    op = {"name": "rotate", "params": {"angle_deg": float(angle_deg), "fill": "constant",
-                                       "fill_value": _border_median(image)}}
+    op = {
+        "name": "rotate",
+        "params": {
+            "angle_deg": float(angle_deg),
+            "fill": "constant",
+            "fill_value": _border_median(image),
+        },
+    }
     return apply_transform(image, {}, {"ops": [op]})[0]
 
 
 @functools.lru_cache(maxsize=8)
-def _log_polar_grid(in_shape: tuple[int, int], out_shape: tuple[int, int], r_min_px: float,
-                    oversample: tuple[int, int]):
+def _log_polar_grid(
+    in_shape: tuple[int, int],
+    out_shape: tuple[int, int],
+    r_min_px: float,
+    oversample: tuple[int, int],
+):
     rows, cols = out_shape
     n_phi, n_r = 2 * rows * oversample[0], cols * oversample[1]  # full circle, supersampled
     phi = (np.arange(n_phi) + 0.5) / n_phi * 2 * np.pi
     r_max = min(in_shape) / 2.0
     r = r_min_px * (r_max / r_min_px) ** ((np.arange(n_r) + 0.5) / n_r)
     centre_r, centre_c = (in_shape[0] - 1) / 2.0, (in_shape[1] - 1) / 2.0
-    return np.stack([centre_r - r[None, :] * np.sin(phi[:, None]),
-                     centre_c + r[None, :] * np.cos(phi[:, None])])
+    return np.stack(
+        [centre_r - r[None, :] * np.sin(phi[:, None]), centre_c + r[None, :] * np.cos(phi[:, None])]
+    )
 
 
-def log_polar(image: np.ndarray, *, r_min_px: float = LOG_POLAR_R_MIN_PX,
-              oversample: tuple[int, int] = (4, 2),
-              shape: tuple[int, int] | None = None) -> np.ndarray:
+def log_polar(
+    image: np.ndarray,
+    *,
+    r_min_px: float = LOG_POLAR_R_MIN_PX,
+    oversample: tuple[int, int] = (4, 2),
+    shape: tuple[int, int] | None = None,
+) -> np.ndarray:
     """A centred pattern resampled on a log-polar grid about its centre.
 
     Parameters
@@ -85,8 +113,9 @@ def log_polar(image: np.ndarray, *, r_min_px: float = LOG_POLAR_R_MIN_PX,
     if not 0 < r_min_px < min(image.shape) / 2:
         raise ValueError(f"r_min_px must be in (0, {min(image.shape) / 2}), got {r_min_px=}")
     rows, cols = image.shape if shape is None else (int(shape[0]), int(shape[1]))
-    grid = _log_polar_grid(image.shape, (rows, cols), float(r_min_px),
-                           tuple(int(v) for v in oversample))
+    grid = _log_polar_grid(
+        image.shape, (rows, cols), float(r_min_px), tuple(int(v) for v in oversample)
+    )
     v = ndi.map_coordinates(image, grid, order=1, mode="nearest")
     half = v.shape[0] // 2
     v = 0.5 * (v[:half] + v[half:])  # φ and φ + 180°
@@ -120,8 +149,12 @@ def angular_spectrum(image: np.ndarray, *, r_min_px: float = LOG_POLAR_R_MIN_PX)
     return np.log1p(10.0 * coeff / scale if scale > 0 else coeff).astype(np.float32)
 
 
-def log_polar_highpass(image: np.ndarray, *, r_min_px: float = LOG_POLAR_R_MIN_PX,
-                       background_px: float = HIGHPASS_SIGMA_COLUMNS) -> np.ndarray:
+def log_polar_highpass(
+    image: np.ndarray,
+    *,
+    r_min_px: float = LOG_POLAR_R_MIN_PX,
+    background_px: float = HIGHPASS_SIGMA_COLUMNS,
+) -> np.ndarray:
     """:func:`log_polar` without its smooth radial background, scaled to zero mean and unit variance.
 
     Along each azimuth the log-polar pattern minus its Gaussian smoothing over
@@ -135,8 +168,12 @@ def log_polar_highpass(image: np.ndarray, *, r_min_px: float = LOG_POLAR_R_MIN_P
     std = flat.std()
     return ((flat - flat.mean()) / std if std > 0 else np.zeros_like(flat)).astype(np.float32)
 
-_FORM_FUNCTIONS = {"angular_spectrum": angular_spectrum, "log_polar": log_polar,
-                   "log_polar_highpass": log_polar_highpass}
+
+_FORM_FUNCTIONS = {
+    "angular_spectrum": angular_spectrum,
+    "log_polar": log_polar,
+    "log_polar_highpass": log_polar_highpass,
+}
 
 
 def representation_of(value: str | Mapping[str, str] | None) -> dict[str, str]:
@@ -155,8 +192,10 @@ def representation_of(value: str | Mapping[str, str] | None) -> dict[str, str]:
         return {"spot": "cartesian", "ring": value}
     unknown = sorted(set(value) - set(DEFAULT_REPRESENTATION))
     if unknown:
-        raise ValueError(f"representation: unknown pattern kind(s) {unknown}; known: "
-                         f"{sorted(DEFAULT_REPRESENTATION)}")
+        raise ValueError(
+            f"representation: unknown pattern kind(s) {unknown}; known: "
+            f"{sorted(DEFAULT_REPRESENTATION)}"
+        )
     out = {**DEFAULT_REPRESENTATION, **{str(k): str(v) for k, v in value.items()}}
     bad = {k: v for k, v in out.items() if v not in FORMS}
     if bad:
@@ -168,8 +207,11 @@ def _form(image: np.ndarray, form: str) -> np.ndarray:
     return image if form == "cartesian" else _FORM_FUNCTIONS[form](image)
 
 
-def represent(images: np.ndarray, modalities: Sequence[str],
-              representation: str | Mapping[str, str] | None = None) -> np.ndarray:
+def represent(
+    images: np.ndarray,
+    modalities: Sequence[str],
+    representation: str | Mapping[str, str] | None = None,
+) -> np.ndarray:
     """Patterns (N, H, W) as a model sees them: each in its kind's form (:func:`representation_of`)."""
     forms = representation_of(representation)
     images = np.asarray(images, dtype=np.float32)

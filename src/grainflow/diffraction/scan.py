@@ -127,29 +127,42 @@ def synthetic_scan(
         for r, c in where:
             counts[r, c] = detector_counts(diffracted, params, rng=rng)
         truth[grains == g] = SYSTEMS.index(system) + 1
-        crystals[str(g)] = {"bravais": crystal.bravais, "a_A": crystal.a, "b_A": crystal.b,
-                            "c_A": crystal.c, "zone_family": params.get("zone_family")}
+        crystals[str(g)] = {
+            "bravais": crystal.bravais,
+            "a_A": crystal.a,
+            "b_A": crystal.b,
+            "c_A": crystal.c,
+            "zone_family": params.get("zone_family"),
+        }
     return counts, truth, grains, {"session": session, "grains": crystals}
 
 
-def write_scan(path: str | os.PathLike, counts: np.ndarray, *, truth: np.ndarray | None = None,
-               attrs: Mapping | None = None) -> Path:
+def write_scan(
+    path: str | os.PathLike,
+    counts: np.ndarray,
+    *,
+    truth: np.ndarray | None = None,
+    attrs: Mapping | None = None,
+) -> Path:
     """Write a scan as a Zarr v3 group: ``patterns`` (sy, sx, H, W) and ``truth``; atomically."""
     import zarr
 
     out = Path(path)
     with staged_dir(out) as tmp:
         root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
-        arr = root.create_array("patterns", shape=counts.shape, dtype=counts.dtype,
-                                chunks=(1, *counts.shape[1:]))
+        arr = root.create_array(
+            "patterns", shape=counts.shape, dtype=counts.dtype, chunks=(1, *counts.shape[1:])
+        )
         arr[...] = counts
         if truth is not None:
-            t = root.create_array("truth", shape=truth.shape, dtype=truth.dtype,
-                                  chunks=truth.shape)
+            t = root.create_array("truth", shape=truth.shape, dtype=truth.dtype, chunks=truth.shape)
             t[...] = truth
-        root.attrs["grainflow"] = {"version": __version__, "classes": list(SYSTEMS),
-                                   "truth": "crystal system + 1" if truth is not None else None,
-                                   **dict(attrs or {})}
+        root.attrs["grainflow"] = {
+            "version": __version__,
+            "classes": list(SYSTEMS),
+            "truth": "crystal system + 1" if truth is not None else None,
+            **dict(attrs or {}),
+        }
     return out
 
 
@@ -166,8 +179,9 @@ def read_scan(path: str | os.PathLike, *, array: str = "patterns"):
             raise ValueError(f"scan {path} has no array {array!r}; it holds {sorted(node.keys())}")
         node = node[array]
     if node.ndim < 3:
-        raise ValueError(f"scan {path} must have scan axes and two pattern axes, got shape "
-                         f"{node.shape}")
+        raise ValueError(
+            f"scan {path} must have scan axes and two pattern axes, got shape {node.shape}"
+        )
     return node
 
 
@@ -257,12 +271,17 @@ def classify_scan(
     rows_per_block = max(1, batch_size // per_row)
     probs = np.zeros((len(CLASSES), *lead), dtype=np.float32)
     for start in range(0, lead[0], rows_per_block):
-        block = np.asarray(scan[start:start + rows_per_block])
+        block = np.asarray(scan[start : start + rows_per_block])
         flat = prepare_patterns(block.reshape(-1, *shape[-2:]), size=size, log_scale=log_scale)
         kinds = [modality] * len(flat)
-        p = np.mean([predict_proba(m, represent(flat, kinds, rep), batch_size=batch_size,
-                                   device=device) for m, rep in models], axis=0)
-        probs[:, start:start + len(block)] = p.T.reshape(len(CLASSES), len(block), *lead[1:])
+        p = np.mean(
+            [
+                predict_proba(m, represent(flat, kinds, rep), batch_size=batch_size, device=device)
+                for m, rep in models
+            ],
+            axis=0,
+        )
+        probs[:, start : start + len(block)] = p.T.reshape(len(CLASSES), len(block), *lead[1:])
     return probs
 
 
@@ -280,6 +299,7 @@ def write_scan_map(
     mean confidence, ...).
     """
     import zarr
+
     fmt, write_multiscales_metadata, write_label_metadata = ngff_writer()
 
     probs = np.asarray(probs, dtype=np.float32)
@@ -303,38 +323,61 @@ def write_scan_map(
     }
     with staged_dir(out) as tmp:
         root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
-        image = root.create_array("s0", shape=probs.shape, dtype=np.float32,
-                                  chunks=probs.shape, dimension_names=["c", "y", "x"])
+        image = root.create_array(
+            "s0",
+            shape=probs.shape,
+            dtype=np.float32,
+            chunks=probs.shape,
+            dimension_names=["c", "y", "x"],
+        )
         image[...] = probs
         write_multiscales_metadata(
             root,
-            datasets=[{"path": "s0", "coordinateTransformations": [
-                {"type": "scale", "scale": [1.0, step, step]}]}],
+            datasets=[
+                {
+                    "path": "s0",
+                    "coordinateTransformations": [{"type": "scale", "scale": [1.0, step, step]}],
+                }
+            ],
             fmt=fmt,
-            axes=[{"name": "c", "type": "channel"}, {"name": "y", "type": "space", **unit},
-                  {"name": "x", "type": "space", **unit}],
+            axes=[
+                {"name": "c", "type": "channel"},
+                {"name": "y", "type": "space", **unit},
+                {"name": "x", "type": "space", **unit},
+            ],
             name=name,
         )
         label_root = root.create_group("labels")
         group = label_root.create_group(LABEL_NAME)
-        arr = group.create_array("s0", shape=labels.shape, dtype=np.uint8, chunks=labels.shape,
-                                 dimension_names=["y", "x"])
+        arr = group.create_array(
+            "s0",
+            shape=labels.shape,
+            dtype=np.uint8,
+            chunks=labels.shape,
+            dimension_names=["y", "x"],
+        )
         arr[...] = labels
         write_multiscales_metadata(
             group,
-            datasets=[{"path": "s0", "coordinateTransformations": [
-                {"type": "scale", "scale": [step, step]}]}],
-            fmt=fmt, axes=[{"name": "y", "type": "space", **unit},
-                           {"name": "x", "type": "space", **unit}],
+            datasets=[
+                {
+                    "path": "s0",
+                    "coordinateTransformations": [{"type": "scale", "scale": [step, step]}],
+                }
+            ],
+            fmt=fmt,
+            axes=[{"name": "y", "type": "space", **unit}, {"name": "x", "type": "space", **unit}],
             name=LABEL_NAME,
         )
         colours = [(230, 85, 13), (49, 130, 189), (49, 163, 84)]
         # through the parent's handle: it adds the name to the parent's label list
         write_label_metadata(
-            label_root, LABEL_NAME, fmt=fmt, source={"image": "../../"},
+            label_root,
+            LABEL_NAME,
+            fmt=fmt,
+            source={"image": "../../"},
             colors=[{"label-value": k + 1, "rgba": [*rgb, 255]} for k, rgb in enumerate(colours)],
-            properties=[{"label-value": k + 1, "crystal_system": c}
-                        for k, c in enumerate(CLASSES)],
+            properties=[{"label-value": k + 1, "crystal_system": c} for k, c in enumerate(CLASSES)],
         )
         label_root.attrs["ome"] = {**label_root.attrs["ome"], "version": fmt.version}
         root.attrs["grainflow"] = summary
@@ -346,8 +389,11 @@ def read_scan_map(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict
     import zarr
 
     root = zarr.open_group(str(path), mode="r")
-    return (np.asarray(root["s0"]), np.asarray(root["labels"][LABEL_NAME]["s0"]),
-            dict(root.attrs["grainflow"]))
+    return (
+        np.asarray(root["s0"]),
+        np.asarray(root["labels"][LABEL_NAME]["s0"]),
+        dict(root.attrs["grainflow"]),
+    )
 
 
 def scan_map(
@@ -369,13 +415,21 @@ def scan_map(
     """
 
     patterns = read_scan(scan, array=array)
-    probs = classify_scan(patterns, checkpoints, modality=modality, size=size,
-                          log_scale=log_scale, device=device)
-    attrs = {"source": str(scan), "array": array, "modality": modality, "log_scale": log_scale,
-             "pattern_px": size, "models": len(checkpoints),
-             "checkpoints": {str(p): sha256_file(p) for p in checkpoints}}
+    probs = classify_scan(
+        patterns, checkpoints, modality=modality, size=size, log_scale=log_scale, device=device
+    )
+    attrs = {
+        "source": str(scan),
+        "array": array,
+        "modality": modality,
+        "log_scale": log_scale,
+        "pattern_px": size,
+        "models": len(checkpoints),
+        "checkpoints": {str(p): sha256_file(p) for p in checkpoints},
+    }
     truth = read_scan_truth(scan)
     if truth is not None and truth.shape == probs.shape[1:]:
         attrs["agreement_with_truth"] = float(np.mean(truth == probs.argmax(axis=0) + 1))
-    return write_scan_map(out, probs, scan_step_um=scan_step_um, name=Path(str(out)).stem,
-                          attrs=attrs)
+    return write_scan_map(
+        out, probs, scan_step_um=scan_step_um, name=Path(str(out)).stem, attrs=attrs
+    )

@@ -23,7 +23,22 @@ from grainflow.diffraction.crystal import (
 from grainflow.io.hdf5 import Sample
 from grainflow.seeds import as_rng, derive_seed, specimen_index
 
-__all__ = ["MODALITIES", "ZONE_AXES", "READ_NOISE_COUNTS", "PSF_SIGMA_PX", "BEAM_STOP_RADIUS_PX", "FIT_G_MAX", "camera_length_mm", "spot_intensity", "ring_intensity", "detector_counts", "log_normalize", "render_pattern", "synthesize_diffraction_specimen", "pretraining_samples"]
+__all__ = [
+    "MODALITIES",
+    "ZONE_AXES",
+    "READ_NOISE_COUNTS",
+    "PSF_SIGMA_PX",
+    "BEAM_STOP_RADIUS_PX",
+    "FIT_G_MAX",
+    "camera_length_mm",
+    "spot_intensity",
+    "ring_intensity",
+    "detector_counts",
+    "log_normalize",
+    "render_pattern",
+    "synthesize_diffraction_specimen",
+    "pretraining_samples",
+]
 
 
 MODALITIES = ("spot", "ring")
@@ -35,7 +50,6 @@ READ_NOISE_COUNTS = 1.0
 PSF_SIGMA_PX = 0.4
 
 BEAM_STOP_RADIUS_PX = (1.2, 2.5)  # covers the direct beam, not the first-order spots (>= 3.5 px)
-
 
 
 def _frame(size: int):
@@ -64,6 +78,7 @@ def _beam_direction(crystal: Crystal, p: Mapping) -> np.ndarray:
         e1, e2 = _in_plane_basis(n, float(p.get("tilt_azimuth_deg", 0.0)))
         n = math.cos(tilt) * n + math.sin(tilt) * e1
     return n / np.linalg.norm(n)
+
 
 FIT_G_MAX = 2.0  # 1/Å: the first reflection of any crystal here lies within
 
@@ -141,8 +156,11 @@ def spot_intensity(crystal: Crystal, p: Mapping, *, size: int, rng) -> tuple[np.
     _, g, f2 = reflections(crystal, g_max, select=excited)
     weight = excitation(g)
     col, row = centre + scale * (g @ e1), centre - scale * (g @ e2)
-    keep = (weight > 1e-3) & (np.abs(col - centre) < centre + 4 * sig) & (
-        np.abs(row - centre) < centre + 4 * sig)
+    keep = (
+        (weight > 1e-3)
+        & (np.abs(col - centre) < centre + 4 * sig)
+        & (np.abs(row - centre) < centre + 4 * sig)
+    )
     spread = np.exp(p["intensity_spread"] * rng.standard_normal(len(f2)))
     amp = (f2 ** p["dynamical_gamma"]) * weight * spread
     # Σ_k a_k G(r - y_k) G(c - x_k): separable Gaussians, one matrix product
@@ -150,8 +168,11 @@ def spot_intensity(crystal: Crystal, p: Mapping, *, size: int, rng) -> tuple[np.
     gy = np.exp(-((pixels[None, :] - row[keep][:, None]) ** 2) / (2 * sig**2))  # (n, H)
     gx = np.exp(-((pixels[None, :] - col[keep][:, None]) ** 2) / (2 * sig**2))  # (n, W)
     image = (gy * (amp[keep] / (2 * np.pi * sig**2))[:, None]).T @ gx
-    return image, {"spots": np.stack([row[keep], col[keep], amp[keep]], axis=1),
-                   "scale_px_per_inv_A": scale, "camera_length_mm": camera_length_mm(scale, p)}
+    return image, {
+        "spots": np.stack([row[keep], col[keep], amp[keep]], axis=1),
+        "scale_px_per_inv_A": scale,
+        "camera_length_mm": camera_length_mm(scale, p),
+    }
 
 
 def ring_intensity(crystal: Crystal, p: Mapping, *, size: int) -> tuple[np.ndarray, dict]:
@@ -177,6 +198,7 @@ def ring_intensity(crystal: Crystal, p: Mapping, *, size: int) -> tuple[np.ndarr
         intensity ``m |F|² d`` of each ring; ``scale_px_per_inv_A``;
         ``camera_length_mm``.
     """
+
     def rings(g_max):
         _, g, f2 = reflections(crystal, g_max)
         norm = np.round(np.linalg.norm(g, axis=1), 6)
@@ -202,8 +224,11 @@ def ring_intensity(crystal: Crystal, p: Mapping, *, size: int) -> tuple[np.ndarr
     for rk, ik, tk in zip(radius, strength, amps):
         profile = np.exp(-0.5 * ((r - rk) / sig) ** 2) / (math.sqrt(2 * np.pi) * sig)
         image += ik / (2 * np.pi * rk) * profile * (1 + tk * np.cos(2 * (phi - phi0)))
-    return image, {"rings": np.stack([radius, 1.0 / gs, strength], axis=1),
-                   "scale_px_per_inv_A": scale, "camera_length_mm": camera_length_mm(scale, p)}
+    return image, {
+        "rings": np.stack([radius, 1.0 / gs, strength], axis=1),
+        "scale_px_per_inv_A": scale,
+        "camera_length_mm": camera_length_mm(scale, p),
+    }
 
 
 def _beam_stop(size: int, p: Mapping) -> np.ndarray:
@@ -285,8 +310,10 @@ def render_pattern(params: Mapping, *, shape, seed: int, info: dict | None = Non
     else:
         raise ValueError(f"modality must be one of {MODALITIES}, got {params['modality']!r}")
     if info is not None:
-        info.update(scale_px_per_inv_A=float(derived["scale_px_per_inv_A"]),
-                    camera_length_mm=float(derived["camera_length_mm"]))
+        info.update(
+            scale_px_per_inv_A=float(derived["scale_px_per_inv_A"]),
+            camera_length_mm=float(derived["camera_length_mm"]),
+        )
     return log_normalize(detector_counts(diffracted, params, rng=rng))
 
 
@@ -310,7 +337,8 @@ def _session_params(modality: str, s: Mapping, rng) -> dict:
         "modality": modality,
         "voltage_kv": float(s["voltage_kv"]),
         "first_order_px": uniform_in(
-            rng, s["first_order_px" if modality == "spot" else "ring_first_order_px"]),
+            rng, s["first_order_px" if modality == "spot" else "ring_first_order_px"]
+        ),
         "detector_pixel_mm": float(s["detector_pixel_mm"]),
         "central_ratio": log_uniform_in(rng, (5.0, 50.0)),
         "background": log_uniform_in(rng, s["background"]),
@@ -339,24 +367,35 @@ def _session_params(modality: str, s: Mapping, rng) -> dict:
 def _image_params(crystal: Crystal, modality: str, s: Mapping, rng) -> dict:
     out = {"rotation_deg": uniform_in(rng, (0.0, 360.0))}
     if modality == "ring":
-        return {**out, "texture_azimuth_deg": uniform_in(rng, (0.0, 180.0)),
-                "texture_seed": int(rng.integers(0, 2**31 - 1))}
+        return {
+            **out,
+            "texture_azimuth_deg": uniform_in(rng, (0.0, 180.0)),
+            "texture_seed": int(rng.integers(0, 2**31 - 1)),
+        }
     out["tilt_mrad"] = uniform_in(rng, (0.0, s["tilt_mrad"]))
     out["tilt_azimuth_deg"] = uniform_in(rng, (0.0, 360.0))
     if s["zone_axes"] == "random":
         v = rng.standard_normal(3)
-        out.update(zone_axis=None, beam_direction=(v / np.linalg.norm(v)).tolist(),
-                   zone_family="random")
+        out.update(
+            zone_axis=None, beam_direction=(v / np.linalg.norm(v)).tolist(), zone_family="random"
+        )
         return out
     axes = zone_axes(crystal.system, s["zone_axes"], max_index=int(s["max_zone_index"]))
     uvw = axes[int(rng.integers(len(axes)))] * int(rng.choice([-1, 1]))
-    out.update(zone_axis=[int(v) for v in uvw], beam_direction=None,
-               zone_family=zone_family(crystal.system, uvw))
+    out.update(
+        zone_axis=[int(v) for v in uvw],
+        beam_direction=None,
+        zone_family=zone_family(crystal.system, uvw),
+    )
     return out
 
 
 def synthesize_diffraction_specimen(
-    specimen: str, settings: Mapping, *, seed: int, progress: bool = False,
+    specimen: str,
+    settings: Mapping,
+    *,
+    seed: int,
+    progress: bool = False,
     task: str = "diffraction",
 ) -> tuple[list[Sample], dict]:
     """All patterns of one crystal: its sessions (spot or ring) and their orientations.
@@ -405,17 +444,26 @@ def synthesize_diffraction_specimen(
         sess = _session_params(modality, s, np.random.default_rng(derive_seed(seed, "session", b)))
         for k in range(n_images):
             img_seed = derive_seed(seed, "image", b, k)
-            extra = _image_params(crystal, modality, s,
-                                  np.random.default_rng(derive_seed(img_seed, "p")))
+            extra = _image_params(
+                crystal, modality, s, np.random.default_rng(derive_seed(img_seed, "p"))
+            )
             params = {**spec, **sess, **extra}
             derived: dict = {}
             image = render_pattern(params, shape=(size, size), seed=img_seed, info=derived)
             params.update(derived)  # the camera length the first order asked for
-            samples.append(Sample(
-                image=image, labels={}, image_id=f"{task}/{specimen}/{session}/i{k:02d}",
-                specimen=specimen, session=session, seed=img_seed, modality=modality,
-                params=params, original_id="",
-            ))
+            samples.append(
+                Sample(
+                    image=image,
+                    labels={},
+                    image_id=f"{task}/{specimen}/{session}/i{k:02d}",
+                    specimen=specimen,
+                    session=session,
+                    seed=img_seed,
+                    modality=modality,
+                    params=params,
+                    original_id="",
+                )
+            )
             if bar is not None:
                 bar.update()
     if bar is not None:
@@ -424,7 +472,11 @@ def synthesize_diffraction_specimen(
 
 
 def pretraining_samples(
-    settings: Mapping, *, crystals: int, images_per_crystal: int, seed: int,
+    settings: Mapping,
+    *,
+    crystals: int,
+    images_per_crystal: int,
+    seed: int,
     progress: bool = False,
 ) -> list[Sample]:
     """A large labelled set for pretraining, from crystals of its own (none in the CV data).
@@ -434,8 +486,10 @@ def pretraining_samples(
     settings' sessions (spot and ring).
     """
     if crystals < 1 or images_per_crystal < 1:
-        raise ValueError(f"need crystals >= 1 and images_per_crystal >= 1, got {crystals=}, "
-                         f"{images_per_crystal=}")
+        raise ValueError(
+            f"need crystals >= 1 and images_per_crystal >= 1, got {crystals=}, "
+            f"{images_per_crystal=}"
+        )
     s = _settings(settings)
     n_sessions = int(s["sessions_per_specimen"])
     per_session = max(1, math.ceil(images_per_crystal / n_sessions))
@@ -448,7 +502,8 @@ def pretraining_samples(
         bar = tqdm(total=crystals, desc="pretraining crystals", unit="crystal")
     for i in range(crystals):
         samples, _ = synthesize_diffraction_specimen(
-            f"s{i:04d}", s, seed=derive_seed(seed, "crystal", i), task="pretrain")
+            f"s{i:04d}", s, seed=derive_seed(seed, "crystal", i), task="pretrain"
+        )
         out += samples[:images_per_crystal]
         if bar is not None:
             bar.update()

@@ -26,7 +26,15 @@ from grainflow.splits import read_manifest
 from grainflow.training.config import arch_settings
 from grainflow.training.loop import train
 
-__all__ = ["LOG", "CLASSIFIER_DEFAULTS", "classifier_config", "train_classifier", "pretrain", "transfer_run", "train_diffraction_fold"]
+__all__ = [
+    "LOG",
+    "CLASSIFIER_DEFAULTS",
+    "classifier_config",
+    "train_classifier",
+    "pretrain",
+    "transfer_run",
+    "train_diffraction_fold",
+]
 
 
 LOG = logging.getLogger(__name__)
@@ -102,20 +110,44 @@ def train_classifier(
     if target not in TARGETS:
         raise ValueError(f"target must be one of {sorted(TARGETS)}, got {target=}")
     model_kwargs = {"num_classes": len(TARGETS[target]), **dict(model_kwargs)}
-    train_set = _dataset(train_rows, target=target, rotate=rotate, flips=config.flips,
-                         representation=representation, root=root)
-    val_set = _dataset(val_rows, target=target, rotate=False, flips=False,
-                       representation=representation, root=root)
+    train_set = _dataset(
+        train_rows,
+        target=target,
+        rotate=rotate,
+        flips=config.flips,
+        representation=representation,
+        root=root,
+    )
+    val_set = _dataset(
+        val_rows, target=target, rotate=False, flips=False, representation=representation, root=root
+    )
     augmentation = {"rotate": bool(rotate), "flips": bool(config.flips)}
     config = dataclasses.replace(config, flips=False)
-    LOG.info("%s: %d training patterns %s, %d validation patterns", model_name, len(train_set),
-             np.bincount(train_set.targets, minlength=len(TARGETS[target])).tolist(), len(val_set))
-    return train(model_name, model_kwargs, train_set, val_set, config, best_path=best_path,
-                 history_path=history_path, last_path=last_path,
-                 extra={"task": "diffraction", "target": target,
-                        "representation": representation_of(representation),
-                        "augmentation": augmentation,
-                        "classes": list(TARGETS[target]), **dict(extra or {})})
+    LOG.info(
+        "%s: %d training patterns %s, %d validation patterns",
+        model_name,
+        len(train_set),
+        np.bincount(train_set.targets, minlength=len(TARGETS[target])).tolist(),
+        len(val_set),
+    )
+    return train(
+        model_name,
+        model_kwargs,
+        train_set,
+        val_set,
+        config,
+        best_path=best_path,
+        history_path=history_path,
+        last_path=last_path,
+        extra={
+            "task": "diffraction",
+            "target": target,
+            "representation": representation_of(representation),
+            "augmentation": augmentation,
+            "classes": list(TARGETS[target]),
+            **dict(extra or {}),
+        },
+    )
 
 
 def pretrain(
@@ -143,30 +175,45 @@ def pretrain(
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction=}")
     sf = read_specimen(patterns)
-    rows = pd.DataFrame({
-        "image_id": [s.image_id for s in sf.samples],
-        "specimen": [s.specimen for s in sf.samples],
-        "label": [s.params["bravais" if target == "bravais_index" else "crystal_system"]
-                  for s in sf.samples],
-        "file": str(patterns),
-        "index": range(len(sf.samples)),
-    })
+    rows = pd.DataFrame(
+        {
+            "image_id": [s.image_id for s in sf.samples],
+            "specimen": [s.specimen for s in sf.samples],
+            "label": [
+                s.params["bravais" if target == "bravais_index" else "crystal_system"]
+                for s in sf.samples
+            ],
+            "file": str(patterns),
+            "index": range(len(sf.samples)),
+        }
+    )
     rng = np.random.default_rng(derive_seed(seed, "pretrain-validation"))
     val = []
     for label, group in rows.groupby("label", sort=True):
         names = sorted(set(group["specimen"]))
         k = max(1, round(val_fraction * len(names)))
         if k >= len(names):
-            raise ValueError(f"{patterns}: {len(names)} crystal(s) of {label}, too few to hold "
-                             "some out for validation; add crystals "
-                             "(diffraction.pretrain.crystals)")
+            raise ValueError(
+                f"{patterns}: {len(names)} crystal(s) of {label}, too few to hold "
+                "some out for validation; add crystals "
+                "(diffraction.pretrain.crystals)"
+            )
         val += list(rng.choice(names, k, replace=False))
     is_val = rows["specimen"].isin(val)
-    return train_classifier(rows[~is_val], rows[is_val], model_name="resnet18",
-                            model_kwargs=model_kwargs or {}, config=config, best_path=best_path,
-                            history_path=history_path, last_path=last_path, target=target,
-                            rotate=rotate, representation=representation,
-                            extra={"pretraining": str(patterns)})
+    return train_classifier(
+        rows[~is_val],
+        rows[is_val],
+        model_name="resnet18",
+        model_kwargs=model_kwargs or {},
+        config=config,
+        best_path=best_path,
+        history_path=history_path,
+        last_path=last_path,
+        target=target,
+        rotate=rotate,
+        representation=representation,
+        extra={"pretraining": str(patterns)},
+    )
 
 
 def transfer_run(
@@ -215,31 +262,49 @@ def transfer_run(
     if strategy not in ("frozen", "finetune", "full", "scratch"):
         raise ValueError(f"strategy must be frozen, finetune, full or scratch, got {strategy=}")
     train_rows, val_rows, test_rows = fold_rows(
-        manifest, fold, val_specimens_per_class=val_specimens_per_class, seed=validation_seed)
-    train_rows = subsample_per_class(train_rows, n_per_class,
-                                     seed=derive_seed(seed, "subsample", n_per_class, fold))
+        manifest, fold, val_specimens_per_class=val_specimens_per_class, seed=validation_seed
+    )
+    train_rows = subsample_per_class(
+        train_rows, n_per_class, seed=derive_seed(seed, "subsample", n_per_class, fold)
+    )
     steps_per_epoch = math.ceil(len(train_rows) / config.batch_size)
     epochs = max(1, math.ceil(steps / steps_per_epoch))
     config = dataclasses.replace(
-        config, epochs=epochs, transfer="full" if strategy == "scratch" else strategy,
-        pretrained="" if strategy == "scratch" else str(pretrained))
+        config,
+        epochs=epochs,
+        transfer="full" if strategy == "scratch" else strategy,
+        pretrained="" if strategy == "scratch" else str(pretrained),
+    )
     out = Path(out_dir)
     result = train_classifier(
-        train_rows, val_rows, model_name="resnet18", model_kwargs={}, config=config,
-        best_path=out / "best.pt", history_path=out / "history.tsv", last_path=out / "last.pt",
-        rotate=rotate, representation=representation, root=root,
-        extra={"fold": int(fold), "strategy": strategy,
-                                         "n_per_class": int(n_per_class)})
+        train_rows,
+        val_rows,
+        model_name="resnet18",
+        model_kwargs={},
+        config=config,
+        best_path=out / "best.pt",
+        history_path=out / "history.tsv",
+        last_path=out / "last.pt",
+        rotate=rotate,
+        representation=representation,
+        root=root,
+        extra={"fold": int(fold), "strategy": strategy, "n_per_class": int(n_per_class)},
+    )
     images, meta = load_patterns(test_rows, root=root)
     images = represent(images, meta["modality"].tolist(), representation)
     probs = predict_proba(result.model, images, device=device)
     correct = probs.argmax(axis=1) == meta["class_index"].to_numpy()
     row = {
-        "strategy": strategy, "n_per_class": int(n_per_class), "fold": int(fold),
-        "epochs": epochs, "best_epoch": result.best_epoch,
-        "trainable_parameters": int(sum(p.numel() for p in result.model.parameters()
-                                        if p.requires_grad)),
-        "test_patterns": int(len(meta)), "accuracy": float(correct.mean()),
+        "strategy": strategy,
+        "n_per_class": int(n_per_class),
+        "fold": int(fold),
+        "epochs": epochs,
+        "best_epoch": result.best_epoch,
+        "trainable_parameters": int(
+            sum(p.numel() for p in result.model.parameters() if p.requires_grad)
+        ),
+        "test_patterns": int(len(meta)),
+        "accuracy": float(correct.mean()),
     }
     for modality in sorted(set(meta["modality"])):
         row[f"accuracy_{modality}"] = float(correct[meta["modality"].to_numpy() == modality].mean())
@@ -274,15 +339,24 @@ def train_diffraction_fold(
     """
 
     table = read_manifest(manifest)
-    train_rows, val_rows, _ = fold_rows(table, int(fold),
-                                        val_specimens_per_class=val_specimens_per_class,
-                                        seed=validation_seed)
+    train_rows, val_rows, _ = fold_rows(
+        table, int(fold), val_specimens_per_class=val_specimens_per_class, seed=validation_seed
+    )
     overrides = {"threads": int(threads), "seed": int(seed)}
     if arch.get("model") == "resnet18":
         overrides["pretrained"] = str(pretrained or "")
     name, kwargs, config = classifier_config(arch, shared=shared, **overrides)
-    return train_classifier(train_rows, val_rows, model_name=name, model_kwargs=kwargs,
-                            config=config, best_path=best_path, history_path=history_path,
-                            last_path=last_path, rotate=rotate,
-                            representation=representation, root=root,
-                            extra={"fold": int(fold)})
+    return train_classifier(
+        train_rows,
+        val_rows,
+        model_name=name,
+        model_kwargs=kwargs,
+        config=config,
+        best_path=best_path,
+        history_path=history_path,
+        last_path=last_path,
+        rotate=rotate,
+        representation=representation,
+        root=root,
+        extra={"fold": int(fold)},
+    )

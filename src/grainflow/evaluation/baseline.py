@@ -238,6 +238,7 @@ def _particles_side(mask: np.ndarray) -> bool:
     The matrix is connected: its largest connected piece holds most of it.
     Particles are many small pieces.
     """
+
     def largest_share(m):
         comp = connected_components(m, connectivity=1)
         if comp.max() == 0:

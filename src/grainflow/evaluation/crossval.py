@@ -31,8 +31,27 @@ from grainflow.seeds import as_rng
 from grainflow.splits import manifest_sha256, read_manifest
 from grainflow.tasks import SEGMENTATION, check_task, task_info
 
-__all__ = ["META", "COUNTS", "COUNT_SCORES", "MEAN_SCORES", "SCORES", "LABELS", "scores_from_counts", "evaluate_segmentation", "evaluate_samples", "summarize", "cross_validation_table", "read_metric_tables", "aggregate_metrics", "headline_scores", "write_tsv", "select_fit_images", "run_baseline_fold", "held_out_originals", "run_model_fold"]
-
+__all__ = [
+    "META",
+    "COUNTS",
+    "COUNT_SCORES",
+    "MEAN_SCORES",
+    "SCORES",
+    "LABELS",
+    "scores_from_counts",
+    "evaluate_segmentation",
+    "evaluate_samples",
+    "summarize",
+    "cross_validation_table",
+    "read_metric_tables",
+    "aggregate_metrics",
+    "headline_scores",
+    "write_tsv",
+    "select_fit_images",
+    "run_baseline_fold",
+    "held_out_originals",
+    "run_model_fold",
+]
 
 
 META = ("task", "model", "fold", "image_id", "specimen", "session", "modality")
@@ -40,7 +59,10 @@ META = ("task", "model", "fold", "image_id", "specimen", "session", "modality")
 _PIXEL = ("px_tp", "px_fp", "px_fn", "px_tn")
 
 _BOUNDARY = (
-    "boundary_pred_matched", "boundary_pred_total", "boundary_true_matched", "boundary_true_total",
+    "boundary_pred_matched",
+    "boundary_pred_total",
+    "boundary_true_matched",
+    "boundary_true_total",
 )
 
 _OBJECTS = ("n_true", "n_pred", "n_matched")
@@ -56,22 +78,44 @@ COUNTS = {
 #: scores computed from (summed) counts
 COUNT_SCORES = {
     "grains": (
-        "boundary_f1", "boundary_precision", "boundary_recall", "pixel_iou", "pixel_dice",
-        "grain_precision", "grain_recall", "grain_f1", "over_segmentation", "under_segmentation",
+        "boundary_f1",
+        "boundary_precision",
+        "boundary_recall",
+        "pixel_iou",
+        "pixel_dice",
+        "grain_precision",
+        "grain_recall",
+        "grain_f1",
+        "over_segmentation",
+        "under_segmentation",
     ),
     "phases": (
-        "iou", "dice", "precision", "recall", "object_precision", "object_recall", "object_f1",
+        "iou",
+        "dice",
+        "precision",
+        "recall",
+        "object_precision",
+        "object_recall",
+        "object_f1",
     ),
 }
 
 #: per-image scores that are averaged over images
 MEAN_SCORES = {
     "grains": (
-        "ari", "vi_split", "vi_merge", "vi", "grain_size_G_true", "grain_size_G_pred",
-        "grain_size_error_G", "grain_size_abs_error_G",
+        "ari",
+        "vi_split",
+        "vi_merge",
+        "vi",
+        "grain_size_G_true",
+        "grain_size_G_pred",
+        "grain_size_error_G",
+        "grain_size_abs_error_G",
     ),
     "phases": (
-        "area_fraction_true", "area_fraction_pred", "area_fraction_error",
+        "area_fraction_true",
+        "area_fraction_pred",
+        "area_fraction_error",
         "area_fraction_abs_error",
     ),
 }
@@ -94,8 +138,6 @@ LABELS = {
     "object_recall": "particle recall (IoU >= 0.5)",
     "area_fraction_error": "area-fraction error (pred - true)",
 }
-
-
 
 
 def _need(labels: Mapping, keys: Sequence[str], what: str) -> None:
@@ -263,8 +305,13 @@ def evaluate_samples(
     rows = []
     for s, pred in zip(samples, predictions):
         meta = {
-            "task": task, "model": model, "fold": int(fold), "image_id": s.image_id,
-            "specimen": s.specimen, "session": s.session, "modality": s.modality,
+            "task": task,
+            "model": model,
+            "fold": int(fold),
+            "image_id": s.image_id,
+            "specimen": s.specimen,
+            "session": s.session,
+            "modality": s.modality,
         }
         rows.append({**meta, **evaluate_segmentation(task, s.labels, pred, **options)})
     return pd.DataFrame(rows, columns=[*META, *COUNTS[task], *SCORES[task]])
@@ -327,10 +374,18 @@ def cross_validation_table(per_image: pd.DataFrame, *, task: str) -> pd.DataFram
         raise ValueError("cross_validation_table needs the rows of one task and one model")
     scores = list(SCORES[task])
     head = {"task": folds["task"].iloc[0], "model": folds["model"].iloc[0]}
-    mean = {**head, "fold": "mean", "n_images": int(folds["n_images"].sum()),
-            **folds[scores].mean().to_dict()}
-    std = {**head, "fold": "std", "n_images": int(folds["n_images"].sum()),
-           **folds[scores].std(ddof=1).to_dict()}
+    mean = {
+        **head,
+        "fold": "mean",
+        "n_images": int(folds["n_images"].sum()),
+        **folds[scores].mean().to_dict(),
+    }
+    std = {
+        **head,
+        "fold": "std",
+        "n_images": int(folds["n_images"].sum()),
+        **folds[scores].std(ddof=1).to_dict(),
+    }
     pooled = {**head, "fold": "pooled", **_group_row(task, per_image)}
     out = pd.concat([folds, pd.DataFrame([mean, std, pooled])], ignore_index=True)
     out["fold"] = out["fold"].astype(str)
@@ -342,8 +397,13 @@ def read_metric_tables(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
     if not paths:
         raise ValueError("no metric tables to read")
     frames = [
-        pd.read_csv(p, sep="\t", dtype={"image_id": str, "specimen": str, "session": str},
-                    keep_default_na=False, na_values=["NaN", "nan", ""])
+        pd.read_csv(
+            p,
+            sep="\t",
+            dtype={"image_id": str, "specimen": str, "session": str},
+            keep_default_na=False,
+            na_values=["NaN", "nan", ""],
+        )
         for p in paths
     ]
     return pd.concat(frames, ignore_index=True)
@@ -395,13 +455,12 @@ def headline_scores(paths: Sequence[str | os.PathLike], *, task: str) -> dict:
 def write_tsv(table: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write a table as TSV atomically (floats with 6 significant digits, NaN as ``NaN``)."""
     with atomic_path(path) as tmp:
-        table.to_csv(tmp, sep="\t", index=False, float_format="%.6g", na_rep="NaN",
-                     lineterminator="\n")
+        table.to_csv(
+            tmp, sep="\t", index=False, float_format="%.6g", na_rep="NaN", lineterminator="\n"
+        )
 
 
-def select_fit_images(
-    manifest: pd.DataFrame, *, fold: int, max_images: int, rng
-) -> list[str]:
+def select_fit_images(manifest: pd.DataFrame, *, fold: int, max_images: int, rng) -> list[str]:
     """Training originals (rows of other folds) for fitting the baseline, at most ``max_images``.
 
     Specimens take turns (each shuffled by ``rng``), so that a small subset still
@@ -518,8 +577,14 @@ def run_baseline_fold(
     test = [samples[i] for i in test_ids]
     preds = [apply_baseline(task, s.image, params) for s in test]
     per_image = evaluate_samples(
-        task, test, preds, model="classical", fold=fold,
-        tolerance_px=tolerance_px, iou_threshold=iou_threshold, pixel_size_um=pixel_size_um,
+        task,
+        test,
+        preds,
+        model="classical",
+        fold=fold,
+        tolerance_px=tolerance_px,
+        iou_threshold=iou_threshold,
+        pixel_size_um=pixel_size_um,
     )
     info = {
         "task": task,
@@ -599,7 +664,13 @@ def run_model_fold(
     fg = foreground(probs)
     preds = [labels_from_probability(task, p) for p in fg]
     per_image = evaluate_samples(
-        task, test, preds, model=model, fold=fold,
-        tolerance_px=tolerance_px, iou_threshold=iou_threshold, pixel_size_um=pixel_size_um,
+        task,
+        test,
+        preds,
+        model=model,
+        fold=fold,
+        tolerance_px=tolerance_px,
+        iou_threshold=iou_threshold,
+        pixel_size_um=pixel_size_um,
     )
     return per_image, fg.astype(np.float32), test

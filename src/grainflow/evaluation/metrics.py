@@ -114,9 +114,7 @@ class PixelCounts(_Counts):
 
     def __add__(self, other):
         if isinstance(other, PixelCounts) and other.confusion.shape != self.confusion.shape:
-            raise ValueError(
-                f"cannot add counts of {self.n_classes} and {other.n_classes} classes"
-            )
+            raise ValueError(f"cannot add counts of {self.n_classes} and {other.n_classes} classes")
         return super().__add__(other)
 
     @classmethod

@@ -76,13 +76,34 @@ __all__ = [
 META = ("stack", "task", "model", "plane", "file", "group", "pixel_size_um", "length_unit")
 #: metrology columns of each task
 METROLOGY = {
-    "grains": ("n_grains", "n_grains_measured", "astm_g_planimetric", "na_per_mm2",
-               "astm_g_intercept", "mean_intercept", "mean_intercept_ci95", "ecd_mean",
-               "ecd_median", "boundary_fraction"),
+    "grains": (
+        "n_grains",
+        "n_grains_measured",
+        "astm_g_planimetric",
+        "na_per_mm2",
+        "astm_g_intercept",
+        "mean_intercept",
+        "mean_intercept_ci95",
+        "ecd_mean",
+        "ecd_median",
+        "boundary_fraction",
+    ),
     "phases": ("area_fraction", "n_particles", "n_particles_measured", "ecd_mean", "ecd_median"),
 }
-_SIZE_COLUMNS = ("stack", "model", "plane", "label", "area", "ecd", "major_axis", "minor_axis",
-                 "aspect_ratio", "orientation_deg", "edge", "length_unit")
+_SIZE_COLUMNS = (
+    "stack",
+    "model",
+    "plane",
+    "label",
+    "area",
+    "ecd",
+    "major_axis",
+    "minor_axis",
+    "aspect_ratio",
+    "orientation_deg",
+    "edge",
+    "length_unit",
+)
 
 
 def truth_labels(task: str, labels: np.ndarray) -> dict[str, np.ndarray]:
@@ -109,22 +130,32 @@ def truth_labels(task: str, labels: np.ndarray) -> dict[str, np.ndarray]:
         raise ValueError(f"ground truth must be 2-D (rows, cols), got shape {labels.shape}")
     if task == "phases":
         phase = labels > 0
-        return {"phase": phase.astype(np.uint8),
-                "particle_ids": label(phase, connectivity=1).astype(np.uint32)}
+        return {
+            "phase": phase.astype(np.uint8),
+            "particle_ids": label(phase, connectivity=1).astype(np.uint32),
+        }
     if task != "grains":
         raise ValueError(f"task must be 'grains' or 'phases', got {task=}")
     if labels.max(initial=0) <= 1:  # a boundary mask
         boundaries = labels > 0
-        return {"boundaries": boundaries.astype(np.uint8),
-                "grain_ids": label(~boundaries, connectivity=1).astype(np.uint32)}
+        return {
+            "boundaries": boundaries.astype(np.uint8),
+            "grain_ids": label(~boundaries, connectivity=1).astype(np.uint32),
+        }
     boundaries = (labels == 0) | find_boundaries(labels, connectivity=1, mode="inner")
     return {"boundaries": boundaries.astype(np.uint8), "grain_ids": labels.astype(np.uint32)}
 
 
 def _sizes(ids: np.ndarray, pixel: float) -> pd.DataFrame:
     table = region_table(ids, pixel_size_um=pixel)
-    return table.rename(columns={"area_um2": "area", "ecd_um": "ecd", "major_axis_um": "major_axis",
-                                 "minor_axis_um": "minor_axis"})
+    return table.rename(
+        columns={
+            "area_um2": "area",
+            "ecd_um": "ecd",
+            "major_axis_um": "major_axis",
+            "minor_axis_um": "minor_axis",
+        }
+    )
 
 
 def measure_plane(
@@ -155,20 +186,31 @@ def measure_plane(
     sizes = _sizes(ids, pixel)
     measured = sizes[~sizes["edge"]]
     ecd = measured["ecd"].to_numpy(float)
-    common = {"ecd_mean": float(ecd.mean()) if ecd.size else math.nan,
-              "ecd_median": float(np.median(ecd)) if ecd.size else math.nan}
+    common = {
+        "ecd_mean": float(ecd.mean()) if ecd.size else math.nan,
+        "ecd_median": float(np.median(ecd)) if ecd.size else math.nan,
+    }
     if task == "phases":
-        return {"area_fraction": area_fraction(labels[mask_name]),
-                "n_particles": int(len(sizes)), "n_particles_measured": int(len(measured)),
-                **common}, sizes
+        return {
+            "area_fraction": area_fraction(labels[mask_name]),
+            "n_particles": int(len(sizes)),
+            "n_particles_measured": int(len(measured)),
+            **common,
+        }, sizes
     jeffries = planimetric(ids, pixel_size_um=pixel)
-    row = {"n_grains": int(len(sizes)), "n_grains_measured": int(len(measured)),
-           "astm_g_planimetric": jeffries.g if known else math.nan,
-           "na_per_mm2": jeffries.na_per_mm2 if known else math.nan,
-           "astm_g_intercept": math.nan, "mean_intercept": math.nan,
-           "mean_intercept_ci95": math.nan, **common,
-           "boundary_fraction": area_fraction(labels[mask_name]),
-           "_n_equivalent": jeffries.n_equivalent, "_area_mm2": jeffries.area_mm2}
+    row = {
+        "n_grains": int(len(sizes)),
+        "n_grains_measured": int(len(measured)),
+        "astm_g_planimetric": jeffries.g if known else math.nan,
+        "na_per_mm2": jeffries.na_per_mm2 if known else math.nan,
+        "astm_g_intercept": math.nan,
+        "mean_intercept": math.nan,
+        "mean_intercept_ci95": math.nan,
+        **common,
+        "boundary_fraction": area_fraction(labels[mask_name]),
+        "_n_equivalent": jeffries.n_equivalent,
+        "_area_mm2": jeffries.area_mm2,
+    }
     if len(sizes) > 1:
         intercept = lineal_intercept(ids, pixel_size_um=pixel)
         ell = intercept.mean_intercept_mm * 1000.0  # in the length unit (µm or px)
@@ -179,24 +221,36 @@ def measure_plane(
 def _pool(task: str, rows: pd.DataFrame, sizes: pd.DataFrame, known: bool) -> dict:
     """The ``all`` row of one model from its plane rows and object sizes."""
     measured = sizes.loc[~sizes["edge"], "ecd"].to_numpy(float)
-    pooled = {"ecd_mean": float(measured.mean()) if measured.size else math.nan,
-              "ecd_median": float(np.median(measured)) if measured.size else math.nan}
+    pooled = {
+        "ecd_mean": float(measured.mean()) if measured.size else math.nan,
+        "ecd_median": float(np.median(measured)) if measured.size else math.nan,
+    }
     if task == "phases":
-        return {"area_fraction": float(rows["area_fraction"].mean()),
-                "n_particles": int(rows["n_particles"].sum()),
-                "n_particles_measured": int(rows["n_particles_measured"].sum()), **pooled}
+        return {
+            "area_fraction": float(rows["area_fraction"].mean()),
+            "n_particles": int(rows["n_particles"].sum()),
+            "n_particles_measured": int(rows["n_particles_measured"].sum()),
+            **pooled,
+        }
     na = rows["_n_equivalent"].sum() / rows["_area_mm2"].sum()
     ells = rows["mean_intercept"].dropna().to_numpy(float)
     ell = float(ells.mean()) if ells.size else math.nan
-    ci = (float(stats.t.ppf(0.975, ells.size - 1) * ells.std(ddof=1) / math.sqrt(ells.size))
-          if ells.size > 1 else math.nan)
-    return {"n_grains": int(rows["n_grains"].sum()),
-            "n_grains_measured": int(rows["n_grains_measured"].sum()),
-            "astm_g_planimetric": g_from_na(na) if known and na > 0 else math.nan,
-            "na_per_mm2": na if known else math.nan,
-            "astm_g_intercept": g_from_intercept(ell / 1000.0) if known and ell > 0 else math.nan,
-            "mean_intercept": ell, "mean_intercept_ci95": ci, **pooled,
-            "boundary_fraction": float(rows["boundary_fraction"].mean())}
+    ci = (
+        float(stats.t.ppf(0.975, ells.size - 1) * ells.std(ddof=1) / math.sqrt(ells.size))
+        if ells.size > 1
+        else math.nan
+    )
+    return {
+        "n_grains": int(rows["n_grains"].sum()),
+        "n_grains_measured": int(rows["n_grains_measured"].sum()),
+        "astm_g_planimetric": g_from_na(na) if known and na > 0 else math.nan,
+        "na_per_mm2": na if known else math.nan,
+        "astm_g_intercept": g_from_intercept(ell / 1000.0) if known and ell > 0 else math.nan,
+        "mean_intercept": ell,
+        "mean_intercept_ci95": ci,
+        **pooled,
+        "boundary_fraction": float(rows["boundary_fraction"].mean()),
+    }
 
 
 def measure_stack(
@@ -250,38 +304,61 @@ def measure_stack(
     for model, path in inference.items():
         attrs, _, labels = open_inference(path)
         if attrs["task"] != task or attrs["stack"] != name:
-            raise ValueError(f"inference store {path} holds task {attrs['task']!r} of stack "
-                             f"{attrs['stack']!r}, not {task!r} of {name!r}; rerun infer")
+            raise ValueError(
+                f"inference store {path} holds task {attrs['task']!r} of stack "
+                f"{attrs['stack']!r}, not {task!r} of {name!r}; rerun infer"
+            )
         if tuple(labels[LABEL_NAMES[task][1]].shape) != tuple(images.shape):
-            raise ValueError(f"inference store {path} has shape "
-                             f"{labels[LABEL_NAMES[task][1]].shape}, the stack {images.shape}")
+            raise ValueError(
+                f"inference store {path} has shape "
+                f"{labels[LABEL_NAMES[task][1]].shape}, the stack {images.shape}"
+            )
         model_rows = []
         for z in range(n_planes):
             pred = {k: np.asarray(v[z]) for k, v in labels.items()}
             row, sizes = measure_plane(task, pred, pixel_size_um=pixel if known else None)
             add_sizes(sizes, model, z)
-            meta = {"stack": name, "task": task, "model": model, "plane": str(z),
-                    "file": planes[z].get("file"), "group": planes[z].get("group"),
-                    "pixel_size_um": pixel if known else math.nan, "length_unit": unit}
+            meta = {
+                "stack": name,
+                "task": task,
+                "model": model,
+                "plane": str(z),
+                "file": planes[z].get("file"),
+                "group": planes[z].get("group"),
+                "pixel_size_um": pixel if known else math.nan,
+                "length_unit": unit,
+            }
             if truth_store is not None:
                 if z not in truths:
                     truths[z] = truth_labels(task, np.asarray(truth_store[z]))
-                    truth_row, truth_sizes = measure_plane(task, truths[z],
-                                                           pixel_size_um=pixel if known else None)
+                    truth_row, truth_sizes = measure_plane(
+                        task, truths[z], pixel_size_um=pixel if known else None
+                    )
                     add_sizes(truth_sizes, "truth", z)
-                scores = evaluate_segmentation(task, truths[z], pred, tolerance_px=tolerance_px,
-                                               iou_threshold=iou_threshold,
-                                               pixel_size_um=pixel if known else 1.0)
+                scores = evaluate_segmentation(
+                    task,
+                    truths[z],
+                    pred,
+                    tolerance_px=tolerance_px,
+                    iou_threshold=iou_threshold,
+                    pixel_size_um=pixel if known else 1.0,
+                )
                 if task == "grains" and not known:  # absolute G needs a pixel size
                     scores.update(grain_size_G_true=math.nan, grain_size_G_pred=math.nan)
                 row.update(scores)
             model_rows.append({**meta, **row})
         table = pd.DataFrame(model_rows)
         model_sizes = pd.concat([t for t in size_tables if (t["model"] == model).all()])
-        pooled = {**{k: table[k].iloc[0] for k in ("stack", "task", "model", "pixel_size_um",
-                                                   "length_unit")},
-                  "plane": "all", "file": None, "group": None,
-                  **_pool(task, table, model_sizes, known)}
+        pooled = {
+            **{
+                k: table[k].iloc[0]
+                for k in ("stack", "task", "model", "pixel_size_um", "length_unit")
+            },
+            "plane": "all",
+            "file": None,
+            "group": None,
+            **_pool(task, table, model_sizes, known),
+        }
         if truth_store is not None:
             score_table = table.assign(n_images=1)
             summary = summarize(score_table, task=task, by=["model"]).iloc[0]
@@ -293,8 +370,11 @@ def measure_stack(
     if truth_store is not None:
         columns += [*COUNTS[task], *SCORES[task]]
     per_plane = pd.DataFrame(rows)[columns]
-    sizes = (pd.concat(size_tables, ignore_index=True) if size_tables
-             else pd.DataFrame(columns=_SIZE_COLUMNS))
+    sizes = (
+        pd.concat(size_tables, ignore_index=True)
+        if size_tables
+        else pd.DataFrame(columns=_SIZE_COLUMNS)
+    )
     return per_plane, sizes
 
 
@@ -310,8 +390,13 @@ def real_headline(path: str | os.PathLike) -> dict:
         for phases ``area_fraction, ecd_median, n_particles``; with ground
         truth also ``iou`` (phases, pooled) or ``boundary_f1`` (grains, pooled).
     """
-    table = pd.read_csv(path, sep="\t", dtype={"plane": str, "file": str, "group": str},
-                        keep_default_na=False, na_values=["NaN", "nan", ""])
+    table = pd.read_csv(
+        path,
+        sep="\t",
+        dtype={"plane": str, "file": str, "group": str},
+        keep_default_na=False,
+        na_values=["NaN", "nan", ""],
+    )
     fmt = lambda v, d=2: "NaN" if pd.isna(v) else f"{v:.{d}f}"  # noqa: E731
     task = str(table["task"].iloc[0])
     pooled = table[table["plane"] == "all"]
@@ -320,9 +405,12 @@ def real_headline(path: str | os.PathLike) -> dict:
     for row in pooled.itertuples():
         entry = {"model": row.model, "ecd_median": fmt(row.ecd_median)}
         if task == "grains":
-            entry.update(g_planimetric=fmt(row.astm_g_planimetric),
-                         g_intercept=fmt(row.astm_g_intercept),
-                         mean_intercept=fmt(row.mean_intercept), n_grains=int(row.n_grains))
+            entry.update(
+                g_planimetric=fmt(row.astm_g_planimetric),
+                g_intercept=fmt(row.astm_g_intercept),
+                mean_intercept=fmt(row.mean_intercept),
+                n_grains=int(row.n_grains),
+            )
             if has_truth:
                 entry["boundary_f1"] = fmt(row.boundary_f1, 3)
         else:
@@ -330,7 +418,11 @@ def real_headline(path: str | os.PathLike) -> dict:
             if has_truth:
                 entry["iou"] = fmt(row.iou, 3)
         models.append(entry)
-    return {"stack": str(table["stack"].iloc[0]), "task": task,
-            "unit": "µm" if table["length_unit"].iloc[0] == "um" else "px",
-            "n_planes": int((table["plane"] != "all").sum() // max(len(pooled), 1)),
-            "ground_truth": bool(has_truth), "models": models}
+    return {
+        "stack": str(table["stack"].iloc[0]),
+        "task": task,
+        "unit": "µm" if table["length_unit"].iloc[0] == "um" else "px",
+        "n_planes": int((table["plane"] != "all").sum() // max(len(pooled), 1)),
+        "ground_truth": bool(has_truth),
+        "models": models,
+    }

@@ -53,8 +53,10 @@ def plot_metric_distributions(
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     rng = np.random.default_rng(0)  # jitter only
     for ax, metric in zip(axes, metrics):
-        data = [per_image.loc[per_image["model"].astype(str) == m, metric].dropna().to_numpy()
-                for m in models]
+        data = [
+            per_image.loc[per_image["model"].astype(str) == m, metric].dropna().to_numpy()
+            for m in models
+        ]
         ax.boxplot(data, showfliers=False, widths=0.5)
         ax.set_xticks(range(1, len(models) + 1), models)
         for i, m in enumerate(models, start=1):
@@ -62,13 +64,19 @@ def plot_metric_distributions(
             for f in folds:
                 y = sub.loc[sub["fold"] == f, metric].dropna().to_numpy()
                 x = i + rng.uniform(-0.15, 0.15, len(y))
-                ax.scatter(x, y, s=10, color=cmap[f], alpha=0.8,
-                           label=f"fold {f}" if (i == 1 and metric == metrics[0]) else None)
+                ax.scatter(
+                    x,
+                    y,
+                    s=10,
+                    color=cmap[f],
+                    alpha=0.8,
+                    label=f"fold {f}" if (i == 1 and metric == metrics[0]) else None,
+                )
         if metric.endswith("error_G") or metric == "area_fraction_error":
             ax.axhline(0.0, color="0.5", lw=0.8, ls="--")
         ax.set_ylabel(LABELS.get(metric, metric))
         ax.set_title(metric, fontsize=9)  # the column name in the tables
-    for ax in axes[len(metrics):]:
+    for ax in axes[len(metrics) :]:
         ax.set_visible(False)
     if len(folds) > 1:
         fig.legend(loc="outside lower center", ncols=min(len(folds), 8), fontsize=8, frameon=False)

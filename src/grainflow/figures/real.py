@@ -42,7 +42,7 @@ def choose_planes(metrics: pd.DataFrame, *, task: str, n: int = 4) -> list[int]:
     if score in first.columns and first[score].notna().any() and len(first) > n:
         order = first.sort_values(score)["plane"].tolist()
         half = n // 2
-        return [*order[:half], *order[len(order) - (n - half):]]
+        return [*order[:half], *order[len(order) - (n - half) :]]
     return first["plane"].tolist()[:n]
 
 
@@ -113,8 +113,14 @@ def real_overlays(
             ax[1].imshow(prob, cmap="magma", vmin=0, vmax=1, extent=extent)
             ax[1].set_title(f"{model}: P({CLASS_NAMES[task][1]})", fontsize=7)
             ax[2].imshow(image, cmap="gray", vmin=lo, vmax=hi, extent=extent)
-            ax[2].imshow(pred.astype(np.uint8), cmap=_MASK, vmin=0, vmax=1, extent=extent,
-                         interpolation="nearest")
+            ax[2].imshow(
+                pred.astype(np.uint8),
+                cmap=_MASK,
+                vmin=0,
+                vmax=1,
+                extent=extent,
+                interpolation="nearest",
+            )
             label = f"{model}: {mask_name}"
             if (model, str(z)) in rows.index and score in rows.columns:
                 label += f", {score} = {rows.loc[(model, str(z)), score]:.3f}"
@@ -122,15 +128,22 @@ def real_overlays(
             if truth is not None:
                 true = truth[mask_name] > 0
                 ax[3].imshow(image, cmap="gray", vmin=lo, vmax=hi, extent=extent)
-                ax[3].imshow(true.astype(np.uint8), cmap=_MASK, vmin=0, vmax=1, extent=extent,
-                             interpolation="nearest")
+                ax[3].imshow(
+                    true.astype(np.uint8),
+                    cmap=_MASK,
+                    vmin=0,
+                    vmax=1,
+                    extent=extent,
+                    interpolation="nearest",
+                )
                 ax[3].set_title(f"truth: {mask_name}", fontsize=7)
                 err = np.zeros(true.shape, np.uint8)
                 err[pred & ~true] = 1
                 err[~pred & true] = 2
                 ax[4].imshow(image, cmap="gray", vmin=lo, vmax=hi, extent=extent)
-                ax[4].imshow(err, cmap=_ERRORS, vmin=0, vmax=2, extent=extent,
-                             interpolation="nearest")
+                ax[4].imshow(
+                    err, cmap=_ERRORS, vmin=0, vmax=2, extent=extent, interpolation="nearest"
+                )
                 ax[4].set_title("red = false +, blue = missed", fontsize=7)
             for a in ax:
                 a.tick_params(labelsize=6)
@@ -170,8 +183,14 @@ def real_size_histogram(sizes: pd.DataFrame, *, task: str) -> Figure:
     for i, model in enumerate(order):
         d = measured.loc[measured["model"] == model, "ecd"].to_numpy(float)
         colour = "k" if model == "truth" else f"C{i}"
-        ax.hist(d, bins=bins, histtype="step", lw=2, color=colour,
-                label=f"{model} ({len(d)}, median {np.median(d):.3g} {unit})")
+        ax.hist(
+            d,
+            bins=bins,
+            histtype="step",
+            lw=2,
+            color=colour,
+            label=f"{model} ({len(d)}, median {np.median(d):.3g} {unit})",
+        )
         ax.axvline(np.median(d), color=colour, ls=":", lw=1)
     ax.set_xscale("log")
     ax.set(xlabel=f"{what} equivalent-circle diameter ({unit})", ylabel=f"{what}s per bin")

@@ -15,7 +15,6 @@ from grainflow.tasks import TASKS
 __all__ = ["label_overlay", "synthetic_examples", "synthetic_statistics"]
 
 
-
 def label_overlay(ax, image: np.ndarray, mask: np.ndarray, *, color=(1.0, 0.25, 0.1)) -> None:
     """Draw ``image`` in grey with ``mask`` in colour on top."""
     ax.imshow(image, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
@@ -47,8 +46,17 @@ def synthetic_examples(samples: Mapping[str, Sequence[Sample]]) -> Figure:
             label_overlay(b, s.image * 0.6, s.labels[name])
             b.set_title(f"label: {name}", fontsize=7)
             if j == 0:
-                a.text(-0.08, 0.5, task, transform=a.transAxes, rotation=90,
-                       va="center", ha="right", fontsize=9, fontweight="bold")
+                a.text(
+                    -0.08,
+                    0.5,
+                    task,
+                    transform=a.transAxes,
+                    rotation=90,
+                    va="center",
+                    ha="right",
+                    fontsize=9,
+                    fontweight="bold",
+                )
     h, w = samples[tasks[0]][0].image.shape
     fig.suptitle(f"Synthetic micrographs and their free labels ({h}×{w} px each)", fontsize=9)
     return fig
@@ -61,10 +69,22 @@ def synthetic_statistics(table: pd.DataFrame) -> Figure:
     grains = table[table.task == "grains"]
     phases = table[table.task == "phases"]
     for ax, df, req, meas, unit, title in (
-        (ax1, grains, "requested_diameter_px", "measured_diameter_px", "px",
-         "grains: mean grain diameter"),
-        (ax2, phases, "requested_area_fraction", "measured_area_fraction", "",
-         "phases: area fraction"),
+        (
+            ax1,
+            grains,
+            "requested_diameter_px",
+            "measured_diameter_px",
+            "px",
+            "grains: mean grain diameter",
+        ),
+        (
+            ax2,
+            phases,
+            "requested_area_fraction",
+            "measured_area_fraction",
+            "",
+            "phases: area fraction",
+        ),
     ):
         ax.set_title(title, fontsize=9)
         if df.empty:
@@ -72,8 +92,13 @@ def synthetic_statistics(table: pd.DataFrame) -> Figure:
             continue
         ax.scatter(df[req], df[meas], s=25, zorder=3)
         for _, row in df.iterrows():
-            ax.annotate(row.specimen, (row[req], row[meas]), fontsize=6, xytext=(3, 3),
-                        textcoords="offset points")
+            ax.annotate(
+                row.specimen,
+                (row[req], row[meas]),
+                fontsize=6,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
         lo = min(df[req].min(), df[meas].min()) * 0.9
         hi = max(df[req].max(), df[meas].max()) * 1.1
         ax.plot([lo, hi], [lo, hi], color="0.6", lw=1, label="measured = requested")

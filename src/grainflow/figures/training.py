@@ -12,8 +12,13 @@ from matplotlib.figure import Figure
 from grainflow.io.hdf5 import Sample
 from grainflow.tasks import TASKS
 
-__all__ = ["read_histories", "training_summary", "training_curves", "prediction_overlays",
-           "size_distributions"]
+__all__ = [
+    "read_histories",
+    "training_summary",
+    "training_curves",
+    "prediction_overlays",
+    "size_distributions",
+]
 
 
 def read_histories(paths: Sequence[str]) -> pd.DataFrame:
@@ -54,11 +59,9 @@ def training_curves(paths: Sequence[str], *, score_label: str) -> Figure:
         ax_loss.plot(df.epoch, df.val_loss, color=c, ls="--", label=f"fold {fold} validation")
         ax_score.plot(df.epoch, df.score, color=c, marker="o", ms=3, label=f"fold {fold}")
         ax_lr.plot(df.epoch, df.lr, color=c)
-    ax_loss.set(xlabel="epoch", ylabel="loss (Dice + cross-entropy)", yscale="log",
-                title="loss")
+    ax_loss.set(xlabel="epoch", ylabel="loss (Dice + cross-entropy)", yscale="log", title="loss")
     ax_score.set(xlabel="epoch", ylabel=score_label, title="validation (held-out specimens)")
-    ax_lr.set(xlabel="epoch", ylabel="learning rate at epoch end", yscale="log",
-              title="schedule")
+    ax_lr.set(xlabel="epoch", ylabel="learning rate at epoch end", yscale="log", title="schedule")
     ax_loss.legend(fontsize=6, ncol=2)
     ax_score.legend(fontsize=7)
     return fig
@@ -98,8 +101,9 @@ def prediction_overlays(
         which = "worst" if r < n else "best"
         _show(axes[r, 0], s.image, f"{which}: {row.image_id} ({s.modality})")
         _show(axes[r, 1], truth, f"truth: {key}")
-        axes[r, 2].imshow(probability[row.image_id], cmap="magma", vmin=0, vmax=1,
-                          interpolation="nearest")
+        axes[r, 2].imshow(
+            probability[row.image_id], cmap="magma", vmin=0, vmax=1, interpolation="nearest"
+        )
         axes[r, 2].set_title(f"P({key}), {score} = {getattr(row, score):.3f}", fontsize=7)
         axes[r, 2].set_axis_off()
         err = np.zeros(truth.shape, np.uint8)

@@ -16,7 +16,6 @@ from grainflow.runtime import resolve_device
 __all__ = ["Ensemble", "load_ensemble"]
 
 
-
 @dataclass
 class Ensemble:
     """Fold models whose softmax probabilities are averaged; callable on tile batches.
@@ -102,8 +101,10 @@ def load_ensemble(
         extra, config = ckpt.get("extra") or {}, ckpt.get("config") or {}
         ckpt_task = extra.get("task")
         if task is not None and ckpt_task is not None and ckpt_task != task:
-            raise ValueError(f"checkpoint {path} was trained on task {ckpt_task!r}, but the "
-                             f"stack is a {task!r} stack; use the models of task {task!r}")
+            raise ValueError(
+                f"checkpoint {path} was trained on task {ckpt_task!r}, but the "
+                f"stack is a {task!r} stack; use the models of task {task!r}"
+            )
         tasks.add(ckpt_task)
         percentiles.add(tuple(float(p) for p in config.get("norm_percentiles", (1.0, 99.0))))
         # batch norm folded into the convolutions, channels_last: the trained model's function
@@ -116,12 +117,21 @@ def load_ensemble(
                 out_channels = int(model(torch.zeros(1, 1, 64, 64, device=dev)).shape[1])
         classes.add(int(out_channels))
         models.append(model)
-        info.append({"path": str(path), "sha256": sha256_file(path), "fold": extra.get("fold"),
-                     "epoch": int(ckpt.get("epoch", 0)), "model_name": ckpt["model_name"],
-                     "version": ckpt.get("version")})
+        info.append(
+            {
+                "path": str(path),
+                "sha256": sha256_file(path),
+                "fold": extra.get("fold"),
+                "epoch": int(ckpt.get("epoch", 0)),
+                "model_name": ckpt["model_name"],
+                "version": ckpt.get("version"),
+            }
+        )
     if len(percentiles) != 1:
-        raise ValueError(f"the checkpoints were trained with different normalisations "
-                         f"(norm_percentiles {sorted(percentiles)}); an ensemble needs one")
+        raise ValueError(
+            f"the checkpoints were trained with different normalisations "
+            f"(norm_percentiles {sorted(percentiles)}); an ensemble needs one"
+        )
     if len(classes) != 1:
         raise ValueError(f"the checkpoints predict different numbers of classes {sorted(classes)}")
     tasks.discard(None)
@@ -129,6 +139,12 @@ def load_ensemble(
         if len(tasks) != 1:
             raise ValueError(f"give task=; the checkpoints name the tasks {sorted(tasks)}")
         task = tasks.pop()
-    return Ensemble(models=models, task=task, n_classes=classes.pop(),
-                    norm_percentiles=percentiles.pop(), flips=bool(flips), device=dev,
-                    checkpoints=info)
+    return Ensemble(
+        models=models,
+        task=task,
+        n_classes=classes.pop(),
+        norm_percentiles=percentiles.pop(),
+        flips=bool(flips),
+        device=dev,
+        checkpoints=info,
+    )

@@ -14,7 +14,6 @@ from grainflow.tasks import LABEL_NAMES
 __all__ = ["labels_from_probability", "label_plane"]
 
 
-
 def labels_from_probability(
     task: str,
     probability: np.ndarray,
@@ -62,9 +61,8 @@ def labels_from_probability(
     grains = relabel_sequential(grains)[0].astype(np.uint32)
     return {"boundaries": fg.astype(np.uint8), "grain_ids": grains}
 
+
 _CROSS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], bool)  # 4-connectivity
-
-
 
 
 def _components(
@@ -111,10 +109,14 @@ def _components(
             pairs.append(np.stack([left[both], prov[:, 0][both]], axis=1))
         offset += n
     sizes, firsts = np.concatenate(sizes), np.concatenate(firsts)
-    edges = (np.unique(np.concatenate(pairs), axis=0).astype(np.int64) if pairs
-             else np.zeros((0, 2), np.int64))
-    graph = coo_matrix((np.ones(len(edges), np.int8), (edges[:, 0], edges[:, 1])),
-                       shape=(offset + 1, offset + 1))
+    edges = (
+        np.unique(np.concatenate(pairs), axis=0).astype(np.int64)
+        if pairs
+        else np.zeros((0, 2), np.int64)
+    )
+    graph = coo_matrix(
+        (np.ones(len(edges), np.int8), (edges[:, 0], edges[:, 1])), shape=(offset + 1, offset + 1)
+    )
     n_comp, comp = connected_components(graph, directed=False)
     comp_size = np.bincount(comp, weights=sizes, minlength=n_comp)
     comp_first = np.full(n_comp, np.iinfo(np.int64).max, np.int64)
@@ -124,7 +126,8 @@ def _components(
         raise ValueError(f"{len(kept)} objects in one plane do not fit uint32 labels")
     number = np.zeros(n_comp, np.uint32)
     number[kept[np.argsort(comp_first[kept], kind="stable")]] = np.arange(
-        1, len(kept) + 1, dtype=np.uint32)
+        1, len(kept) + 1, dtype=np.uint32
+    )
     lut = number[comp]
     lut[0] = 0
     return lut, len(kept)
@@ -184,8 +187,12 @@ def label_plane(
         raise ValueError(f"block must be positive and halo not negative, got {block=}, {halo=}")
     rows, cols = (int(n) for n in probability.shape)
     if rows * cols <= whole_plane_max_px:
-        labels = labels_from_probability(task, np.asarray(probability[:, :], dtype=np.float32),
-                                         threshold=threshold, min_grain_px=min_grain_px)
+        labels = labels_from_probability(
+            task,
+            np.asarray(probability[:, :], dtype=np.float32),
+            threshold=threshold,
+            min_grain_px=min_grain_px,
+        )
         out[mask_name][:, :] = labels[mask_name]
         out[ids_name][:, :] = labels[ids_name]
         return {"mode": "whole plane", "n_objects": int(labels[ids_name].max())}
@@ -198,8 +205,13 @@ def label_plane(
         out[mask_name][rs, cs] = fg.astype(np.uint8)
         return ~fg if task == "grains" else fg
 
-    lut, n = _components(read_mask, (rows, cols), block=block, scratch=scratch,
-                         min_size=min_grain_px if task == "grains" else 0)
+    lut, n = _components(
+        read_mask,
+        (rows, cols),
+        block=block,
+        scratch=scratch,
+        min_size=min_grain_px if task == "grains" else 0,
+    )
     for rs, cs in block_slices(rows, cols, block):
         if task == "phases":
             out[ids_name][rs, cs] = lut[np.asarray(scratch[rs, cs])]
@@ -217,9 +229,10 @@ def label_plane(
             # kept, so the result is that of the full watershed, several times faster
             flood = ndimage.binary_dilation(seeds == 0, structure=_CROSS)
             p = np.asarray(probability[hr, hc], dtype=np.float32)
-            grains = np.where(flood, watershed(p, markers=seeds, connectivity=1, mask=flood),
-                              seeds)
-        inner = (slice(rs.start - hr.start, rs.stop - hr.start),
-                 slice(cs.start - hc.start, cs.stop - hc.start))
+            grains = np.where(flood, watershed(p, markers=seeds, connectivity=1, mask=flood), seeds)
+        inner = (
+            slice(rs.start - hr.start, rs.stop - hr.start),
+            slice(cs.start - hc.start, cs.stop - hc.start),
+        )
         out[ids_name][rs, cs] = grains[inner].astype(np.uint32)
     return {"mode": "block-wise", "n_objects": int(n)}

@@ -71,30 +71,56 @@ def infer_shard(
     """
     import zarr
 
-    check_integers(tile_px=(tile_px, 8), block_px=(block_px, 1), batch_size=(batch_size, 1),
-                    threads=(threads, 1), overlap_px=(overlap_px, 0), margin_px=(margin_px, 0),
-                    shards=(shards, 1), shard=(shard, 0))
+    check_integers(
+        tile_px=(tile_px, 8),
+        block_px=(block_px, 1),
+        batch_size=(batch_size, 1),
+        threads=(threads, 1),
+        overlap_px=(overlap_px, 0),
+        margin_px=(margin_px, 0),
+        shards=(shards, 1),
+        shard=(shard, 0),
+    )
     if shard >= shards:
         raise ValueError(f"shard must be in [0, {shards}), got {shard=}")
     source = open_source(stack, task=task, block_px=block_px)
-    ensemble = load_checked_ensemble(source, checkpoints, tile_px=tile_px, device=device,
-                                      flips=flips)
+    ensemble = load_checked_ensemble(
+        source, checkpoints, tile_px=tile_px, device=device, flips=flips
+    )
     blocks = source.blocks(tile=tile_px, overlap=overlap_px)
     owned = shard_blocks(source.shape[0], len(blocks), shards=shards)[shard]
-    logger.info("stack %r, shard %d of %d: %d of %d blocks, on %s", source.name, shard, shards,
-                sum(map(len, owned.values())), source.shape[0] * len(blocks), ensemble.device)
-    tiling = dict(tile_px=tile_px, overlap_px=overlap_px, margin_px=margin_px,
-                  batch_size=batch_size, sigma_scale=sigma_scale)
+    logger.info(
+        "stack %r, shard %d of %d: %d of %d blocks, on %s",
+        source.name,
+        shard,
+        shards,
+        sum(map(len, owned.values())),
+        source.shape[0] * len(blocks),
+        ensemble.device,
+    )
+    tiling = dict(
+        tile_px=tile_px,
+        overlap_px=overlap_px,
+        margin_px=margin_px,
+        batch_size=batch_size,
+        sigma_scale=sigma_scale,
+    )
     out = Path(out)
     start = time.perf_counter()
     with staged_dir(out) as tmp:
         root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
         s0 = source.levels[0]
-        probs = root.create_array("s0", shape=(ensemble.n_classes, *s0.shape), dtype=np.float32,
-                                  chunks=(ensemble.n_classes, *s0.chunks), fill_value=0.0,
-                                  dimension_names=["c", "z", "y", "x"])
-        predicted = predict_blocks(source, ensemble, probs, owned, threads=threads, progress=progress,
-                             **tiling)
+        probs = root.create_array(
+            "s0",
+            shape=(ensemble.n_classes, *s0.shape),
+            dtype=np.float32,
+            chunks=(ensemble.n_classes, *s0.chunks),
+            fill_value=0.0,
+            dimension_names=["c", "z", "y", "x"],
+        )
+        predicted = predict_blocks(
+            source, ensemble, probs, owned, threads=threads, progress=progress, **tiling
+        )
         record = {
             "version": __version__,
             "stack": source.name,
@@ -103,10 +129,12 @@ def infer_shard(
             "model": model,
             "shard": int(shard),
             "shards": int(shards),
-            "prediction": prediction_record(ensemble, block=source.block, flips=flips,
-                                             **tiling),
-            "blocks": [[z, b.rows.start, b.rows.stop, b.cols.start, b.cols.stop]
-                       for z, indices in owned.items() for b in (blocks[i] for i in indices)],
+            "prediction": prediction_record(ensemble, block=source.block, flips=flips, **tiling),
+            "blocks": [
+                [z, b.rows.start, b.rows.stop, b.cols.start, b.cols.stop]
+                for z, indices in owned.items()
+                for b in (blocks[i] for i in indices)
+            ],
             "planes": {str(z): r for z, r in predicted.items()},
             "seconds": round(time.perf_counter() - start, 3),
         }
@@ -173,25 +201,32 @@ def merge_shards(
     for path, record in zip(shards, records):
         differ = [k for k in same if record[k] != first[k]]
         if differ:
-            raise ValueError(f"shard store {path} differs from the others in {differ}; rerun "
-                             "the shards of one inference together")
+            raise ValueError(
+                f"shard store {path} differs from the others in {differ}; rerun "
+                "the shards of one inference together"
+            )
     if [r["shard"] for r in records] != list(range(first["shards"])):
-        raise ValueError(f"need shards 0 to {first['shards'] - 1}, got "
-                         f"{sorted(r['shard'] for r in records)}")
+        raise ValueError(
+            f"need shards 0 to {first['shards'] - 1}, got {sorted(r['shard'] for r in records)}"
+        )
     prediction = first["prediction"]
     source = open_source(stack, task=first["task"], block_px=prediction["block_px"])
     if source.name != first["stack"]:
-        raise ValueError(f"the shards were predicted from stack {first['stack']!r}, not "
-                         f"{source.name!r}")
+        raise ValueError(
+            f"the shards were predicted from stack {first['stack']!r}, not {source.name!r}"
+        )
     n_planes, rows, cols = source.shape
-    expected = sorted([z, b.rows.start, b.rows.stop, b.cols.start, b.cols.stop]
-                      for z in range(n_planes)
-                      for b in source.blocks(tile=prediction["tile_px"],
-                                             overlap=prediction["overlap_px"]))
+    expected = sorted(
+        [z, b.rows.start, b.rows.stop, b.cols.start, b.cols.stop]
+        for z in range(n_planes)
+        for b in source.blocks(tile=prediction["tile_px"], overlap=prediction["overlap_px"])
+    )
     got = sorted(block for r in records for block in r["blocks"])
     if got != expected:
-        raise ValueError(f"the shards' blocks must cover each of the {len(expected)} blocks "
-                         f"once, got {len(got)} blocks ({len(set(map(tuple, got)))} distinct)")
+        raise ValueError(
+            f"the shards' blocks must cover each of the {len(expected)} blocks "
+            f"once, got {len(got)} blocks ({len(set(map(tuple, got)))} distinct)"
+        )
     predicted: dict[int, dict] = {}
     for record in records:
         for z, part in record["planes"].items():
@@ -204,8 +239,9 @@ def merge_shards(
                 raise ValueError(f"the shards normalised plane {z} differently; rerun them")
             for key in ("blocks", "tiles", "predict_s"):
                 whole[key] += part[key]
-    logger.info("stack %r: merging %d shard(s) of %d blocks", source.name, len(records),
-                len(expected))
+    logger.info(
+        "stack %r: merging %d shard(s) of %d blocks", source.name, len(records), len(expected)
+    )
     out = Path(out)
     start = time.perf_counter()
     with staged_dir(out) as tmp:
@@ -213,22 +249,39 @@ def merge_shards(
         n_classes = len(CLASS_NAMES[source.task])
         probs, label_levels = create_output(root, source, n_classes)
         if tuple(arrays[0].shape) != tuple(probs[0].shape):
-            raise ValueError(f"the shards hold probabilities of shape {arrays[0].shape}, the "
-                             f"stack needs {probs[0].shape}")
+            raise ValueError(
+                f"the shards hold probabilities of shape {arrays[0].shape}, the "
+                f"stack needs {probs[0].shape}"
+            )
         for record, array in zip(records, arrays):
             for z, r0, r1, c0, c1 in record["blocks"]:
                 probs[0][:, z, r0:r1, c0:c1] = array[:, z, r0:r1, c0:c1]
         summary = finish_store(
-            root, source, probs, label_levels, predicted=predicted, model=first["model"],
-            prediction=prediction, threshold=threshold, min_grain_px=min_grain_px,
-            whole_plane_max_px=whole_plane_max_px, labels_halo_px=labels_halo_px,
+            root,
+            source,
+            probs,
+            label_levels,
+            predicted=predicted,
+            model=first["model"],
+            prediction=prediction,
+            threshold=threshold,
+            min_grain_px=min_grain_px,
+            whole_plane_max_px=whole_plane_max_px,
+            labels_halo_px=labels_halo_px,
         )
         seconds = time.perf_counter() - start + sum(r["seconds"] for r in records)
         summary["seconds"] = round(seconds, 3)
         summary["megapixels_per_s"] = round(n_planes * rows * cols / 1e6 / seconds, 3)
-        summary["shards"] = [{"shard": r["shard"], "blocks": len(r["blocks"]),
-                              "seconds": r["seconds"]} for r in records]
+        summary["shards"] = [
+            {"shard": r["shard"], "blocks": len(r["blocks"]), "seconds": r["seconds"]}
+            for r in records
+        ]
         root.attrs["grainflow"] = summary
-    logger.info("stack %r: %d shard(s) merged in %.1f s -> %s", source.name, len(records),
-                time.perf_counter() - start, out)
+    logger.info(
+        "stack %r: %d shard(s) merged in %.1f s -> %s",
+        source.name,
+        len(records),
+        time.perf_counter() - start,
+        out,
+    )
     return summary

@@ -34,7 +34,6 @@ __all__ = ["infer_stack", "open_inference"]
 logger = logging.getLogger(__name__)
 
 
-
 def _plane_of_channel(array, channel: int, z: int) -> PlaneView:
     """``array[channel, z]`` of a (C, Z, Y, X) array, read and written lazily."""
     return PlaneView(PlaneView(array, channel, axis=0), z, axis=0)
@@ -45,8 +44,10 @@ def _stack_metadata(group) -> tuple[dict, list[dict], list[dict], dict]:
     attrs = dict(group.attrs)
     ome = attrs.get("ome", attrs)
     if "multiscales" not in ome or "grainflow" not in attrs:
-        raise ValueError("not a stack imported by grainflow (no ome multiscales or grainflow "
-                         "attributes); run the import_stack rule")
+        raise ValueError(
+            "not a stack imported by grainflow (no ome multiscales or grainflow "
+            "attributes); run the import_stack rule"
+        )
     ms = ome["multiscales"][0]
     return attrs["grainflow"], ms["datasets"], ms["axes"], ms
 
@@ -92,8 +93,10 @@ def open_source(stack: str | os.PathLike, *, task: str | None, block_px: int) ->
     name = info.get("stack") or stack.name.removesuffix(".ome.zarr")
     task = task or info.get("task")
     if task not in LABEL_NAMES:
-        raise ValueError(f"stack {name!r}: task must be one of {sorted(LABEL_NAMES)}, got "
-                         f"{task=}; give task= or set it in the stacks sheet")
+        raise ValueError(
+            f"stack {name!r}: task must be one of {sorted(LABEL_NAMES)}, got "
+            f"{task=}; give task= or set it in the stacks sheet"
+        )
     levels = [source[d["path"]] for d in datasets]
     s0 = levels[0]
     if len(s0.shape) != 3:
@@ -102,27 +105,53 @@ def open_source(stack: str | os.PathLike, *, task: str | None, block_px: int) ->
     chunk = max(int(s0.chunks[1]), int(s0.chunks[2]))
     block = max(chunk, block_px // chunk * chunk)
     if block != block_px:
-        logger.info("block_px %d rounded to %d, a multiple of the stack's %d px chunks",
-                    block_px, block, chunk)
-    return _Stack(path=stack, name=name, task=task, info=info, datasets=datasets, axes=axes,
-                  levels=levels, block=block)
+        logger.info(
+            "block_px %d rounded to %d, a multiple of the stack's %d px chunks",
+            block_px,
+            block,
+            chunk,
+        )
+    return _Stack(
+        path=stack,
+        name=name,
+        task=task,
+        info=info,
+        datasets=datasets,
+        axes=axes,
+        levels=levels,
+        block=block,
+    )
 
 
-def load_checked_ensemble(source: _Stack, checkpoints, *, tile_px: int, device: str,
-                           flips: bool) -> Ensemble:
+def load_checked_ensemble(
+    source: _Stack, checkpoints, *, tile_px: int, device: str, flips: bool
+) -> Ensemble:
     ensemble = load_ensemble(checkpoints, task=source.task, device=device, flips=flips)
     if ensemble.n_classes != len(CLASS_NAMES[source.task]):
-        raise ValueError(f"the checkpoints predict {ensemble.n_classes} classes; task "
-                         f"{source.task!r} needs {len(CLASS_NAMES[source.task])}")
+        raise ValueError(
+            f"the checkpoints predict {ensemble.n_classes} classes; task "
+            f"{source.task!r} needs {len(CLASS_NAMES[source.task])}"
+        )
     multiple = max(getattr(m, "size_multiple", 1) for m in ensemble.models)
     if tile_px % multiple:
-        raise ValueError(f"tile_px must be a multiple of {multiple} for these models (a U-Net "
-                         f"of depth d needs 2**d), got {tile_px=}")
+        raise ValueError(
+            f"tile_px must be a multiple of {multiple} for these models (a U-Net "
+            f"of depth d needs 2**d), got {tile_px=}"
+        )
     return ensemble
 
 
-def prediction_record(ensemble: Ensemble, *, block: int, tile_px: int, overlap_px: int,
-                       margin_px: int, batch_size: int, sigma_scale: float, flips: bool) -> dict:
+def prediction_record(
+    ensemble: Ensemble,
+    *,
+    block: int,
+    tile_px: int,
+    overlap_px: int,
+    margin_px: int,
+    batch_size: int,
+    sigma_scale: float,
+    flips: bool,
+) -> dict:
     """Provenance of the probabilities: models, tiling, blending, normalisation, device."""
     import torch
 
@@ -135,18 +164,35 @@ def prediction_record(ensemble: Ensemble, *, block: int, tile_px: int, overlap_p
         "margin_px": int(margin_px),
         "block_px": int(block),
         "batch_size": int(batch_size),
-        "blend": {"window": "gaussian", "sigma_scale": float(sigma_scale),
-                  "weight_floor": WEIGHT_FLOOR, "accumulator": "float32"},
-        "normalization": {"method": "per-plane percentiles mapped to 0 and 1",
-                          "percentiles": list(ensemble.norm_percentiles)},
+        "blend": {
+            "window": "gaussian",
+            "sigma_scale": float(sigma_scale),
+            "weight_floor": WEIGHT_FLOOR,
+            "accumulator": "float32",
+        },
+        "normalization": {
+            "method": "per-plane percentiles mapped to 0 and 1",
+            "percentiles": list(ensemble.norm_percentiles),
+        },
         "device": str(ensemble.device),
         "torch": torch.__version__,
     }
 
 
-def predict_blocks(source: _Stack, ensemble: Ensemble, probs, owned: Mapping[int, Sequence[int]], *,
-             tile_px: int, overlap_px: int, margin_px: int, batch_size: int, sigma_scale: float,
-             threads: int, progress: bool) -> dict[int, dict]:
+def predict_blocks(
+    source: _Stack,
+    ensemble: Ensemble,
+    probs,
+    owned: Mapping[int, Sequence[int]],
+    *,
+    tile_px: int,
+    overlap_px: int,
+    margin_px: int,
+    batch_size: int,
+    sigma_scale: float,
+    threads: int,
+    progress: bool,
+) -> dict[int, dict]:
     """Probabilities of the blocks ``owned`` ({plane: block indices}) into ``probs`` (C, Z, Y, X).
 
     Returns per plane its intensity limits, the tiling summary of
@@ -158,29 +204,52 @@ def predict_blocks(source: _Stack, ensemble: Ensemble, probs, owned: Mapping[int
         for z, indices in owned.items():
             t0 = time.perf_counter()
             reader = PlaneView(s0, z)
-            low, high = plane_limits(reader, percentiles=ensemble.norm_percentiles,
-                                     block=source.block)
+            low, high = plane_limits(
+                reader, percentiles=ensemble.norm_percentiles, block=source.block
+            )
             tiles = predict_plane(
-                reader, ensemble, out=PlaneView(probs, z, axis=1), tile=tile_px,
-                overlap=overlap_px, block=source.block, margin=margin_px, batch_size=batch_size,
+                reader,
+                ensemble,
+                out=PlaneView(probs, z, axis=1),
+                tile=tile_px,
+                overlap=overlap_px,
+                block=source.block,
+                margin=margin_px,
+                batch_size=batch_size,
                 sigma_scale=sigma_scale,
                 transform=lambda region, lo=low, hi=high: apply_limits(region, lo, hi),
-                progress=progress, block_indices=indices,
+                progress=progress,
+                block_indices=indices,
             )
             seconds = time.perf_counter() - t0
-            records[z] = {"norm_low": low, "norm_high": high, **tiles,
-                          "predict_s": round(seconds, 3)}
-            logger.info("plane %d/%d: %d block(s), %d tiles in %.1f s", z + 1, source.shape[0],
-                        tiles["blocks"], tiles["tiles"], seconds)
+            records[z] = {
+                "norm_low": low,
+                "norm_high": high,
+                **tiles,
+                "predict_s": round(seconds, 3),
+            }
+            logger.info(
+                "plane %d/%d: %d block(s), %d tiles in %.1f s",
+                z + 1,
+                source.shape[0],
+                tiles["blocks"],
+                tiles["tiles"],
+                seconds,
+            )
     return records
 
 
 def create_output(root, source: _Stack, n_classes: int) -> tuple[list, dict[str, list]]:
     """The probability levels (C, Z, Y, X) and label levels (Z, Y, X) of an inference store."""
     probs = [
-        root.create_array(f"s{k}", shape=(n_classes, *lv.shape), dtype=np.float32,
-                          chunks=(n_classes, *lv.chunks), fill_value=0.0,
-                          dimension_names=["c", "z", "y", "x"])
+        root.create_array(
+            f"s{k}",
+            shape=(n_classes, *lv.shape),
+            dtype=np.float32,
+            chunks=(n_classes, *lv.chunks),
+            fill_value=0.0,
+            dimension_names=["c", "z", "y", "x"],
+        )
         for k, lv in enumerate(source.levels)
     ]
     label_root = root.create_group("labels")
@@ -188,17 +257,33 @@ def create_output(root, source: _Stack, n_classes: int) -> tuple[list, dict[str,
     for label_name, dtype in zip(LABEL_NAMES[source.task], (np.uint8, np.uint32)):
         group = label_root.create_group(label_name)
         label_levels[label_name] = [
-            group.create_array(f"s{k}", shape=lv.shape, dtype=dtype, chunks=lv.chunks,
-                               fill_value=0, dimension_names=["z", "y", "x"])
+            group.create_array(
+                f"s{k}",
+                shape=lv.shape,
+                dtype=dtype,
+                chunks=lv.chunks,
+                fill_value=0,
+                dimension_names=["z", "y", "x"],
+            )
             for k, lv in enumerate(source.levels)
         ]
     return probs, label_levels
 
 
-def finish_store(root, source: _Stack, probs: list, label_levels: dict[str, list], *,
-            predicted: Mapping[int, dict], prediction: dict, model: str | None,
-            threshold: float, min_grain_px: int, whole_plane_max_px: int,
-            labels_halo_px: int) -> dict:
+def finish_store(
+    root,
+    source: _Stack,
+    probs: list,
+    label_levels: dict[str, list],
+    *,
+    predicted: Mapping[int, dict],
+    prediction: dict,
+    model: str | None,
+    threshold: float,
+    min_grain_px: int,
+    whole_plane_max_px: int,
+    labels_halo_px: int,
+) -> dict:
     """Label every plane from ``probs[0]``, fill the pyramids, write metadata and provenance.
 
     ``predicted`` holds each plane's prediction record (:func:`predict_blocks`),
@@ -211,26 +296,46 @@ def finish_store(root, source: _Stack, probs: list, label_levels: dict[str, list
     s0 = source.levels[0]
     scratch = None
     if rows * cols > whole_plane_max_px:
-        scratch = root.create_array("scratch", shape=(rows, cols), dtype=np.uint64,
-                                    chunks=s0.chunks[1:], fill_value=0)
+        scratch = root.create_array(
+            "scratch", shape=(rows, cols), dtype=np.uint64, chunks=s0.chunks[1:], fill_value=0
+        )
     planes = []
     plane_meta = source.info.get("planes") or [{} for _ in range(n_planes)]
     for z in range(n_planes):
         t0 = time.perf_counter()
         labelled = label_plane(
-            task, _plane_of_channel(probs[0], 1, z),
+            task,
+            _plane_of_channel(probs[0], 1, z),
             {n: PlaneView(lv[0], z) for n, lv in label_levels.items()},
-            block=source.block, halo=labels_halo_px, threshold=threshold,
-            min_grain_px=min_grain_px, whole_plane_max_px=whole_plane_max_px, scratch=scratch,
+            block=source.block,
+            halo=labels_halo_px,
+            threshold=threshold,
+            min_grain_px=min_grain_px,
+            whole_plane_max_px=whole_plane_max_px,
+            scratch=scratch,
         )
         seconds = time.perf_counter() - t0
         meta = plane_meta[z] if z < len(plane_meta) else {}
-        planes.append({"index": z, "file": meta.get("file"), "group": meta.get("group"),
-                       **predicted[z], "labelling": labelled["mode"],
-                       "n_objects": labelled["n_objects"], "label_s": round(seconds, 3)})
-        logger.info("plane %d/%d: %s labelling, %d %s in %.1f s", z + 1, n_planes,
-                    labelled["mode"], labelled["n_objects"],
-                    TASKS[task].objects, seconds)
+        planes.append(
+            {
+                "index": z,
+                "file": meta.get("file"),
+                "group": meta.get("group"),
+                **predicted[z],
+                "labelling": labelled["mode"],
+                "n_objects": labelled["n_objects"],
+                "label_s": round(seconds, 3),
+            }
+        )
+        logger.info(
+            "plane %d/%d: %s labelling, %d %s in %.1f s",
+            z + 1,
+            n_planes,
+            labelled["mode"],
+            labelled["n_objects"],
+            TASKS[task].objects,
+            seconds,
+        )
     if scratch is not None:
         del root["scratch"]
     chunk = max(int(s0.chunks[1]), int(s0.chunks[2]))
@@ -242,28 +347,63 @@ def finish_store(root, source: _Stack, probs: list, label_levels: dict[str, list
             downsample(lv[k - 1], lv[k], step=half, mean=False)
 
     scale0 = _level0_scale(source.datasets)
-    axes = [{"name": "c", "type": "channel"},
-            *[{"name": a["name"], "type": a.get("type", "space"),
-               **({"unit": a["unit"]} if a.get("unit") else {})} for a in source.axes]]
+    axes = [
+        {"name": "c", "type": "channel"},
+        *[
+            {
+                "name": a["name"],
+                "type": a.get("type", "space"),
+                **({"unit": a["unit"]} if a.get("unit") else {}),
+            }
+            for a in source.axes
+        ],
+    ]
     write_multiscales_metadata(
         root,
-        datasets=[{"path": f"s{k}", "coordinateTransformations": [
-            {**t, t["type"]: [0.0 if t["type"] == "translation" else 1.0, *t[t["type"]]]}
-            for t in d["coordinateTransformations"]]} for k, d in enumerate(source.datasets)],
-        fmt=fmt, axes=axes, name=f"{source.name} ({model or 'ensemble'})",
+        datasets=[
+            {
+                "path": f"s{k}",
+                "coordinateTransformations": [
+                    {**t, t["type"]: [0.0 if t["type"] == "translation" else 1.0, *t[t["type"]]]}
+                    for t in d["coordinateTransformations"]
+                ],
+            }
+            for k, d in enumerate(source.datasets)
+        ],
+        fmt=fmt,
+        axes=axes,
+        name=f"{source.name} ({model or 'ensemble'})",
     )
-    root.attrs["ome"] = {**root.attrs["ome"], "omero": {
-        "channels": [{"label": f"P({c})", "color": colour, "active": True,
-                      "window": {"min": 0.0, "max": 1.0, "start": 0.0, "end": 1.0}}
-                     for c, colour in zip(CLASS_NAMES[task], ("808080", "FF00FF"))]}}
+    root.attrs["ome"] = {
+        **root.attrs["ome"],
+        "omero": {
+            "channels": [
+                {
+                    "label": f"P({c})",
+                    "color": colour,
+                    "active": True,
+                    "window": {"min": 0.0, "max": 1.0, "start": 0.0, "end": 1.0},
+                }
+                for c, colour in zip(CLASS_NAMES[task], ("808080", "FF00FF"))
+            ]
+        },
+    }
     label_root = root["labels"]
     for label_name, lv in label_levels.items():
         write_multiscales_metadata(
             label_root[label_name],
-            datasets=[{"path": f"s{k}", "coordinateTransformations": [
-                {"type": "scale", "scale": [scale0[0], scale0[1] * 2**k, scale0[2] * 2**k]}]}
-                for k in range(len(lv))],
-            fmt=fmt, axes=list(source.axes), name=label_name,
+            datasets=[
+                {
+                    "path": f"s{k}",
+                    "coordinateTransformations": [
+                        {"type": "scale", "scale": [scale0[0], scale0[1] * 2**k, scale0[2] * 2**k]}
+                    ],
+                }
+                for k in range(len(lv))
+            ],
+            fmt=fmt,
+            axes=list(source.axes),
+            name=label_name,
         )
         write_label_metadata(label_root, label_name, fmt=fmt, source={"image": "../../"})
     label_root.attrs["ome"] = {**label_root.attrs["ome"], "version": fmt.version}
@@ -277,10 +417,12 @@ def finish_store(root, source: _Stack, probs: list, label_levels: dict[str, list
         "classes": list(CLASS_NAMES[task]),
         "labels": {
             LABEL_NAMES[task][0]: f"P({CLASS_NAMES[task][1]}) > {threshold}",
-            LABEL_NAMES[task][1]: ("watershed of P(boundary) from the connected interiors "
-                                   f"(P <= {threshold}) of at least {min_grain_px} px"
-                                   if task == "grains" else
-                                   "4-connected components of the phase mask"),
+            LABEL_NAMES[task][1]: (
+                "watershed of P(boundary) from the connected interiors "
+                f"(P <= {threshold}) of at least {min_grain_px} px"
+                if task == "grains"
+                else "4-connected components of the phase mask"
+            ),
             "whole_plane_max_px": int(whole_plane_max_px),
             "halo_px": int(labels_halo_px),
         },
@@ -366,20 +508,44 @@ def infer_stack(
     """
     import zarr
 
-    check_integers(tile_px=(tile_px, 8), block_px=(block_px, 1), batch_size=(batch_size, 1),
-                    threads=(threads, 1), labels_halo_px=(labels_halo_px, 0),
-                    overlap_px=(overlap_px, 0), margin_px=(margin_px, 0),
-                    whole_plane_max_px=(whole_plane_max_px, 0))
+    check_integers(
+        tile_px=(tile_px, 8),
+        block_px=(block_px, 1),
+        batch_size=(batch_size, 1),
+        threads=(threads, 1),
+        labels_halo_px=(labels_halo_px, 0),
+        overlap_px=(overlap_px, 0),
+        margin_px=(margin_px, 0),
+        whole_plane_max_px=(whole_plane_max_px, 0),
+    )
     source = open_source(stack, task=task, block_px=block_px)
-    ensemble = load_checked_ensemble(source, checkpoints, tile_px=tile_px, device=device,
-                                      flips=flips)
+    ensemble = load_checked_ensemble(
+        source, checkpoints, tile_px=tile_px, device=device, flips=flips
+    )
     n_planes, rows, cols = source.shape
-    logger.info("stack %r (%s): %d plane(s) of %d x %d px, %d fold model(s) on %s, tile %d, "
-                "overlap %d, margin %d, block %d, flips %s", source.name, source.task, n_planes,
-                rows, cols, len(ensemble.models), ensemble.device, tile_px, overlap_px,
-                margin_px, source.block, flips)
-    tiling = dict(tile_px=tile_px, overlap_px=overlap_px, margin_px=margin_px,
-                  batch_size=batch_size, sigma_scale=sigma_scale)
+    logger.info(
+        "stack %r (%s): %d plane(s) of %d x %d px, %d fold model(s) on %s, tile %d, "
+        "overlap %d, margin %d, block %d, flips %s",
+        source.name,
+        source.task,
+        n_planes,
+        rows,
+        cols,
+        len(ensemble.models),
+        ensemble.device,
+        tile_px,
+        overlap_px,
+        margin_px,
+        source.block,
+        flips,
+    )
+    tiling = dict(
+        tile_px=tile_px,
+        overlap_px=overlap_px,
+        margin_px=margin_px,
+        batch_size=batch_size,
+        sigma_scale=sigma_scale,
+    )
     n_blocks = len(source.blocks(tile=tile_px, overlap=overlap_px))
     every_block = shard_blocks(n_planes, n_blocks, shards=1)[0]
     out = Path(out)
@@ -387,20 +553,34 @@ def infer_stack(
     with staged_dir(out) as tmp:
         root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
         probs, label_levels = create_output(root, source, ensemble.n_classes)
-        predicted = predict_blocks(source, ensemble, probs[0], every_block, threads=threads,
-                             progress=progress, **tiling)
+        predicted = predict_blocks(
+            source, ensemble, probs[0], every_block, threads=threads, progress=progress, **tiling
+        )
         summary = finish_store(
-            root, source, probs, label_levels, predicted=predicted, model=model,
+            root,
+            source,
+            probs,
+            label_levels,
+            predicted=predicted,
+            model=model,
             prediction=prediction_record(ensemble, block=source.block, flips=flips, **tiling),
-            threshold=threshold, min_grain_px=min_grain_px,
-            whole_plane_max_px=whole_plane_max_px, labels_halo_px=labels_halo_px,
+            threshold=threshold,
+            min_grain_px=min_grain_px,
+            whole_plane_max_px=whole_plane_max_px,
+            labels_halo_px=labels_halo_px,
         )
         seconds = time.perf_counter() - start
         summary["seconds"] = round(seconds, 3)
         summary["megapixels_per_s"] = round(n_planes * rows * cols / 1e6 / seconds, 3)
         root.attrs["grainflow"] = summary
-    logger.info("stack %r: %.1f Mpx in %.1f s (%.2f Mpx/s) -> %s", source.name,
-                n_planes * rows * cols / 1e6, seconds, summary["megapixels_per_s"], out)
+    logger.info(
+        "stack %r: %.1f Mpx in %.1f s (%.2f Mpx/s) -> %s",
+        source.name,
+        n_planes * rows * cols / 1e6,
+        seconds,
+        summary["megapixels_per_s"],
+        out,
+    )
     return summary
 
 

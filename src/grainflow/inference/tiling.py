@@ -43,7 +43,8 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
-    "check_integers","shard_blocks", 
+    "check_integers",
+    "shard_blocks",
     "tile_starts",
     "tile_grid",
     "gaussian_weights",
@@ -383,8 +384,10 @@ def predict_plane(
         raise ValueError(f"batch_size must be at least 1, got {batch_size=}")
     chunks = _write_chunks(out)
     if chunks is not None:
-        for size, blk, chunk, axis in ((rows, bh, chunks[0], "rows"),
-                                       (cols, bw, chunks[1], "cols")):
+        for size, blk, chunk, axis in (
+            (rows, bh, chunks[0], "rows"),
+            (cols, bw, chunks[1], "cols"),
+        ):
             if blk < size and blk % chunk:
                 raise ValueError(
                     f"block must be a multiple of the output chunks ({chunk} px along {axis}) "
@@ -396,12 +399,21 @@ def predict_plane(
     if block_indices is not None:
         chosen = sorted(set(int(i) for i in block_indices))
         if chosen and not 0 <= chosen[0] <= chosen[-1] < len(blocks):
-            raise ValueError(f"block_indices must lie in [0, {len(blocks)}) (the plane's blocks), "
-                             f"got {chosen[0]} to {chosen[-1]}")
+            raise ValueError(
+                f"block_indices must lie in [0, {len(blocks)}) (the plane's blocks), "
+                f"got {chosen[0]} to {chosen[-1]}"
+            )
         blocks = [blocks[i] for i in chosen]
     total = sum(b.n_tiles for b in blocks)
-    bar = tqdm(total=total, desc="tiles", unit="tile", file=sys.stderr, disable=not progress,
-               mininterval=5.0, ascii=True)
+    bar = tqdm(
+        total=total,
+        desc="tiles",
+        unit="tile",
+        file=sys.stderr,
+        disable=not progress,
+        mininterval=5.0,
+        ascii=True,
+    )
 
     def trims(start: int, size: int, length: int) -> tuple[int, int]:
         low = margin if start > 0 else 0
@@ -421,8 +433,9 @@ def predict_plane(
         positions = [(int(r), int(c)) for r in blk.tile_rows for c in blk.tile_cols]
         for i in range(0, len(positions), batch_size):
             batch_pos = positions[i : i + batch_size]
-            batch = np.stack([src[r - r_off : r - r_off + th, c - c_off : c - c_off + tw]
-                              for r, c in batch_pos])[:, None]
+            batch = np.stack(
+                [src[r - r_off : r - r_off + th, c - c_off : c - c_off + tw] for r, c in batch_pos]
+            )[:, None]
             probs = np.asarray(predict_fn(batch), dtype=np.float32)
             if probs.shape != (len(batch_pos), n_classes, th, tw):
                 raise ValueError(
@@ -439,8 +452,10 @@ def predict_plane(
                 )
                 wsum[y + top : y + th - bottom, x + left : x + tw - right] += wt
             bar.update(len(batch_pos))
-        inner = (slice(blk.rows.start - r_off, blk.rows.stop - r_off),
-                 slice(blk.cols.start - c_off, blk.cols.stop - c_off))
+        inner = (
+            slice(blk.rows.start - r_off, blk.rows.stop - r_off),
+            slice(blk.cols.start - c_off, blk.cols.stop - c_off),
+        )
         total_weight = wsum[inner]
         if not (total_weight > 0).all():  # guaranteed by the geometry; a guard against regressions
             raise RuntimeError(f"pixels without tile weight in block {blk.rows}, {blk.cols}")

@@ -96,8 +96,10 @@ def write_specimen(
         f.attrs["grainflow_version"] = __version__
         f.attrs["specimen_params"] = _json(specimen_params or {})
         f.create_dataset(
-            "images", data=np.stack([s.image for s in samples]).astype(np.float32),
-            chunks=chunks, **gz,
+            "images",
+            data=np.stack([s.image for s in samples]).astype(np.float32),
+            chunks=chunks,
+            **gz,
         )
         f.create_group("labels")  # present even without label maps (diffraction patterns)
         for name in names:
@@ -131,8 +133,11 @@ def read_specimen(path: str | os.PathLike, *, indices: Sequence[int] | None = No
         samples = []
         for i in idx:
             k = order[i]
-            text = {k2: meta[k2][i].decode() if isinstance(meta[k2][i], bytes) else meta[k2][i]
-                    for k2 in (*STRING_META, *JSON_META) if k2 in meta}
+            text = {
+                k2: meta[k2][i].decode() if isinstance(meta[k2][i], bytes) else meta[k2][i]
+                for k2 in (*STRING_META, *JSON_META)
+                if k2 in meta
+            }
             samples.append(
                 Sample(
                     image=images[k],

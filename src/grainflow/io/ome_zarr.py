@@ -9,8 +9,6 @@ import numpy as np
 __all__ = ["ngff_writer", "block_slices", "pyramid_shapes", "downsample"]
 
 
-
-
 def ngff_writer():
     """The OME-NGFF 0.5 format and ome-zarr's two metadata writers.
 
@@ -57,8 +55,11 @@ def block_slices(rows: int, cols: int, step: int):
 def create_levels(group, shapes, n_planes, dtype, chunk) -> list:
     return [
         group.create_array(
-            f"s{k}", shape=(n_planes, *s), dtype=dtype,
-            chunks=(1, min(chunk, s[0]), min(chunk, s[1])), fill_value=0,
+            f"s{k}",
+            shape=(n_planes, *s),
+            dtype=dtype,
+            chunks=(1, min(chunk, s[0]), min(chunk, s[1])),
+            fill_value=0,
             dimension_names=["z", "y", "x"],
         )
         for k, s in enumerate(shapes)
@@ -89,12 +90,17 @@ def downsample(src, dst, *, step: int, mean: bool) -> None:
     work = np.float32 if dst.dtype.itemsize <= 2 or dst.dtype == np.float32 else np.float64
     for z in range(n_planes):
         for rs, cs in block_slices(rows, cols, step):
-            region = src[z, 2 * rs.start : min(2 * rs.stop, src_rows),
-                         2 * cs.start : min(2 * cs.stop, src_cols)]
+            region = src[
+                z,
+                2 * rs.start : min(2 * rs.stop, src_rows),
+                2 * cs.start : min(2 * cs.stop, src_cols),
+            ]
             if mean:
                 region = region.astype(work)
-                pad = ((0, 2 * (rs.stop - rs.start) - region.shape[0]),
-                       (0, 2 * (cs.stop - cs.start) - region.shape[1]))
+                pad = (
+                    (0, 2 * (rs.stop - rs.start) - region.shape[0]),
+                    (0, 2 * (cs.stop - cs.start) - region.shape[1]),
+                )
                 if any(p[1] for p in pad):  # odd size: repeat the last row / column
                     region = np.pad(region, pad, mode="edge")
                 region = downscale_local_mean(region, (2, 2))

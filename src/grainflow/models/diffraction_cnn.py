@@ -65,7 +65,9 @@ class DiffractionCNN(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> pooled features (N, 128)."""
         if x.ndim != 4 or x.shape[-1] < 4 or x.shape[-2] < 4:
-            raise ValueError(f"DiffractionCNN input must be (N, C, H>=4, W>=4), got {tuple(x.shape)}")
+            raise ValueError(
+                f"DiffractionCNN input must be (N, C, H>=4, W>=4), got {tuple(x.shape)}"
+            )
         x = self.pool1(self.conv1(x))  # (N, 32, H/2, W/2)
         x = self.pool2(self.conv2(x))  # (N, 64, H/4, W/4)
         x = self.conv3(x)  # (N, 128, H/4, W/4)

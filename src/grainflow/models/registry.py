@@ -21,7 +21,9 @@ __all__ = ["MODELS", "build_model", "fold_batch_norm"]
 
 def _resunet(**kwargs) -> UNet:
     if not kwargs.pop("residual", True):
-        raise ValueError("resunet always has residual encoder blocks; use 'unet' for residual=False")
+        raise ValueError(
+            "resunet always has residual encoder blocks; use 'unet' for residual=False"
+        )
     return UNet(residual=True, **kwargs)
 
 

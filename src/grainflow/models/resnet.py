@@ -51,7 +51,7 @@ class ResNet18(ResNet):
             raise ValueError(f"ResNet18 input must be (N, C, H>=32, W>=32), got {tuple(x.shape)}")
         return super().forward(x)
 
-    def train(self, mode: bool = True) -> "ResNet18":
+    def train(self, mode: bool = True) -> ResNet18:
         super().train(mode)
         for name in self.frozen:
             getattr(self, name).eval()
@@ -116,5 +116,3 @@ def set_transfer_strategy(
         {"name": "backbone", "params": backbone, "lr": finetune_lr},
         {"name": "head", "params": head, "lr": lr},
     ]
-
-

@@ -47,7 +47,9 @@ class ConvBlock(nn.Sequential):
     (N, in_channels, H, W) -> (N, out_channels, H, W)
     """
 
-    def __init__(self, in_channels: int, out_channels: int, *, norm: str = "batch", groups: int = 8):
+    def __init__(
+        self, in_channels: int, out_channels: int, *, norm: str = "batch", groups: int = 8
+    ):
         super().__init__(
             nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
             make_norm(norm, out_channels, groups=groups),
@@ -66,7 +68,9 @@ class ResidualBlock(nn.Module):
     (N, in_channels, H, W) -> (N, out_channels, H, W)
     """
 
-    def __init__(self, in_channels: int, out_channels: int, *, norm: str = "batch", groups: int = 8):
+    def __init__(
+        self, in_channels: int, out_channels: int, *, norm: str = "batch", groups: int = 8
+    ):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
         self.norm1 = make_norm(norm, out_channels, groups=groups)
@@ -155,8 +159,11 @@ class UNet(nn.Module):
     ):
         super().__init__()
         for name, value, low in (
-            ("in_channels", in_channels, 1), ("out_channels", out_channels, 1),
-            ("depth", depth, 1), ("base_channels", base_channels, 1), ("groups", groups, 1),
+            ("in_channels", in_channels, 1),
+            ("out_channels", out_channels, 1),
+            ("depth", depth, 1),
+            ("base_channels", base_channels, 1),
+            ("groups", groups, 1),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {name}={value!r}")
@@ -165,8 +172,13 @@ class UNet(nn.Module):
         if not isinstance(residual, bool):
             raise ValueError(f"residual must be true or false, got {residual=}")
         self.hparams = dict(
-            in_channels=in_channels, out_channels=out_channels, depth=depth,
-            base_channels=base_channels, norm=norm, residual=residual, groups=groups,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            depth=depth,
+            base_channels=base_channels,
+            norm=norm,
+            residual=residual,
+            groups=groups,
         )
         self.depth = depth
         block = ResidualBlock if residual else ConvBlock

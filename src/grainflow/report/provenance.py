@@ -18,7 +18,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -42,8 +42,21 @@ __all__ = [
 
 #: distributions whose versions the provenance page lists
 PACKAGES = (
-    "grainflow", "torch", "torchvision", "numpy", "scipy", "scikit-image", "scikit-learn",
-    "pandas", "h5py", "zarr", "ome-zarr", "tifffile", "matplotlib", "snakemake", "jsonschema",
+    "grainflow",
+    "torch",
+    "torchvision",
+    "numpy",
+    "scipy",
+    "scikit-image",
+    "scikit-learn",
+    "pandas",
+    "h5py",
+    "zarr",
+    "ome-zarr",
+    "tifffile",
+    "matplotlib",
+    "snakemake",
+    "jsonschema",
     "pyyaml",
 )
 #: columns of :func:`runtime_table`
@@ -72,9 +85,15 @@ def git_state(path: str | os.PathLike) -> dict:
         None when unknown) and ``note``: "" or why there is no commit ("not a
         git repository", "git is not installed", git's own message).
     """
+
     def git(*args):
-        return subprocess.run(["git", "-C", os.fspath(path), *args], capture_output=True,
-                              text=True, timeout=60, stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            ["git", "-C", os.fspath(path), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
 
     state = {"commit": None, "branch": None, "dirty": None, "note": ""}
     try:
@@ -85,8 +104,11 @@ def git_state(path: str | os.PathLike) -> dict:
         return {**state, "note": "git did not answer within 60 s"}
     if head.returncode != 0:
         message = head.stderr.strip().splitlines()
-        note = "not a git repository" if any("not a git repository" in m for m in message) \
+        note = (
+            "not a git repository"
+            if any("not a git repository" in m for m in message)
             else (message[0] if message else f"git rev-parse failed ({head.returncode})")
+        )
         return {**state, "note": note}
     state["commit"] = head.stdout.strip()
     branch = git("rev-parse", "--abbrev-ref", "HEAD")
@@ -140,9 +162,16 @@ def hardware() -> dict:
                 gpus.append(f"{p.name} ({p.total_memory / 2**30:.1f} GiB)")
     except ImportError:  # pragma: no cover - torch is a dependency
         pass
-    return {"cpu": _cpu_model(), "logical_cores": os.cpu_count(), "usable_cores": usable,
-            "memory_gib": round(memory / 2**30, 1), "gpus": gpus, "torch_cuda": cuda,
-            "platform": platform.platform(), "python": sys.version.split()[0]}
+    return {
+        "cpu": _cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "usable_cores": usable,
+        "memory_gib": round(memory / 2**30, 1),
+        "gpus": gpus,
+        "torch_cuda": cuda,
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+    }
 
 
 def read_benchmarks(
@@ -189,9 +218,15 @@ def read_benchmarks(
         if "s" not in table.columns:
             raise ValueError(f"{rel}: no column 's'; expected a Snakemake benchmark file")
         rss = pd.to_numeric(table.get("max_rss", pd.Series(dtype=float)), errors="coerce")
-        rows.append({"rule": rule, "job": job, "file": rel,
-                     "s": float(pd.to_numeric(table["s"], errors="coerce").sum()),
-                     "max_rss_mb": float(rss.max()) if rss.notna().any() else float("nan")})
+        rows.append(
+            {
+                "rule": rule,
+                "job": job,
+                "file": rel,
+                "s": float(pd.to_numeric(table["s"], errors="coerce").sum()),
+                "max_rss_mb": float(rss.max()) if rss.notna().any() else float("nan"),
+            }
+        )
     return pd.DataFrame(rows, columns=["rule", "job", "file", "s", "max_rss_mb"])
 
 
@@ -208,12 +243,24 @@ def runtime_table(jobs: pd.DataFrame) -> pd.DataFrame:
     if jobs.empty:
         return pd.DataFrame(columns=RUNTIME_COLUMNS)
     g = jobs.groupby("rule")
-    table = pd.DataFrame({"jobs": g.size(), "total_s": g["s"].sum(), "mean_s": g["s"].mean(),
-                          "max_s": g["s"].max(), "max_rss_mb": g["max_rss_mb"].max()})
+    table = pd.DataFrame(
+        {
+            "jobs": g.size(),
+            "total_s": g["s"].sum(),
+            "mean_s": g["s"].mean(),
+            "max_s": g["s"].max(),
+            "max_rss_mb": g["max_rss_mb"].max(),
+        }
+    )
     table = table.sort_values("total_s", ascending=False, kind="stable").reset_index()
-    total = {"rule": "all", "jobs": len(jobs), "total_s": jobs["s"].sum(),
-             "mean_s": jobs["s"].mean(), "max_s": jobs["s"].max(),
-             "max_rss_mb": jobs["max_rss_mb"].max()}
+    total = {
+        "rule": "all",
+        "jobs": len(jobs),
+        "total_s": jobs["s"].sum(),
+        "mean_s": jobs["s"].mean(),
+        "max_s": jobs["s"].max(),
+        "max_rss_mb": jobs["max_rss_mb"].max(),
+    }
     table = pd.concat([table, pd.DataFrame([total])], ignore_index=True)
     table["total_min"] = table["total_s"] / 60
     return table[RUNTIME_COLUMNS]
@@ -236,8 +283,7 @@ def job_seeds(base: int, jobs: Sequence[Sequence[object]]) -> pd.DataFrame:
         Columns ``job`` (the names joined by " ") and ``seed``
         (:func:`grainflow.seeds.derive_seed`).
     """
-    rows = [{"job": " ".join(map(str, parts)), "seed": derive_seed(base, *parts)}
-            for parts in jobs]
+    rows = [{"job": " ".join(map(str, parts)), "seed": derive_seed(base, *parts)} for parts in jobs]
     return pd.DataFrame(rows, columns=["job", "seed"])
 
 
@@ -261,20 +307,39 @@ def _table(frame: pd.DataFrame, *, floats: str = "{:.1f}") -> str:
         return html.escape(str(v))
 
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
-    body = "\n".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>"
-                     for row in frame.itertuples(index=False))
+    body = "\n".join(
+        "<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>"
+        for row in frame.itertuples(index=False)
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>\n{body}\n</tbody></table>"
 
 
 def _pairs(items: Mapping) -> str:
-    return _table(pd.DataFrame({"item": list(items), "value": [
-        (", ".join(map(str, v)) or "none") if isinstance(v, list) else ("" if v is None else str(v))
-        for v in items.values()]}))
+    return _table(
+        pd.DataFrame(
+            {
+                "item": list(items),
+                "value": [
+                    (", ".join(map(str, v)) or "none")
+                    if isinstance(v, list)
+                    else ("" if v is None else str(v))
+                    for v in items.values()
+                ],
+            }
+        )
+    )
 
 
 def provenance_html(
-    *, config: Mapping, seed: int, versions: Mapping[str, str], git: Mapping,
-    machine: Mapping, runtimes: pd.DataFrame, jobs: pd.DataFrame, seeds: pd.DataFrame,
+    *,
+    config: Mapping,
+    seed: int,
+    versions: Mapping[str, str],
+    git: Mapping,
+    machine: Mapping,
+    runtimes: pd.DataFrame,
+    jobs: pd.DataFrame,
+    seeds: pd.DataFrame,
     created: str,
 ) -> str:
     """A self-contained HTML page of the run's provenance (see :func:`write_provenance`)."""
@@ -286,13 +351,22 @@ def provenance_html(
             commit += f" on {git['branch']}"
     else:
         commit = f"none: {git.get('note') or 'unknown'}"
-    run = {"created (UTC)": created, "base seed": seed, "git commit": commit,
-           "grainflow": versions.get("grainflow", "?")}
+    run = {
+        "created (UTC)": created,
+        "base seed": seed,
+        "git commit": commit,
+        "grainflow": versions.get("grainflow", "?"),
+    }
     total = runtimes[runtimes["rule"] == "all"]
-    total_text = (f"{float(total['total_s'].iloc[0]):.0f} s = "
-                  f"{float(total['total_min'].iloc[0]):.1f} min of job time in "
-                  f"{int(total['jobs'].iloc[0])} benchmarked jobs") if len(total) else \
-        "no benchmark files found"
+    total_text = (
+        (
+            f"{float(total['total_s'].iloc[0]):.0f} s = "
+            f"{float(total['total_min'].iloc[0]):.1f} min of job time in "
+            f"{int(total['jobs'].iloc[0])} benchmarked jobs"
+        )
+        if len(total)
+        else "no benchmark files found"
+    )
     config_yaml = yaml.safe_dump(_plain(config), sort_keys=False, allow_unicode=True)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>grainflow: provenance</title>
@@ -373,21 +447,39 @@ def write_provenance(
     jobs = read_benchmarks(benchmark_root, benchmark_patterns, workdir=workdir)
     runtimes = runtime_table(jobs)
     seeds = job_seeds(seed, seed_jobs)
-    created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-    page = provenance_html(config=config, seed=seed, versions=versions, git=git, machine=machine,
-                           runtimes=runtimes, jobs=jobs, seeds=seeds, created=created)
-    record = _plain({"created_utc": created, "seed": seed, "versions": versions, "git": git,
-                     "hardware": machine, "jobs": jobs.to_dict(orient="records"),
-                     "seeds": seeds.to_dict(orient="records")})
+    created = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    page = provenance_html(
+        config=config,
+        seed=seed,
+        versions=versions,
+        git=git,
+        machine=machine,
+        runtimes=runtimes,
+        jobs=jobs,
+        seeds=seeds,
+        created=created,
+    )
+    record = _plain(
+        {
+            "created_utc": created,
+            "seed": seed,
+            "versions": versions,
+            "git": git,
+            "hardware": machine,
+            "jobs": jobs.to_dict(orient="records"),
+            "seeds": seeds.to_dict(orient="records"),
+        }
+    )
     with atomic_path(html_path) as tmp:
         tmp.write_text(page, encoding="utf-8")
     with atomic_path(runtimes_path) as tmp:
-        runtimes.to_csv(tmp, sep="\t", index=False, float_format="%.6g", na_rep="NaN",
-                        lineterminator="\n")
+        runtimes.to_csv(
+            tmp, sep="\t", index=False, float_format="%.6g", na_rep="NaN", lineterminator="\n"
+        )
     with atomic_path(config_path) as tmp:
-        tmp.write_text(yaml.safe_dump(_plain(config), sort_keys=False, allow_unicode=True),
-                       encoding="utf-8")
+        tmp.write_text(
+            yaml.safe_dump(_plain(config), sort_keys=False, allow_unicode=True), encoding="utf-8"
+        )
     with atomic_path(json_path) as tmp:
-        tmp.write_text(json.dumps(record, indent=1, default=str) + "\n",
-                       encoding="utf-8")
+        tmp.write_text(json.dumps(record, indent=1, default=str) + "\n", encoding="utf-8")
     return record

@@ -39,8 +39,19 @@ MAIN_METRIC = {
 }
 #: columns of the summary table, one row per task and real stack
 SUMMARY_COLUMNS = [
-    "task", "metric", "model", "mean", "std", "n_folds", "classical_mean", "classical_std",
-    "stack", "real_quantity", "real_value", "real_unit", "real_details",
+    "task",
+    "metric",
+    "model",
+    "mean",
+    "std",
+    "n_folds",
+    "classical_mean",
+    "classical_std",
+    "stack",
+    "real_quantity",
+    "real_value",
+    "real_unit",
+    "real_details",
 ]
 _AGGREGATES = ("mean", "std", "pooled", "all")
 _NA = ["NaN", "nan", ""]
@@ -56,22 +67,28 @@ def _cv_score(path: str | os.PathLike, task: str) -> dict:
     cv = _read(path, dtype={"fold": str})
     missing = {"model", "fold", metric} - set(cv.columns)
     if missing:
-        raise ValueError(f"{os.fspath(path)}: missing column(s) {sorted(missing)}; expected the "
-                         f"cv.tsv of a {task} model (rule aggregate_metrics)")
+        raise ValueError(
+            f"{os.fspath(path)}: missing column(s) {sorted(missing)}; expected the "
+            f"cv.tsv of a {task} model (rule aggregate_metrics)"
+        )
     rows = cv.set_index("fold")
     if not {"mean", "std"} <= set(rows.index):
         raise ValueError(f"{os.fspath(path)}: no 'mean' and 'std' rows in column fold")
-    return {"model": str(cv["model"].iloc[0]), "mean": float(rows.loc["mean", metric]),
-            "std": float(rows.loc["std", metric]),
-            "n_folds": int((~cv["fold"].isin(_AGGREGATES)).sum())}
+    return {
+        "model": str(cv["model"].iloc[0]),
+        "mean": float(rows.loc["mean", metric]),
+        "std": float(rows.loc["std", metric]),
+        "n_folds": int((~cv["fold"].isin(_AGGREGATES)).sum()),
+    }
 
 
 def _diffraction_score(arch: str, path: str | os.PathLike) -> dict:
     """Mean and std of the per-fold accuracy of a diffraction ``summary.tsv``."""
     table = _read(path, dtype={"fold": str})
     if not {"fold", "accuracy"} <= set(table.columns):
-        raise ValueError(f"{os.fspath(path)}: expected columns fold and accuracy "
-                         "(rule diffraction_evaluate)")
+        raise ValueError(
+            f"{os.fspath(path)}: expected columns fold and accuracy (rule diffraction_evaluate)"
+        )
     folds = table[~table["fold"].isin(_AGGREGATES)]["accuracy"].astype(float)
     std = float(folds.std(ddof=1)) if len(folds) > 1 else math.nan
     return {"model": arch, "mean": float(folds.mean()), "std": std, "n_folds": len(folds)}
@@ -82,8 +99,10 @@ def _real_row(path: str | os.PathLike, best: Mapping[str, str]) -> dict:
     table = _read(path, dtype={"plane": str, "file": str, "group": str, "model": str})
     missing = {"stack", "task", "model", "plane", "length_unit"} - set(table.columns)
     if missing:
-        raise ValueError(f"{os.fspath(path)}: missing column(s) {sorted(missing)}; expected a "
-                         "real-stack table (rule measure)")
+        raise ValueError(
+            f"{os.fspath(path)}: missing column(s) {sorted(missing)}; expected a "
+            "real-stack table (rule measure)"
+        )
     pooled = table[table["plane"] == "all"]
     if pooled.empty:
         raise ValueError(f"{os.fspath(path)}: no row with plane 'all'")
@@ -96,31 +115,53 @@ def _real_row(path: str | os.PathLike, best: Mapping[str, str]) -> dict:
     f = lambda v, d=2: "NaN" if pd.isna(v) else f"{v:.{d}f}"  # noqa: E731
     entry = {"task": task, "stack": str(row["stack"]), "real_model": str(row["model"])}
     if task == "grains":
-        details = (f"G = {f(row['astm_g_planimetric'])} (planimetric), "
-                   f"{f(row['astm_g_intercept'])} (lineal intercept); "
-                   f"{int(row['n_grains'])} grains; "
-                   f"median equivalent-circle diameter {f(row['ecd_median'])} {unit}")
+        details = (
+            f"G = {f(row['astm_g_planimetric'])} (planimetric), "
+            f"{f(row['astm_g_intercept'])} (lineal intercept); "
+            f"{int(row['n_grains'])} grains; "
+            f"median equivalent-circle diameter {f(row['ecd_median'])} {unit}"
+        )
         if "boundary_f1" in row.index and pd.notna(row["boundary_f1"]):
-            entry.update(real_quantity="boundary F1 against the hand-traced truth",
-                         real_value=float(row["boundary_f1"]), real_unit="")
+            entry.update(
+                real_quantity="boundary F1 against the hand-traced truth",
+                real_value=float(row["boundary_f1"]),
+                real_unit="",
+            )
         elif pd.notna(row["astm_g_planimetric"]):
-            entry.update(real_quantity="ASTM E112 grain size number G (planimetric)",
-                         real_value=float(row["astm_g_planimetric"]), real_unit="G")
+            entry.update(
+                real_quantity="ASTM E112 grain size number G (planimetric)",
+                real_value=float(row["astm_g_planimetric"]),
+                real_unit="G",
+            )
         else:
-            entry.update(real_quantity="mean lineal intercept",
-                         real_value=float(row["mean_intercept"]), real_unit=unit)
+            entry.update(
+                real_quantity="mean lineal intercept",
+                real_value=float(row["mean_intercept"]),
+                real_unit=unit,
+            )
     else:
-        details = (f"area fraction {f(row['area_fraction'], 3)}"
-                   + (f" (truth {f(row['area_fraction_true'], 3)})"
-                      if "area_fraction_true" in row.index else "")
-                   + f"; {int(row['n_particles'])} particles; median equivalent-circle diameter "
-                   f"{f(row['ecd_median'])} {unit}")
+        details = (
+            f"area fraction {f(row['area_fraction'], 3)}"
+            + (
+                f" (truth {f(row['area_fraction_true'], 3)})"
+                if "area_fraction_true" in row.index
+                else ""
+            )
+            + f"; {int(row['n_particles'])} particles; median equivalent-circle diameter "
+            f"{f(row['ecd_median'])} {unit}"
+        )
         if "iou" in row.index and pd.notna(row["iou"]):
-            entry.update(real_quantity="particle-phase IoU against the hand masks (planes pooled)",
-                         real_value=float(row["iou"]), real_unit="")
+            entry.update(
+                real_quantity="particle-phase IoU against the hand masks (planes pooled)",
+                real_value=float(row["iou"]),
+                real_unit="",
+            )
         else:
-            entry.update(real_quantity="particle area fraction",
-                         real_value=float(row["area_fraction"]), real_unit="")
+            entry.update(
+                real_quantity="particle area fraction",
+                real_value=float(row["area_fraction"]),
+                real_unit="",
+            )
     entry["real_details"] = f"{planes} plane(s), {row['model']}: {details}"
     return entry
 
@@ -165,8 +206,9 @@ def summary_table(
             raise ValueError(f"{os.fspath(path)}: no task column; expected a cv.tsv table")
         task = str(head["task"].iloc[0])
         if task not in MAIN_METRIC:
-            raise ValueError(f"{os.fspath(path)}: task must be one of {list(MAIN_METRIC)}, "
-                             f"got {task=}")
+            raise ValueError(
+                f"{os.fspath(path)}: task must be one of {list(MAIN_METRIC)}, got {task=}"
+            )
         score = _cv_score(path, task)
         if score["model"] == "classical":
             classical[task] = score
@@ -175,8 +217,10 @@ def summary_table(
     for arch, path in (diffraction or {}).items():
         networks.setdefault("diffraction", []).append(_diffraction_score(arch, path))
     tasks = list(dict.fromkeys([*networks, *classical]))
-    best = {t: max(networks[t], key=lambda s: -math.inf if math.isnan(s["mean"]) else s["mean"])
-            for t in networks}
+    best = {
+        t: max(networks[t], key=lambda s: -math.inf if math.isnan(s["mean"]) else s["mean"])
+        for t in networks
+    }
     real_rows: dict[str, list[dict]] = {}
     for path in real:
         entry = _real_row(path, {t: b["model"] for t, b in best.items()})
@@ -185,12 +229,26 @@ def summary_table(
     for task in tasks:
         b = best.get(task, {"model": "", "mean": math.nan, "std": math.nan, "n_folds": 0})
         c = classical.get(task, {"mean": math.nan, "std": math.nan})
-        base = {"task": task, "metric": MAIN_METRIC[task][1], "model": b["model"],
-                "mean": b["mean"], "std": b["std"], "n_folds": b["n_folds"],
-                "classical_mean": c["mean"], "classical_std": c["std"]}
+        base = {
+            "task": task,
+            "metric": MAIN_METRIC[task][1],
+            "model": b["model"],
+            "mean": b["mean"],
+            "std": b["std"],
+            "n_folds": b["n_folds"],
+            "classical_mean": c["mean"],
+            "classical_std": c["std"],
+        }
         stacks = sorted(real_rows.get(task, []), key=lambda e: e["stack"])
-        for entry in stacks or [{"stack": "", "real_quantity": "", "real_value": math.nan,
-                                 "real_unit": "", "real_details": ""}]:
+        for entry in stacks or [
+            {
+                "stack": "",
+                "real_quantity": "",
+                "real_value": math.nan,
+                "real_unit": "",
+                "real_details": "",
+            }
+        ]:
             rows.append({**base, **{k: entry[k] for k in SUMMARY_COLUMNS if k in entry}})
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
@@ -202,11 +260,14 @@ def _pm(mean: float, std: float) -> str:
 
 
 def _real_text(row) -> str:
-    """"stack: quantity = value unit" of a summary row ("" without a stack)."""
+    """ "stack: quantity = value unit" of a summary row ("" without a stack)."""
     if not row["stack"]:
         return ""
-    value = "NaN" if pd.isna(row["real_value"]) else (
-        f"{row['real_value']:.2f}" if row["real_unit"] == "G" else f"{row['real_value']:.3f}")
+    value = (
+        "NaN"
+        if pd.isna(row["real_value"])
+        else (f"{row['real_value']:.2f}" if row["real_unit"] == "G" else f"{row['real_value']:.3f}")
+    )
     unit = f" {row['real_unit']}" if row["real_unit"] not in ("", "G") else ""
     return f"{row['stack']}: {row['real_quantity']} = {value}{unit}"
 
@@ -222,10 +283,17 @@ def summary_headline(table: pd.DataFrame) -> list[dict]:
     out = []
     for task, rows in table.groupby("task", sort=False):
         first = rows.iloc[0]
-        out.append({"task": task, "metric": first["metric"], "model": first["model"] or "none",
-                    "score": _pm(first["mean"], first["std"]), "n_folds": int(first["n_folds"]),
-                    "classical": _pm(first["classical_mean"], first["classical_std"]),
-                    "real": [t for t in (_real_text(r) for _, r in rows.iterrows()) if t]})
+        out.append(
+            {
+                "task": task,
+                "metric": first["metric"],
+                "model": first["model"] or "none",
+                "score": _pm(first["mean"], first["std"]),
+                "n_folds": int(first["n_folds"]),
+                "classical": _pm(first["classical_mean"], first["classical_std"]),
+                "real": [t for t in (_real_text(r) for _, r in rows.iterrows()) if t],
+            }
+        )
     return out
 
 
@@ -234,11 +302,15 @@ def summary_html(table: pd.DataFrame, *, title: str = "grainflow: summary") -> s
     esc = html.escape
     body = []
     for entry, (_, rows) in zip(summary_headline(table), table.groupby("task", sort=False)):
-        real = "<br>".join(
-            esc(_real_text(r)) + (f"<br><small>{esc(r['real_details'])}</small>"
-                                  if r["real_details"] else "")
-            for _, r in rows.iterrows() if r["stack"]
-        ) or "—"
+        real = (
+            "<br>".join(
+                esc(_real_text(r))
+                + (f"<br><small>{esc(r['real_details'])}</small>" if r["real_details"] else "")
+                for _, r in rows.iterrows()
+                if r["stack"]
+            )
+            or "—"
+        )
         body.append(
             f"<tr><td>{esc(entry['task'])}</td><td>{esc(entry['metric'])}</td>"
             f"<td>{esc(entry['model'])}</td><td class='num'>{esc(entry['score'])}</td>"
@@ -273,14 +345,23 @@ G is the ASTM E112 grain size number.</small></p>
 def write_summary(table: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write the summary table as TSV atomically (6 significant digits, NaN as ``NaN``)."""
     with atomic_path(path) as tmp:
-        table.to_csv(tmp, sep="\t", index=False, float_format="%.6g", na_rep="NaN",
-                     lineterminator="\n")
+        table.to_csv(
+            tmp, sep="\t", index=False, float_format="%.6g", na_rep="NaN", lineterminator="\n"
+        )
 
 
 def read_summary(path: str | os.PathLike) -> pd.DataFrame:
     """Read a summary table written by :func:`write_summary`."""
-    table = _read(path, dtype={"stack": str, "model": str, "real_quantity": str,
-                               "real_unit": str, "real_details": str})
+    table = _read(
+        path,
+        dtype={
+            "stack": str,
+            "model": str,
+            "real_quantity": str,
+            "real_unit": str,
+            "real_details": str,
+        },
+    )
     for col in ("stack", "model", "real_quantity", "real_unit", "real_details"):
         table[col] = table[col].fillna("")
     return table

@@ -42,16 +42,22 @@ def plane_groups(files: Sequence[str], pattern: str | None, *, name: str) -> lis
     try:
         regex = re.compile(pattern)
     except re.error as exc:
-        raise StackError(f"stack {name!r}: group {pattern!r} is not a regular expression: {exc}")
+        raise StackError(
+            f"stack {name!r}: group {pattern!r} is not a regular expression: {exc}"
+        ) from exc
     if regex.groups < 1:
-        raise StackError(f"stack {name!r}: group {pattern!r} needs a (capturing group), e.g. "
-                         r"'^(spot\d+)_'")
+        raise StackError(
+            f"stack {name!r}: group {pattern!r} needs a (capturing group), e.g. "
+            r"'^(spot\d+)_'"
+        )
     groups = []
     for f in files:
         m = regex.search(f)
         if m is None or m.group(1) is None:
-            raise StackError(f"stack {name!r}: file name {f!r} does not match group {pattern!r}; "
-                             "fix the pattern or the file name")
+            raise StackError(
+                f"stack {name!r}: file name {f!r} does not match group {pattern!r}; "
+                "fix the pattern or the file name"
+            )
         groups.append(m.group(1))
     return groups
 
@@ -65,21 +71,28 @@ def _pair_ground_truth(images: list[str], labels: list[str], *, name: str) -> li
     are paired in order (with a warning in the second case).
     """
     if len(images) != len(labels):
-        raise StackError(f"stack {name!r}: {len(images)} image planes but {len(labels)} ground "
-                         "truth planes; give one label image per image")
+        raise StackError(
+            f"stack {name!r}: {len(images)} image planes but {len(labels)} ground "
+            "truth planes; give one label image per image"
+        )
     in_order = list(range(len(images)))
     if len(set(images)) < len(images) or len(set(labels)) < len(labels):
         return in_order  # pages of multi-page files
     stems = [Path(f).stem for f in images]
     lstems = [Path(f).stem for f in labels]
-    suffixes = sorted({lab[len(stems[0]):] for lab in lstems if lab.startswith(stems[0])}, key=len)
+    suffixes = sorted({lab[len(stems[0]) :] for lab in lstems if lab.startswith(stems[0])}, key=len)
     for suffix in suffixes:
         keys = [lab[: len(lab) - len(suffix)] if lab.endswith(suffix) else None for lab in lstems]
         index = {key: j for j, key in enumerate(keys)}
         if sorted(map(str, keys)) == sorted(stems):
             return [index[stem] for stem in stems]
-    logger.warning("stack %r: ground truth file names (%s, ...) are not image names (%s, ...) "
-                   "plus a suffix; paired in sorted order", name, labels[0], images[0])
+    logger.warning(
+        "stack %r: ground truth file names (%s, ...) are not image names (%s, ...) "
+        "plus a suffix; paired in sorted order",
+        name,
+        labels[0],
+        images[0],
+    )
     return in_order
 
 
@@ -108,8 +121,10 @@ def _check_paths(inputs: list[Path], out: Path, *, name: str) -> None:
     for p in inputs:
         p = p.resolve()
         if o == p or p in o.parents or o in p.parents:
-            raise StackError(f"stack {name!r}: the output {out} would overwrite or lie inside the "
-                             f"input {p}; inputs are never modified")
+            raise StackError(
+                f"stack {name!r}: the output {out} would overwrite or lie inside the "
+                f"input {p}; inputs are never modified"
+            )
 
 
 def import_stack(
@@ -170,6 +185,7 @@ def import_stack(
         For any problem with the input; ``out`` is then left as it was.
     """
     import zarr
+
     fmt, write_multiscales_metadata, write_label_metadata = ngff_writer()
 
     if chunk < 1 or block < 1:
@@ -188,20 +204,28 @@ def import_stack(
         if ground_truth is not None:
             labels = open_stack(ground_truth, name=stack, role="ground_truth")
             if labels.colour:
-                raise StackError(f"stack {stack!r}: ground truth {ground_truth} is in colour; "
-                                 "labels must be one integer value per pixel")
+                raise StackError(
+                    f"stack {stack!r}: ground truth {ground_truth} is in colour; "
+                    "labels must be one integer value per pixel"
+                )
             if labels.dtype.kind not in "biu":
-                raise StackError(f"stack {stack!r}: ground truth {ground_truth} holds "
-                                 f"{labels.dtype} values; labels must be integers or booleans")
+                raise StackError(
+                    f"stack {stack!r}: ground truth {ground_truth} holds "
+                    f"{labels.dtype} values; labels must be integers or booleans"
+                )
             if labels.shape != image.shape:
-                raise StackError(f"stack {stack!r}: ground truth {ground_truth} has shape "
-                                 f"{labels.shape} (planes, rows, cols) but the images have "
-                                 f"{image.shape}")
+                raise StackError(
+                    f"stack {stack!r}: ground truth {ground_truth} has shape "
+                    f"{labels.shape} (planes, rows, cols) but the images have "
+                    f"{image.shape}"
+                )
             labels.reorder(_pair_ground_truth(image.files, labels.files, name=stack))
         groups = plane_groups(image.files, group, name=stack)
         if image.dtype.kind not in "biuf":
-            raise StackError(f"stack {stack!r}: {path} holds {image.dtype} values; grainflow "
-                             "reads integer or floating-point intensities")
+            raise StackError(
+                f"stack {stack!r}: {path} holds {image.dtype} values; grainflow "
+                "reads integer or floating-point intensities"
+            )
         if pixel_size_um is None or math.isnan(pixel_size_um):
             pixel_size_um, pixel_source = image.pixel_size_um, "source metadata"
             if pixel_size_um is None:
@@ -211,9 +235,13 @@ def import_stack(
             if image.pixel_size_um is not None and not math.isclose(
                 image.pixel_size_um, pixel_size_um, rel_tol=1e-3
             ):
-                logger.warning("stack %r: the stacks sheet's pixel size %g um differs from the "
-                               "source's %g um; using the sheet's", stack, pixel_size_um,
-                               image.pixel_size_um)
+                logger.warning(
+                    "stack %r: the stacks sheet's pixel size %g um differs from the "
+                    "source's %g um; using the sheet's",
+                    stack,
+                    pixel_size_um,
+                    image.pixel_size_um,
+                )
         n_planes, rows, cols = image.shape
         shapes = pyramid_shapes((rows, cols), min_px=pyramid_min_px)
         with staged_dir(out) as tmp:
@@ -223,8 +251,10 @@ def import_stack(
             for z in range(n_planes):
                 lo, hi = math.inf, -math.inf
                 where = f"plane {z} ({image.files[z]}" + (
-                    f", page {image.pages[z]})" if image.kind in ("tiff", "zarr", "ome-zarr")
-                    else ")")
+                    f", page {image.pages[z]})"
+                    if image.kind in ("tiff", "zarr", "ome-zarr")
+                    else ")"
+                )
                 for rs, cs in block_slices(rows, cols, step):
                     region = image.read(z, rs, cs)
                     if region.dtype.kind == "f":
@@ -240,20 +270,33 @@ def import_stack(
                     levels[0][z, rs, cs] = region
                 image.release(z)
                 if lo == hi:
-                    raise StackError(f"stack {stack!r}: {where} is constant (every pixel is "
-                                     f"{lo}); it holds no image")
-                planes.append({"index": z, "file": image.files[z], "page": image.pages[z],
-                               "group": None if groups is None else groups[z],
-                               "min": lo, "max": hi})
+                    raise StackError(
+                        f"stack {stack!r}: {where} is constant (every pixel is "
+                        f"{lo}); it holds no image"
+                    )
+                planes.append(
+                    {
+                        "index": z,
+                        "file": image.files[z],
+                        "page": image.pages[z],
+                        "group": None if groups is None else groups[z],
+                        "min": lo,
+                        "max": hi,
+                    }
+                )
             half = max(chunk, step // 2 // chunk * chunk)  # reads blocks of about step px
             for k in range(1, len(levels)):
                 downsample(levels[k - 1], levels[k], step=half, mean=True)
             pixel = 1.0 if pixel_size_um is None else float(pixel_size_um)
             write_multiscales_metadata(
                 root,
-                datasets=[{"path": f"s{k}", "coordinateTransformations": t} for k, t in
-                          enumerate(_scale_transforms(len(shapes), pixel, centred=True))],
-                fmt=fmt, axes=_axes(pixel_size_um is not None), name=stack,
+                datasets=[
+                    {"path": f"s{k}", "coordinateTransformations": t}
+                    for k, t in enumerate(_scale_transforms(len(shapes), pixel, centred=True))
+                ],
+                fmt=fmt,
+                axes=_axes(pixel_size_um is not None),
+                name=stack,
             )
             if labels is not None:
                 label_root = root.create_group("labels")
@@ -272,9 +315,13 @@ def import_stack(
                     downsample(label_levels[k - 1], label_levels[k], step=half, mean=False)
                 write_multiscales_metadata(
                     label_group,
-                    datasets=[{"path": f"s{k}", "coordinateTransformations": t} for k, t in
-                              enumerate(_scale_transforms(len(shapes), pixel, centred=False))],
-                    fmt=fmt, axes=_axes(pixel_size_um is not None), name=LABEL_NAME,
+                    datasets=[
+                        {"path": f"s{k}", "coordinateTransformations": t}
+                        for k, t in enumerate(_scale_transforms(len(shapes), pixel, centred=False))
+                    ],
+                    fmt=fmt,
+                    axes=_axes(pixel_size_um is not None),
+                    name=LABEL_NAME,
                 )
                 label_group.attrs["grainflow"] = {
                     "source": str(ground_truth),
@@ -310,8 +357,14 @@ def import_stack(
             labels.close()
     logger.info(
         "stack %r: %d plane(s) of %d x %d px, %s, %d level(s), pixel size %s, %s -> %s",
-        stack, n_planes, rows, cols, image.dtype, len(shapes),
+        stack,
+        n_planes,
+        rows,
+        cols,
+        image.dtype,
+        len(shapes),
         "unknown" if pixel_size_um is None else f"{pixel_size_um:g} um",
-        "with ground truth" if labels is not None else "no ground truth", out,
+        "with ground truth" if labels is not None else "no ground truth",
+        out,
     )
     return summary

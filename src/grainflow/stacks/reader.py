@@ -21,8 +21,14 @@ logger = logging.getLogger(__name__)
 _TIFF_SUFFIXES = (".tif", ".tiff")
 
 # lengths in these units, converted to micrometres (OME-Zarr axis units)
-_TO_UM = {"angstrom": 1e-4, "nanometer": 1e-3, "micrometer": 1.0, "millimeter": 1e3,
-          "centimeter": 1e4, "meter": 1e6}
+_TO_UM = {
+    "angstrom": 1e-4,
+    "nanometer": 1e-3,
+    "micrometer": 1.0,
+    "millimeter": 1e3,
+    "centimeter": 1e4,
+    "meter": 1e6,
+}
 
 
 class StackError(ValueError):
@@ -53,7 +59,8 @@ def source_files(path: str | os.PathLike) -> list[Path]:
         return []
     if path.is_dir() and not _is_zarr(path):
         return sorted(
-            p for p in path.iterdir()
+            p
+            for p in path.iterdir()
             if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
         )
     return [path]
@@ -147,8 +154,9 @@ def _open_tiff(path: Path):
             else:
                 generic.close()
         if len(tif.series) > 1:
-            logger.info("note: %s holds %d image series; only the first is read", path.name,
-                        len(tif.series))
+            logger.info(
+                "note: %s holds %d image series; only the first is read", path.name, len(tif.series)
+            )
         series = tif.series[0]
         array = zarr.open(series.aszarr(level=0), mode="r")
         if not hasattr(array, "shape"):  # a group of levels
@@ -178,12 +186,25 @@ class _TiffSource(_ArraySource):
 
             super().__init__(array, roles, name=path.name, opener=opener)
 
+
 # Pillow modes: (colour samples, dtype); colour modes are decoded as RGB(A)
 _PIL_MODES = {
-    "1": (0, np.bool_), "L": (0, np.uint8), "I;16": (0, np.uint16), "I;16L": (0, np.uint16),
-    "I;16B": (0, np.uint16), "I": (0, np.int32), "F": (0, np.float32), "LA": (2, np.uint8),
-    "RGB": (3, np.uint8), "RGBA": (4, np.uint8), "P": (3, np.uint8), "PA": (4, np.uint8),
-    "CMYK": (3, np.uint8), "YCbCr": (3, np.uint8), "LAB": (3, np.uint8), "HSV": (3, np.uint8),
+    "1": (0, np.bool_),
+    "L": (0, np.uint8),
+    "I;16": (0, np.uint16),
+    "I;16L": (0, np.uint16),
+    "I;16B": (0, np.uint16),
+    "I": (0, np.int32),
+    "F": (0, np.float32),
+    "LA": (2, np.uint8),
+    "RGB": (3, np.uint8),
+    "RGBA": (4, np.uint8),
+    "P": (3, np.uint8),
+    "PA": (4, np.uint8),
+    "CMYK": (3, np.uint8),
+    "YCbCr": (3, np.uint8),
+    "LAB": (3, np.uint8),
+    "HSV": (3, np.uint8),
 }
 
 
@@ -205,8 +226,10 @@ class _PillowSource(_Source):
             else:
                 self._target = None
         if n_frames > 1:
-            raise _Problem(f"{path.name} holds {n_frames} frames; save the stack as a multi-page "
-                           "TIFF or as one file per plane (wrong number of axes)")
+            raise _Problem(
+                f"{path.name} holds {n_frames} frames; save the stack as a multi-page "
+                "TIFF or as one file per plane (wrong number of axes)"
+            )
         if self.mode not in _PIL_MODES:
             raise _Problem(f"{path.name} has the unsupported pixel mode {self.mode!r}")
         self.channels = 4 if self._target == "RGBA" else _PIL_MODES[self.mode][0]
@@ -234,8 +257,10 @@ def _ome_pixel_size(multiscale: dict, axes: list[str]) -> float | None:
     try:
         units = {a["name"]: a.get("unit") for a in multiscale["axes"] if isinstance(a, dict)}
         scale = [1.0] * len(axes)
-        for transforms in (multiscale.get("coordinateTransformations") or [],
-                           multiscale["datasets"][0].get("coordinateTransformations") or []):
+        for transforms in (
+            multiscale.get("coordinateTransformations") or [],
+            multiscale["datasets"][0].get("coordinateTransformations") or [],
+        ):
             for t in transforms:
                 if t.get("type") == "scale":
                     scale = [s * f for s, f in zip(scale, t["scale"])]
@@ -280,15 +305,19 @@ class _ZarrSource(_ArraySource):
             ms = multiscales[0]
             array = node[ms["datasets"][0]["path"]]
             names = [a["name"] if isinstance(a, dict) else a for a in ms.get("axes") or []]
-            names = names or ["t", "c", "z", "y", "x"][-len(array.shape):]
+            names = names or ["t", "c", "z", "y", "x"][-len(array.shape) :]
             if len(names) != len(array.shape) or "y" not in names or "x" not in names:
-                raise _Problem(f"{what} has axes {names} for an array of shape {array.shape} "
-                               "(wrong number of axes)")
+                raise _Problem(
+                    f"{what} has axes {names} for an array of shape {array.shape} "
+                    "(wrong number of axes)"
+                )
             channels = array.shape[names.index("c")] if "c" in names else 1
             colour = "c" if channels in (3, 4) else None
             if channels > 1 and colour is None:
-                raise _Problem(f"{what} has {channels} channels; grainflow reads grey or RGB(A) "
-                               "images (wrong number of axes)")
+                raise _Problem(
+                    f"{what} has {channels} channels; grainflow reads grey or RGB(A) "
+                    "images (wrong number of axes)"
+                )
             axes = "".join({"y": "Y", "x": "X"}.get(n, n) for n in names)
             pixel_size = _ome_pixel_size(ms, names)
         super().__init__(array, _layout(axes, array.shape, colour, what=what), name=path.name)
@@ -456,8 +485,10 @@ def open_stack(path: str | os.PathLike, *, name: str, role: str = "path") -> Sta
             for f in files:
                 sources.append(_file_source(f, keep_open=False, what=str(f)))
                 if sources[-1].n_planes != 1:
-                    raise _Problem(f"{f} holds {sources[-1].n_planes} planes; each file of a "
-                                   "folder must hold one image (wrong number of axes)")
+                    raise _Problem(
+                        f"{f} holds {sources[-1].n_planes} planes; each file of a "
+                        "folder must hold one image (wrong number of axes)"
+                    )
         else:
             kind = "tiff" if path.suffix.lower() in _TIFF_SUFFIXES else "image"
             sources = [_file_source(path, keep_open=True, what=what)]
@@ -491,7 +522,10 @@ def open_stack(path: str | os.PathLike, *, name: str, role: str = "path") -> Sta
         logger.info(
             "note: stack %r (%s) is in colour (%d channels); converted to grey with ITU-R BT.709 "
             "weights (skimage.color.rgb2gray)%s, keeping dtype %s",
-            name, role, reader.channels, "" if reader.channels != 2 else " (alpha dropped)",
+            name,
+            role,
+            reader.channels,
+            "" if reader.channels != 2 else " (alpha dropped)",
             reader.dtype,
         )
     return reader
@@ -503,5 +537,7 @@ def _file_source(path: Path, *, keep_open: bool, what: str) -> _Source:
         return _TiffSource(path, keep_open=keep_open, what=what)
     if suffix in IMAGE_SUFFIXES:
         return _PillowSource(path)
-    raise _Problem(f"{path} is not a supported image file (names must end in "
-                   f"{', '.join(IMAGE_SUFFIXES)}) or a Zarr store")
+    raise _Problem(
+        f"{path} is not a supported image file (names must end in "
+        f"{', '.join(IMAGE_SUFFIXES)}) or a Zarr store"
+    )

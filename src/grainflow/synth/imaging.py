@@ -173,7 +173,9 @@ def render_optical_grains(
     image = tone[labels]
     d = _boundary_distance(labels)
     scale = max(shape) / 8
-    width = boundary_width_px * np.exp(width_variation * smooth_field(shape, scale_px=scale, rng=rng))
+    width = boundary_width_px * np.exp(
+        width_variation * smooth_field(shape, scale_px=scale, rng=rng)
+    )
     # strength along the boundaries: a smooth field; its lowest `faint_fraction`
     # quantile is mapped to faint (10-30 %) etching
     field = smooth_field(shape, scale_px=scale, rng=rng)

@@ -97,7 +97,9 @@ def particles(
         p = 4.0
         shape_r = (np.abs(x) ** p + np.abs(y) ** p) ** (1 / p)  # superellipse "radius"
     elif morphology == "blob":
-        mod = 1 + sum(harmonics[k, flat] * np.cos((k + 2) * phi + phases[k, flat]) for k in range(3))
+        mod = 1 + sum(
+            harmonics[k, flat] * np.cos((k + 2) * phi + phases[k, flat]) for k in range(3)
+        )
         shape_r = rho / np.clip(mod, 0.5, None)
     else:  # regular polygon of `sides` sides
         m = sides[flat]

@@ -30,8 +30,6 @@ __all__ = ["TASKS", "synthesize_specimen", "render"]
 TASKS = ("grains", "phases", "kernels", "diffraction")
 
 
-
-
 def _log_uniform(rng, lo, hi) -> float:
     return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
 
@@ -150,7 +148,6 @@ def render(task: str, params: Mapping, *, shape, boundary_width_px: int, seed: i
     labels : dict of str -> ndarray of shape ``shape``
     """
     if task == "diffraction":  # patterns have no label maps; see grainflow.synth.diffraction
-
         return render_pattern(params, shape=shape, seed=seed), {}
     rng = np.random.default_rng(seed)
     p = dict(params)
@@ -168,13 +165,30 @@ def render(task: str, params: Mapping, *, shape, boundary_width_px: int, seed: i
                 shape[0], drift_px=p["drift_px"], jitter_px=p["jitter_px"], rng=rng
             )
             grains = imaging.shift_rows(grains, shifts)
-            keys = ("groove_sign", "groove_depth", "groove_width_px", "edge_gain", "charging",
-                    "blur_px", "dose", "read_noise")
+            keys = (
+                "groove_sign",
+                "groove_depth",
+                "groove_width_px",
+                "edge_gain",
+                "charging",
+                "blur_px",
+                "dose",
+                "read_noise",
+            )
             image = imaging.render_sem_grains(grains, rng=rng, **{k: p[k] for k in keys})
         else:
-            keys = ("boundary_darkness", "boundary_width_px", "faint_fraction",
-                    "pit_probability", "inclusions", "dust", "illumination_strength",
-                    "blur_px", "dose", "read_noise")
+            keys = (
+                "boundary_darkness",
+                "boundary_width_px",
+                "faint_fraction",
+                "pit_probability",
+                "inclusions",
+                "dust",
+                "illumination_strength",
+                "blur_px",
+                "dose",
+                "read_noise",
+            )
             image = imaging.render_optical_grains(grains, rng=rng, **{k: p[k] for k in keys})
         boundaries = boundary_mask(grains, width_px=boundary_width_px)
         return image, {"grain_ids": grains, "boundaries": boundaries.astype(np.uint8)}
@@ -191,23 +205,36 @@ def render(task: str, params: Mapping, *, shape, boundary_width_px: int, seed: i
         common = {k: p[k] for k in ("blur_px", "dose", "read_noise")}
         if p["modality"] == "sem_precipitates":
             image = imaging.render_sem_phases(
-                ids > 0, rng=rng, matrix_tone=p["matrix_tone"],
-                precipitate_tone=p["precipitate_tone"], edge_gain=p["edge_gain"],
-                charging=p["charging"], **common,
+                ids > 0,
+                rng=rng,
+                matrix_tone=p["matrix_tone"],
+                precipitate_tone=p["precipitate_tone"],
+                edge_gain=p["edge_gain"],
+                charging=p["charging"],
+                **common,
             )
         else:
             image = imaging.render_tem_particles(
-                ids, rng=rng, speckle=p["speckle"], fringe_contrast=p["fringe_contrast"],
-                thickness_variation=p["thickness_variation"], **common,
+                ids,
+                rng=rng,
+                speckle=p["speckle"],
+                fringe_contrast=p["fringe_contrast"],
+                thickness_variation=p["thickness_variation"],
+                **common,
             )
         return image, {"phase": (ids > 0).astype(np.uint8), "particle_ids": ids}
     if task == "kernels":
         grains = bicrystal(
-            shape, geometry=p["geometry"], angle_deg=p["angle_deg"],
-            curvature=p["curvature"], offset_px=p["offset_px"],
+            shape,
+            geometry=p["geometry"],
+            angle_deg=p["angle_deg"],
+            curvature=p["curvature"],
+            offset_px=p["offset_px"],
         )
         image = imaging.render_bicrystal(
-            grains, rng=rng, tones=tuple(p["tones"]),
+            grains,
+            rng=rng,
+            tones=tuple(p["tones"]),
             **{k: p[k] for k in ("blur_px", "dose", "read_noise")},
         )
         boundaries = boundary_mask(grains, width_px=boundary_width_px)
@@ -239,13 +266,14 @@ def synthesize_specimen(
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task=}")
     if task == "diffraction":
-
         return synthesize_diffraction_specimen(specimen, settings, seed=seed, progress=progress)
     index = specimen_index(specimen)
     size = int(settings["image_size_px"])
     shape = (size, size)
     width = int(settings.get("boundary_width_px", 2))
-    spec = _specimen_params(task, index, settings, np.random.default_rng(derive_seed(seed, "specimen", specimen)))
+    spec = _specimen_params(
+        task, index, settings, np.random.default_rng(derive_seed(seed, "specimen", specimen))
+    )
     samples = []
     n_sessions = int(settings["sessions_per_specimen"])
     n_images = int(settings["images_per_session"])
@@ -265,7 +293,9 @@ def synthesize_specimen(
             img_seed = derive_seed(seed, "image", b, k)
             extra = _image_params(task, k, spec, np.random.default_rng(derive_seed(img_seed, "p")))
             params = {**spec, **sess, **extra}
-            image, labels = render(task, params, shape=shape, boundary_width_px=width, seed=img_seed)
+            image, labels = render(
+                task, params, shape=shape, boundary_width_px=width, seed=img_seed
+            )
             samples.append(
                 Sample(
                     image=image,

@@ -45,14 +45,20 @@ def specimen_statistics(paths: Iterable[str]) -> pd.DataFrame:
                 requested_diameter_px=p["grain_diameter_px"],
                 measured_diameter_px=float(np.sqrt(4 / (np.pi * density))),
                 elongation=p["elongation"],
-                boundary_fraction=float(np.mean([s.labels["boundaries"].mean() for s in f.samples])),
+                boundary_fraction=float(
+                    np.mean([s.labels["boundaries"].mean() for s in f.samples])
+                ),
             )
         elif f.task == "phases":
             row.update(
                 morphology=p["morphology"],
                 requested_area_fraction=p["area_fraction"],
-                measured_area_fraction=float(np.mean([s.labels["phase"].mean() for s in f.samples])),
-                particles_per_image=float(np.mean([s.labels["particle_ids"].max() for s in f.samples])),
+                measured_area_fraction=float(
+                    np.mean([s.labels["phase"].mean() for s in f.samples])
+                ),
+                particles_per_image=float(
+                    np.mean([s.labels["particle_ids"].max() for s in f.samples])
+                ),
                 requested_diameter_px=p["particle_diameter_px"],
             )
         rows.append(row)

@@ -11,13 +11,22 @@ from torch import nn
 
 from grainflow.runtime import AMP, DEVICES
 
-__all__ = ["OPTIMIZERS", "LOSSES", "TRANSFER", "RUN_ONLY_FIELDS", "MODEL_KEYS", "JOB_KEYS", "TrainConfig", "arch_settings", "TrainResult"]
+__all__ = [
+    "OPTIMIZERS",
+    "LOSSES",
+    "TRANSFER",
+    "RUN_ONLY_FIELDS",
+    "MODEL_KEYS",
+    "JOB_KEYS",
+    "TrainConfig",
+    "arch_settings",
+    "TrainResult",
+]
 
 
 OPTIMIZERS = ("adamw", "adam")
 
 LOSSES = ("dice_ce", "ce")
-
 
 
 TRANSFER = ("full", "frozen", "finetune")
@@ -72,9 +81,18 @@ class TrainConfig:
         for name, low in ints.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                raise ValueError(f"training.{name} must be an integer >= {low}, got {name}={value!r}")
-        for name in ("lr", "min_lr", "warmup_epochs", "weight_decay", "grad_clip", "dice_weight",
-                     "finetune_lr"):
+                raise ValueError(
+                    f"training.{name} must be an integer >= {low}, got {name}={value!r}"
+                )
+        for name in (
+            "lr",
+            "min_lr",
+            "warmup_epochs",
+            "weight_decay",
+            "grad_clip",
+            "dice_weight",
+            "finetune_lr",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
                 raise ValueError(f"training.{name} must be a number >= 0, got {name}={value!r}")
@@ -82,14 +100,23 @@ class TrainConfig:
             raise ValueError(f"training.lr must be > 0, got lr={self.lr!r}")
         if self.min_lr > self.lr:
             raise ValueError(f"training.min_lr must not exceed lr, got {self.min_lr=} > {self.lr=}")
-        for name, allowed in (("optimizer", OPTIMIZERS), ("loss", LOSSES), ("device", DEVICES),
-                              ("amp", AMP), ("transfer", TRANSFER)):
+        for name, allowed in (
+            ("optimizer", OPTIMIZERS),
+            ("loss", LOSSES),
+            ("device", DEVICES),
+            ("amp", AMP),
+            ("transfer", TRANSFER),
+        ):
             if getattr(self, name) not in allowed:
-                raise ValueError(f"training.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+                raise ValueError(
+                    f"training.{name} must be one of {allowed}, got {getattr(self, name)!r}"
+                )
         cw = self.class_weights
         if isinstance(cw, str):
             if cw not in ("auto", "none"):
-                raise ValueError(f"training.class_weights must be 'auto', 'none' or a list, got {cw!r}")
+                raise ValueError(
+                    f"training.class_weights must be 'auto', 'none' or a list, got {cw!r}"
+                )
         else:
             cw = tuple(float(w) for w in cw)
             if not cw or any(not w > 0 for w in cw):
@@ -104,7 +131,7 @@ class TrainConfig:
         object.__setattr__(self, "norm_percentiles", (lo, hi))
 
     @classmethod
-    def from_mapping(cls, values: Mapping | None = None, **overrides) -> "TrainConfig":
+    def from_mapping(cls, values: Mapping | None = None, **overrides) -> TrainConfig:
         """Build from a config mapping (e.g. ``config["training"]["unet"]``) plus overrides."""
         values = {**(values or {}), **overrides}
         known = {f.name for f in dataclasses.fields(cls)}
@@ -118,6 +145,7 @@ class TrainConfig:
         """Plain dict (tuples kept), for checkpoints."""
         return dataclasses.asdict(self)
 
+
 MODEL_KEYS = ("model", "model_kwargs", "tasks")
 
 # Keys of config["training"] that are not TrainConfig fields: the architectures, and the GPUs
@@ -125,8 +153,9 @@ MODEL_KEYS = ("model", "model_kwargs", "tasks")
 JOB_KEYS = ("archs", "gpus_per_job")
 
 
-def arch_settings(arch: Mapping, *, shared: Mapping | None = None,
-                  **overrides) -> tuple[str, dict, TrainConfig]:
+def arch_settings(
+    arch: Mapping, *, shared: Mapping | None = None, **overrides
+) -> tuple[str, dict, TrainConfig]:
     """Model name, model arguments and :class:`TrainConfig` of one architecture block.
 
     Parameters
@@ -153,8 +182,11 @@ def arch_settings(arch: Mapping, *, shared: Mapping | None = None,
     values = {**(shared or {}), **{k: v for k, v in arch.items() if k not in MODEL_KEYS}}
     for key in JOB_KEYS:
         values.pop(key, None)
-    return str(arch["model"]), dict(arch.get("model_kwargs") or {}), TrainConfig.from_mapping(
-        values, **overrides)
+    return (
+        str(arch["model"]),
+        dict(arch.get("model_kwargs") or {}),
+        TrainConfig.from_mapping(values, **overrides),
+    )
 
 
 @dataclass

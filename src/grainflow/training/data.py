@@ -22,8 +22,14 @@ from grainflow.seeds import derive_seed
 from grainflow.splits import MANIFEST_COLUMNS
 from grainflow.tasks import TASKS
 
-__all__ = ["EpochSampler", "dihedral", "OnlineFlips", "read_manifest", "MicrographDataset", "fold_datasets"]
-
+__all__ = [
+    "EpochSampler",
+    "dihedral",
+    "OnlineFlips",
+    "read_manifest",
+    "MicrographDataset",
+    "fold_datasets",
+]
 
 
 class EpochSampler(Sampler[tuple[int, int]]):
@@ -54,8 +60,9 @@ class EpochSampler(Sampler[tuple[int, int]]):
         g = torch.Generator().manual_seed(derive_seed(self.seed, "order", self.epoch))
         keys = [(self.epoch, i) for i in torch.randperm(self.n, generator=g).tolist()]
         if self.num_replicas > 1:
-            share = DistributedSampler(keys, num_replicas=self.num_replicas, rank=self.rank,
-                                       shuffle=False)
+            share = DistributedSampler(
+                keys, num_replicas=self.num_replicas, rank=self.rank, shuffle=False
+            )
             keys = [keys[i] for i in share]
         return iter(keys)
 
@@ -111,6 +118,7 @@ class OnlineFlips(Dataset):
         target = dihedral(target, k) if target.ndim >= 2 else target
         return dihedral(image, k), target
 
+
 # The label each segmentation task learns (a label name in the specimen files).
 
 
@@ -131,6 +139,7 @@ def read_manifest(path: str | os.PathLike, *, verify: bool = True) -> pd.DataFra
         if not pd.api.types.is_integer_dtype(table[column]):
             raise ValueError(f"split manifest {path}: column {column!r} must hold integers")
     return table
+
 
 Target = str | Callable[[Sample], np.ndarray | int]
 
@@ -159,8 +168,15 @@ class MicrographDataset(Dataset):
     class indices below 256 as uint8.
     """
 
-    def __init__(self, rows: pd.DataFrame, *, target: Target, root: str | os.PathLike = ".",
-                 norm_percentiles: Sequence[float] = (1.0, 99.0), cache: bool = True):
+    def __init__(
+        self,
+        rows: pd.DataFrame,
+        *,
+        target: Target,
+        root: str | os.PathLike = ".",
+        norm_percentiles: Sequence[float] = (1.0, 99.0),
+        cache: bool = True,
+    ):
         self.rows = rows.reset_index(drop=True)
         self.target = target
         self.root = Path(root)
@@ -175,9 +191,16 @@ class MicrographDataset(Dataset):
                     self._cache[position] = self._prepare(sample, row)
 
     @classmethod
-    def from_manifest(cls, manifest: str | os.PathLike | pd.DataFrame, *, target: Target,
-                      folds: Sequence[int] | None = None, exclude_folds: Sequence[int] = (),
-                      originals_only: bool = False, **kwargs) -> "MicrographDataset":
+    def from_manifest(
+        cls,
+        manifest: str | os.PathLike | pd.DataFrame,
+        *,
+        target: Target,
+        folds: Sequence[int] | None = None,
+        exclude_folds: Sequence[int] = (),
+        originals_only: bool = False,
+        **kwargs,
+    ) -> MicrographDataset:
         """Rows of ``manifest`` in ``folds`` (all when None) and not in ``exclude_folds``."""
         table = manifest if isinstance(manifest, pd.DataFrame) else read_manifest(manifest)
         keep = ~table["fold"].isin(list(exclude_folds))
@@ -243,11 +266,16 @@ class MicrographDataset(Dataset):
         return counts
 
 
-def fold_datasets(manifest: str | os.PathLike | pd.DataFrame, fold: int, *,
-                  task: str | None = None,
-                  target: Target | None = None, root: str | os.PathLike = ".",
-                  norm_percentiles: Sequence[float] = (1.0, 99.0), cache: bool = True,
-                  ) -> tuple[MicrographDataset, MicrographDataset]:
+def fold_datasets(
+    manifest: str | os.PathLike | pd.DataFrame,
+    fold: int,
+    *,
+    task: str | None = None,
+    target: Target | None = None,
+    root: str | os.PathLike = ".",
+    norm_percentiles: Sequence[float] = (1.0, 99.0),
+    cache: bool = True,
+) -> tuple[MicrographDataset, MicrographDataset]:
     """Training set (rows of the other folds) and validation set (originals of ``fold``).
 
     ``manifest`` is a path (read and verified with :func:`read_manifest`) or the

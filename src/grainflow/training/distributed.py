@@ -17,7 +17,6 @@ __all__ = ["world_size_for"]
 LOG = logging.getLogger(__name__)
 
 
-
 def sum_over_processes(local: torch.Tensor) -> torch.Tensor:
     """``local`` summed over the processes of the default group, for a loss of the global batch.
 
@@ -74,7 +73,11 @@ def world_size_for(gpus: int, *, device: str = "auto") -> int:
         raise ValueError(f"device must be one of {DEVICES}, got {device=}")
     visible = torch.cuda.device_count() if device != "cpu" else 0
     if visible and visible < gpus:
-        LOG.warning("the job was granted %d GPUs but sees %d (CUDA_VISIBLE_DEVICES=%s); "
-                    "training on %d", gpus, visible, os.environ.get("CUDA_VISIBLE_DEVICES"),
-                    visible)
+        LOG.warning(
+            "the job was granted %d GPUs but sees %d (CUDA_VISIBLE_DEVICES=%s); training on %d",
+            gpus,
+            visible,
+            os.environ.get("CUDA_VISIBLE_DEVICES"),
+            visible,
+        )
     return max(1, min(gpus, visible))

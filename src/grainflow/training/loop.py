@@ -44,7 +44,15 @@ from grainflow.training.data import EpochSampler, OnlineFlips, Target, fold_data
 from grainflow.training.distributed import convert_batchnorm
 from grainflow.training.losses import lr_at, make_loss
 
-__all__ = ["LOG", "pixel_metrics", "default_score", "train_one_epoch", "evaluate", "train", "train_fold"]
+__all__ = [
+    "LOG",
+    "pixel_metrics",
+    "default_score",
+    "train_one_epoch",
+    "evaluate",
+    "train",
+    "train_fold",
+]
 
 
 LOG = logging.getLogger(__name__)
@@ -72,9 +80,18 @@ def default_score(metrics: Mapping[str, float]) -> float:
     return float(metrics["f1"] if "f1" in metrics else metrics["accuracy"])
 
 
-def train_one_epoch(model: nn.Module, loader: DataLoader, *, optimizer: torch.optim.Optimizer,
-                    scheduler, loss_fn: nn.Module, rt: Runtime, grad_clip: float = 0.0,
-                    description: str = "train", progress: bool = True) -> dict[str, float]:
+def train_one_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    *,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    loss_fn: nn.Module,
+    rt: Runtime,
+    grad_clip: float = 0.0,
+    description: str = "train",
+    progress: bool = True,
+) -> dict[str, float]:
     """One pass over ``loader``; one optimiser and scheduler step per batch.
 
     Returns ``{"loss": mean training loss, "lr": learning rate of the last step,
@@ -84,8 +101,16 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, *, optimizer: torch.op
     total = torch.zeros((), device=rt.device)
     seen, lr = 0, float("nan")
     start = time.perf_counter()
-    bar = tqdm(loader, desc=description, file=sys.stderr, disable=not progress, unit="batch",
-               leave=False, dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 30.0)
+    bar = tqdm(
+        loader,
+        desc=description,
+        file=sys.stderr,
+        disable=not progress,
+        unit="batch",
+        leave=False,
+        dynamic_ncols=True,
+        mininterval=1.0 if sys.stderr.isatty() else 30.0,
+    )
     for i, (images, targets) in enumerate(bar):
         images, targets = rt.to_device(images), rt.to_device(targets).long()
         with rt.autocast():
@@ -114,13 +139,22 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, *, optimizer: torch.op
             bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{seen / max(elapsed, 1e-9):.1f}")
     if rt.device.type == "cuda":
         torch.cuda.synchronize(rt.device)
-    return {"loss": float(total) / max(seen, 1), "lr": lr, "images": seen,
-            "seconds": time.perf_counter() - start}
+    return {
+        "loss": float(total) / max(seen, 1),
+        "lr": lr,
+        "images": seen,
+        "seconds": time.perf_counter() - start,
+    }
 
 
-def evaluate(model: nn.Module, loader: DataLoader, *, loss_fn: nn.Module, rt: Runtime,
-             metrics_fn: Callable[[np.ndarray, np.ndarray], Mapping[str, float]] = pixel_metrics,
-             ) -> dict[str, float]:
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    *,
+    loss_fn: nn.Module,
+    rt: Runtime,
+    metrics_fn: Callable[[np.ndarray, np.ndarray], Mapping[str, float]] = pixel_metrics,
+) -> dict[str, float]:
     """Validation loss and ``metrics_fn(targets, predictions)`` over ``loader``.
 
     Predictions are the arg-max class, uint8 arrays of shape (N, H, W) for
@@ -164,8 +198,13 @@ def _num_classes(model: nn.Module) -> int:
     return int(hp.get("out_channels", hp.get("num_classes", 2)))
 
 
-def _fingerprint(model_name: str, model_kwargs: Mapping, config: TrainConfig,
-                 train_set: Dataset, val_set: Dataset) -> str:
+def _fingerprint(
+    model_name: str,
+    model_kwargs: Mapping,
+    config: TrainConfig,
+    train_set: Dataset,
+    val_set: Dataset,
+) -> str:
     result_config = {k: v for k, v in config.to_dict().items() if k not in RUN_ONLY_FIELDS}
     if config.pretrained:
         if not Path(config.pretrained).is_file():
@@ -176,12 +215,16 @@ def _fingerprint(model_name: str, model_kwargs: Mapping, config: TrainConfig,
             )
         result_config["pretrained_sha256"] = sha256_file(config.pretrained)
     payload = {
-        "model": model_name, "kwargs": dict(model_kwargs), "config": result_config,
+        "model": model_name,
+        "kwargs": dict(model_kwargs),
+        "config": result_config,
         "train": list(getattr(train_set, "ids", [len(train_set)])),
         "val": list(getattr(val_set, "ids", [len(val_set)])),
         # the pixels too: regenerated data under the same ids must not resume an old run
-        "data": [ds.content_digest() if hasattr(ds, "content_digest") else None
-                 for ds in (train_set, val_set)],
+        "data": [
+            ds.content_digest() if hasattr(ds, "content_digest") else None
+            for ds in (train_set, val_set)
+        ],
     }
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
@@ -202,8 +245,13 @@ def _build(model_name: str, model_kwargs: Mapping, config: TrainConfig):
         if config.pretrained:
             report = load_pretrained(model, config.pretrained)
             LOG.info("pretrained weights: %s", report)
-        groups = set_transfer_strategy(model, config.transfer, lr=config.lr,
-                                       finetune_lr=config.finetune_lr, blocks=config.finetune_blocks)
+        groups = set_transfer_strategy(
+            model,
+            config.transfer,
+            lr=config.lr,
+            finetune_lr=config.finetune_lr,
+            blocks=config.finetune_blocks,
+        )
     else:
         if config.pretrained or config.transfer != "full":
             raise ValueError(
@@ -280,40 +328,66 @@ def train(
     best_path, history_path, last_path = Path(best_path), Path(history_path), Path(last_path)
     model_kwargs = dict(model_kwargs)
     if not len(train_set) or not len(val_set):
-        raise ValueError(f"need training and validation images, got {len(train_set)} and "
-                         f"{len(val_set)}")
-    if (isinstance(world_size, bool) or not isinstance(world_size, (int, np.integer))
-            or world_size < 1):
+        raise ValueError(
+            f"need training and validation images, got {len(train_set)} and {len(val_set)}"
+        )
+    if (
+        isinstance(world_size, bool)
+        or not isinstance(world_size, (int, np.integer))
+        or world_size < 1
+    ):
         raise ValueError(f"world_size must be an integer >= 1, got {world_size=}")
     if config.batch_size % world_size:
-        raise ValueError(f"training.batch_size is the global batch, split evenly among the "
-                         f"{world_size} processes; make it a multiple of {world_size}, got "
-                         f"batch_size={config.batch_size}")
+        raise ValueError(
+            f"training.batch_size is the global batch, split evenly among the "
+            f"{world_size} processes; make it a multiple of {world_size}, got "
+            f"batch_size={config.batch_size}"
+        )
     fingerprint = _fingerprint(model_name, model_kwargs, config, train_set, val_set)
     counts = None
     if config.class_weights == "auto":
-
         counts = _class_counts(train_set, _num_classes(build_model(model_name, **model_kwargs)))
-    job = dict(model_name=model_name, model_kwargs=model_kwargs, train_set=train_set,
-               val_set=val_set, config=config, class_counts=counts, fingerprint=fingerprint,
-               best_path=best_path, history_path=history_path, last_path=last_path,
-               metrics_fn=metrics_fn, score_fn=score_fn, resume=resume, extra=extra,
-               on_epoch_end=on_epoch_end)
+    job = dict(
+        model_name=model_name,
+        model_kwargs=model_kwargs,
+        train_set=train_set,
+        val_set=val_set,
+        config=config,
+        class_counts=counts,
+        fingerprint=fingerprint,
+        best_path=best_path,
+        history_path=history_path,
+        last_path=last_path,
+        metrics_fn=metrics_fn,
+        score_fn=score_fn,
+        resume=resume,
+        extra=extra,
+        on_epoch_end=on_epoch_end,
+    )
     if world_size == 1:
         return _fit(**job)
 
     import torch.multiprocessing as mp
 
     if torch.cuda.is_initialized():
-        raise RuntimeError("CUDA is already initialised in this process, so the training "
-                           "processes cannot be forked; call train before any CUDA work")
-    LOG.info("training with %d processes (DistributedDataParallel), %d images per process "
-             "and step", world_size, config.batch_size // world_size)
+        raise RuntimeError(
+            "CUDA is already initialised in this process, so the training "
+            "processes cannot be forked; call train before any CUDA work"
+        )
+    LOG.info(
+        "training with %d processes (DistributedDataParallel), %d images per process and step",
+        world_size,
+        config.batch_size // world_size,
+    )
     with tempfile.TemporaryDirectory(prefix="grainflow-ddp-") as rendezvous:
         # fork: the datasets and callables reach the processes without pickling, and a
         # Snakemake script (the __main__ module) is not run again as with "spawn"
-        mp.start_processes(_train_rank, args=(world_size, Path(rendezvous), job),
-                           nprocs=world_size, start_method="fork")
+        mp.start_processes(
+            _train_rank,
+            args=(world_size, Path(rendezvous), job),
+            nprocs=world_size,
+            start_method="fork",
+        )
         summary = torch.load(Path(rendezvous) / "result.pt", weights_only=True)
     return TrainResult(model=model_from_checkpoint(best_path), **summary)
 
@@ -329,18 +403,33 @@ def _train_rank(rank: int, world_size: int, rendezvous: Path, job: dict) -> None
     cuda = resolve_device(config.device, key="training.device").type == "cuda"
     if cuda:
         if torch.cuda.device_count() < world_size:
-            raise ValueError(f"world_size {world_size} needs as many GPUs, this job sees "
-                             f"{torch.cuda.device_count()}")
+            raise ValueError(
+                f"world_size {world_size} needs as many GPUs, this job sees "
+                f"{torch.cuda.device_count()}"
+            )
         torch.cuda.set_device(rank)
-    dist.init_process_group("nccl" if cuda else "gloo", init_method=f"file://{rendezvous}/store",
-                            rank=rank, world_size=world_size)
+    dist.init_process_group(
+        "nccl" if cuda else "gloo",
+        init_method=f"file://{rendezvous}/store",
+        rank=rank,
+        world_size=world_size,
+    )
     try:
-        result = _fit(**{**job, "config": dataclasses.replace(config, threads=threads)},
-                      rank=rank, world_size=world_size)
+        result = _fit(
+            **{**job, "config": dataclasses.replace(config, threads=threads)},
+            rank=rank,
+            world_size=world_size,
+        )
         if rank == 0:
-            torch.save({"best_epoch": result.best_epoch, "best_score": result.best_score,
-                        "history": result.history, "resumed_from_epoch": result.resumed_from_epoch},
-                       rendezvous / "result.pt")
+            torch.save(
+                {
+                    "best_epoch": result.best_epoch,
+                    "best_score": result.best_score,
+                    "history": result.history,
+                    "resumed_from_epoch": result.resumed_from_epoch,
+                },
+                rendezvous / "result.pt",
+            )
     finally:
         dist.destroy_process_group()
 
@@ -373,10 +462,15 @@ def _fit(
     with runtime(config) as rt:
         model, groups = _build(model_name, model_kwargs, config)
         loss_fn = make_loss(config, class_counts).to(rt.device)
-        LOG.info("model %s %s: %d parameters (%d trainable); loss %s %s", model_name,
-                 model_kwargs, sum(p.numel() for p in model.parameters()),
-                 sum(p.numel() for p in model.parameters() if p.requires_grad), config.loss,
-                 loss_fn.extra_repr())
+        LOG.info(
+            "model %s %s: %d parameters (%d trainable); loss %s %s",
+            model_name,
+            model_kwargs,
+            sum(p.numel() for p in model.parameters()),
+            sum(p.numel() for p in model.parameters() if p.requires_grad),
+            config.loss,
+            loss_fn.extra_repr(),
+        )
         if distributed:
             model = convert_batchnorm(model, rt.device)
         model.to(rt.device)
@@ -387,8 +481,12 @@ def _fit(
         steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
         total_steps = config.epochs * steps_per_epoch
         warmup_steps = round(config.warmup_epochs * steps_per_epoch)
-        schedule = dict(total_steps=total_steps, warmup_steps=warmup_steps, peak_lr=1.0,
-                        min_lr=config.min_lr / config.lr)
+        schedule = dict(
+            total_steps=total_steps,
+            warmup_steps=warmup_steps,
+            peak_lr=1.0,
+            min_lr=config.min_lr / config.lr,
+        )
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, **schedule))
 
         start_epoch, step, history = 0, 0, []
@@ -400,8 +498,11 @@ def _fit(
                 LOG.warning("cannot resume: %s; starting from scratch", error)
             else:
                 if last["extra"].get("fingerprint") != fingerprint:
-                    LOG.warning("%s belongs to another run (model, config or data changed); "
-                                "starting from scratch", last_path)
+                    LOG.warning(
+                        "%s belongs to another run (model, config or data changed); "
+                        "starting from scratch",
+                        last_path,
+                    )
                 else:
                     unwrap_model(model).load_state_dict(last["model_state"])
                     optimizer.load_state_dict(last["optimizer_state"])
@@ -412,13 +513,16 @@ def _fit(
                     start_epoch, step = last["epoch"], last["step"]
                     history = list(last["extra"]["history"])
                     best = dict(last["extra"]["best"])
-                    LOG.info("resumed from %s after epoch %d (step %d)", last_path, start_epoch, step)
+                    LOG.info(
+                        "resumed from %s after epoch %d (step %d)", last_path, start_epoch, step
+                    )
 
         cuda = rt.device.type == "cuda"
         forward_model, train_loss_fn = model, loss_fn
         if distributed:
             forward_model = nn.parallel.DistributedDataParallel(
-                model, device_ids=[rt.device.index] if cuda else None)
+                model, device_ids=[rt.device.index] if cuda else None
+            )
             train_loss_fn = make_loss(config, class_counts, distributed=True).to(rt.device)
         if config.compile:  # CPU: ~1.5x faster steps after a compile of minutes on 2 cores
             forward_model = torch.compile(forward_model)
@@ -426,18 +530,21 @@ def _fit(
         eval_model = model if distributed else forward_model
         workers = config.num_workers
         loader_kwargs = dict(
-            num_workers=workers, pin_memory=cuda,
+            num_workers=workers,
+            pin_memory=cuda,
             worker_init_fn=seed_worker if workers else None,
             generator=torch.Generator().manual_seed(derive_seed(config.seed, "loader")),
-            persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
+            persistent_workers=workers > 0,
+            prefetch_factor=4 if workers else None,
         )
-        sampler = EpochSampler(len(train_set), seed=config.seed, num_replicas=world_size,
-                               rank=rank)
+        sampler = EpochSampler(len(train_set), seed=config.seed, num_replicas=world_size, rank=rank)
         flipped = OnlineFlips(train_set, seed=config.seed, enabled=config.flips)
-        train_loader = DataLoader(flipped, sampler=sampler,
-                                  batch_size=config.batch_size // world_size, **loader_kwargs)
-        val_loader = DataLoader(val_set, shuffle=False, batch_size=config.batch_size,
-                                **loader_kwargs)
+        train_loader = DataLoader(
+            flipped, sampler=sampler, batch_size=config.batch_size // world_size, **loader_kwargs
+        )
+        val_loader = DataLoader(
+            val_set, shuffle=False, batch_size=config.batch_size, **loader_kwargs
+        )
 
         for epoch in range(start_epoch + 1, config.epochs + 1):
             # dropout etc.; each process draws its own
@@ -448,9 +555,14 @@ def _fit(
                 torch.cuda.reset_peak_memory_stats(rt.device)
             started = time.perf_counter()
             fit = train_one_epoch(
-                forward_model, train_loader, optimizer=optimizer, scheduler=scheduler,
-                loss_fn=train_loss_fn, rt=rt,
-                grad_clip=config.grad_clip, description=f"epoch {epoch}/{config.epochs}",
+                forward_model,
+                train_loader,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                loss_fn=train_loss_fn,
+                rt=rt,
+                grad_clip=config.grad_clip,
+                description=f"epoch {epoch}/{config.epochs}",
                 progress=config.progress and lead,
             )
             step += steps_per_epoch
@@ -461,8 +573,13 @@ def _fit(
             score = float(score_fn(val))
             score = -math.inf if math.isnan(score) else score
             row = {
-                "epoch": epoch, "step": step, "lr": fit["lr"], "train_loss": fit["loss"],
-                "val_loss": val_loss, **{f"val_{k}": v for k, v in val.items()}, "score": score,
+                "epoch": epoch,
+                "step": step,
+                "lr": fit["lr"],
+                "train_loss": fit["loss"],
+                "val_loss": val_loss,
+                **{f"val_{k}": v for k, v in val.items()},
+                "score": score,
                 "images_per_s": fit["images"] * world_size / max(fit["seconds"], 1e-9),
                 "peak_memory_mb": _peak_memory_mb(rt.device),
                 "epoch_s": time.perf_counter() - started,
@@ -470,20 +587,43 @@ def _fit(
             history.append(row)
             if score > best["score"]:
                 state = unwrap_model(model).state_dict()
-                best = {"epoch": epoch, "score": score, "metrics": dict(val),
-                        "model_state": {k: v.detach().to("cpu", copy=True) for k, v in state.items()}}
-            LOG.info("epoch %d/%d: train loss %.4f, val loss %.4f, score %.4f (best %.4f at %d), "
-                     "lr %.2e, %.1f images/s, %.0f MB", epoch, config.epochs, fit["loss"], val_loss,
-                     score, best["score"], best["epoch"], fit["lr"], row["images_per_s"],
-                     row["peak_memory_mb"])
+                best = {
+                    "epoch": epoch,
+                    "score": score,
+                    "metrics": dict(val),
+                    "model_state": {k: v.detach().to("cpu", copy=True) for k, v in state.items()},
+                }
+            LOG.info(
+                "epoch %d/%d: train loss %.4f, val loss %.4f, score %.4f (best %.4f at %d), "
+                "lr %.2e, %.1f images/s, %.0f MB",
+                epoch,
+                config.epochs,
+                fit["loss"],
+                val_loss,
+                score,
+                best["score"],
+                best["epoch"],
+                fit["lr"],
+                row["images_per_s"],
+                row["peak_memory_mb"],
+            )
             extra_state = {"fingerprint": fingerprint, "history": history, "best": best}
             if rt.scaler is not None:
                 extra_state["scaler_state"] = rt.scaler.state_dict()
-            save_checkpoint(last_path, make_checkpoint(
-                model=model, model_name=model_name, model_kwargs=model_kwargs, epoch=epoch,
-                step=step, config=config.to_dict(), optimizer=optimizer, scheduler=scheduler,
-                extra=extra_state,
-            ))
+            save_checkpoint(
+                last_path,
+                make_checkpoint(
+                    model=model,
+                    model_name=model_name,
+                    model_kwargs=model_kwargs,
+                    epoch=epoch,
+                    step=step,
+                    config=config.to_dict(),
+                    optimizer=optimizer,
+                    scheduler=scheduler,
+                    extra=extra_state,
+                ),
+            )
             if on_epoch_end is not None:
                 on_epoch_end(epoch, row)
 
@@ -492,19 +632,39 @@ def _fit(
     if best["model_state"] is None:
         raise ValueError(f"{last_path} records no best model; delete it and rerun")
     final = make_checkpoint(
-        model=model, model_name=model_name, model_kwargs=model_kwargs, epoch=best["epoch"],
-        step=best["epoch"] * steps_per_epoch, config=config.to_dict(), with_rng=False,
-        extra={**dict(extra or {}), "score": best["score"], "metrics": best["metrics"],
-               "fingerprint": fingerprint, "epochs": config.epochs},
+        model=model,
+        model_name=model_name,
+        model_kwargs=model_kwargs,
+        epoch=best["epoch"],
+        step=best["epoch"] * steps_per_epoch,
+        config=config.to_dict(),
+        with_rng=False,
+        extra={
+            **dict(extra or {}),
+            "score": best["score"],
+            "metrics": best["metrics"],
+            "fingerprint": fingerprint,
+            "epochs": config.epochs,
+        },
     )
     final["model_state"] = best["model_state"]
     _write_history(history_path, history)
     save_checkpoint(best_path, final)
     unwrap_model(model).load_state_dict(best["model_state"])
-    LOG.info("best epoch %d, score %.4f; wrote %s and %s", best["epoch"], best["score"],
-             best_path, history_path)
-    return TrainResult(best_epoch=best["epoch"], best_score=best["score"], history=history,
-                       model=unwrap_model(model).cpu().eval(), resumed_from_epoch=start_epoch)
+    LOG.info(
+        "best epoch %d, score %.4f; wrote %s and %s",
+        best["epoch"],
+        best["score"],
+        best_path,
+        history_path,
+    )
+    return TrainResult(
+        best_epoch=best["epoch"],
+        best_score=best["score"],
+        history=history,
+        model=unwrap_model(model).cpu().eval(),
+        resumed_from_epoch=start_epoch,
+    )
 
 
 def train_fold(
@@ -532,11 +692,32 @@ def train_fold(
     """
     if not isinstance(config, TrainConfig):
         config = TrainConfig.from_mapping(config)
-    train_set, val_set = fold_datasets(manifest, fold, task=task, target=target, root=root,
-                                       norm_percentiles=config.norm_percentiles)
-    LOG.info("task %s, fold %d: %d training images, %d validation images", task, fold,
-             len(train_set), len(val_set))
-    return train(model_name, model_kwargs, train_set, val_set, config, best_path=best_path,
-                 history_path=history_path, last_path=last_path, metrics_fn=metrics_fn,
-                 score_fn=score_fn, extra={"task": task, "fold": int(fold)},
-                 world_size=world_size)
+    train_set, val_set = fold_datasets(
+        manifest,
+        fold,
+        task=task,
+        target=target,
+        root=root,
+        norm_percentiles=config.norm_percentiles,
+    )
+    LOG.info(
+        "task %s, fold %d: %d training images, %d validation images",
+        task,
+        fold,
+        len(train_set),
+        len(val_set),
+    )
+    return train(
+        model_name,
+        model_kwargs,
+        train_set,
+        val_set,
+        config,
+        best_path=best_path,
+        history_path=history_path,
+        last_path=last_path,
+        metrics_fn=metrics_fn,
+        score_fn=score_fn,
+        extra={"task": task, "fold": int(fold)},
+        world_size=world_size,
+    )

@@ -16,7 +16,6 @@ from grainflow.training.distributed import sum_over_processes
 __all__ = ["DiceCELoss", "make_loss", "lr_at"]
 
 
-
 class DiceCELoss(nn.Module):
     """Class-weighted cross-entropy plus ``dice_weight * (1 - soft Dice)``.
 
@@ -36,10 +35,18 @@ class DiceCELoss(nn.Module):
     Logits (N, C, H, W), target (N, H, W) integer; computed in float32.
     """
 
-    def __init__(self, *, class_weights: Sequence[float] | None = None, dice_weight: float = 1.0,
-                 smooth: float = 1.0, distributed: bool = False):
+    def __init__(
+        self,
+        *,
+        class_weights: Sequence[float] | None = None,
+        dice_weight: float = 1.0,
+        smooth: float = 1.0,
+        distributed: bool = False,
+    ):
         super().__init__()
-        weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
+        weights = (
+            None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
+        )
         self.register_buffer("class_weights", weights)
         self.dice_weight = dice_weight
         self.smooth = smooth
@@ -50,8 +57,11 @@ class DiceCELoss(nn.Module):
         nll = F.cross_entropy(logits, target, weight=self.class_weights, reduction="none")
         # the sums the loss is made of: cross-entropy's numerator and denominator, then
         # sum(p t), sum(p), sum(t) of each foreground class for Dice
-        weight = (nll.new_tensor(nll.numel()) if self.class_weights is None
-                  else self.class_weights[target].sum())
+        weight = (
+            nll.new_tensor(nll.numel())
+            if self.class_weights is None
+            else self.class_weights[target].sum()
+        )
         sums = [nll.sum(), weight]
         if self.dice_weight:
             probs = logits.softmax(dim=1)
@@ -69,13 +79,20 @@ class DiceCELoss(nn.Module):
         return ce + self.dice_weight * (1 - dice.mean())
 
     def extra_repr(self) -> str:
-        weights = None if self.class_weights is None else [round(w, 3) for w in self.class_weights.tolist()]
-        return (f"class_weights={weights}, dice_weight={self.dice_weight}, smooth={self.smooth}, "
-                f"distributed={self.distributed}")
+        weights = (
+            None
+            if self.class_weights is None
+            else [round(w, 3) for w in self.class_weights.tolist()]
+        )
+        return (
+            f"class_weights={weights}, dice_weight={self.dice_weight}, smooth={self.smooth}, "
+            f"distributed={self.distributed}"
+        )
 
 
-def make_loss(config: TrainConfig, class_counts: np.ndarray | None = None, *,
-              distributed: bool = False) -> nn.Module:
+def make_loss(
+    config: TrainConfig, class_counts: np.ndarray | None = None, *, distributed: bool = False
+) -> nn.Module:
     """The loss of ``config``, with class weights from ``class_counts`` when "auto".
 
     "dice_ce": :class:`DiceCELoss`; "ce": the same with ``dice_weight=0``.
@@ -92,8 +109,9 @@ def make_loss(config: TrainConfig, class_counts: np.ndarray | None = None, *,
     return DiceCELoss(class_weights=weights, dice_weight=dice_weight, distributed=distributed)
 
 
-def lr_at(step: int, *, total_steps: int, warmup_steps: int, peak_lr: float,
-          min_lr: float = 0.0) -> float:
+def lr_at(
+    step: int, *, total_steps: int, warmup_steps: int, peak_lr: float, min_lr: float = 0.0
+) -> float:
     """Learning rate of optimiser step ``step`` (0-based): linear warm-up, then cosine.
 
     ``peak_lr * (step + 1) / (warmup_steps + 1)`` during the warm-up, ``peak_lr``
