@@ -20,11 +20,9 @@ from grainflow.splits import (
     fold_figure,
     fold_table,
     group_keys,
-    groups_from_names,
     make_manifest,
     manifest_sha256,
     read_manifest,
-    split_stacks,
     write_manifest,
 )
 from grainflow.synth.tessellation import boundary_mask, polycrystal
@@ -267,47 +265,6 @@ def test_fold_table_counts_images_specimens_and_sessions():
 
 
 # --- real stacks -------------------------------------------------------------------------
-
-
-def test_split_stacks_keeps_each_region_of_a_real_stack_in_one_fold(tmp_path):
-    names = [f"spot{s}_{a}_{k}.png" for s in range(1, 6) for a in ("0d", "180d") for k in range(2)]
-    folder = tmp_path / "images"
-    folder.mkdir()
-    for n in [*names, "README.md"]:
-        (folder / n).write_bytes(b"")
-    (tmp_path / "steel.tif").write_bytes(b"")
-    sheet = pd.DataFrame(
-        [
-            {
-                "stack": "superalloy",
-                "path": str(folder),
-                "ground_truth": "masks",
-                "group": r"^(spot\d+)_",
-            },
-            {
-                "stack": "steel",
-                "path": str(tmp_path / "steel.tif"),
-                "ground_truth": None,
-                "group": None,
-            },
-        ]
-    )
-    out = split_stacks(sheet, folds=3)
-    assert list(out.columns) == ["stack", "image", "group", "fold"]
-    assert set(out["stack"]) == {"superalloy"}  # steel has no ground truth
-    assert sorted(out["image"]) == sorted(names)  # README.md is not an image
-    assert set(out["group"]) == {f"spot{s}" for s in range(1, 6)}
-    assert (out.groupby("group")["fold"].nunique() == 1).all()
-    assert set(out["fold"]) == {0, 1, 2}
-    with pytest.raises(ValueError, match=r"'superalloy': cannot make 6 folds from 5 groups"):
-        split_stacks(sheet, folds=6)
-    no_pattern = sheet.assign(group=None, ground_truth="masks")
-    with pytest.raises(ValueError, match="give the stack a 'group' pattern"):
-        split_stacks(no_pattern, folds=2)
-    with pytest.raises(ValueError, match="'x.png' does not match the group pattern"):
-        groups_from_names(["spot1_0d_0.png", "x.png"], pattern=r"^(spot\d+)_")
-    with pytest.raises(ValueError, match="no stack in the sheet has ground truth"):
-        split_stacks(sheet.iloc[1:], folds=2)
 
 
 # --- the leak is real --------------------------------------------------------------------

@@ -32,12 +32,7 @@ def _load_schema(name: str, schema_dir: Path | None) -> dict:
 
 
 def _where(error: jsonschema.ValidationError) -> str:
-    path = ".".join(str(p) for p in error.absolute_path)
-    if error.validator == "additionalProperties":
-        return path or "(top level)"
-    if error.validator == "required":
-        return path or "(top level)"
-    return path or "(top level)"
+    return ".".join(str(p) for p in error.absolute_path) or "(top level)"
 
 
 def _message(error: jsonschema.ValidationError) -> str:

@@ -30,7 +30,7 @@ import errno
 import hashlib
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -53,10 +53,6 @@ __all__ = [
     "manifest_sha256",
     "fold_table",
     "fold_figure",
-    "groups_from_names",
-    "stack_images",
-    "split_stack_images",
-    "split_stacks",
 ]
 
 MANIFEST_COLUMNS = ("image_id", "original_id", "specimen", "session", "fold", "file", "index")
@@ -461,134 +457,3 @@ def fold_figure(table: pd.DataFrame, *, title: str = "", sha256: str = ""):
     if head:
         fig.suptitle(head, fontsize=8)
     return fig
-
-
-# --- real stacks -------------------------------------------------------------------------
-
-IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
-
-
-def groups_from_names(names: Sequence[str], *, pattern: str) -> list[str]:
-    """The group of each name: the first capture group (or the whole match) of ``pattern``.
-
-    Example: images ``spot3_180d_2.png`` from one region of a specimen share ``spot3``
-    with ``pattern=r"^(spot\\d+)_"`` (the stacks sheet's ``group`` column).
-    """
-    try:
-        rx = re.compile(pattern)
-    except re.error as exc:
-        raise ValueError(f"group pattern {pattern!r} is not a regular expression: {exc}") from exc
-    out = []
-    for name in names:
-        m = rx.search(str(name))
-        if m is None:
-            raise ValueError(
-                f"image {name!r} does not match the group pattern {pattern!r}; fix the "
-                f"pattern in the stacks sheet's 'group' column or rename the image"
-            )
-        out.append(m.group(1) if rx.groups else m.group(0))
-    return out
-
-
-def stack_images(path: str | os.PathLike) -> list[str]:
-    """Names of the images of a stack: the image files of a folder, or the file itself."""
-    path = Path(path)
-    if path.is_dir() and not path.suffix == ".zarr":
-        names = sorted(
-            p.name for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-        )
-        if not names:
-            raise ValueError(f"stack folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-        return names
-    if path.exists():
-        return [path.name]
-    raise FileNotFoundError(f"stack {path} does not exist")
-
-
-def split_stack_images(
-    names: Sequence[str], *, folds: int, pattern: str | None, stack: str = "stack"
-) -> pd.DataFrame:
-    """GroupKFold folds for the images of one real stack.
-
-    Parameters
-    ----------
-    names : sequence of str
-        Image file names.
-    folds : int
-        Number of folds, >= 2 and <= the number of groups.
-    pattern : str or None
-        Regular expression whose first group names an image's group (the stacks
-        sheet's ``group``); None puts every image in one group, which cannot be split.
-    stack : str
-        Stack name, for messages and the output.
-
-    Returns
-    -------
-    folds : DataFrame
-        Columns ``stack, image, group, fold``, one row per image.
-    """
-    if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or folds < 2:
-        raise ValueError(f"folds must be an integer >= 2, got {folds=}")
-    groups = groups_from_names(names, pattern=pattern) if pattern else [stack] * len(names)
-    distinct = sorted(set(groups))
-    if len(distinct) < folds:
-        hint = (
-            "give the stack a 'group' pattern in the stacks sheet"
-            if not pattern
-            else "add images from other groups"
-        )
-        raise ValueError(
-            f"stack {stack!r}: cannot make {folds} folds from {len(distinct)} groups "
-            f"{distinct}; lower the number of folds or {hint}"
-        )
-    fold = np.full(len(names), -1, dtype=np.int64)
-    splitter = GroupKFold(n_splits=int(folds))
-    for k, (_, held) in enumerate(splitter.split(np.zeros(len(names)), groups=groups)):
-        fold[held] = k
-    return pd.DataFrame({"stack": stack, "image": list(names), "group": groups, "fold": fold})
-
-
-def _text(value) -> str | None:
-    """A sheet cell as text, or None when empty (None, NaN or blank)."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return None
-    return str(value).strip() or None
-
-
-def split_stacks(sheet: pd.DataFrame, *, folds: int, list_images=stack_images) -> pd.DataFrame:
-    """Group-aware folds for the images of every real stack that has ground truth.
-
-    Images from one region of a specimen are alike, so a model fine-tuned on real
-    images must be evaluated on other regions only. Each stack is split on its own.
-
-    Parameters
-    ----------
-    sheet : DataFrame
-        The stacks sheet (:func:`grainflow.config.read_stacks`): columns ``stack``,
-        ``path``, ``ground_truth`` and ``group`` (a regular expression applied to the
-        image file names, see :func:`groups_from_names`).
-    folds : int
-        Folds per stack.
-    list_images : callable, optional
-        ``path -> list of image names`` (default :func:`stack_images`).
-
-    Returns
-    -------
-    folds : DataFrame
-        Columns ``stack, image, group, fold``; stacks without ground truth are left out.
-    """
-    for col in ("stack", "path", "ground_truth"):
-        if col not in sheet.columns:
-            raise ValueError(
-                f"the stacks sheet has no column {col!r}; it has {list(sheet.columns)}"
-            )
-    parts = []
-    for row in sheet.to_dict("records"):
-        if _text(row.get("ground_truth")) is None:
-            continue
-        pattern = _text(row.get("group"))
-        names = list_images(row["path"])
-        parts.append(split_stack_images(names, folds=folds, pattern=pattern, stack=row["stack"]))
-    if not parts:
-        raise ValueError("no stack in the sheet has ground truth; nothing to split")
-    return pd.concat(parts, ignore_index=True)

@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 
 from grainflow.anatomy import figures as FA
 from grainflow.anatomy import studies as A
+from grainflow.figures import save_figure
 from grainflow.models.registry import build_model
 
 matplotlib.use("Agg")
@@ -120,8 +121,8 @@ def test_feature_hierarchy_hook_for_a_trained_model():
 
 def test_save_figure_is_atomic_and_follows_the_extension(tmp_path):
     fig = FA.max_pooling_examples()
-    FA.save_figure(fig, tmp_path / "a.png")
-    FA.save_figure(fig, tmp_path / "a.svg")
+    save_figure(fig, tmp_path / "a.png")
+    save_figure(fig, tmp_path / "a.svg")
     assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
     assert b"<svg" in (tmp_path / "a.svg").read_bytes()[:500]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "a.svg"]

@@ -1,15 +1,16 @@
 """Rule anatomy_designed_kernel: a designed boundary detector and its selectivity."""
 
-import sys
+from grainflow.logs import log_to
 
-sys.stderr = open(snakemake.log[0], "w")
+log_to(snakemake.log[0])
 
 import matplotlib
 
 matplotlib.use("Agg")
 
-from grainflow.anatomy.figures import designed_kernel_figure, save_figure
+from grainflow.anatomy.figures import designed_kernel_figure
 from grainflow.anatomy.studies import designed_kernel_study
+from grainflow.figures import save_figure
 
 p = snakemake.params
 study = designed_kernel_study(**p.settings, image_px=p.image_size_px, rng=p.seed)

@@ -1,14 +1,15 @@
 """Rule anatomy_diffraction_cnn: the DiffractionCNN's parameters per layer, read from the model."""
 
-import sys
+from grainflow.logs import log_to
 
-sys.stderr = open(snakemake.log[0], "w")
+log_to(snakemake.log[0])
 
 import matplotlib
 
 matplotlib.use("Agg")
 
-from grainflow.anatomy.figures import parameter_table_figure, save_figure
+from grainflow.anatomy.figures import parameter_table_figure
+from grainflow.figures import save_figure
 from grainflow.models.registry import build_model
 
 n = snakemake.params.input_px

@@ -4,17 +4,18 @@ When the rule is given an input named ``trained`` (a U-Net checkpoint), that mod
 encoder maps are shown below the random ones.
 """
 
-import sys
+from grainflow.logs import log_to
 
-sys.stderr = open(snakemake.log[0], "w")
+log_to(snakemake.log[0])
 
 import matplotlib
 
 matplotlib.use("Agg")
 
-from grainflow.anatomy.figures import feature_hierarchy, save_figure
+from grainflow.anatomy.figures import feature_hierarchy
 from grainflow.anatomy.studies import example_images
 from grainflow.checkpoint import model_from_checkpoint
+from grainflow.figures import save_figure
 from grainflow.normalize import normalize_image
 
 p = snakemake.params

@@ -1,15 +1,16 @@
 """Rule anatomy_feature_maps: hand-set kernels on a bicrystal and a Voronoi polycrystal."""
 
-import sys
+from grainflow.logs import log_to
 
-sys.stderr = open(snakemake.log[0], "w")
+log_to(snakemake.log[0])
 
 import matplotlib
 
 matplotlib.use("Agg")
 
-from grainflow.anatomy.figures import hand_set_feature_maps, save_figure
+from grainflow.anatomy.figures import hand_set_feature_maps
 from grainflow.anatomy.studies import example_images
+from grainflow.figures import save_figure
 
 p = snakemake.params
 images = example_images(size_px=p.image_size_px, grain_diameter_px=p.grain_diameter_px, rng=p.seed)

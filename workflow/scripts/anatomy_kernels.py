@@ -1,13 +1,14 @@
 """Rule anatomy_kernels: the hand-set 3×3 kernels with their weights written in."""
 
-import sys
+from grainflow.logs import log_to
 
-sys.stderr = open(snakemake.log[0], "w")
+log_to(snakemake.log[0])
 
 import matplotlib
 
 matplotlib.use("Agg")
 
-from grainflow.anatomy.figures import kernel_weights, save_figure
+from grainflow.anatomy.figures import kernel_weights
+from grainflow.figures import save_figure
 
 save_figure(kernel_weights(), snakemake.output.fig)

@@ -1,8 +1,8 @@
 """Rule anatomy_numbers: every number the CNN-anatomy captions quote, as JSON."""
 
-import sys
+from grainflow.logs import log_to
 
-sys.stderr = open(snakemake.log[0], "w")
+log_to(snakemake.log[0])
 
 import json
 

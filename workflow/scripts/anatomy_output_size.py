@@ -1,13 +1,14 @@
 """Rule anatomy_output_size: output sizes by the formula, checked against torch."""
 
-import sys
+from grainflow.logs import log_to
 
-sys.stderr = open(snakemake.log[0], "w")
+log_to(snakemake.log[0])
 
 import matplotlib
 
 matplotlib.use("Agg")
 
-from grainflow.anatomy.figures import output_size_examples, save_figure
+from grainflow.anatomy.figures import output_size_examples
+from grainflow.figures import save_figure
 
 save_figure(output_size_examples(), snakemake.output.fig)

@@ -1,13 +1,14 @@
 """Rule anatomy_parameters: weights of a dense first layer against a convolution layer."""
 
-import sys
+from grainflow.logs import log_to
 
-sys.stderr = open(snakemake.log[0], "w")
+log_to(snakemake.log[0])
 
 import matplotlib
 
 matplotlib.use("Agg")
 
-from grainflow.anatomy.figures import parameter_counts, save_figure
+from grainflow.anatomy.figures import parameter_counts
+from grainflow.figures import save_figure
 
 save_figure(parameter_counts(**snakemake.params.settings), snakemake.output.fig)

@@ -1,13 +1,14 @@
 """Rule anatomy_pooling: the course's 2×2 max-pooling examples."""
 
-import sys
+from grainflow.logs import log_to
 
-sys.stderr = open(snakemake.log[0], "w")
+log_to(snakemake.log[0])
 
 import matplotlib
 
 matplotlib.use("Agg")
 
-from grainflow.anatomy.figures import max_pooling_examples, save_figure
+from grainflow.anatomy.figures import max_pooling_examples
+from grainflow.figures import save_figure
 
 save_figure(max_pooling_examples(), snakemake.output.fig)

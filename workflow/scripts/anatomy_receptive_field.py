@@ -1,8 +1,8 @@
 """Rule anatomy_receptive_field: analytic against measured receptive fields, drawn on an image."""
 
-import sys
+from grainflow.logs import log_to
 
-sys.stderr = open(snakemake.log[0], "w")
+log_to(snakemake.log[0])
 
 import json
 
@@ -10,8 +10,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from grainflow.anatomy.figures import receptive_field_figure, save_figure
+from grainflow.anatomy.figures import receptive_field_figure
 from grainflow.anatomy.studies import example_images
+from grainflow.figures import save_figure
 
 p = snakemake.params
 images = example_images(

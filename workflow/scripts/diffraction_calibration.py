@@ -1,8 +1,8 @@
 """Rule diffraction_calibration: reliability diagram and expected calibration error."""
 
-import sys
+from grainflow.logs import log_to
 
-sys.stderr = open(snakemake.log[0], "w")
+log_to(snakemake.log[0])
 
 import matplotlib
 
@@ -11,11 +11,10 @@ matplotlib.use("Agg")
 import pandas as pd
 
 from grainflow.diffraction.figures import reliability_figure
-from grainflow.io.staging import atomic_path
+from grainflow.figures import save_figure
 
 reliability = pd.read_csv(snakemake.input.reliability, sep="\t")
 ece = snakemake.params.headline["ece"] / 100
 title = f"{snakemake.wildcards.classifier}: held-out crystals"
 fig = reliability_figure(reliability, ece=ece, title=title)
-with atomic_path(snakemake.output.fig) as tmp:
-    fig.savefig(tmp, dpi=150, format="png")
+save_figure(fig, snakemake.output.fig)

@@ -1,8 +1,8 @@
 """Rule diffraction_confusion: confusion matrices per fold and pooled."""
 
-import sys
+from grainflow.logs import log_to
 
-sys.stderr = open(snakemake.log[0], "w")
+log_to(snakemake.log[0])
 
 import matplotlib
 
@@ -11,9 +11,8 @@ matplotlib.use("Agg")
 import pandas as pd
 
 from grainflow.diffraction.figures import confusion_figure
-from grainflow.io.staging import atomic_path
+from grainflow.figures import save_figure
 
 confusion = pd.read_csv(snakemake.input.confusion, sep="\t", dtype={"fold": str})
 fig = confusion_figure(confusion, title=f"{snakemake.wildcards.classifier}: held-out crystals")
-with atomic_path(snakemake.output.fig) as tmp:
-    fig.savefig(tmp, dpi=150, format="png")
+save_figure(fig, snakemake.output.fig)

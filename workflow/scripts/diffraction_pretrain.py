@@ -1,13 +1,10 @@
 """Rule diffraction_pretrain: a ResNet-18 pretrained on the large synthetic set."""
 
-import sys
+from grainflow.logs import log_to
 
-sys.stderr = open(snakemake.log[0], "w")
+log_to(snakemake.log[0])
 
-import logging
 from pathlib import Path
-
-logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(message)s")
 
 from grainflow.diffraction.data import TARGET_NAMES
 from grainflow.diffraction.train import classifier_config, pretrain

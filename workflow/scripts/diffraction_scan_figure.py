@@ -1,8 +1,8 @@
 """Rule diffraction_scan_figure: the crystal-system map, its confidence and the truth."""
 
-import sys
+from grainflow.logs import log_to
 
-sys.stderr = open(snakemake.log[0], "w")
+log_to(snakemake.log[0])
 
 import matplotlib
 
@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 
 from grainflow.diffraction.figures import scan_map_figure
 from grainflow.diffraction.scan import read_scan_map, read_scan_truth
-from grainflow.io.staging import atomic_path
+from grainflow.figures import save_figure
 
 probs, labels, attrs = read_scan_map(snakemake.input.store)
 truth = read_scan_truth(snakemake.input.scan)
@@ -21,5 +21,4 @@ fig = scan_map_figure(
     scan_step_um=attrs["scan_step_um"],
     title=f"{snakemake.wildcards.classifier}, ensemble of {attrs['models']} models",
 )
-with atomic_path(snakemake.output.fig) as tmp:
-    fig.savefig(tmp, dpi=150, format="png")
+save_figure(fig, snakemake.output.fig)

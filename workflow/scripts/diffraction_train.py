@@ -1,13 +1,10 @@
 """Rule diffraction_train: the classifier of one fold (validated on crystals of other folds)."""
 
-import sys
+from grainflow.logs import log_to
 
-sys.stderr = open(snakemake.log[0], "w")
+log_to(snakemake.log[0])
 
-import logging
 from pathlib import Path
-
-logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(message)s")
 
 from grainflow.diffraction.train import train_diffraction_fold
 

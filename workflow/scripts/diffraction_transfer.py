@@ -2,12 +2,11 @@
 
 import sys
 
-sys.stderr = open(snakemake.log[0], "w")
+from grainflow.logs import log_to
 
-import logging
+log_to(snakemake.log[0])
+
 from pathlib import Path
-
-logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(message)s")
 
 import pandas as pd
 

@@ -1,8 +1,8 @@
 """Rule diffraction_transfer_summary: transfer strategies against labelled-set size."""
 
-import sys
+from grainflow.logs import log_to
 
-sys.stderr = open(snakemake.log[0], "w")
+log_to(snakemake.log[0])
 
 import matplotlib
 
@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import pandas as pd
 
 from grainflow.diffraction.figures import transfer_figure
+from grainflow.figures import save_figure
 from grainflow.io.staging import atomic_path
 
 table = pd.concat([pd.read_csv(p, sep="\t") for p in snakemake.input.rows], ignore_index=True)
@@ -21,5 +22,4 @@ fig = transfer_figure(
     title=f"ResNet-18 from {snakemake.params.pretrained} weights, "
     f"about {snakemake.params.steps} updates per run",
 )
-with atomic_path(snakemake.output.fig) as tmp:
-    fig.savefig(tmp, dpi=150, format="png")
+save_figure(fig, snakemake.output.fig)

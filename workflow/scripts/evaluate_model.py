@@ -2,12 +2,12 @@
 
 import sys
 
-sys.stderr = open(snakemake.log[0], "w")
+from grainflow.logs import log_to
 
-import h5py
+log_to(snakemake.log[0])
 
 from grainflow.evaluation.crossval import run_model_fold, write_tsv
-from grainflow.io.staging import atomic_path
+from grainflow.io.hdf5 import write_probabilities
 
 p = snakemake.params
 per_image, probability, samples = run_model_fold(
@@ -22,10 +22,6 @@ per_image, probability, samples = run_model_fold(
     pixel_size_um=p.pixel_size_um,
     flips=p.flips,
 )
-with atomic_path(snakemake.output.probability) as tmp, h5py.File(tmp, "w") as f:
-    f.create_dataset(
-        "probability", data=probability, compression="gzip", chunks=(1, *probability.shape[1:])
-    )
-    f.create_dataset("image_id", data=[s.image_id for s in samples], dtype=h5py.string_dtype())
+write_probabilities(snakemake.output.probability, probability, [s.image_id for s in samples])
 write_tsv(per_image, snakemake.output.metrics)
 print(per_image.drop(columns=["task", "model"]).describe().T.to_string(), file=sys.stderr)

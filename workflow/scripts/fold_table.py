@@ -1,9 +1,10 @@
 """Rule fold_table: images, specimens and sessions per fold, as a table and a figure."""
 
-import sys
+from grainflow.logs import log_to
 
-sys.stderr = open(snakemake.log[0], "w")
+log_to(snakemake.log[0])
 
+from grainflow.figures import save_figure
 from grainflow.io.staging import atomic_path
 from grainflow.splits import fold_figure, fold_table, read_manifest
 
@@ -14,5 +15,4 @@ with atomic_path(snakemake.output.table) as tmp:
     table.to_csv(tmp, sep="\t", index=False)
 title = f"{snakemake.wildcards.task}: folds grouped by {group_by}"
 fig = fold_figure(table, title=title, sha256=snakemake.params.sha256)
-with atomic_path(snakemake.output.fig) as tmp:
-    fig.savefig(tmp, dpi=150, format="png")
+save_figure(fig, snakemake.output.fig)

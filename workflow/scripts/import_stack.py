@@ -2,13 +2,9 @@
 
 import sys
 
-sys.stderr = open(snakemake.log[0], "w")
+from grainflow.logs import log_to
 
-import logging
-
-logging.basicConfig(
-    stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-)
+log_to(snakemake.log[0])
 
 from grainflow.stacks.importer import import_stack
 

@@ -2,7 +2,9 @@
 
 import sys
 
-sys.stderr = open(snakemake.log[0], "w")
+from grainflow.logs import log_to
+
+log_to(snakemake.log[0])
 
 from grainflow.evaluation.crossval import write_tsv
 from grainflow.evaluation.real import measure_stack

@@ -1,14 +1,13 @@
 """Rule metric_distributions: per-image score distributions of one model across folds."""
 
-import sys
+from grainflow.logs import log_to
 
-sys.stderr = open(snakemake.log[0], "w")
+log_to(snakemake.log[0])
 
 from grainflow.evaluation.crossval import read_metric_tables
+from grainflow.figures import save_figure
 from grainflow.figures.evaluation import plot_metric_distributions
-from grainflow.io.staging import atomic_path
 
 per_image = read_metric_tables(list(snakemake.input.folds))
 fig = plot_metric_distributions(per_image, task=snakemake.wildcards.task)
-with atomic_path(snakemake.output.fig) as tmp:
-    fig.savefig(tmp, dpi=150, format="png")
+save_figure(fig, snakemake.output.fig)

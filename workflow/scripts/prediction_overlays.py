@@ -2,25 +2,26 @@
 
 import sys
 
-sys.stderr = open(snakemake.log[0], "w")
+from grainflow.logs import log_to
 
-import h5py
+log_to(snakemake.log[0])
+
 import numpy as np
 import pandas as pd
 
 from grainflow.evaluation.crossval import read_metric_tables
 from grainflow.evaluation.metrology import grain_size_distribution
+from grainflow.figures import save_figure
 from grainflow.figures.training import prediction_overlays, size_distributions
 from grainflow.inference.labels import labels_from_probability
-from grainflow.io.hdf5 import read_specimen
+from grainflow.io.hdf5 import read_probabilities, read_specimen
+from grainflow.tasks import TASKS
 
 task = snakemake.wildcards.task
 rows = read_metric_tables(snakemake.input.metrics)
 probability = {}
 for path in snakemake.input.probability:
-    with h5py.File(path) as f:
-        for image_id, p in zip(f["image_id"].asstr()[()], f["probability"][()]):
-            probability[image_id] = p
+    probability.update(read_probabilities(path))
 samples = {
     s.image_id: s
     for path in snakemake.input.specimens
@@ -28,11 +29,13 @@ samples = {
     if s.image_id in probability
 }
 predictions = {i: labels_from_probability(task, p) for i, p in probability.items()}
-score = "boundary_f1" if task == "grains" else "iou"
-prediction_overlays(rows, samples, probability, predictions, task=task, score=score).savefig(
-    snakemake.output.overlays, dpi=130
+score = TASKS[task].score
+save_figure(
+    prediction_overlays(rows, samples, probability, predictions, task=task, score=score),
+    snakemake.output.overlays,
+    dpi=130,
 )
-key = "grain_ids" if task == "grains" else "particle_ids"
+key = TASKS[task].label_names[1]
 px = snakemake.params.pixel_size_um
 
 
@@ -43,8 +46,8 @@ def diameters(labels):
 
 true = np.concatenate([diameters(s.labels[key]) for s in samples.values()])
 pred = np.concatenate([diameters(predictions[i][key]) for i in samples])
-what = "grain" if task == "grains" else "particle"
-size_distributions(true, pred, unit="µm", what=what).savefig(snakemake.output.sizes, dpi=150)
+what = TASKS[task].object
+save_figure(size_distributions(true, pred, unit="µm", what=what), snakemake.output.sizes)
 pd.Series({"true_median_um": np.median(true), "pred_median_um": np.median(pred)}).to_csv(
     sys.stderr, sep="\t"
 )

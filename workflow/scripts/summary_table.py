@@ -2,7 +2,9 @@
 
 import sys
 
-sys.stderr = open(snakemake.log[0], "w")
+from grainflow.logs import log_to
+
+log_to(snakemake.log[0])
 
 from grainflow.io.staging import atomic_path
 from grainflow.report.summary import summary_html, summary_table, write_summary

@@ -1,9 +1,10 @@
 """Rule synthetic_examples: a figure of example images beside their labels, per task."""
 
-import sys
+from grainflow.logs import log_to
 
-sys.stderr = open(snakemake.log[0], "w")
+log_to(snakemake.log[0])
 
+from grainflow.figures import save_figure
 from grainflow.figures.synthetic import synthetic_examples
 from grainflow.io.hdf5 import read_specimen
 
@@ -18,4 +19,4 @@ for task in ("grains", "phases", "kernels"):
     samples[task] = (
         chosen[:n] if task != "kernels" else read_specimen(snakemake.input[task][0]).samples[:n]
     )
-synthetic_examples(samples).savefig(snakemake.output.fig, dpi=150)
+save_figure(synthetic_examples(samples), snakemake.output.fig)

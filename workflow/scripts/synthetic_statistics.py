@@ -1,8 +1,8 @@
 """Rule synthetic_statistics: requested against measured statistics, per specimen."""
 
-import sys
+from grainflow.logs import log_to
 
-sys.stderr = open(snakemake.log[0], "w")
+log_to(snakemake.log[0])
 
 from grainflow.io.staging import atomic_path
 from grainflow.synth.stats import specimen_statistics

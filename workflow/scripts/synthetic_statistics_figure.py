@@ -1,12 +1,13 @@
 """Rule synthetic_statistics_figure: requested against measured statistics, per specimen."""
 
-import sys
+from grainflow.logs import log_to
 
-sys.stderr = open(snakemake.log[0], "w")
+log_to(snakemake.log[0])
 
 import pandas as pd
 
+from grainflow.figures import save_figure
 from grainflow.figures.synthetic import synthetic_statistics
 
 table = pd.read_csv(snakemake.input.table, sep="\t")
-synthetic_statistics(table).savefig(snakemake.output.fig, dpi=150)
+save_figure(synthetic_statistics(table), snakemake.output.fig)

@@ -1,10 +1,12 @@
 """Rule training_curves: loss, validation score and learning rate per epoch, every fold."""
 
-import sys
+from grainflow.logs import log_to
 
-sys.stderr = open(snakemake.log[0], "w")
+log_to(snakemake.log[0])
 
+from grainflow.figures import save_figure
 from grainflow.figures.training import training_curves
+from grainflow.tasks import TASKS
 
-label = "boundary F1" if snakemake.wildcards.task == "grains" else "particle-phase IoU"
-training_curves(snakemake.input.histories, score_label=label).savefig(snakemake.output.fig, dpi=150)
+label = TASKS[snakemake.wildcards.task].score_label
+save_figure(training_curves(snakemake.input.histories, score_label=label), snakemake.output.fig)

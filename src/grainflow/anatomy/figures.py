@@ -7,7 +7,6 @@ save them. Numbers printed in the figures are computed here from
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -20,10 +19,8 @@ from torch import nn
 
 from grainflow.anatomy import kernels as K
 from grainflow.anatomy.studies import DesignedKernelStudy
-from grainflow.io.staging import atomic_path
 
 __all__ = [
-    "save_figure",
     "kernel_weights",
     "hand_set_feature_maps",
     "correlation_example",
@@ -38,13 +35,6 @@ __all__ = [
 ]
 
 DIVERGING = "RdBu_r"
-
-
-def save_figure(fig: Figure, path: str | os.PathLike, *, dpi: int = 150) -> None:
-    """Save ``fig`` to ``path`` atomically (the format follows the file's extension)."""
-    fmt = os.path.splitext(os.fspath(path))[1].lstrip(".").lower() or "png"
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=fmt, dpi=dpi)
 
 
 def _fmt(value: float) -> str:

@@ -14,7 +14,16 @@ import numpy as np
 from grainflow import __version__
 from grainflow.io.staging import atomic_path
 
-__all__ = ["STRING_META", "JSON_META", "Sample", "SpecimenFile", "write_specimen", "read_specimen"]
+__all__ = [
+    "write_probabilities",
+    "read_probabilities",
+    "STRING_META",
+    "JSON_META",
+    "Sample",
+    "SpecimenFile",
+    "write_specimen",
+    "read_specimen",
+]
 
 
 STRING_META = ("image_id", "specimen", "session", "original_id", "modality")
@@ -159,3 +168,29 @@ def read_specimen(path: str | os.PathLike, *, indices: Sequence[int] | None = No
             specimen_params=json.loads(f.attrs.get("specimen_params", "{}")),
             version=str(f.attrs.get("grainflow_version", "")),
         )
+
+
+def write_probabilities(
+    path: str | os.PathLike, probability: np.ndarray, image_ids: Sequence[str]
+) -> None:
+    """Write held-out probabilities, one map per image, atomically.
+
+    Layout: ``/probability`` float (N, H, W), chunked per image, gzip;
+    ``/image_id`` (N,) strings.
+    """
+    probability = np.asarray(probability)
+    if len(image_ids) != len(probability):
+        raise ValueError(
+            f"{len(image_ids)} image ids for {len(probability)} probability maps ({path})"
+        )
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset(
+            "probability", data=probability, compression="gzip", chunks=(1, *probability.shape[1:])
+        )
+        f.create_dataset("image_id", data=list(image_ids), dtype=h5py.string_dtype())
+
+
+def read_probabilities(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The maps written by :func:`write_probabilities`, by image id."""
+    with h5py.File(path, "r") as f:
+        return dict(zip(f["image_id"].asstr()[()], f["probability"][()]))
