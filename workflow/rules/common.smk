@@ -17,6 +17,7 @@ wildcard_constraints:
     specimen=r"s\d+",
     fold=r"\d+",
     arch="|".join(config["training"]["archs"]),
+    model="|".join([*config["training"]["archs"], "classical"]),
 
 
 def job_seed(*parts):

@@ -52,8 +52,6 @@ rule aggregate_metrics:
         specimens="results/metrics/{task}/{model}/specimens.tsv",
     log:
         "logs/aggregate_metrics/{task}/{model}.log",
-    wildcard_constraints:
-        model="[a-z][a-z0-9_]*",
     conda:
         "../../environment.yml"
     script:
@@ -78,8 +76,6 @@ rule metric_distributions:
         ),
     log:
         "logs/metric_distributions/{task}/{model}.log",
-    wildcard_constraints:
-        model="[a-z][a-z0-9_]*",
     conda:
         "../../environment.yml"
     params:

@@ -38,14 +38,13 @@ save_figure(
 key = TASKS[task].label_names[1]
 px = snakemake.params.pixel_size_um
 
-
-def diameters(labels):
-    """Equivalent-circle diameters (µm) of the objects not cut by the image edge."""
-    return grain_size_distribution(labels, pixel_size_um=px)["ecd_um"].to_numpy()
-
-
-true = np.concatenate([diameters(s.labels[key]) for s in samples.values()])
-pred = np.concatenate([diameters(predictions[i][key]) for i in samples])
+# equivalent-circle diameters (µm) of the objects not cut by the image edge
+true = np.concatenate(
+    [grain_size_distribution(s.labels[key], pixel_size_um=px)["ecd_um"] for s in samples.values()]
+)
+pred = np.concatenate(
+    [grain_size_distribution(predictions[i][key], pixel_size_um=px)["ecd_um"] for i in samples]
+)
 what = TASKS[task].object
 save_figure(size_distributions(true, pred, unit="µm", what=what), snakemake.output.sizes)
 pd.Series({"true_median_um": np.median(true), "pred_median_um": np.median(pred)}).to_csv(
