@@ -1,58 +1,8 @@
 """Deterministic offline augmentation of images together with their labels.
 
-Each augmented copy of an image applies a short chain of transforms, drawn from
-the ones enabled in the config and applied in a fixed physical order:
-
-1. geometric, applied to the image *and* its labels:
-
-   ``dihedral``
-       one of the seven non-identity flips/rotations by multiples of 90° (the
-       odd rotations only for square images, so the shape never changes);
-   ``rotate``
-       rotation by an arbitrary angle about the image centre (physical for
-       diffraction patterns and for a specimen turned on the stage);
-   ``elastic``
-       a smooth random displacement field (Gaussian-filtered white noise, scaled
-       so that its largest component is ``alpha_px`` pixels);
-
-2. photometric, applied to the image only, never to the labels:
-
-   ``gamma``, ``contrast`` (about the image mean), ``brightness_drift`` (a
-   linear ramp in a random direction), ``blur`` (Gaussian point-spread
-   function);
-
-3. the scan and detector, last, as in the microscope:
-
-   ``scan_jitter``
-       each scan line shifted by a whole number of pixels, image and labels
-       alike (the edge value is repeated, as in
-       :func:`grainflow.synth.imaging.shift_rows`);
-   ``poisson_noise``, ``gaussian_noise``
-       shot noise at a dose in counts per unit intensity, additive read noise.
-
-Interpolation: the image is resampled with order 1 (bilinear), label maps with
-order 0 (nearest neighbour), both through the same coordinates, so labels never
-take values that are not in the original. Pixels that come from outside the
-image (``rotate``, ``elastic``) are filled by ``fill="reflect"`` (scipy's
-half-sample mirror; labels are mirrored the same way, so the mirrored region
-stays consistent with the image), ``fill="nearest"`` (the edge pixel repeated)
-or ``fill="constant"`` (image ``fill_value``, labels 0 = "no label"; physical
-for diffraction patterns whose background is dark; the edge of the filled region
-then counts as a grain boundary, as it is an edge in the image too).
-
-After a resampling transform, instance maps (label names ending in ``_ids``)
-are renumbered so that every 4-connected piece has its own id (a mirrored
-copy of a grain is a separate grain), and a ``boundaries`` map that was made
-from ``grain_ids`` by :func:`grainflow.synth.tessellation.boundary_mask` is
-recomputed from the transformed ``grain_ids`` with the same width, so that the
-boundary targets keep the width the synthesis gave them. If the width cannot
-be recognised, the boundary map is resampled with order 0 instead.
-
-Every transform is a pure function of the image, the labels and a dict of
-parameters (random fields carry their own seed), so the ``transform`` record of
-a copy, ``{"name": "elastic+gamma", "ops": [{"name": "elastic", "params": {...}},
-{"name": "gamma", "params": {...}}]}``, reproduces it exactly with
-:func:`apply_transform`.
+Each augmented copy applies a short chain of transforms (:data:`TRANSFORMS`), in a fixed
+physical order, to the image and, for the geometric ones, to its labels; the recorded chain
+replays the copy exactly (:func:`apply_transform`).
 """
 
 from __future__ import annotations
@@ -361,6 +311,46 @@ def apply_transform(
     -------
     image : ndarray of shape (H, W), float32 in [0, 1]
     labels : dict of str -> ndarray of shape (H, W), same dtypes as the input
+
+    Notes
+    -----
+    A chain applies its transforms in the order of :data:`TRANSFORMS`:
+
+    1. geometric, to the image *and* its labels: ``dihedral`` (one of the seven
+       non-identity flips/rotations by multiples of 90°; the odd rotations only for
+       square images, so the shape never changes), ``rotate`` (an arbitrary angle about
+       the image centre: physical for diffraction patterns and for a specimen turned on
+       the stage), ``elastic`` (a smooth random displacement field, Gaussian-filtered
+       white noise scaled so that its largest component is ``alpha_px`` pixels);
+    2. photometric, to the image only: ``gamma``, ``contrast`` (about the image mean),
+       ``brightness_drift`` (a linear ramp in a random direction), ``blur`` (Gaussian
+       point-spread function);
+    3. the scan and detector, last, as in the microscope: ``scan_jitter`` (each scan
+       line shifted by a whole number of pixels, image and labels alike, the edge value
+       repeated as in :func:`grainflow.synth.imaging.shift_rows`), ``poisson_noise``
+       (shot noise at a dose in counts per unit intensity), ``gaussian_noise`` (read
+       noise).
+
+    The image is resampled with order 1 (bilinear), label maps with order 0 (nearest
+    neighbour) through the same coordinates, so labels never take values that are not in
+    the original. Pixels from outside the image (``rotate``, ``elastic``) are filled by
+    ``fill="reflect"`` (scipy's half-sample mirror, labels mirrored the same way),
+    ``"nearest"`` (the edge pixel repeated) or ``"constant"`` (image ``fill_value``,
+    labels 0 = "no label"; physical for diffraction patterns, whose background is dark;
+    the edge of the filled region then counts as a grain boundary, as it is an edge in
+    the image too).
+
+    After a resampling transform, instance maps (names ending in ``_ids``) are
+    renumbered so that every 4-connected piece has its own id (a mirrored copy of a
+    grain is a separate grain), and a ``boundaries`` map made from ``grain_ids`` by
+    :func:`grainflow.synth.tessellation.boundary_mask` is recomputed from the
+    transformed ``grain_ids`` with the same width; if the width cannot be recognised,
+    the boundary map is resampled with order 0 instead.
+
+    Every transform is a pure function of the image, the labels and its parameters
+    (random fields carry their own seed), so a copy's record, e.g.
+    ``{"name": "elastic+gamma", "ops": [{"name": "elastic", "params": {...}},
+    {"name": "gamma", "params": {...}}]}``, reproduces it exactly.
     """
     image = np.asarray(image)
     if image.ndim != 2:

@@ -1,23 +1,8 @@
-"""Checkpoints as plain dicts, written atomically and read with ``weights_only=True``.
+"""Checkpoints and weights files: written atomically, read with ``weights_only=True``.
 
-A checkpoint holds only tensors and plain Python containers, so that
-``torch.load(path, weights_only=True)`` reads it without executing code::
-
-    format          "grainflow-checkpoint"
-    format_version  1
-    version         grainflow version that wrote it
-    model_name      registry name, e.g. "unet" (see grainflow.models.registry.build_model)
-    model_kwargs    dict of constructor arguments
-    model_state     state dict of the model
-    optimizer_state, scheduler_state   state dicts, or None
-    epoch, step     epochs and optimiser steps completed
-    config          dict of the training configuration
-    rng             RNG states: torch (CPU), cuda (per device), numpy (global), python
-    extra           anything else the caller stores (history, best score, ...), plain types
-
-Writes go to a temporary file in the same folder, moved onto the target with
-``os.replace`` once complete (:func:`grainflow.io.staging.atomic_path`): a job killed
-while saving leaves the previous checkpoint intact.
+A checkpoint (:func:`make_checkpoint`) holds only tensors and plain Python containers, so
+``torch.load(path, weights_only=True)`` reads it without executing code; pretrained weights
+are read from local files only (:func:`load_pretrained`).
 """
 
 from __future__ import annotations
@@ -112,7 +97,24 @@ def make_checkpoint(
     extra: Mapping | None = None,
     with_rng: bool = True,
 ) -> dict:
-    """Assemble a checkpoint dict (see the module docstring for the keys)."""
+    """Assemble a checkpoint dict of tensors and plain Python containers.
+
+    Notes
+    -----
+    The keys::
+
+        format          "grainflow-checkpoint"
+        format_version  1
+        version         grainflow version that wrote it
+        model_name      registry name, e.g. "unet" (see grainflow.models.registry.build_model)
+        model_kwargs    dict of constructor arguments
+        model_state     state dict of the model
+        optimizer_state, scheduler_state   state dicts, or None
+        epoch, step     epochs and optimiser steps completed
+        config          dict of the training configuration
+        rng             RNG states: torch (CPU), cuda (per device), numpy (global), python
+        extra           anything else the caller stores (history, best score, ...), plain types
+    """
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -131,7 +133,12 @@ def make_checkpoint(
 
 
 def save_checkpoint(path: str | os.PathLike, checkpoint: Mapping) -> Path:
-    """Write ``checkpoint`` to ``path`` atomically (temp file + ``os.replace``)."""
+    """Write ``checkpoint`` to ``path`` atomically (temp file + ``os.replace``).
+
+    The temporary file lies in the same folder and is moved onto ``path`` only once
+    complete (:func:`grainflow.io.staging.atomic_path`): a job killed while saving
+    leaves the previous checkpoint intact.
+    """
     missing = [k for k in REQUIRED if k not in checkpoint]
     if missing:
         raise ValueError(f"checkpoint for {path} lacks {missing}; build it with make_checkpoint")

@@ -1,13 +1,8 @@
 """The leak that grouped splits prevent, measured.
 
-A classifier learns a property of the *specimen* (is it coarse- or fine-grained?
-is its second-phase fraction high or low?) from simple image features. With a
-random split of the images, every validation image has siblings from the same
-specimen, and augmented copies of itself, in the training set: the classifier
-can recognise the specimen instead of reading the property, and scores well.
-With the grouped split of the manifest it must generalise to unseen specimens,
-as it must on real data. The difference between the two scores is the optimism
-that a random split would report.
+A classifier learns a property of the *specimen* from simple image features, once under a
+random split of the images and once under the grouped split of the manifest
+(:func:`leakage_experiment`); the difference is the optimism a random split would report.
 """
 
 from __future__ import annotations
@@ -218,6 +213,15 @@ def leakage_experiment(
     table : DataFrame
         As :func:`compare_splits`, plus ``specimens`` (number of specimens) and
         ``property`` (what the class is based on).
+
+    Notes
+    -----
+    With a random split of the images, every validation image has siblings from the
+    same specimen, and augmented copies of itself, in the training set: the
+    classifier can recognise the specimen instead of reading the property, and
+    scores well. With the grouped split it must generalise to unseen specimens, as it
+    must on real data. The difference between the two scores is the optimism that a
+    random split would report.
     """
     manifest = manifest.reset_index(drop=True)
     features = np.empty((len(manifest), len(FEATURE_NAMES)))

@@ -1,18 +1,7 @@
-"""Per-image intensity normalisation, shared by training and inference.
+"""Per-image intensity normalisation, one definition shared by training and inference.
 
-A network trained on synthetic images must never see a microscope's absolute
-brightness or contrast. Every image is therefore mapped by its own low and high
-percentiles to 0 and 1 (float32, not clipped: values outside the percentiles
-are kept, so bright boundaries stay distinct). Training applies
-:func:`normalize_image` to each synthetic image; inference applies the same map
-to each plane of a real stack. A plane can be far larger than memory, so
-inference computes the limits once per plane from a regular subsample
-(:func:`plane_limits`, exact when the plane has at most ``max_pixels`` pixels)
-and applies them block by block (:func:`apply_limits`), giving the same numbers
-as :func:`normalize_image` on the whole plane.
-
-Training (:mod:`grainflow.training.data`) imports :func:`normalize_image` from here,
-so that there is one definition.
+Every image is mapped by its own low and high percentiles to 0 and 1, so that a network
+trained on synthetic images never sees a microscope's absolute brightness or contrast.
 """
 
 from __future__ import annotations
@@ -111,6 +100,16 @@ def normalize_image(
     -------
     normalized : ndarray of shape (H, W), float32
         A constant image gives zeros.
+
+    Notes
+    -----
+    Values outside the percentiles are kept, not clipped, so bright boundaries stay
+    distinct. Training applies this function to each synthetic image
+    (:mod:`grainflow.training.data`); inference applies the same map to each plane of
+    a real stack: a plane can be far larger than memory, so its limits come from a
+    regular subsample (:func:`plane_limits`, exact when the plane has at most
+    ``max_pixels`` pixels) and are applied block by block (:func:`apply_limits`),
+    giving the same numbers as this function on the whole plane.
 
     Examples
     --------

@@ -105,6 +105,28 @@ def runtime(config) -> Iterator[Runtime]:
     config : TrainConfig or any object with the same attributes
         ``device``, ``amp``, ``tf32``, ``channels_last``, ``deterministic``,
         ``threads`` and ``compile`` (:class:`grainflow.training.config.TrainConfig`).
+
+    Notes
+    -----
+    ``device: auto`` picks CUDA when present. On CUDA: bf16 autocast (fp16 with
+    gradient scaling on request), ``channels_last``, TF32 for float32 work and cuDNN
+    autotuning, optionally ``torch.compile``, and the training loop's DataLoader uses
+    pinned memory, workers and prefetching. On the CPU:
+    ``torch.set_num_threads(threads)`` and optionally ``torch.compile`` (worth it
+    only for runs much longer than its compile of minutes).
+
+    With ``deterministic: true`` a CPU run is bit-for-bit reproducible (same machine,
+    torch build and thread count; a different thread count may change the last bits
+    of reductions). On CUDA it sets ``CUBLAS_WORKSPACE_CONFIG``, turns on
+    ``torch.use_deterministic_algorithms`` (warn-only there, so that an op without a
+    deterministic CUDA kernel warns instead of failing a long job), cuDNN's
+    deterministic kernels and no autotuning; the losses avoid the atomics of
+    ``nll_loss2d``. Repeats and resumed runs then agree bit for bit on the same GPU
+    model, driver and torch build. Not deterministic on CUDA: runs with
+    ``deterministic: false`` (cuDNN autotuning may pick other kernels run to run),
+    different GPU models, drivers or torch versions, ``compile`` across versions,
+    and any GPU run compared with a CPU run (bf16 autocast and TF32 round
+    differently).
     """
     device = resolve_device(config.device, key="training.device")
     cuda = device.type == "cuda"

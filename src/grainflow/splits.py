@@ -1,27 +1,8 @@
 """Leakage-proof cross-validation folds: GroupKFold split manifests.
 
-Images of one specimen are alike (same microstructure statistics), and so are
-images of one imaging session; an augmented copy is nearly its original. A
-random split therefore tests a model on what it was trained on. grainflow
-assigns folds to *groups*, never to single images:
-
-- ``group_by="specimen"`` (default): the group is the specimen;
-- ``group_by="session"``: the group is one session *of one specimen*
-  (session names such as ``"b1"`` repeat across specimens, so the key is
-  ``"{specimen}/{session}"``).
-
-Augmented copies carry the specimen and session of their original, so they
-always land in its fold; :func:`check_manifest` verifies it anyway.
-
-The manifest ``results/splits/{task}.tsv`` has one row per image::
-
-    image_id  original_id  specimen  session  fold  file  index
-
-``original_id == image_id`` for originals; ``file`` is the augmented HDF5 file
-holding the image and ``index`` its position there. Fold ``k``'s held-out set is
-the rows with ``fold == k``. Its SHA-256 is written beside it
-(``{task}.tsv.sha256``, in ``sha256sum`` format) so that the report and the
-models can name the exact split they used.
+Images of one specimen (or one imaging session) are alike and an augmented copy is nearly
+its original, so folds are assigned to groups, never to single images; the manifest
+``results/splits/{task}.tsv`` records each image's fold, with its SHA-256 beside it.
 """
 
 from __future__ import annotations
@@ -179,7 +160,7 @@ def make_manifest(
     folds : int
         Number of cross-validation folds.
     group_by : {"specimen", "session"}
-        What a group is (see the module docstring).
+        What a group is (see Notes).
     stratify_by : str, optional
         Per-image class to balance across folds (see :func:`manifest_rows`).
 
@@ -192,6 +173,31 @@ def make_manifest(
     ------
     ValueError
         If there are fewer groups than folds, or the result fails :func:`check_manifest`.
+
+    Notes
+    -----
+    Images of one specimen are alike (same microstructure statistics), and so are
+    images of one imaging session; an augmented copy is nearly its original. A random
+    split would therefore test a model on what it was trained on, so folds are
+    assigned to *groups*:
+
+    - ``group_by="specimen"`` (default): the group is the specimen;
+    - ``group_by="session"``: the group is one session *of one specimen* (session
+      names such as ``"b1"`` repeat across specimens, so the key is
+      ``"{specimen}/{session}"``).
+
+    Augmented copies carry the specimen and session of their original, so they
+    always land in its fold; :func:`check_manifest` verifies it anyway.
+
+    The manifest has one row per image::
+
+        image_id  original_id  specimen  session  fold  file  index
+
+    ``original_id == image_id`` for originals; ``file`` is the augmented HDF5 file
+    holding the image and ``index`` its position there. Fold ``k``'s held-out set is
+    the rows with ``fold == k``. :func:`write_manifest` writes its SHA-256 beside it
+    (``{task}.tsv.sha256``, in ``sha256sum`` format), so that the report and the
+    models can name the exact split they used.
     """
     rows = manifest_rows(files, stratify_by=stratify_by)
     return assign_folds(rows, folds=folds, group_by=group_by, stratify_by=stratify_by)

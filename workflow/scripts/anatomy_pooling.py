@@ -1,4 +1,4 @@
-"""Rule anatomy_pooling: the course's 2×2 max-pooling examples."""
+"""Rule anatomy_pooling: the lecture's 2×2 max-pooling examples."""
 
 from grainflow.logs import log_to
 

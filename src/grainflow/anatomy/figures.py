@@ -172,7 +172,7 @@ def hand_set_feature_maps(
 
 
 def correlation_example(image: np.ndarray, kernel: np.ndarray = K.SOBEL_VERTICAL) -> Figure:
-    """The course's worked example, and correlation against convolution on an image.
+    """The lecture's worked example, and correlation against convolution on an image.
 
     Top: patch, kernel, their elementwise products and the sum (one output
     value). Bottom: ``kernel`` correlated with ``image`` (what a CNN layer
@@ -307,11 +307,11 @@ def output_size_examples(examples: Sequence[Mapping[str, int]] = K.OUTPUT_SIZE_E
     table.scale(1.0, 1.5)
     for col in range(7):
         table[0, col].set_facecolor("0.88")
-    for row in (1, 2):  # the course's two examples
+    for row in (1, 2):  # the lecture's two examples
         for col in range(7):
             table[row, col].set_facecolor("#fff3c4")
     ax.set_title(
-        "Output size H_out = ⌊(H + 2p − k) / s⌋ + 1 (the course's two examples highlighted)",
+        "Output size H_out = ⌊(H + 2p − k) / s⌋ + 1 (the lecture's two examples highlighted)",
         fontsize=10,
     )
     return fig

@@ -1,26 +1,8 @@
-"""CNN anatomy: hand-set kernels, correlation, pooling, sizes, parameters, receptive fields.
+"""Hand-set kernels, correlation, pooling, sizes, parameters and receptive fields.
 
-The course material explains a convolutional network before any training, with
-hand-set 3×3 kernels and small worked examples. This module computes each of
-them, so that the report's numbers come from code:
-
-* the hand-set kernels (:data:`SOBEL_VERTICAL`, :data:`SOBEL_HORIZONTAL`,
-  :data:`LAPLACIAN`, :data:`GAUSSIAN`) and their responses at grain boundaries;
-* :func:`correlate2d`, the 2-D cross-correlation with stride and padding that
-  a convolution layer computes (``torch.nn.functional.conv2d``), and
-  :func:`convolve2d`, true convolution, which flips the kernel;
-* :func:`conv_output_size`, :func:`max_pool2d`;
-* parameter counts of a dense (MLP) first layer and a convolution layer, and
-  :func:`parameter_table` of any ``torch`` model;
-* receptive fields, analytic (:func:`receptive_field`) and measured from the
-  input gradient of a random CNN (:func:`measured_receptive_field`);
-* feature maps of a tiny random CNN (:func:`random_cnn`, :func:`feature_maps`);
-* a designed, selective boundary detector (:func:`designed_boundary_kernel`)
-  and its selectivity over bicrystals at many angles and contrasts
-  (:func:`boundary_selectivity`).
-
-Images are ``(row, col)`` arrays; angles are degrees counter-clockwise from the
-image's +column axis as seen on screen (towards −row), as in
+The lecture's worked examples (:mod:`grainflow.anatomy`) computed, so that the report's
+numbers come from code. Images are ``(row, col)`` arrays; angles are degrees
+counter-clockwise from the image's +column axis as seen on screen (towards −row), as in
 :mod:`grainflow.synth`.
 """
 
@@ -98,18 +80,18 @@ HAND_SET_KERNELS: dict[str, np.ndarray] = {
     "Gaussian": GAUSSIAN,
 }
 
-#: The course's worked example: a 3×3 patch across a boundary (dark left, bright right) ...
+#: The lecture's worked example: a 3×3 patch across a boundary (dark left, bright right) ...
 WORKED_PATCH = _frozen([[12, 15, 80], [10, 13, 85], [11, 14, 82]])
 #: ... under a kernel that is −1 0 +1 in each row.
 WORKED_KERNEL = _frozen([[-1, 0, 1], [-1, 0, 1], [-1, 0, 1]])
 
-#: The course's 4×4 feature maps for 2×2 max pooling with stride 2.
+#: The lecture's 4×4 feature maps for 2×2 max pooling with stride 2.
 POOLING_EXAMPLES: tuple[np.ndarray, ...] = (
     _frozen([[1, 3, 2, 4], [5, 6, 7, 8], [3, 2, 1, 0], [1, 2, 3, 4]]),
     _frozen([[1, 3, 2, 4], [5, 6, 1, 2], [7, 1, 8, 3], [2, 4, 5, 6]]),
 )
 
-#: The course's output-size examples (H, k, p, s): "same" padding and a strided convolution,
+#: The lecture's output-size examples (H, k, p, s): "same" padding and a strided convolution,
 #: followed by other common layer settings.
 OUTPUT_SIZE_EXAMPLES: tuple[dict[str, int], ...] = (
     dict(size=64, kernel_size=3, padding=1, stride=1),

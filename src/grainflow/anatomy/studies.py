@@ -1,11 +1,8 @@
 """The "CNN anatomy" studies: example images, the designed-kernel study and the report's numbers.
 
-:mod:`grainflow.anatomy.kernels` holds the primitives (kernels, correlation, pooling,
-receptive fields); this module puts them together into what the ``anatomy``
-rules show: :func:`example_images` (the corner bicrystal and a Voronoi
-polycrystal), :func:`designed_kernel_study`, and :func:`anatomy_numbers`, every
-number that the report's captions quote, computed with the same functions and
-seeds as the figures (:mod:`grainflow.anatomy.figures`).
+Puts the primitives of :mod:`grainflow.anatomy.kernels` together into what the ``anatomy``
+rules show; every number the report's captions quote (:func:`anatomy_numbers`) is computed
+with the same functions and seeds as the figures (:mod:`grainflow.anatomy.figures`).
 """
 
 from __future__ import annotations

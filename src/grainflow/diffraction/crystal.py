@@ -308,7 +308,12 @@ class Crystal:
         return 1.0 / np.linalg.norm(g, axis=1)
 
     def structure_factor(self, hkl) -> np.ndarray:
-        """Complex structure factors (Å) of reflections ``hkl`` of shape (n, 3)."""
+        """Complex structure factors (Å) of reflections ``hkl`` of shape (n, 3).
+
+        ``F(hkl) = Σ_j f_j(s) exp(-B s²) exp(2πi (h x_j + k y_j + l z_j))`` with
+        ``s = sin θ / λ = 1 / (2 d)``, the electron scattering factor ``f``
+        (:func:`scattering_factor`) and the Debye–Waller factor ``B`` (Å²).
+        """
         hkl = np.atleast_2d(np.asarray(hkl, dtype=float))
         z, pos = self.cell()
         s = 0.5 * np.linalg.norm(hkl @ self.reciprocal(), axis=1)  # sin θ / λ
@@ -356,6 +361,13 @@ def scattering_factor(z, s):
     Screened Coulomb (Wentzel–Lenz) atom, first Born approximation:
     ``2 Z / (a0 (q² + R⁻²))`` with ``q = 4π s`` and ``R = a0 Z^(-1/3)``.
     Broadcasts ``z`` against ``s``.
+
+    Notes
+    -----
+    With ``a0 = 0.529 Å`` this gives the Rutherford limit ``Z / (8π² a0 s²)`` at
+    large ``s`` and ``f(0) = 2 a0 Z^(1/3)``: a Z-dependent approximation, within a
+    factor of about 2 of the Doyle–Turner tables at small ``s``, which is enough for
+    relative intensities.
     """
     z = np.asarray(z, dtype=float)
     s = np.asarray(s, dtype=float)
@@ -435,6 +447,26 @@ def random_crystal(
     Crystal
         The first atom sits at the origin; the others on random sites whose
         orbits keep every pair of atoms at least 1.5 Å apart.
+
+    Notes
+    -----
+    Lattices ``cP, cI, cF`` (cubic, ``a``), ``hP`` (hexagonal, ``a``, ``c``,
+    γ = 120°) and ``oP, oC, oI, oF`` (orthorhombic, ``a ≠ b ≠ c``), with lattice
+    parameters drawn from ranges in ångström. The orthorhombic ratios b/a, c/b,
+    c/a stay at least ``orthorhombic_margin`` (relative) away from 1, √3 and 2
+    (:data:`PSEUDO_RATIOS`), so that no principal zone of an orthorhombic crystal
+    shows a pseudo-square or pseudo-hexagonal net and no cell is pseudo-tetragonal
+    or orthohexagonal: a single pattern could not tell those from a cubic or
+    hexagonal crystal.
+
+    The basis is ``basis_atoms`` (default 1–3) independent atoms (element ``Z``
+    drawn from the common elements :data:`ELEMENTS`), each on a special or free
+    position whose orbit under the holohedral point group (m-3m, 6/mmm, mmm) and
+    the centring translations fills the cell: the structures are symmorphic (space
+    groups Pm-3m, Im-3m, Fm-3m, P6/mmm, Pmmm, Cmmm, Immm, Fmmm), so the
+    intensities have the full Laue symmetry and the only systematic absences are
+    the lattice's (I: h+k+l odd; F: mixed parity; C: h+k odd). Atoms closer than
+    1.5 Å (any periodic image) are not placed.
     """
     rng = as_rng(rng)
     s = {**DEFAULT_SETTINGS, **(settings or {})}

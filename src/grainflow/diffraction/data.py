@@ -76,6 +76,19 @@ class PatternDataset(Dataset):
         that ignores rotations and mirrors (:data:`INVARIANT_FORMS`) are
         prepared once and not augmented. Random numbers come from torch's
         global generator.
+
+    Notes
+    -----
+    The augmentation is online, on the Cartesian pattern before its representation:
+    a rotation about the direct beam (bilinear, pixels from outside filled with the
+    pattern's border median) and a mirror. A form that ignores both (the angular
+    spectrum) is not augmented: every rotated copy would give the same input.
+    :func:`grainflow.training.loop.train` reseeds torch's global generator from
+    ``(seed, epoch)`` every epoch, so runs with ``num_workers: 0`` reproduce bit for
+    bit and resume exactly. The loop's own
+    :class:`~grainflow.training.data.OnlineFlips` is switched off for these datasets
+    (:func:`grainflow.diffraction.train.train_classifier`): a 90° turn of a log-polar
+    image would swap azimuth and radius.
     """
 
     def __init__(
@@ -206,6 +219,14 @@ def fold_rows(
     ``val_specimens_per_class`` crystals of each system drawn (with ``seed``)
     from the other folds; the training rows are the rest. Needs the
     ``crystal_system`` column (the manifest's stratification column).
+
+    Notes
+    -----
+    The manifest (``make_manifest(..., stratify_by="crystal_system")``) puts every
+    crystal (specimen) in one fold, with the systems balanced across folds. The
+    model of fold ``k`` is *tested* on fold ``k`` and *validated* (best epoch) on
+    crystals from the other folds, so neither the choice of epoch nor anything else
+    sees the test crystals.
     """
     if "crystal_system" not in manifest:
         raise ValueError(

@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 
-#: forms in which a pattern can reach the models; see the module notes
+#: forms in which a pattern can reach the models; see :func:`represent`
 FORMS = ("angular_spectrum", "log_polar_highpass", "log_polar", "cartesian")
 
 #: the form of each pattern kind unless configured (``diffraction.representation``)
@@ -212,7 +212,41 @@ def represent(
     modalities: Sequence[str],
     representation: str | Mapping[str, str] | None = None,
 ) -> np.ndarray:
-    """Patterns (N, H, W) as a model sees them: each in its kind's form (:func:`representation_of`)."""
+    """Patterns (N, H, W) as a model sees them: each in its kind's form (:func:`representation_of`).
+
+    Notes
+    -----
+    A pattern's crystal system is in the symmetry of its net (spots) or the ratio
+    sequence of its radii (rings), not in its orientation or camera length, so the
+    patterns reach the models in forms where those nuisances are gone or are shifts.
+    The form is chosen per pattern kind (always known: a spot and a ring pattern are
+    different experiments) and recorded in the checkpoint, so that evaluation and
+    scan maps prepare patterns as in training (:func:`checkpoint_representation`).
+
+    ``angular_spectrum`` (spots, :func:`angular_spectrum`)
+        The magnitude of the Fourier series along the azimuth of the log-polar
+        pattern: row ``k`` is the harmonic ``m = 2k`` (Friedel pairs averaged, so odd
+        ones vanish), column the log radius. A rotation only changes the phases, so
+        the form is invariant to it (and to a mirror); a square net puts weight only
+        on rows ``k ≡ 0 (mod 2)`` (four-fold), a hexagonal net on ``k ≡ 0 (mod 3)``
+        (six-fold), a rectangular one on every row: the rotational-symmetry analysis
+        of 4D-STEM.
+    ``log_polar`` (:func:`log_polar`)
+        Rows the azimuth over 180°, columns log-spaced radii: a ring is a column, the
+        ratio sequence of the radii a fixed pattern of column spacings, and the
+        camera length and the in-plane rotation shifts along the columns and rows,
+        which convolutions and global pooling ignore. It is the azimuthal
+        integration every powder-ring analysis starts with, keeping the azimuth
+        (texture) as the second axis.
+    ``log_polar_highpass`` (rings, :func:`log_polar_highpass`)
+        The same without the smooth radial background (diffuse inelastic scattering,
+        the tail of the direct beam), scaled to zero mean and unit variance: the
+        rings are what is left.
+    ``cartesian``
+        The pattern as recorded (the teaching example's set-up).
+
+    docs/diffraction.md compares the forms' accuracies.
+    """
     forms = representation_of(representation)
     images = np.asarray(images, dtype=np.float32)
     if len(modalities) != len(images):

@@ -1,27 +1,8 @@
 """Crystal-system maps of diffraction scans (4D-STEM, diffraction mapping), written as OME-Zarr.
 
-A *scan* is a Zarr array of patterns with leading scan axes, e.g.
-``(sy, sx, H, W)``: one diffraction pattern per probe position. Each pattern
-is classified on its own (:func:`classify_scan`): raw intensities are
-log-scaled and normalised exactly as the simulator does
-(:func:`grainflow.diffraction.simulate.log_normalize`), resized to the models'
-input side if needed, put in the form each model was trained on (ring
-patterns log-polar, :func:`grainflow.diffraction.representation.represent`) and passed through
-the fold ensemble (mean of the models' probabilities). The scan is streamed
-block by block along its first axis; only one block of patterns is in memory.
-
-The map (:func:`write_scan_map`) is an OME-Zarr (NGFF 0.5, Zarr v3) store::
-
-    {name}.ome.zarr/
-        zarr.json        ome: multiscales (axes c, y, x; y, x scale = scan step),
-                         grainflow: classes, checkpoints (SHA-256), source, version
-        s0               float32 (3, sy, sx): probability of cubic, hexagonal, orthorhombic
-        labels/crystal_system/
-            s0           uint8 (sy, sx): 1 cubic, 2 hexagonal, 3 orthorhombic (0 = none)
-
-Two-dimensional scans only for the map (``(sy, sx, H, W)``; a line scan
-``(n, H, W)`` is a map of one row). :func:`synthetic_scan` makes a small scan
-of a polycrystal whose grains are crystals of random systems, with its truth.
+A *scan* is a Zarr array of patterns with leading scan axes, e.g. ``(sy, sx, H, W)``: one
+diffraction pattern per probe position. :func:`classify_scan` classifies each pattern on
+its own, :func:`write_scan_map` writes the map, :func:`scan_map` does both for the rule.
 """
 
 from __future__ import annotations
@@ -250,6 +231,15 @@ def classify_scan(
     Returns
     -------
     probs : ndarray of shape (3, *scan_axes), float32
+
+    Notes
+    -----
+    Raw intensities are log-scaled and normalised exactly as the simulator does
+    (:func:`grainflow.diffraction.simulate.log_normalize`), resized to the models'
+    input side if needed, put in the form each model was trained on
+    (:func:`grainflow.diffraction.representation.represent`) and passed through the
+    ensemble (mean of the models' probabilities). The scan is streamed block by block
+    along its first axis; only one block of patterns is in memory.
     """
 
     if not checkpoints:
@@ -297,6 +287,20 @@ def write_scan_map(
 
     Returns the ``grainflow`` attributes written (classes, counts per class,
     mean confidence, ...).
+
+    Notes
+    -----
+    The map is an OME-Zarr (NGFF 0.5, Zarr v3) store::
+
+        {name}.ome.zarr/
+            zarr.json        ome: multiscales (axes c, y, x; y, x scale = scan step),
+                             grainflow: classes, checkpoints (SHA-256), source, version
+            s0               float32 (3, sy, sx): probability of cubic, hexagonal, orthorhombic
+            labels/crystal_system/
+                s0           uint8 (sy, sx): 1 cubic, 2 hexagonal, 3 orthorhombic (0 = none)
+
+    Two-dimensional scans only (``(sy, sx, H, W)``); a line scan ``(n, H, W)`` is a
+    map of one row.
     """
     import zarr
 

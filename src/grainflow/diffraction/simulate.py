@@ -131,6 +131,31 @@ def spot_intensity(crystal: Crystal, p: Mapping, *, size: int, rng) -> tuple[np.
     info : dict
         ``spots`` (n, 3): row, column (pixels) and integrated intensity of
         each spot drawn; ``scale_px_per_inv_A``; ``camera_length_mm``.
+
+    Notes
+    -----
+    Selected-area electron diffraction. The beam runs along a zone axis [uvw]
+    (``zone_axes``: ``principal``, the system's axes of highest symmetry, cubic
+    〈001〉, hexagonal [001], orthorhombic [100], [010], [001]; ``low_index``, any
+    [uvw] with |u|, |v|, |w| ≤ ``max_zone_index``; ``random``, a uniformly random
+    direction), tilted off it by up to ``tilt_mrad``. A reflection ``g`` with
+    excitation error ``s_g = -(g·n) - λ|g|²/2`` (``n`` the beam direction) has
+    intensity ``|F|^(2γ) exp(-s_g² / 2σ_s²)`` times a log-normal factor: ``σ_s`` is
+    the effective relrod length (thin-foil shape function, beam convergence, foil
+    bending), ``γ`` in [0.5, 1] mimics dynamical scattering (Blackman: strong beams
+    grow like ``|F|`` rather than ``|F|²``) and the log-normal spread its thickness-
+    and orientation-dependent scatter. Spots are Gaussians at ``L λ g / p`` pixels
+    from the centre (binned detector pixel ``p``), in a random in-plane rotation.
+
+    As an operator does, the camera length ``L`` is chosen for each pattern so that
+    its first reflection lies ``first_order_px`` from the centre (recorded as
+    ``camera_length_mm``); absolute d-spacings are therefore not in the image, only
+    their ratios and angles, which is what the crystal system is read from. The
+    default, 3.5–5 px on a 64-px pattern (a short camera length showing many
+    orders), puts neighbouring spots within the receptive field of the
+    DiffractionCNN's second convolution (8 px) and several periods of the net within
+    that of its third (18 px). ``spot_sigma_px`` (0.4–0.7 px) keeps spots 3.5 px
+    apart resolved.
     """
     rng = as_rng(rng)
     centre, dr, dc = _frame(size)
@@ -197,6 +222,17 @@ def ring_intensity(crystal: Crystal, p: Mapping, *, size: int) -> tuple[np.ndarr
         ``rings`` (n, 3): radius (pixels), d-spacing (Å) and integrated
         intensity ``m |F|² d`` of each ring; ``scale_px_per_inv_A``;
         ``camera_length_mm``.
+
+    Notes
+    -----
+    Polycrystalline electron diffraction. Every ``|g|`` (reflections of equal
+    ``|g|`` summed, which counts the multiplicity, accidental coincidences
+    included) gives a ring of radius ``L λ |g| / p`` whose integrated intensity is
+    ``m |F|² d`` (Vainshtein), spread around its circumference, with a Gaussian
+    radial profile (detector and crystallite-size broadening), and modulated by
+    texture ``1 + t_k cos 2(φ - φ0)`` (uneven ring intensity of a textured film).
+    The default ``ring_first_order_px`` (5–9 px) leaves six to ten rings resolved
+    inside the frame.
     """
 
     def rings(g_max):
@@ -251,6 +287,15 @@ def detector_counts(diffracted: np.ndarray, p: Mapping, *, rng) -> np.ndarray:
 
     ``diffracted`` is scaled so that its brightest pixel (after the PSF) holds
     ``dose_counts`` counts; ``dose_counts=None`` gives the noiseless expectation.
+
+    Notes
+    -----
+    A bright central beam (blocked by a beam stop, a disc with an arm to the edge,
+    in a fraction of sessions), a diffuse inelastic background ``exp(-r / r0)``, a
+    Gaussian point-spread function, Poisson noise and Gaussian read noise (1
+    count). :func:`render_pattern` then stores ``log(1 + counts)`` scaled to [0, 1]
+    (:func:`log_normalize`), centred at ``((H - 1) / 2, (W - 1) / 2)`` so that
+    ``np.rot90`` is a rotation about the direct beam.
     """
     rng = as_rng(rng)
     size = diffracted.shape[0]
@@ -421,6 +466,15 @@ def synthesize_diffraction_specimen(
         image parameters; ``modality`` is ``"spot"`` or ``"ring"``.
     specimen_params : dict
         The crystal (:meth:`Crystal.to_dict`).
+
+    Notes
+    -----
+    Each *specimen* of the ``diffraction`` task is one crystal (lattice, centring, a
+    few atoms in the basis, :func:`~grainflow.diffraction.crystal.random_crystal`),
+    imaged in several *sessions* (a spot or a ring pattern, camera length, noise,
+    beam stop), each image in a new orientation. Labels are free: the crystal
+    system is a parameter (``params["crystal_system"]``, ``params["class_index"]``),
+    and the images carry no label maps.
     """
 
     s = _settings(settings)

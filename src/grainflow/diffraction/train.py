@@ -39,7 +39,7 @@ __all__ = [
 
 LOG = logging.getLogger(__name__)
 
-#: training defaults of a classifier (the course's: Adam, lr 1e-3, cosine annealing, CE)
+#: training defaults of a classifier (the teaching example's: Adam, lr 1e-3, cosine annealing, CE)
 CLASSIFIER_DEFAULTS = {
     "optimizer": "adam",
     "lr": 1e-3,
@@ -256,6 +256,14 @@ def transfer_run(
     row : dict
         strategy, n_per_class, fold, epochs, best_epoch, test accuracy (and
         per modality), test patterns, trainable parameters.
+
+    Notes
+    -----
+    ``pretrained`` is a local weights file read by
+    :func:`grainflow.checkpoint.load_pretrained`: ImageNet weights saved once by the
+    user, or grainflow's own pretraining on a large synthetic set of other crystals
+    (:func:`pretrain`). The strategies are those of
+    :func:`grainflow.models.resnet.set_transfer_strategy`.
     """
     import dataclasses
 

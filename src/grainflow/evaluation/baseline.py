@@ -1,21 +1,8 @@
 """The classical baseline that the networks must beat: hand-set kernels put to work.
 
-``grains``: Gaussian smoothing, an edge-strength kernel (Sobel gradient
-magnitude, or the magnitude of the scale-normalised Laplacian of Gaussian),
-an automatic threshold, thinning to one-pixel lines, and a watershed of the
-edge strength into grains, seeded by the regions between the lines (or only
-their cores, farther than ``marker_distance_px`` from any line, which bridges
-short gaps in faint boundaries).
-
-``phases``: optional flat-field correction, Gaussian smoothing, an automatic
-threshold, the choice of which side of it is the particle phase, and
-morphological opening and size filtering.
-
-Each pipeline has a few parameters (a small grid). :func:`fit_baseline`
-chooses them on training images only, by the same summed counts that score
-the networks (boundary F1 for grains, IoU of the particle phase for phases);
-:func:`apply_baseline` segments an image with them and returns label maps with
-the keys of the synthetic labels.
+One pipeline per task (:func:`segment_grains`, :func:`segment_phases`) with a few
+parameters, chosen on training images by the same summed counts that score the networks
+(:func:`fit_baseline`) and applied by :func:`apply_baseline`.
 """
 
 from __future__ import annotations
@@ -216,6 +203,15 @@ def segment_grains(image: np.ndarray, params: Mapping | None = None) -> dict[str
     labels : dict
         ``grain_ids`` (uint32, 1..n, every pixel in a grain) and
         ``boundaries`` (uint8 0/1, ``boundary_width_px`` wide).
+
+    Notes
+    -----
+    Gaussian smoothing, an edge-strength kernel (Sobel gradient magnitude, or the
+    magnitude of the scale-normalised Laplacian of Gaussian), an automatic threshold,
+    thinning to one-pixel lines, and a watershed of the edge strength into grains,
+    seeded by the regions between the lines (or only their cores, farther than
+    ``marker_distance_px`` from any line, which bridges short gaps in faint
+    boundaries).
     """
     p = _params("grains", params)
     strength = edge_strength(image, sigma_px=p["sigma_px"], edge=p["edge"])
@@ -262,6 +258,12 @@ def segment_phases(image: np.ndarray, params: Mapping | None = None) -> dict[str
     labels : dict
         ``phase`` (uint8, 1 = particle) and ``particle_ids`` (uint32, 0 = matrix,
         one id per 4-connected particle).
+
+    Notes
+    -----
+    Optional flat-field correction, Gaussian smoothing, an automatic threshold, the
+    choice of which side of it is the particle phase, then morphological opening and
+    size filtering.
     """
     p = _params("phases", params)
     image = _flatfield(_check_image(image), p["flatfield_sigma_px"])

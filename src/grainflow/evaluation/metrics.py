@@ -1,25 +1,9 @@
 """Segmentation metrics: count first, reduce once.
 
-Every metric here is computed in two steps. A ``*_counts`` function turns one
-image (or one tile) into a small dataclass of integer counts; counts add with
-``+`` (and ``sum(...)`` works), so that tiles, images, specimens and folds are
-reduced by summing counts and the score is computed once from the sums
-(nnU-Net's global Dice, segmentation_models_pytorch's ``get_stats``). Averaging
-per-image scores instead would weight a nearly empty image like a full one.
-
-- :class:`PixelCounts` -- confusion matrix of a semantic map: IoU, Dice,
-  precision and recall per class.
-- :class:`BoundaryCounts` -- boundary precision, recall and F1 with a distance
-  tolerance, on one-pixel skeletons of both boundary maps.
-- :class:`ObjectCounts` -- one-to-one matching of instances at an IoU
-  threshold: object precision/recall (particles, grains) plus split and merged
-  counts (over- and under-segmentation of grains).
-- :func:`instance_scores` -- one contingency table of two instance maps gives
-  the adjusted Rand index, the variation of information (split and merge
-  parts) and the :class:`ObjectCounts`. ARI and VI are per-image numbers (they
-  do not sum); average them over images.
-
-Argument order is always ``(true, pred)``, as in scikit-learn.
+A ``*_counts`` function turns one image (or tile) into a dataclass of integer counts that
+add with ``+``; tiles, images and folds are reduced by summing counts and scored once from
+the sums (nnU-Net's global Dice), never by averaging per-image scores. ARI and VI do not
+sum: average them over images. Argument order is always ``(true, pred)``, as in scikit-learn.
 """
 
 from __future__ import annotations
@@ -78,7 +62,15 @@ def _check_pair(true: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 class _Counts:
-    """Mixin: field-wise ``+`` so that counts reduce with ``sum``."""
+    """Mixin: field-wise ``+`` so that counts reduce with ``sum``.
+
+    Notes
+    -----
+    Tiles, images, specimens and folds are reduced by summing counts, and the score
+    is computed once from the sums (nnU-Net's global Dice, segmentation_models_pytorch's
+    ``get_stats``). Averaging per-image scores instead would weight a nearly empty
+    image like a full one.
+    """
 
     def __add__(self, other):
         if not isinstance(other, type(self)):

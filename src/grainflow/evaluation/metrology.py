@@ -1,17 +1,8 @@
 """Grain-size and phase metrology from label maps (ASTM E112 and friends).
 
-All functions take a label map in pixels and a pixel size in µm and report
-physical units (µm, mm, mm⁻²). Label 0 is "no grain" (a boundary pixel or the
-matrix): it never counts as a grain, and a test line passing through it steps
-from the grain before to the grain after.
-
-ASTM E112 relations (metric form, magnification 1x):
-
-- planimetric: ``G = 3.321928 log10(N_A) - 2.954`` with ``N_A`` in grains/mm²;
-- intercept:   ``G = -6.643856 log10(l) - 3.288`` with the mean lineal intercept ``l`` in mm.
-
-They follow from the definition ``N_AE = 2**(G - 1)`` grains per square inch at
-100x: G = 1 is N_A = 15.50 mm⁻², and each step of G doubles N_A.
+Functions take a label map in pixels and a pixel size in µm and report physical units
+(µm, mm, mm⁻²). Label 0 is "no grain" (a boundary pixel or the matrix): it never counts as
+a grain, and a test line passing through it steps from the grain before to the grain after.
 """
 
 from __future__ import annotations
@@ -71,7 +62,15 @@ def _check_labels(labels: np.ndarray) -> np.ndarray:
 
 
 def g_from_na(na_per_mm2):
-    """ASTM grain size number G from grains per mm² (planimetric)."""
+    """ASTM grain size number G from grains per mm² (planimetric).
+
+    Notes
+    -----
+    ASTM E112 in metric form at magnification 1x: ``G = 3.321928 log10(N_A) - 2.954``
+    with ``N_A`` in grains/mm². It follows from the definition ``N_AE = 2**(G - 1)``
+    grains per square inch at 100x: G = 1 is N_A = 15.50 mm⁻², and each step of G
+    doubles N_A.
+    """
     na = np.asarray(na_per_mm2, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
         g = _PLANIMETRIC_SLOPE * np.log10(np.where(na > 0, na, np.nan)) - _PLANIMETRIC_OFFSET
@@ -79,7 +78,13 @@ def g_from_na(na_per_mm2):
 
 
 def g_from_intercept(mean_intercept_mm):
-    """ASTM grain size number G from the mean lineal intercept in mm."""
+    """ASTM grain size number G from the mean lineal intercept in mm.
+
+    Notes
+    -----
+    ASTM E112 in metric form at magnification 1x: ``G = -6.643856 log10(l) - 3.288``
+    with the mean lineal intercept ``l`` in mm.
+    """
     ell = np.asarray(mean_intercept_mm, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
         g = -_INTERCEPT_SLOPE * np.log10(np.where(ell > 0, ell, np.nan)) - _INTERCEPT_OFFSET

@@ -1,40 +1,8 @@
 """Metrology of real stacks from their inference stores, and scores against ground truth.
 
-:func:`measure_stack` reads a stack (``results/stacks/{stack}.ome.zarr``) and
-the inference stores of its models (``results/inference/{stack}/{arch}.ome.zarr``)
-plane by plane and returns two tables:
-
-- **per plane** (``results/metrics/real/{stack}.tsv``): one row per model and
-  plane, then one row per model with ``plane == "all"`` for the whole stack.
-  Columns :data:`META`, then
-
-  - grains: ``n_grains`` (labels), ``n_grains_measured`` (not cut by the field
-    edge), ``astm_g_planimetric`` and ``na_per_mm2`` (ASTM E112 Jeffries count),
-    ``astm_g_intercept`` and ``mean_intercept`` (E112 lineal intercept: 4
-    directions x 5 lines and the three circles), ``ecd_mean``, ``ecd_median``
-    (equivalent-circle diameters of the measured grains), ``boundary_fraction``;
-  - phases: ``area_fraction``, ``n_particles``, ``n_particles_measured``,
-    ``ecd_mean``, ``ecd_median`` (particles cut by the edge left out);
-
-  lengths in ``length_unit``: ``um`` with a known pixel size, else ``px``
-  (ASTM G needs a physical size and is then NaN). The ``all`` row pools the
-  planes: Jeffries counts summed over the area, the planes' mean intercepts
-  averaged (``mean_intercept_ci95``: half-width of their 95 % interval, E112's
-  fields), sizes over all objects.
-  Where the stack has ground truth, each row also holds the counts and scores
-  of :func:`grainflow.evaluation.crossval.evaluate_segmentation` (per plane; counts summed
-  and scored once in the ``all`` row, as in the cross-validated tables).
-- **sizes** (``results/metrics/real/{stack}.sizes.tsv``): one row per grain or
-  particle (``model`` is the architecture, or ``truth``): ``stack, model,
-  plane, label, area, ecd, major_axis, minor_axis, aspect_ratio,
-  orientation_deg, edge, length_unit`` (area in ``length_unit`` squared).
-
-Ground truth (:func:`truth_labels`): for phases a mask (``phase = mask > 0``,
-particles its 4-connected components, as predicted particles are); for grains
-either a boundary mask (0/1: grains are the 4-connected regions between
-boundaries) or grain ids (boundaries where a pixel's 4-neighbour differs).
-
-Each plane is read whole (the metrology functions need whole label images).
+:func:`measure_stack` reads a stack and the inference stores of its models plane by plane
+(each plane whole: the metrology functions need whole label images) and returns a table per
+plane and a table per grain or particle.
 """
 
 from __future__ import annotations
@@ -121,6 +89,12 @@ def truth_labels(task: str, labels: np.ndarray) -> dict[str, np.ndarray]:
     dict
         phases -> ``phase`` (uint8) and ``particle_ids`` (uint32, 4-connected);
         grains -> ``boundaries`` (uint8) and ``grain_ids`` (uint32).
+
+    Notes
+    -----
+    Particles are the 4-connected components of the mask, as predicted particles
+    are. Grains from a boundary mask are the 4-connected regions between the
+    boundaries; from grain ids, boundaries lie where a pixel's 4-neighbour differs.
     """
     from skimage.measure import label
     from skimage.segmentation import find_boundaries
@@ -274,9 +248,34 @@ def measure_stack(
     Returns
     -------
     per_plane : DataFrame
-        See the module docstring.
+        ``results/metrics/real/{stack}.tsv``: one row per model and plane, then
+        one row per model with ``plane == "all"`` for the whole stack (see Notes).
     sizes : DataFrame
-        One row per object.
+        ``results/metrics/real/{stack}.sizes.tsv``: one row per grain or particle
+        (``model`` is the architecture, or ``truth``): ``stack, model, plane,
+        label, area, ecd, major_axis, minor_axis, aspect_ratio, orientation_deg,
+        edge, length_unit`` (area in ``length_unit`` squared).
+
+    Notes
+    -----
+    Columns of ``per_plane``: :data:`META`, then
+
+    - grains: ``n_grains`` (labels), ``n_grains_measured`` (not cut by the field
+      edge), ``astm_g_planimetric`` and ``na_per_mm2`` (ASTM E112 Jeffries count),
+      ``astm_g_intercept`` and ``mean_intercept`` (E112 lineal intercept: 4
+      directions x 5 lines and the three circles), ``ecd_mean``, ``ecd_median``
+      (equivalent-circle diameters of the measured grains), ``boundary_fraction``;
+    - phases: ``area_fraction``, ``n_particles``, ``n_particles_measured``,
+      ``ecd_mean``, ``ecd_median`` (particles cut by the edge left out).
+
+    Lengths are in ``length_unit``: ``um`` with a known pixel size, else ``px``
+    (ASTM G needs a physical size and is then NaN). The ``all`` row pools the
+    planes: Jeffries counts summed over the area, the planes' mean intercepts
+    averaged (``mean_intercept_ci95``: half-width of their 95 % interval, E112's
+    fields), sizes over all objects. Where the stack has ground truth
+    (:func:`truth_labels`), each row also holds the counts and scores of
+    :func:`grainflow.evaluation.crossval.evaluate_segmentation` (per plane; counts
+    summed and scored once in the ``all`` row, as in the cross-validated tables).
     """
     import zarr
 

@@ -38,6 +38,13 @@ def labels_from_probability(
     labels : dict
         grains -> ``boundaries`` (uint8) and ``grain_ids`` (uint32, 1..n);
         phases -> ``phase`` (uint8) and ``particle_ids`` (uint32, 0 = matrix).
+
+    Notes
+    -----
+    Grains: the boundary mask is ``P(boundary) > threshold``; the grain instances
+    come from a watershed of P(boundary) seeded by the regions the mask encloses.
+    Phases: the phase mask is ``P(phase) > threshold``; particles are its
+    4-connected components.
     """
     if probability.ndim != 2:
         raise ValueError(f"probability must be 2-D, got {probability.shape=}")
@@ -171,6 +178,35 @@ def label_plane(
     -------
     summary : dict
         ``mode`` ("whole plane" or "block-wise") and ``n_objects``.
+
+    Notes
+    -----
+    A plane of at most ``whole_plane_max_px`` pixels is read whole and labelled by
+    :func:`labels_from_probability`. A larger plane is labelled block by block, with
+    the same result and bounded memory:
+
+    1. connected components of the mask (grain interiors ``P <= threshold`` for
+       grains, particles ``P > threshold`` for phases) are labelled in each block and
+       written to ``scratch``; components that touch across a block edge are joined
+       (a graph of the label pairs across edges,
+       :func:`scipy.sparse.csgraph.connected_components`); each joined component gets
+       its size and its first pixel in raster order;
+    2. components are numbered 1..n in raster order of their first pixel, which is
+       skimage's numbering of the whole plane (for grains, seeds smaller than
+       ``min_grain_px`` are dropped first, as in the whole-plane labelling); so a
+       particle or a grain seed crossing block edges has one number;
+    3. phases: the numbers are written; grains: each block is flooded by a watershed
+       of P(boundary) from the numbered seeds of the block and a halo of ``halo``
+       pixels around it (only the unlabelled pixels and the seed pixels touching
+       them take part, which gives the same flooding several times faster), and the
+       block's own pixels are kept.
+
+    The block-wise grain labels equal the whole-plane ones wherever the flooding
+    that assigns a boundary pixel stays within the halo (boundary ribbons a few
+    pixels wide: everywhere), up to ties between exactly equal probabilities (e.g.
+    saturated at 1.0), which the watershed breaks in heap order: such a boundary
+    pixel may then go to the other grain beside it. A pixel whose block and halo
+    hold no seed at all stays 0.
     """
     from scipy import ndimage
     from skimage.segmentation import watershed

@@ -505,6 +505,44 @@ def infer_stack(
     See Also
     --------
     infer_shard, merge_shards : the same store from several jobs.
+
+    Notes
+    -----
+    The store ``out``::
+
+        {arch}.ome.zarr/
+            zarr.json        ome: multiscales (axes c, z, y, x; the stack's scale in µm),
+                             omero (channel names); grainflow: provenance (below)
+            s0, s1, ...      (C, Z, Y, X) float32 class probabilities, chunks (C, 1, chunk, chunk),
+                             the stack's pyramid (s{k+1} = 2 x 2 mean of s{k})
+            labels/zarr.json ome: labels, e.g. ["boundaries", "grain_ids"]
+            labels/{name}/s0, s1, ...
+                             (Z, Y, X) label images (axes z, y, x), s{k+1} = s{k}[::2, ::2]
+
+    Labels per task are those of
+    :func:`~grainflow.inference.labels.labels_from_probability`, as in the
+    cross-validated evaluation: ``grains`` -> ``boundaries`` (uint8, 1 where
+    P(boundary) > 0.5) and ``grain_ids`` (uint32 grain instances 1..n; 0 only where
+    no grain seed lies within the labelling halo); ``phases`` -> ``phase`` (uint8, 1
+    where P(particle) > 0.5) and ``particle_ids`` (uint32, 0 = matrix).
+
+    Each plane is normalised as in training, by its own low and high percentiles
+    (stored in the checkpoints' configs), with limits from a regular subsample of at
+    most 4 Mpx (:func:`grainflow.normalize.plane_limits`) applied block by block. The
+    ensemble is the mean of the folds' softmax probabilities (and, with ``flips``, of
+    the 4 flips of each tile, each flipped back) on the compute device; the output
+    stays in the store. Tiling is that of
+    :func:`grainflow.inference.tiling.predict_plane`. The planes are then labelled by
+    :func:`~grainflow.inference.labels.label_plane`.
+
+    Provenance in ``attrs["grainflow"]``: version, stack, task, source store,
+    checkpoints (path, SHA-256, fold, epoch), ensemble, test-time flips, tile,
+    overlap, margin, block, batch size, blend, normalisation, device, labelling
+    options, and per plane its intensity limits, tiles and labelling mode; a merged
+    store (:func:`~grainflow.inference.shards.merge_shards`) also lists its shards.
+    The store is written into a temporary folder beside ``out`` and renamed onto it
+    only when complete (:func:`grainflow.io.staging.staged_dir`), so no partial
+    output is ever taken for a result.
     """
     import zarr
 

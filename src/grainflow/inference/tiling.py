@@ -1,35 +1,9 @@
 """Tiled prediction of planes of any size, with bounded memory.
 
-Pure geometry plus chunk-aligned I/O, independent of any model:
-
-- :func:`tile_starts` lays tiles along one axis, evenly spaced, the first at 0
-  and the last flush with the end (nnU-Net's sliding window), so that adjacent
-  tiles overlap by at least ``overlap`` pixels;
-- :func:`gaussian_weights` is the blending window: a separable Gaussian,
-  largest at the tile centre, never zero (computed once per tile shape and cached);
-- :func:`iter_blocks` cuts a plane into output blocks aligned to the output's
-  chunks; each block owns whole chunks (no two writers share one) and lists
-  the tiles of the *whole-plane* tiling that overlap it, whose union is the
-  block plus a halo;
-- :func:`predict_plane` streams a plane block by block through any
-  ``predict_fn(batch (N, 1, t, t) float32) -> (N, C, t, t)``, accumulating
-  weighted probabilities in float32, and writes each finished block into the
-  output array; it can be limited to some of the blocks, so that several jobs
-  share a plane, each writing its own chunks (sharded inference).
-
-Because every block uses the tiles of the whole-plane tiling, the result does
-not depend on the block size: a block edge is not a seam. The outer ``margin``
-pixels of a tile side that lies inside the plane are not used (a network
-with zero padding is wrong there); where the plane ends, tiles are used to
-their edge. With ``2 * margin < overlap`` every pixel still gets a positive
-weight, and for a model whose receptive-field radius is at most ``margin``
-the tiled prediction equals the whole-plane prediction.
-
-A plane smaller than a tile is padded by reflection to the tile size and the
-prediction cropped back.
-
-Memory per block is about ``(block + 2 * tile)**2 * (C + 2) * 4`` bytes plus
-one batch of tiles, whatever the plane's size.
+Pure geometry plus chunk-aligned I/O, independent of any model: tile starts
+(:func:`tile_starts`), blending weights (:func:`gaussian_weights`), output blocks that own
+whole chunks (:func:`iter_blocks`) and the streaming of a plane through any prediction
+function (:func:`predict_plane`).
 """
 
 from __future__ import annotations
@@ -357,6 +331,24 @@ def predict_plane(
     summary : dict
         ``blocks`` (computed), ``tiles`` (tiles predicted, halos included) and
         ``plane_tiles`` (tiles of the whole-plane tiling).
+
+    Notes
+    -----
+    Each output block (:func:`iter_blocks`) owns whole chunks of ``out`` and is
+    computed from the tiles of the *whole-plane* tiling that overlap it, whose union
+    is the block plus a halo; weighted probabilities are accumulated in float32.
+    So the result does not depend on the block size: a block edge is not a seam.
+
+    The outer ``margin`` pixels of a tile side that lies inside the plane are not
+    used (a network with zero padding is wrong there); where the plane ends, tiles
+    are used to their edge. With ``2 * margin < overlap`` every pixel still gets a
+    positive weight, and for a model whose receptive-field radius is at most
+    ``margin`` the tiled prediction equals the whole-plane prediction. A plane
+    smaller than a tile is padded by reflection to the tile size and the prediction
+    cropped back.
+
+    Memory per block is about ``(block + 2 * tile)**2 * (C + 2) * 4`` bytes plus
+    one batch of tiles, whatever the plane's size.
     """
     from tqdm.auto import tqdm
 

@@ -86,6 +86,21 @@ def write_specimen(
     """Write ``samples`` of one specimen to an HDF5 file, atomically.
 
     All samples must share the image shape and the set of label names.
+
+    Notes
+    -----
+    The layout::
+
+        /images         float32 (N, H, W), intensities in [0, 1], chunked per image, gzip
+        /labels/<name>  (N, H, W) per label kind, e.g. grain_ids (uint32), boundaries
+                        (uint8), phase (uint8), particle_ids (uint32)
+        /meta/<field>   one entry per image: image_id, specimen, session, original_id,
+                        modality (str); seed (int64); params, transform (JSON str)
+        attrs           task, specimen, grainflow_version, specimen_params (JSON)
+
+    The file is written to a temporary file in the same folder that replaces
+    ``path`` only when complete, so that a failed job leaves nothing a rerun would
+    trust.
     """
     if not samples:
         raise ValueError(f"no samples to write for specimen {specimen!r} ({path})")

@@ -1,14 +1,7 @@
-"""The course's small CNN that classifies a diffraction pattern into a crystal system.
+"""The teaching example's DiffractionCNN: a small CNN that classifies a diffraction pattern.
 
-Layers (parameters for one input channel and 3 classes)::
-
-    conv1  3×3, 1 -> 32, BN, ReLU, 2×2 max pool        320 (+ 64 BN)
-    conv2  3×3, 32 -> 64, BN, ReLU, 2×2 max pool    18,496 (+ 128 BN)
-    conv3  3×3, 64 -> 128, BN, ReLU                 73,856 (+ 256 BN)
-    global average pooling                  -> (N, 128)
-    fc1    128 -> 64, ReLU, dropout 0.3          8,256
-    fc2    64 -> 3 (logits)                        195
-                                           total 101,571 (101,123 without BN)
+It predicts the crystal system (cubic, hexagonal, orthorhombic); :class:`DiffractionCNN`
+lists its layers and parameter counts.
 """
 
 from __future__ import annotations
@@ -37,7 +30,7 @@ class DiffractionCNN(nn.Module):
     num_classes : int
         Crystal systems (3: cubic, hexagonal, orthorhombic).
     dropout : float
-        Dropout probability before the last layer (0.3 in the course).
+        Dropout probability before the last layer (0.3 in the teaching example).
 
     Notes
     -----
@@ -45,6 +38,16 @@ class DiffractionCNN(nn.Module):
     default); output logits (N, num_classes). Global average pooling is
     written as a mean over (H, W), which is deterministic on CUDA (unlike the
     backward of ``AdaptiveAvgPool2d``).
+
+    Layers (parameters for one input channel and 3 classes)::
+
+        conv1  3×3, 1 -> 32, BN, ReLU, 2×2 max pool        320 (+ 64 BN)
+        conv2  3×3, 32 -> 64, BN, ReLU, 2×2 max pool    18,496 (+ 128 BN)
+        conv3  3×3, 64 -> 128, BN, ReLU                 73,856 (+ 256 BN)
+        global average pooling                  -> (N, 128)
+        fc1    128 -> 64, ReLU, dropout 0.3          8,256
+        fc2    64 -> 3 (logits)                        195
+                                               total 101,571 (101,123 without BN)
     """
 
     def __init__(self, in_channels: int = 1, num_classes: int = 3, *, dropout: float = 0.3):

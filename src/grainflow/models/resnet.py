@@ -1,17 +1,8 @@
-"""ResNet-18 for single-channel diffraction patterns, and the course's transfer strategies.
+"""ResNet-18 for single-channel diffraction patterns; the teaching example's transfer strategies.
 
-The model is torchvision's ResNet-18 (``resnet18(weights=None)``: same layers,
-same state-dict keys) with a one-channel first convolution and a 3-class
-head. Pretrained weights are only ever read from a local file
-(:func:`load_pretrained`); nothing is downloaded.
-
-Strategies (:func:`set_transfer_strategy`)::
-
-    frozen    only the head (fc) trains; the backbone, its batch-norm statistics
-              included, stays as loaded
-    finetune  the last ``blocks`` residual stages (layer4, then layer3, …) train at
-              a low learning rate (1e-5) and the new head at the normal one
-    full      everything trains at the normal learning rate
+torchvision's ResNet-18 (same layers, same state-dict keys) with a one-channel first
+convolution and a 3-class head; pretrained weights come only from local files
+(:func:`grainflow.checkpoint.load_pretrained`), nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -76,7 +67,7 @@ def set_transfer_strategy(
         Learning rate of the head (and of everything with "full").
     finetune_lr : float
         Learning rate of the unfrozen residual stages with "finetune" (the
-        course's 1e-5).
+        teaching example's 1e-5).
     blocks : int
         Residual stages unfrozen by "finetune", counted from the last (1–4).
 
@@ -86,6 +77,16 @@ def set_transfer_strategy(
         ``[{"name", "params", "lr"}, ...]`` for ``torch.optim``; only parameters
         that train appear. Frozen parameters get ``requires_grad = False`` and
         their modules stay in eval mode (see :class:`ResNet18`).
+
+    Notes
+    -----
+    The strategies::
+
+        frozen    only the head (fc) trains; the backbone, its batch-norm statistics
+                  included, stays as loaded
+        finetune  the last ``blocks`` residual stages (layer4, then layer3, …) train at
+                  a low learning rate (``finetune_lr``) and the new head at ``lr``
+        full      everything trains at ``lr``
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy=}")

@@ -1,18 +1,7 @@
 """U-Net for pixel classification (grain boundaries, phases), after Ronneberger et al. (2015).
 
-The network is the course's U-Net: an encoder of ``depth`` stages, each a
-double 3×3 convolution (or a ResNet basic block) followed by a 2×2 max pool
-that halves the size, a bottleneck, and a decoder that doubles the size with a
-2×2 transposed convolution, concatenates the skip connection of the same size
-and applies a double convolution. A 1×1 convolution gives the class logits.
-
-Shapes, for ``base_channels=c`` and ``depth=d``::
-
-    input   (N, in_channels, H, W)          H and W divisible by 2**d
-    stage i (N, c * 2**i, H / 2**i, ...)    skip connection, i = 0 … d-1
-    pooled  (N, c * 2**i, H / 2**(i+1), …)  what stage i hands to stage i+1
-    bottom  (N, c * 2**d, H / 2**d, …)
-    output  (N, out_channels, H, W)         logits (no softmax)
+The teaching example's U-Net: a double-convolution (or residual) encoder, a bottleneck and a
+decoder with skip connections; :class:`UNet` states its shapes.
 """
 
 from __future__ import annotations
@@ -144,6 +133,19 @@ class UNet(nn.Module):
     multiples of ``2**depth`` (a ``ValueError`` says so otherwise). The model does
     no I/O; its constructor arguments are kept in ``hparams`` so that a
     checkpoint can rebuild it.
+
+    An encoder of ``depth`` stages, each a double 3×3 convolution (or a ResNet basic
+    block) followed by a 2×2 max pool that halves the size, a bottleneck, and a
+    decoder that doubles the size with a 2×2 transposed convolution, concatenates the
+    skip connection of the same size and applies a double convolution. A 1×1
+    convolution gives the class logits. Shapes, for ``base_channels=c`` and
+    ``depth=d``::
+
+        input   (N, in_channels, H, W)          H and W divisible by 2**d
+        stage i (N, c * 2**i, H / 2**i, ...)    skip connection, i = 0 … d-1
+        pooled  (N, c * 2**i, H / 2**(i+1), …)  what stage i hands to stage i+1
+        bottom  (N, c * 2**d, H / 2**d, …)
+        output  (N, out_channels, H, W)         logits (no softmax)
     """
 
     def __init__(
@@ -228,7 +230,7 @@ class UNet(nn.Module):
 
         Each entry is ``(channels, H, W)`` of stage ``i``'s output after its
         2×2 max pool: the channels of its convolution block and the spatial size
-        after pooling (the course's convention). The bottleneck is not listed.
+        after pooling (the teaching example's convention). The bottleneck is not listed.
         The pass runs on a shape-only ("meta") copy of the model, so it costs
         no memory or time even for large inputs.
 

@@ -1,11 +1,8 @@
 """Provenance of a run: config, package versions, seeds, git commit, hardware, run times.
 
-:func:`write_provenance` gathers everything a reader needs to trust and repeat
-the results and writes it as one HTML page for the report, the run times per
-rule as TSV, the config as YAML and the rest as JSON. The run times come from
-the ``benchmark:`` files that Snakemake writes for every job of a rule that has
-one (``benchmarks/rules/<rule>/...tsv``); each file is assigned to its rule by
-the rule's benchmark path pattern.
+:func:`write_provenance` gathers what a reader needs to trust and repeat the results: an
+HTML page for the report, the run times per rule (from Snakemake's ``benchmark:`` files)
+as TSV, the config as YAML and the rest as JSON.
 """
 
 from __future__ import annotations

@@ -1,13 +1,8 @@
 """The summary at the top of the report: one line of numbers per task.
 
-:func:`summary_table` reads what the workflow already wrote (the
-cross-validated tables ``results/metrics/{task}/{model}/cv.tsv``, the real-stack
-tables ``results/metrics/real/{stack}.tsv`` and, when diffraction runs, the
-accuracy tables ``results/metrics/diffraction/{arch}/summary.tsv``) and puts
-side by side, per task: the best network's held-out score (mean ± std across
-folds), the classical baseline's, and what the best network measures on each
-real stack, with units. :func:`summary_html` renders the table for the report
-and :func:`summary_headline` formats it for the caption.
+:func:`summary_table` puts side by side, from the tables the workflow already wrote, each
+task's best network, the classical baseline and what the best network measures on the real
+stacks; :func:`summary_html` and :func:`summary_headline` format it.
 """
 
 from __future__ import annotations

@@ -183,6 +183,34 @@ def import_stack(
     ------
     StackError
         For any problem with the input; ``out`` is then left as it was.
+
+    Notes
+    -----
+    The store::
+
+        {stack}.ome.zarr/
+            zarr.json          ome: multiscales (axes z, y, x; scale in micrometre),
+                               grainflow: stack, task, source, planes (file, page,
+                               group, intensity range), pixel size, version
+            s0, s1, ...        (Z, Y, X) images, source dtype, chunks (1, chunk, chunk);
+                               s{k+1} is s{k} averaged over 2 x 2 pixels, down to < pyramid_min_px
+            labels/zarr.json   ome: labels ["ground_truth"] (only with ground truth)
+            labels/ground_truth/
+                zarr.json      ome: multiscales, image-label (source ../../)
+                s0, s1, ...    (Z, Y, X) integer labels; s{k+1} = s{k}[::2, ::2]
+
+    Colour is converted to grey (ITU-R BT.709 luma) in the source's dtype, with a
+    note in the log; 8-bit, 16-bit and float intensities are stored unchanged
+    (inference normalises each plane, see :mod:`grainflow.normalize`). When the
+    pixel size is unknown the y and x scale is 1 and the axes have no unit (sizes
+    are then in pixels). The z axis indexes planes (separate images or sections);
+    its scale is 1, without unit.
+
+    Bad input raises :class:`StackError` naming the stack and the problem: a missing
+    path, an unreadable file, a wrong number of axes, an empty stack, an image with
+    NaN or infinite values, a constant image, mismatched ground truth. The store is
+    written to a temporary folder beside ``out`` and renamed onto it only when
+    complete, so a failure leaves no output.
     """
     import zarr
 

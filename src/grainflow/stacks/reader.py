@@ -461,6 +461,13 @@ def open_stack(path: str | os.PathLike, *, name: str, role: str = "path") -> Sta
     StackError
         When the path does not exist, a file cannot be read, the axes are
         wrong or the stack is empty.
+
+    Notes
+    -----
+    Nothing is read before it is asked for: the reader gives any plane, or any
+    rectangle of it, on demand and in grey, and TIFF and Zarr sources are read by
+    region (tiles or strips), so a plane larger than memory can be streamed.
+    Sources are only ever opened for reading.
     """
     path = Path(path)
     what = f"{path}"

@@ -1,14 +1,8 @@
 """Specimens and sessions: the structure that the ``synthesize`` rule writes.
 
-A *specimen* is one physical sample: all its images share its microstructure
-statistics (grain size, dispersion, elongation; area fraction, particle size
-and shape). A *session* is one imaging session of a specimen: modality,
-contrast, noise, blur and scan distortions. Each image is a new field of view
-of its specimen, imaged under its session's conditions.
-
-Seeds: the job's seed makes the specimen's parameters; each session and image
-gets a seed derived from it and its names, recorded in the output, so that
-:func:`render` regenerates any image alone from its parameters and seed.
+A *specimen* is one physical sample, whose images share its microstructure statistics; a
+*session* is one imaging session of it (modality, contrast, noise, blur, scan distortions).
+:func:`synthesize_specimen` makes all images of a specimen, :func:`render` any one of them.
 """
 
 from __future__ import annotations
@@ -147,7 +141,7 @@ def render(task: str, params: Mapping, *, shape, boundary_width_px: int, seed: i
     image : ndarray of shape ``shape``, float32 in [0, 1]
     labels : dict of str -> ndarray of shape ``shape``
     """
-    if task == "diffraction":  # patterns have no label maps; see grainflow.synth.diffraction
+    if task == "diffraction":  # patterns have no label maps; see grainflow.diffraction.simulate
         return render_pattern(params, shape=shape, seed=seed), {}
     rng = np.random.default_rng(seed)
     p = dict(params)
@@ -262,6 +256,17 @@ def synthesize_specimen(
     -------
     samples : list of Sample
     specimen_params : dict
+
+    Notes
+    -----
+    A specimen's images share its microstructure statistics (grain size, dispersion,
+    elongation; area fraction, particle size and shape); a session sets the modality,
+    contrast, noise, blur and scan distortions. Each image is a new field of view of
+    its specimen, imaged under its session's conditions.
+
+    The job's seed makes the specimen's parameters; each session and image gets a
+    seed derived from it and its names, recorded in the output, so that
+    :func:`render` regenerates any image alone from its parameters and seed.
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task=}")

@@ -1,12 +1,6 @@
-"""Voronoi and Laguerre (power-weighted) tessellations of the image plane.
+"""Voronoi and Laguerre (power-weighted) tessellations of the image plane: polycrystals.
 
-Seeds are hard-core disks placed by random sequential addition (RSA) in a
-stretched frame; each pixel belongs to the seed with the smallest power
-distance ``|x - c_i|**2 - r_i**2``. With equal radii this is a Voronoi
-tessellation of well-separated seeds; with log-normal radii it is a Laguerre
-tessellation whose cell sizes follow the radii (non-overlapping disks each lie
-inside their own power cell, so no cell is empty). Grains are elongated by an
-area-preserving stretch along ``angle_deg``.
+:func:`polycrystal` makes a grain map, :func:`boundary_mask` its grain boundaries.
 """
 
 from __future__ import annotations
@@ -109,6 +103,16 @@ def polycrystal(
     -------
     labels : ndarray of shape (M, N), uint32
         Grain ids 1..n, each grain one connected region.
+
+    Notes
+    -----
+    Seeds are hard-core disks placed by random sequential addition (RSA) in a
+    stretched frame; each pixel belongs to the seed with the smallest power distance
+    ``|x - c_i|**2 - r_i**2``. With equal radii this is a Voronoi tessellation of
+    well-separated seeds; with log-normal radii it is a Laguerre tessellation whose
+    cell sizes follow the radii (non-overlapping disks each lie inside their own
+    power cell, so no cell is empty). Grains are elongated by an area-preserving
+    stretch along ``angle_deg``.
     """
     rows, cols = (int(s) for s in shape)
     if rows < 2 or cols < 2:

@@ -46,7 +46,7 @@ class TrainConfig:
     # schedule
     epochs: int = 20  # passes over the training images
     batch_size: int = 8  # images per optimiser step
-    optimizer: str = "adamw"  # "adamw" (U-Nets) or "adam" (the course's DiffractionCNN)
+    optimizer: str = "adamw"  # "adamw" (U-Nets) or "adam" (the teaching example's DiffractionCNN)
     lr: float = 1e-3  # peak learning rate, reached at the end of the warm-up
     min_lr: float = 1e-6  # learning rate at the end of the cosine decay
     warmup_epochs: float = 1.0  # length of the linear warm-up, in epochs (0: none)
@@ -72,7 +72,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model (CUDA or CPU; the first epoch compiles)
     threads: int = 1  # CPU threads for torch (Snakemake's threads)
     num_workers: int = 0  # DataLoader worker processes (0: load in the main process)
-    deterministic: bool = False  # bit-for-bit reproducible on the CPU; see the module notes
+    deterministic: bool = False  # bit-for-bit reproducible on the CPU; see runtime.runtime
     seed: int = 0  # seeds weights, data order, flips and dropout
     progress: bool = True  # tqdm progress bar (loss, images/s) on stderr
 

@@ -359,10 +359,58 @@ def train(
     world_size : int
         Training processes: 1 trains here; N > 1 forks N processes, one per
         GPU (NCCL) or, on the CPU, gloo processes, that train one model with
-        DistributedDataParallel (see the module notes); ``config.batch_size``
+        DistributedDataParallel (see Notes); ``config.batch_size``
         is the global batch and must be a multiple of N, and
         ``config.threads`` is shared among the processes. See
         :func:`world_size_for`.
+
+    Notes
+    -----
+    Each epoch: online flips (one of the 8 flips/90° rotations of the square, 4 when
+    the image is not square, drawn from ``(seed, epoch, index)`` in the DataLoader
+    workers, :class:`~grainflow.training.data.OnlineFlips`), the loss of
+    ``config.loss`` (:class:`~grainflow.training.losses.DiceCELoss`; with
+    ``class_weights: auto`` the weight of class ``c`` is ``sqrt(f_0 / f_c)`` for
+    training-set pixel frequencies ``f``, about 5 for boundaries that cover 4 % of
+    the pixels), AdamW (or Adam) with linear warm-up and cosine decay per optimiser
+    step (:func:`~grainflow.training.losses.lr_at`), then validation. Device,
+    precision and determinism are set by :func:`grainflow.runtime.runtime`, and every
+    choice is logged. Weights, data order, flips and dropout derive from ``seed`` and
+    the epoch (:func:`grainflow.seeds.derive_seed`), never from worker count or
+    timing.
+
+    **Resume.** ``last.pt`` is written atomically after every epoch with the model,
+    optimiser, scheduler, RNG states, history and the best weights so far. A job
+    killed at any moment restarts from it and, because the data order and
+    augmentation of epoch ``e`` depend only on ``(seed, e)`` and the global generator
+    is reseeded each epoch, ends with the same weights as an uninterrupted run.
+    ``last.pt`` is reused only when its fingerprint (model, result-affecting config,
+    training and validation image ids) matches.
+
+    **Several GPUs.** With ``world_size=N`` the N processes (backend NCCL; gloo on
+    the CPU, for tests) each take ``batch_size / N`` images of every batch of the
+    one-process order (:class:`~grainflow.training.data.EpochSampler`, split like
+    :class:`~torch.utils.data.distributed.DistributedSampler`); BatchNorm becomes
+    :class:`~torch.nn.SyncBatchNorm` (statistics of the global batch; CUDA only, so
+    on the CPU the model must use group norm); the loss sums its counts over the
+    processes (``DiceCELoss(distributed=True)``), so that weighted cross-entropy and
+    batch Dice are those of the global batch. The loss curve is then that of one
+    process up to float rounding, and ``best.pt``, ``last.pt`` and ``history.tsv``
+    have the same contents. Only process 0 validates and writes; all processes
+    resume from ``last.pt``. The processes are forked
+    (:func:`torch.multiprocessing.start_processes`), so the caller's functions need
+    not be picklable and a Snakemake script is not re-run; CUDA must not be
+    initialised before (:func:`~grainflow.training.distributed.world_size_for` counts
+    GPUs through NVML).
+
+    **Outputs.** ``best.pt`` (weights of the epoch with the highest ``score_fn``) and
+    ``history.tsv`` are written only when training has finished, atomically. History
+    columns, one row per epoch: ``epoch, step, lr`` (learning rate of the epoch's
+    last step), ``train_loss, val_loss, val_<metric>...`` (metrics of
+    ``metrics_fn``), ``score`` (``score_fn`` of those), ``images_per_s`` (training
+    images per second, excluding validation), ``peak_memory_mb`` (CUDA: peak
+    allocated tensor memory during the epoch; CPU: peak resident memory of the
+    process so far), ``epoch_s`` (wall time of the epoch).
     """
     best_path, history_path, last_path = Path(best_path), Path(history_path), Path(last_path)
     model_kwargs = dict(model_kwargs)
