@@ -133,3 +133,32 @@ def test_stacks_sheet_with_unknown_column(tmp_path):
 def test_missing_stacks_sheet(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         read_stacks(tmp_path / "nope.tsv")
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        ({"inference.overlap_px": 256}, "inference.overlap_px: 256 must be smaller"),
+        ({"diffraction.scan.arch": "vgg"}, "diffraction.scan.arch: 'vgg' is not one of"),
+    ],
+)
+def test_cross_key_rules_name_every_key_before_any_job(edit, expected):
+    config = tiny_config()
+    config["diffraction"]["enabled"] = True
+    for path, value in edit.items():
+        node = config
+        *parents, last = path.split(".")
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    with pytest.raises(ConfigError, match=expected):
+        validate_config(config)
+
+
+def test_a_classifier_may_not_share_a_unet_name():
+    config = tiny_config()
+    config["diffraction"]["enabled"] = True
+    unet = next(iter(config["training"]["archs"]))
+    config["diffraction"]["archs"][unet] = {"model": "diffraction_cnn"}
+    with pytest.raises(ConfigError, match=rf"diffraction.archs: \['{unet}'\] also name U-Nets"):
+        validate_config(config)

@@ -8,6 +8,7 @@ are read from local files only (:func:`load_pretrained`).
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import pickle
 import random
@@ -137,14 +138,19 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: Mapping) -> Path:
 
     The temporary file lies in the same folder and is moved onto ``path`` only once
     complete (:func:`grainflow.io.staging.atomic_path`): a job killed while saving
-    leaves the previous checkpoint intact.
+    leaves the previous checkpoint intact. Equal checkpoints give equal bytes, whatever
+    the file's name, so their SHA-256 can be compared across runs.
     """
     missing = [k for k in REQUIRED if k not in checkpoint]
     if missing:
         raise ValueError(f"checkpoint for {path} lacks {missing}; build it with make_checkpoint")
     path = Path(path)
+    # serialised in memory first: torch.save names the zip archive after the file it writes
+    # to, so saving to the random temporary name would make equal checkpoints differ in bytes
+    buffer = io.BytesIO()
+    torch.save(dict(checkpoint), buffer)
     with atomic_path(path) as tmp:
-        torch.save(dict(checkpoint), tmp)
+        tmp.write_bytes(buffer.getvalue())
     return path
 
 

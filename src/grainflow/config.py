@@ -67,6 +67,32 @@ def _check_ranges(config: Mapping, prefix: str = "") -> list[str]:
     return problems
 
 
+def _cross_key_problems(config: Mapping) -> list[str]:
+    """Rules that join several keys of a config the schema has accepted."""
+    problems = []
+    inference = config["inference"]
+    if inference["overlap_px"] >= inference["tile_px"]:
+        problems.append(
+            f"inference.overlap_px: {inference['overlap_px']} must be smaller than "
+            f"inference.tile_px ({inference['tile_px']})"
+        )
+    diffraction = config.get("diffraction") or {}
+    if diffraction.get("enabled"):
+        classifiers = set(diffraction["archs"])
+        shared = sorted(classifiers & set(config["training"]["archs"]))
+        if shared:
+            problems.append(
+                f"diffraction.archs: {shared} also name U-Nets in training.archs; give the "
+                "classifiers other names (they name folders beside the U-Nets')"
+            )
+        if diffraction["scan"]["arch"] not in classifiers:
+            problems.append(
+                f"diffraction.scan.arch: {diffraction['scan']['arch']!r} is not one of "
+                f"diffraction.archs ({', '.join(sorted(classifiers))})"
+            )
+    return problems
+
+
 def validate_config(config: Mapping, *, source: str = "config", schema_dir=None) -> None:
     """Raise :class:`ConfigError` listing every problem of ``config``.
 
@@ -82,7 +108,7 @@ def validate_config(config: Mapping, *, source: str = "config", schema_dir=None)
     errors = sorted(validator.iter_errors(dict(config)), key=lambda e: list(e.absolute_path))
     problems = [_message(e) for e in errors]
     if not errors:
-        problems += _check_ranges(config)
+        problems += _check_ranges(config) + _cross_key_problems(config)
     if problems:
         lines = "\n  - ".join(problems)
         raise ConfigError(
