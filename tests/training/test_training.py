@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -179,14 +180,21 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     before = path.read_bytes()
 
     def broken_save(obj, f):
-        open(f, "wb").write(b"half")
+        f.write(b"half")
         raise OSError("disk full")
 
-    monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError, match="disk full"):
-        ckpt.save_checkpoint(path, good)
-    assert path.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no temporary left
+    def broken_write(self, data):  # the disk fills while the file is written
+        with open(self, "wb") as f:
+            f.write(data[: len(data) // 2])
+        raise OSError("disk full")
+
+    for target, name, broken in ((torch, "save", broken_save), (Path, "write_bytes", broken_write)):
+        with monkeypatch.context() as m:
+            m.setattr(target, name, broken)
+            with pytest.raises(OSError, match="disk full"):
+                ckpt.save_checkpoint(path, good)
+        assert path.read_bytes() == before
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no temporary left
 
 
 def test_load_errors_name_the_file_and_the_fix(tmp_path):
