@@ -76,6 +76,11 @@ def _cross_key_problems(config: Mapping) -> list[str]:
             f"inference.overlap_px: {inference['overlap_px']} must be smaller than "
             f"inference.tile_px ({inference['tile_px']})"
         )
+    if inference["shards"] > 1 and inference["scale"] != "none":
+        problems.append(
+            f"inference.scale: {inference['scale']!r} is not yet supported with "
+            f"inference.shards {inference['shards']}; set inference.scale: none"
+        )
     diffraction = config.get("diffraction") or {}
     if diffraction.get("enabled"):
         classifiers = set(diffraction["archs"])

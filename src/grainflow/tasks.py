@@ -34,6 +34,10 @@ class Task:
         The primary score as figures and the report name it.
     objects : str
         What one instance is called, plural ("grains", "particles").
+    stratify_by : str or None
+        The per-image value the folds balance (StratifiedGroupKFold), when one
+        specimen has one value: a phases specimen is one material, imaged in one
+        modality, so without it folds could each hold one modality.
     """
 
     name: str
@@ -43,6 +47,7 @@ class Task:
     score: str
     score_label: str
     objects: str
+    stratify_by: str | None = None
 
     @property
     def object(self) -> str:
@@ -71,6 +76,7 @@ TASKS: dict[str, Task] = {
         score="iou",
         score_label="particle-phase IoU",
         objects="particles",
+        stratify_by="modality",
     ),
     "kernels": Task(**{**_GRAINS.__dict__, "name": "kernels"}),
 }

@@ -190,6 +190,7 @@ def test_the_workflow_shards_inference_only_when_asked(tmp_path, shards):
 
     config = tiny_config()
     config["inference"]["shards"] = shards
+    config["inference"]["scale"] = "auto" if shards == 1 else "none"
     workdir = make_workdir(tmp_path / "run", config)
     result = snakemake(
         workdir, "--dry-run", "--cores", "2", "results/metrics/real/nist_steel.tsv", timeout=300

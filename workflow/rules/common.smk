@@ -2,6 +2,7 @@
 
 from grainflow.config import read_stacks, validate_config
 from grainflow.seeds import derive_seed
+from grainflow.tasks import task_info
 
 validate_config(config, source="the configuration (config/config.yaml and overrides)")
 STACKS = read_stacks(config["stacks"])
@@ -75,7 +76,8 @@ def split_inputs(wc):
 def split_settings(task):
     """Folds, grouping and stratification of a task's GroupKFold manifest.
 
-    Diffraction folds are over crystals with the crystal systems balanced.
+    Diffraction folds are over crystals with the crystal systems balanced; the
+    segmentation tasks balance what their table says (grainflow.tasks).
     """
     if task == "diffraction":
         return {
@@ -86,7 +88,7 @@ def split_settings(task):
     return {
         "folds": config["splits"]["folds"],
         "group_by": config["splits"]["group_by"],
-        "stratify_by": None,
+        "stratify_by": task_info(task).stratify_by,
     }
 
 

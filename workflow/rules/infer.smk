@@ -4,6 +4,7 @@
 # blocks, in parallel on a cluster) and assembled and labelled by one merge_shards job.
 
 from grainflow.evaluation.real import real_headline
+from grainflow.inference.scale import read_scale
 
 INFERENCE = config["inference"]
 #: settings of rule infer that change its result (defaults for the keys added last)
@@ -37,11 +38,31 @@ INFERENCE_STORES = {
 }
 
 
+rule scale:
+    input:
+        stack="results/stacks/{stack}.ome.zarr",
+        specimens=lambda wc: synthetic_files(STACKS.loc[wc.stack, "task"]),
+    output:
+        json="results/scale/{stack}.json",
+    log:
+        "logs/scale/{stack}.log",
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/scale.py"
+
+
 if SHARDS == 1:
 
     rule infer:
         input:
             stack="results/stacks/{stack}.ome.zarr",
+            # the pyramid level to read the stack at (inference.scale: auto) or none
+            scale=lambda wc: (
+                f"results/scale/{wc.stack}.json"
+                if INFERENCE["scale"] == "auto"
+                else []
+            ),
             checkpoints=lambda wc: expand(
                 "results/models/{task}/{arch}/fold{fold}/best.pt",
                 task=STACKS.loc[wc.stack, "task"],
@@ -64,6 +85,9 @@ if SHARDS == 1:
         params:
             options=INFERENCE_OPTIONS,
             device=config["training"]["device"],
+            scale=lambda wc, input: (
+                read_scale(input.scale) if input.scale else {"level": 0}
+            ),
         script:
             "../scripts/infer.py"
 

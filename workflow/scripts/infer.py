@@ -15,6 +15,8 @@ summary = infer_stack(
     model=snakemake.wildcards.arch,
     device=snakemake.params.device,
     threads=snakemake.threads,
+    level=snakemake.params.scale["level"],
+    scale=snakemake.params.scale,
     **snakemake.params.options,
 )
 for plane in summary["planes"]:

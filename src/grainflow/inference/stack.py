@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage as ndi
 
 from grainflow import __version__
 from grainflow.inference.ensemble import Ensemble, load_ensemble
@@ -22,13 +24,13 @@ from grainflow.inference.tiling import (
     predict_plane,
     shard_blocks,
 )
-from grainflow.io.ome_zarr import downsample, ngff_writer
+from grainflow.io.ome_zarr import block_slices, downsample, ngff_writer
 from grainflow.io.staging import staged_dir
 from grainflow.normalize import apply_limits, plane_limits
 from grainflow.runtime import torch_threads
 from grainflow.tasks import CLASS_NAMES, LABEL_NAMES, TASKS
 
-__all__ = ["infer_stack", "open_inference"]
+__all__ = ["upsample_probabilities", "infer_stack", "open_inference"]
 
 
 logger = logging.getLogger(__name__)
@@ -433,6 +435,40 @@ def finish_store(
     }
 
 
+def upsample_probabilities(coarse, fine, *, factor: int, block: int) -> None:
+    """Fill ``fine`` (C, Z, Y, X) from ``coarse`` (C, Z, ~Y/f, ~X/f) by bilinear interpolation.
+
+    Parameters
+    ----------
+    coarse, fine : array-like
+        Zarr arrays or ndarrays; ``coarse`` is a pyramid level ``factor`` times
+        coarser than ``fine`` (each of its pixels the mean of ``factor`` x
+        ``factor`` fine pixels, as :func:`grainflow.io.ome_zarr.downsample` makes them).
+    factor : int
+        A power of two.
+    block : int
+        Side of the fine blocks written at a time, pixels (a multiple of the chunks).
+
+    Notes
+    -----
+    Fine pixel ``i`` has its centre at coarse coordinate ``(i + 0.5) / factor - 0.5``;
+    values beyond the outermost coarse centres repeat the edge.
+    """
+    n_classes, n_planes, rows, cols = fine.shape
+    c_rows, c_cols = coarse.shape[2:]
+    for z in range(n_planes):
+        for rs, cs in block_slices(rows, cols, block):
+            y = np.clip((np.arange(rs.start, rs.stop) + 0.5) / factor - 0.5, 0, c_rows - 1)
+            x = np.clip((np.arange(cs.start, cs.stop) + 0.5) / factor - 0.5, 0, c_cols - 1)
+            y0, x0 = int(np.floor(y[0])), int(np.floor(x[0]))
+            y1, x1 = min(int(np.floor(y[-1])) + 2, c_rows), min(int(np.floor(x[-1])) + 2, c_cols)
+            region = np.asarray(coarse[:, z, y0:y1, x0:x1], dtype=np.float32)
+            yy, xx = np.meshgrid(y - y0, x - x0, indexing="ij")
+            fine[:, z, rs, cs] = np.stack(
+                [ndi.map_coordinates(c, [yy, xx], order=1, mode="nearest") for c in region]
+            )
+
+
 def infer_stack(
     stack: str | os.PathLike,
     checkpoints: Sequence[str | os.PathLike],
@@ -453,6 +489,8 @@ def infer_stack(
     min_grain_px: int = 4,
     whole_plane_max_px: int = 2048 * 2048,
     labels_halo_px: int = 64,
+    level: int = 0,
+    scale: Mapping | None = None,
     progress: bool = True,
 ) -> dict:
     """Predict a stack with a fold ensemble and write probabilities and labels as OME-Zarr.
@@ -493,6 +531,14 @@ def infer_stack(
         block by block (:func:`label_plane`).
     labels_halo_px : int
         Halo of the block-wise grain watershed, pixels.
+    level : int
+        The pyramid level the networks read (0: full resolution; each level halves
+        it), so that the stack's features meet them at the scale they were trained
+        at (:func:`grainflow.inference.scale.scale_level`). The probabilities are
+        mapped back onto the full-resolution grid (bilinear) before labelling.
+    scale : mapping, optional
+        How ``level`` was chosen (feature lengths, factor), recorded with it in the
+        output's attributes.
     progress : bool
         Progress bar (tiles) on stderr.
 
@@ -584,16 +630,39 @@ def infer_stack(
         batch_size=batch_size,
         sigma_scale=sigma_scale,
     )
-    n_blocks = len(source.blocks(tile=tile_px, overlap=overlap_px))
+    check_integers(level=(level, 0))
+    if level >= len(source.levels):
+        raise ValueError(
+            f"stack {source.name!r} has {len(source.levels)} pyramid level(s); level must "
+            f"be below that, got {level=}"
+        )
+    read = dataclasses.replace(source, levels=source.levels[level:])  # what the networks see
+    n_blocks = len(read.blocks(tile=tile_px, overlap=overlap_px))
     every_block = shard_blocks(n_planes, n_blocks, shards=1)[0]
     out = Path(out)
     start = time.perf_counter()
     with staged_dir(out) as tmp:
         root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
         probs, label_levels = create_output(root, source, ensemble.n_classes)
-        predicted = predict_blocks(
-            source, ensemble, probs[0], every_block, threads=threads, progress=progress, **tiling
-        )
+        if level == 0:
+            predicted = predict_blocks(
+                read, ensemble, probs[0], every_block, threads=threads, progress=progress, **tiling
+            )
+        else:
+            coarse = root.create_array(
+                "scratch_probabilities",
+                shape=(ensemble.n_classes, *read.shape),
+                dtype=np.float32,
+                chunks=(ensemble.n_classes, *read.levels[0].chunks),
+                fill_value=0.0,
+            )
+            predicted = predict_blocks(
+                read, ensemble, coarse, every_block, threads=threads, progress=progress, **tiling
+            )
+            upsample_probabilities(coarse, probs[0], factor=2**level, block=source.block)
+            del root["scratch_probabilities"]
+        for record in predicted.values():
+            record["level"] = int(level)
         summary = finish_store(
             root,
             source,
@@ -607,6 +676,7 @@ def infer_stack(
             whole_plane_max_px=whole_plane_max_px,
             labels_halo_px=labels_halo_px,
         )
+        summary["scale"] = {"level": int(level), "factor": 2**level, **dict(scale or {})}
         seconds = time.perf_counter() - start
         summary["seconds"] = round(seconds, 3)
         summary["megapixels_per_s"] = round(n_planes * rows * cols / 1e6 / seconds, 3)

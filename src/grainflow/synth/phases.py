@@ -9,11 +9,13 @@ rendered mask meets the requested area fraction.
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage as ndi
 from skimage.measure import label
 
 from grainflow.seeds import as_rng
+from grainflow.synth.imaging import smooth_field
 
-__all__ = ["particles", "MORPHOLOGIES"]
+__all__ = ["particles", "superalloy_phase", "tertiary_particles", "MORPHOLOGIES"]
 
 MORPHOLOGIES = ("cuboid", "blob", "faceted")
 
@@ -122,3 +124,109 @@ def particles(
     # particles never touch (each keeps a pixel's gap to its cell's edge), so
     # connected components are the particles; a blob cut in two counts twice
     return label(mask, connectivity=1).astype(np.uint32)
+
+
+def superalloy_phase(
+    shape: tuple[int, int],
+    *,
+    area_fraction: float,
+    particle_diameter_px: float,
+    order: float = 0.7,
+    warp: float = 1.2,
+    rng: int | np.random.Generator | None = None,
+) -> np.ndarray:
+    """Mask of coalesced, irregular γ′ precipitates separated by γ channels.
+
+    Parameters
+    ----------
+    shape : tuple of int (M, N)
+    area_fraction : float
+        Fraction of the image covered by γ′, in [0.02, 0.7]; met exactly (to a pixel).
+    particle_diameter_px : float
+        Typical size of one precipitate, pixels (the lattice spacing is chosen so
+        that isolated precipitates have about this equivalent-circle diameter).
+    order : float
+        In [0, 1]: 1 places cuboids on a bent square lattice (γ′ aligned on
+        ⟨100⟩), 0 gives free blobs of one size; between, the precipitates
+        coalesce, raft and lose their corners.
+    warp : float
+        How far the lattice's rows bend, radians of phase.
+    rng : int or Generator, optional
+
+    Returns
+    -------
+    phase : ndarray of shape (M, N), bool
+
+    Notes
+    -----
+    The mask is a level set of a smooth field: the lattice term
+    ``min(|sin(u / 2)|, |sin(v / 2)|)``, which is 0 on a square grid of channel lines
+    and largest at the cell centres, with phases displaced by smooth random
+    fields (so rows bend and cells vary in size), mixed with a Gaussian random field of
+    correlation length ``particle_diameter_px / 4`` (which makes outlines
+    irregular and joins neighbours). The threshold is the field's
+    ``1 - area_fraction`` quantile.
+    """
+    if not 0.02 <= area_fraction <= 0.7:
+        raise ValueError(f"area_fraction must be in [0.02, 0.7], got {area_fraction=}")
+    if not particle_diameter_px >= 3:
+        raise ValueError(f"particle_diameter_px must be >= 3, got {particle_diameter_px=}")
+    if not 0 <= order <= 1:
+        raise ValueError(f"order must be in [0, 1], got {order=}")
+    rng = as_rng(rng)
+    rows, cols = (int(s) for s in shape)
+    spacing = particle_diameter_px * np.sqrt(np.pi / (4 * area_fraction))
+    theta = rng.uniform(0, np.pi / 2)
+    y, x = np.mgrid[0:rows, 0:cols].astype(float)
+    k = 2 * np.pi / spacing
+    u = k * (np.cos(theta) * x + np.sin(theta) * y) + rng.uniform(0, 2 * np.pi)
+    v = k * (-np.sin(theta) * x + np.cos(theta) * y) + rng.uniform(0, 2 * np.pi)
+    bend_u = warp * smooth_field((rows, cols), scale_px=spacing, rng=rng)
+    bend_v = warp * smooth_field((rows, cols), scale_px=spacing, rng=rng)
+    # distance-like to the nearest channel line (u or v a multiple of 2 pi): the γ channels
+    # form one connected grid and the γ′ are blocks between them, at any area fraction
+    lattice = np.minimum(np.abs(np.sin((u + bend_u) / 2)), np.abs(np.sin((v + bend_v) / 2)))
+    lattice = (lattice - lattice.mean()) / (lattice.std() or 1.0)
+    blobs = smooth_field((rows, cols), scale_px=particle_diameter_px / 4, rng=rng)
+    field = order * lattice + (1 - order) * blobs
+    return field > np.quantile(field, 1 - area_fraction)
+
+
+def tertiary_particles(
+    phase: np.ndarray,
+    *,
+    per_10k_px: float,
+    radius_px: tuple[float, float] = (1.0, 3.0),
+    rng: int | np.random.Generator | None = None,
+) -> np.ndarray:
+    """Fine tertiary γ′: small discs in the γ channels, never touching ``phase``.
+
+    Parameters
+    ----------
+    phase : ndarray of shape (M, N), bool
+        The secondary precipitates.
+    per_10k_px : float
+        Mean number of discs tried per 10,000 pixels (Poisson); those that
+        would come within 2 px of a secondary precipitate are dropped.
+    radius_px : (float, float)
+        Range of the disc radii, pixels.
+
+    Returns
+    -------
+    tertiary : ndarray of shape (M, N), bool
+    """
+    rng = as_rng(rng)
+    distance = ndi.distance_transform_edt(~phase)
+    out = np.zeros(phase.shape, bool)
+    rows, cols = phase.shape
+    n = rng.poisson(per_10k_px * phase.size / 1e4)
+    centres = rng.uniform(0, 1, (n, 2)) * (rows, cols)
+    radii = rng.uniform(*radius_px, n)
+    for (cy, cx), r in zip(centres, radii):
+        if distance[int(cy), int(cx)] < r + 2:
+            continue
+        r0, r1 = max(0, int(cy - r)), min(rows, int(cy + r) + 2)
+        c0, c1 = max(0, int(cx - r)), min(cols, int(cx + r) + 2)
+        yy, xx = np.mgrid[r0:r1, c0:c1]
+        out[r0:r1, c0:c1] |= (yy + 0.5 - cy) ** 2 + (xx + 0.5 - cx) ** 2 <= r * r
+    return out

@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+from skimage.measure import label
 
 from grainflow.diffraction.simulate import render_pattern, synthesize_diffraction_specimen
 from grainflow.io.hdf5 import Sample
 from grainflow.seeds import derive_seed, specimen_index
 from grainflow.synth import imaging
 from grainflow.synth.bicrystal import bicrystal
-from grainflow.synth.phases import particles
+from grainflow.synth.phases import particles, superalloy_phase, tertiary_particles
 from grainflow.synth.tessellation import boundary_mask, polycrystal
 
 __all__ = ["TASKS", "synthesize_specimen", "render"]
@@ -41,6 +42,16 @@ def _specimen_params(task: str, index: int, s: Mapping, rng) -> dict:
         }
     if task == "phases":
         modality = s["modalities"][index % len(s["modalities"])]
+        if modality == "sem_superalloy":
+            return {
+                "modality": modality,
+                "area_fraction": float(rng.uniform(*s["area_fraction"])),
+                "particle_diameter_px": _log_uniform(rng, *s["particle_diameter_px"]),
+                "order": float(rng.uniform(0.3, 0.9)),
+                "warp": float(rng.uniform(0.3, 1.0)),
+                "tertiary_per_10k_px": float(rng.uniform(0.0, 8.0)),
+                "label_tertiary": bool(s.get("label_tertiary", False)),
+            }
         morph = ("cuboid", "blob") if modality == "sem_precipitates" else ("faceted", "blob")
         lo, hi = s["area_fraction"]
         if modality == "tem_particles":  # particles on a support are sparse
@@ -110,6 +121,15 @@ def _session_params(task: str, index: int, session: int, s: Mapping, rng) -> dic
             "fringe_contrast": float(rng.uniform(0.05, 0.2)),
             "thickness_variation": float(rng.uniform(0.0, 0.15)),
             **common,
+            # etched gamma/gamma-prime (sem_superalloy): SE rims, relief, from noisy to smooth
+            "rim_gain": float(rng.uniform(0.0, 0.2)),
+            "rim_px": float(rng.uniform(1.0, 4.0)),
+            "texture": float(rng.uniform(0.0, 0.05)),
+            "texture_px": float(rng.uniform(2.0, 12.0)),
+            "superalloy_blur_px": float(rng.uniform(0.5, 2.0)),
+            "superalloy_dose": _log_uniform(rng, 50, 3000),
+            "precipitate_speckle": float(rng.uniform(0.0, 0.15)),
+            "matrix_speckle": float(rng.uniform(0.0, 0.05)),
         }
     return {
         "modality": "bicrystal",
@@ -186,6 +206,37 @@ def render(task: str, params: Mapping, *, shape, boundary_width_px: int, seed: i
             image = imaging.render_optical_grains(grains, rng=rng, **{k: p[k] for k in keys})
         boundaries = boundary_mask(grains, width_px=boundary_width_px)
         return image, {"grain_ids": grains, "boundaries": boundaries.astype(np.uint8)}
+    if task == "phases" and p["modality"] == "sem_superalloy":
+        phase = superalloy_phase(
+            shape,
+            area_fraction=p["area_fraction"],
+            particle_diameter_px=p["particle_diameter_px"],
+            order=p["order"],
+            warp=p["warp"],
+            rng=rng,
+        )
+        tertiary = tertiary_particles(phase, per_10k_px=p["tertiary_per_10k_px"], rng=rng)
+        image = imaging.render_sem_superalloy(
+            phase,
+            tertiary,
+            rng=rng,
+            matrix_tone=p["matrix_tone"],
+            precipitate_tone=p["precipitate_tone"],
+            rim_gain=p["rim_gain"],
+            rim_px=p["rim_px"],
+            texture=p["texture"],
+            texture_px=p["texture_px"],
+            precipitate_speckle=p["precipitate_speckle"],
+            matrix_speckle=p["matrix_speckle"],
+            charging=p["charging"],
+            blur_px=p["superalloy_blur_px"],
+            dose=p["superalloy_dose"],
+            read_noise=p["read_noise"],
+        )
+        if p["label_tertiary"]:
+            phase = phase | tertiary
+        ids = label(phase, connectivity=1).astype(np.uint32)
+        return image, {"phase": phase.astype(np.uint8), "particle_ids": ids}
     if task == "phases":
         ids = particles(
             shape,

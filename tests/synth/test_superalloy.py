@@ -1,0 +1,89 @@
+"""The etched γ/γ′ superalloy modality: morphology, tertiary γ′, and labels that follow the config."""
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from grainflow.synth.imaging import render_sem_superalloy
+from grainflow.synth.phases import superalloy_phase, tertiary_particles
+from grainflow.synth.specimen import synthesize_specimen
+
+SETTINGS = {
+    "specimens": 2,
+    "sessions_per_specimen": 2,
+    "images_per_session": 2,
+    "image_size_px": 96,
+    "modalities": ["sem_superalloy"],
+    "area_fraction": [0.3, 0.5],
+    "particle_diameter_px": [20, 40],
+}
+
+
+@pytest.mark.parametrize("order", [0.0, 0.5, 1.0])
+def test_superalloy_phase_meets_the_area_fraction(order):
+    phase = superalloy_phase(
+        (128, 160), area_fraction=0.45, particle_diameter_px=30, order=order, rng=3
+    )
+    assert phase.dtype == bool and phase.shape == (128, 160)
+    assert phase.mean() == pytest.approx(0.45, abs=0.01)
+    again = superalloy_phase(
+        (128, 160), area_fraction=0.45, particle_diameter_px=30, order=order, rng=3
+    )
+    assert np.array_equal(phase, again)
+
+
+def test_superalloy_phase_refuses_bad_settings():
+    with pytest.raises(ValueError, match="area_fraction"):
+        superalloy_phase((32, 32), area_fraction=0.9, particle_diameter_px=10)
+    with pytest.raises(ValueError, match="order"):
+        superalloy_phase((32, 32), area_fraction=0.3, particle_diameter_px=10, order=2)
+
+
+def test_tertiary_particles_stay_in_the_channels():
+    phase = superalloy_phase((128, 128), area_fraction=0.4, particle_diameter_px=30, rng=1)
+    tertiary = tertiary_particles(phase, per_10k_px=20, rng=2)
+    assert tertiary.any()
+    near = ndimage.binary_dilation(phase, iterations=2)  # 2 px gap kept to every precipitate
+    assert not (tertiary & near).any()
+
+
+def test_speckle_and_rims_change_the_image_not_the_phases():
+    phase = superalloy_phase((96, 96), area_fraction=0.4, particle_diameter_px=24, rng=5)
+    tertiary = np.zeros_like(phase)
+    plain = render_sem_superalloy(
+        phase, tertiary, rng=0, rim_gain=0, texture=0, precipitate_speckle=0, matrix_speckle=0
+    )
+    rough = render_sem_superalloy(
+        phase, tertiary, rng=0, rim_gain=0.2, texture=0, precipitate_speckle=0.15, matrix_speckle=0
+    )
+    assert not np.allclose(plain, rough)
+    inside = ndimage.binary_erosion(phase, iterations=4)
+    assert rough[inside].std() > plain[inside].std()  # the rough γ′ surface
+    assert plain[inside].mean() < plain[~ndimage.binary_dilation(phase, iterations=4)].mean()
+
+
+@pytest.mark.parametrize("label_tertiary", [False, True])
+def test_tertiary_gamma_prime_is_labelled_as_the_config_says(label_tertiary):
+    settings = {**SETTINGS, "label_tertiary": label_tertiary}
+    samples, spec = synthesize_specimen("phases", "s00", settings, seed=4)
+    assert spec["label_tertiary"] is label_tertiary
+    for sample in samples:
+        phase = sample.labels["phase"].astype(bool)
+        ids = sample.labels["particle_ids"]
+        assert np.array_equal(ids > 0, phase)
+        assert sample.params["modality"] == "sem_superalloy"
+    # the same seed draws the same structure: the labels differ only by the tertiary discs
+    other, _ = synthesize_specimen(
+        "phases", "s00", {**settings, "label_tertiary": not label_tertiary}, seed=4
+    )
+    extras = []
+    for a, b in zip(samples, other):
+        assert np.array_equal(a.image, b.image)
+        with_tertiary, without = (a, b) if label_tertiary else (b, a)
+        labelled = with_tertiary.labels["phase"].astype(bool)
+        secondary = without.labels["phase"].astype(bool)
+        assert not (secondary & ~labelled).any()
+        extra = labelled & ~secondary  # the tertiary discs, away from the secondary γ′
+        assert not (extra & ndimage.binary_dilation(secondary, iterations=2)).any()
+        extras.append(extra.sum())
+    assert sum(extras) > 0
