@@ -15,9 +15,21 @@ from skimage.measure import label
 from grainflow.seeds import as_rng
 from grainflow.synth.imaging import smooth_field
 
-__all__ = ["particles", "superalloy_phase", "tertiary_particles", "MORPHOLOGIES"]
+__all__ = ["lattice_spacing", "particles", "superalloy_phase", "tertiary_particles", "MORPHOLOGIES"]
 
 MORPHOLOGIES = ("cuboid", "blob", "faceted")
+
+
+def lattice_spacing(area_fraction: float, particle_diameter_px: float) -> float:
+    """The spacing of a square lattice of discs of this diameter covering this area fraction.
+
+    Raises ValueError for an area fraction outside [0.02, 0.7] or a diameter below 3 px.
+    """
+    if not 0.02 <= area_fraction <= 0.7:
+        raise ValueError(f"area_fraction must be in [0.02, 0.7], got {area_fraction=}")
+    if not particle_diameter_px >= 3:
+        raise ValueError(f"particle_diameter_px must be >= 3, got {particle_diameter_px=}")
+    return particle_diameter_px * np.sqrt(np.pi / (4 * area_fraction))
 
 
 def particles(
@@ -56,16 +68,12 @@ def particles(
     """
     if morphology not in MORPHOLOGIES:
         raise ValueError(f"morphology must be one of {MORPHOLOGIES}, got {morphology=}")
-    if not 0.02 <= area_fraction <= 0.7:
-        raise ValueError(f"area_fraction must be in [0.02, 0.7], got {area_fraction=}")
-    if not particle_diameter_px >= 3:
-        raise ValueError(f"particle_diameter_px must be >= 3, got {particle_diameter_px=}")
+    spacing = lattice_spacing(area_fraction, particle_diameter_px)
     if not 0 <= jitter <= 0.5:
         raise ValueError(f"jitter must be in [0, 0.5], got {jitter=}")
     rng = as_rng(rng)
     rows, cols = (int(s) for s in shape)
 
-    spacing = particle_diameter_px * np.sqrt(np.pi / (4 * area_fraction))
     theta = rng.uniform(0, np.pi / 2)
     rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
     rr, cc = np.mgrid[0:rows, 0:cols] + 0.5
@@ -167,15 +175,11 @@ def superalloy_phase(
     irregular and joins neighbours). The threshold is the field's
     ``1 - area_fraction`` quantile.
     """
-    if not 0.02 <= area_fraction <= 0.7:
-        raise ValueError(f"area_fraction must be in [0.02, 0.7], got {area_fraction=}")
-    if not particle_diameter_px >= 3:
-        raise ValueError(f"particle_diameter_px must be >= 3, got {particle_diameter_px=}")
+    spacing = lattice_spacing(area_fraction, particle_diameter_px)
     if not 0 <= order <= 1:
         raise ValueError(f"order must be in [0, 1], got {order=}")
     rng = as_rng(rng)
     rows, cols = (int(s) for s in shape)
-    spacing = particle_diameter_px * np.sqrt(np.pi / (4 * area_fraction))
     theta = rng.uniform(0, np.pi / 2)
     y, x = np.mgrid[0:rows, 0:cols].astype(float)
     k = 2 * np.pi / spacing
