@@ -162,3 +162,35 @@ def test_a_classifier_may_not_share_a_unet_name():
     config["diffraction"]["archs"][unet] = {"model": "diffraction_cnn"}
     with pytest.raises(ConfigError, match=rf"diffraction.archs: \['{unet}'\] also name U-Nets"):
         validate_config(config)
+
+
+@pytest.mark.parametrize(
+    ("edit", "where"),
+    [
+        (lambda c: c["inference"].update(sigma_scale=float("nan")), "inference.sigma_scale: nan"),
+        (lambda c: c.update(seed=float("inf")), "seed: inf"),
+        (
+            lambda c: c["synthesize"]["grains"]["grain_diameter_px"].__setitem__(0, float("nan")),
+            r"synthesize.grains.grain_diameter_px\[0\]: nan",
+        ),
+    ],
+    ids=["number", "integer key", "inside a list"],
+)
+def test_non_finite_numbers_are_refused_by_name(edit, where):
+    config = tiny_config()
+    edit(config)  # YAML's .nan and .inf pass every minimum and maximum of the schema
+    with pytest.raises(ConfigError, match=where + " is not a finite number"):
+        validate_config(config)
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
+def test_a_non_finite_pixel_size_is_refused_with_its_line(tmp_path, value):
+    sheet = tmp_path / "stacks.tsv"
+    sheet.write_text(
+        "stack\ttask\tpath\tpixel_size_um\tground_truth\tgroup\tdescription\n"
+        f"a\tgrains\t{tmp_path}\t{value}\t\t\tx\n"
+    )
+    with pytest.raises(
+        ConfigError, match=rf"line 2 \(a\), column 'pixel_size_um': '{value}' is not a finite"
+    ):
+        read_stacks(sheet)

@@ -7,6 +7,7 @@ can fix them all in one edit.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -49,6 +50,23 @@ def _message(error: jsonschema.ValidationError) -> str:
     if error.validator in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
         return f"{where}: {error.instance!r} is out of range ({error.message.split(' is ', 1)[-1]})"
     return f"{where}: {error.message}"
+
+
+def _non_finite(config, prefix: str = "") -> list[str]:
+    """Every NaN or infinite number in ``config`` (YAML's .nan and .inf pass any minimum)."""
+    if isinstance(config, Mapping):
+        items = ((f"{prefix}{k}", v) for k, v in config.items())
+    elif isinstance(config, list):
+        items = ((f"{prefix.rstrip('.')}[{i}]", v) for i, v in enumerate(config))
+    else:
+        return []
+    problems = []
+    for path, value in items:
+        if isinstance(value, float) and not math.isfinite(value):
+            problems.append(f"{path}: {value} is not a finite number")
+        else:
+            problems += _non_finite(value, f"{path}.")
+    return problems
 
 
 def _check_ranges(config: Mapping, prefix: str = "") -> list[str]:
@@ -111,7 +129,8 @@ def validate_config(config: Mapping, *, source: str = "config", schema_dir=None)
     schema = _load_schema("config.schema.yaml", schema_dir)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(dict(config)), key=lambda e: list(e.absolute_path))
-    problems = [_message(e) for e in errors]
+    problems = _non_finite(config)
+    problems += [_message(e) for e in errors]
     if not errors:
         problems += _check_ranges(config) + _cross_key_problems(config)
     if problems:
@@ -160,6 +179,13 @@ def read_stacks(
             except ValueError:
                 problems.append(
                     f"line {i}, column 'pixel_size_um': {raw['pixel_size_um']!r} is not a number"
+                )
+                continue
+            if not math.isfinite(row["pixel_size_um"]):
+                problems.append(
+                    f"line {i} ({row.get('stack')}), column 'pixel_size_um': "
+                    f"{raw['pixel_size_um']!r} is not a finite number; give the size of a "
+                    "pixel in micrometres, or leave the field empty if it is unknown"
                 )
                 continue
         for error in validator.iter_errors(row):
