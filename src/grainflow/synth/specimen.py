@@ -45,6 +45,7 @@ def _specimen_params(task: str, index: int, s: Mapping, rng) -> dict:
         if modality == "sem_superalloy":
             return {
                 "modality": modality,
+                "morphology": "coalesced",
                 "area_fraction": float(rng.uniform(*s["area_fraction"])),
                 "particle_diameter_px": _log_uniform(rng, *s["particle_diameter_px"]),
                 "order": float(rng.uniform(0.3, 0.9)),
