@@ -140,6 +140,10 @@ def test_missing_stacks_sheet(tmp_path):
     [
         ({"inference.overlap_px": 256}, "inference.overlap_px: 256 must be smaller"),
         ({"diffraction.scan.arch": "vgg"}, "diffraction.scan.arch: 'vgg' is not one of"),
+        (
+            {"inference.shards": 3, "inference.scale": "auto"},
+            "inference.scale: 'auto' is not yet supported with inference.shards 3",
+        ),
     ],
 )
 def test_cross_key_rules_name_every_key_before_any_job(edit, expected):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -44,7 +45,7 @@ def resolve_device(name: str | torch.device, *, key: str = "device") -> torch.de
 
     Parameters
     ----------
-    name : {"auto", "cpu", "cuda"} or torch.device
+    name : {"auto", "cpu", "cuda", "cuda:N"} or torch.device
         "auto" is CUDA when a GPU is visible, else the CPU.
     key : str
         The config key named in error messages (e.g. "training.device").
@@ -58,10 +59,10 @@ def resolve_device(name: str | torch.device, *, key: str = "device") -> torch.de
         return name
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in DEVICES:
-        raise ValueError(f"{key} must be one of {DEVICES}, got {name!r}")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"{key} is 'cuda' but no CUDA GPU is visible; use 'auto' or 'cpu'")
+    if name not in DEVICES and not re.fullmatch(r"cuda:\d+", str(name)):
+        raise ValueError(f"{key} must be one of {DEVICES} or 'cuda:N', got {name!r}")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"{key} is {name!r} but no CUDA GPU is visible; use 'auto' or 'cpu'")
     return torch.device(name)
 
 

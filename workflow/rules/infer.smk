@@ -46,8 +46,15 @@ rule scale:
         json="results/scale/{stack}.json",
     log:
         "logs/scale/{stack}.log",
+    benchmark:
+        "benchmarks/rules/scale/{stack}.tsv"
     conda:
         "../../environment.yml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    params:
+        crop_px=2048,
     script:
         "../scripts/scale.py"
 

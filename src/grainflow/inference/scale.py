@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
+from grainflow.inference.stack import open_source
 from grainflow.io.hdf5 import read_specimen
 from grainflow.io.staging import atomic_path
 
@@ -53,27 +54,21 @@ def feature_length_px(image: np.ndarray, *, smooth_px: float = 1.0) -> float:
     image = np.asarray(image, dtype=np.float64)
     if image.ndim != 2:
         raise ValueError(f"image must be 2-D, got {image.shape=}")
+    if np.ptp(image) == 0:  # before smoothing, whose rounding would leave a faint pattern
+        return math.nan
     if smooth_px > 0:
         image = ndi.gaussian_filter(image, smooth_px)
     image = image - image.mean()
-    if not np.any(image):
-        return math.nan
     rows, cols = image.shape
-    padded = np.zeros((2 * rows, 2 * cols))
-    padded[:rows, :cols] = image
-    spectrum = np.fft.rfft2(padded)
-    corr = np.fft.irfft2(np.abs(spectrum) ** 2, s=padded.shape)
-    # unbiased: divide by the number of pixel pairs at each lag
-    ones = np.zeros_like(padded)
-    ones[:rows, :cols] = 1.0
-    pairs = np.fft.irfft2(np.abs(np.fft.rfft2(ones)) ** 2, s=padded.shape)
-    corr = np.fft.fftshift(corr / np.maximum(pairs, 1.0))
-    cy, cx = rows, cols
     max_lag = min(rows, cols) // 2
-    y, x = np.ogrid[-cy : padded.shape[0] - cy, -cx : padded.shape[1] - cx]
-    radius = np.rint(np.hypot(y, x)).astype(int)
+    spectrum = np.fft.rfft2(image, s=(2 * rows, 2 * cols))  # zero-padded: no wrap-around
+    corr = np.fft.irfft2(np.abs(spectrum) ** 2, s=(2 * rows, 2 * cols))
+    lags = np.arange(-max_lag, max_lag + 1)
+    corr = corr[np.ix_(lags % (2 * rows), lags % (2 * cols))]  # lags within +-max_lag
+    pairs = np.outer(rows - np.abs(lags), cols - np.abs(lags))  # pixel pairs at each lag
+    radius = np.rint(np.hypot(*np.meshgrid(lags, lags, indexing="ij"))).astype(int)
     keep = radius <= max_lag
-    sums = np.bincount(radius[keep], weights=corr[keep], minlength=max_lag + 1)
+    sums = np.bincount(radius[keep], weights=(corr / pairs)[keep], minlength=max_lag + 1)
     counts = np.bincount(radius[keep], minlength=max_lag + 1)
     profile = sums / np.maximum(counts, 1)
     below = np.nonzero(profile <= 0)[0]
@@ -148,11 +143,8 @@ def choose_level(
         ``trained_length_px`` (median over the synthetic images), ``level`` (of
         :func:`scale_level`), ``factor`` (``2 ** level``) and ``method``.
     """
-    import zarr
-
-    root = zarr.open_group(str(stack), mode="r")
-    datasets = root.attrs["ome"]["multiscales"][0]["datasets"]
-    s0 = root[datasets[0]["path"]]
+    source = open_source(stack, task=None, block_px=crop_px)
+    s0 = source.levels[0]
     _, rows, cols = s0.shape
     r0, c0 = max(0, (rows - crop_px) // 2), max(0, (cols - crop_px) // 2)
     planes = (s0[z, r0 : r0 + crop_px, c0 : c0 + crop_px] for z in range(s0.shape[0]))
@@ -160,7 +152,7 @@ def choose_level(
     trained = median_feature_length_px(
         sample.image for path in specimens for sample in read_specimen(path).samples
     )
-    level = scale_level(real, trained, levels=len(datasets))
+    level = scale_level(real, trained, levels=len(source.levels))
     return {
         "feature_length_px": round(real, 3),
         "trained_length_px": round(trained, 3),

@@ -285,6 +285,7 @@ def finish_store(
     min_grain_px: int,
     whole_plane_max_px: int,
     labels_halo_px: int,
+    scale: Mapping | None = None,
 ) -> dict:
     """Label every plane from ``probs[0]``, fill the pyramids, write metadata and provenance.
 
@@ -431,6 +432,7 @@ def finish_store(
         **prediction,
         "pixel_size_um": source.info.get("pixel_size_um"),
         "unit": units.get("x"),
+        "scale": {"level": 0, "factor": 1, **dict(scale or {})},
         "planes": planes,
     }
 
@@ -602,7 +604,13 @@ def infer_stack(
         margin_px=(margin_px, 0),
         whole_plane_max_px=(whole_plane_max_px, 0),
     )
+    check_integers(level=(level, 0))
     source = open_source(stack, task=task, block_px=block_px)
+    if level >= len(source.levels):
+        raise ValueError(
+            f"stack {source.name!r} has {len(source.levels)} pyramid level(s); level must "
+            f"be below that, got {level=}"
+        )
     ensemble = load_checked_ensemble(
         source, checkpoints, tile_px=tile_px, device=device, flips=flips
     )
@@ -630,12 +638,6 @@ def infer_stack(
         batch_size=batch_size,
         sigma_scale=sigma_scale,
     )
-    check_integers(level=(level, 0))
-    if level >= len(source.levels):
-        raise ValueError(
-            f"stack {source.name!r} has {len(source.levels)} pyramid level(s); level must "
-            f"be below that, got {level=}"
-        )
     read = dataclasses.replace(source, levels=source.levels[level:])  # what the networks see
     n_blocks = len(read.blocks(tile=tile_px, overlap=overlap_px))
     every_block = shard_blocks(n_planes, n_blocks, shards=1)[0]
@@ -661,8 +663,6 @@ def infer_stack(
             )
             upsample_probabilities(coarse, probs[0], factor=2**level, block=source.block)
             del root["scratch_probabilities"]
-        for record in predicted.values():
-            record["level"] = int(level)
         summary = finish_store(
             root,
             source,
@@ -675,8 +675,8 @@ def infer_stack(
             min_grain_px=min_grain_px,
             whole_plane_max_px=whole_plane_max_px,
             labels_halo_px=labels_halo_px,
+            scale={**dict(scale or {}), "level": int(level), "factor": 2**level},
         )
-        summary["scale"] = {"level": int(level), "factor": 2**level, **dict(scale or {})}
         seconds = time.perf_counter() - start
         summary["seconds"] = round(seconds, 3)
         summary["megapixels_per_s"] = round(n_planes * rows * cols / 1e6 / seconds, 3)

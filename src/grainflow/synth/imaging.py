@@ -231,6 +231,7 @@ def render_sem_superalloy(
     texture_px: float = 6.0,
     precipitate_speckle: float = 0.05,
     matrix_speckle: float = 0.02,
+    speckle_px: tuple[float, float] = (0.7, 2.0),
     charging: float = 0.1,
     blur_px: float = 0.8,
     dose: float = 300.0,
@@ -251,8 +252,9 @@ def render_sem_superalloy(
         Amplitude and correlation length of a smooth field added everywhere
         (etch relief, orientation contrast).
     precipitate_speckle, matrix_speckle : float
-        Amplitude of a fine-grained (band-passed, 1-2 px) texture in each phase:
-        the etched γ′ surface is rough, the γ channels smoother.
+        Amplitude of a fine-grained texture in each phase (noise band-passed
+        between Gaussians of ``speckle_px`` sigmas): the etched γ′ surface is rough,
+        the γ channels smoother.
     """
     rng = as_rng(rng)
     image = np.where(phase | tertiary, precipitate_tone, matrix_tone).astype(float)
@@ -261,7 +263,7 @@ def render_sem_superalloy(
     image += rim_gain * np.sign(matrix_tone - precipitate_tone) * rim
     image += texture * smooth_field(phase.shape, scale_px=texture_px, rng=rng)
     noise = rng.standard_normal(phase.shape)
-    band = ndi.gaussian_filter(noise, 0.7) - ndi.gaussian_filter(noise, 2.0)
+    band = ndi.gaussian_filter(noise, speckle_px[0]) - ndi.gaussian_filter(noise, speckle_px[1])
     band /= band.std() + 1e-12
     image += np.where(phase | tertiary, precipitate_speckle, matrix_speckle) * band
     image = image * illumination(phase.shape, strength=charging, rng=rng)

@@ -201,6 +201,7 @@ def tertiary_particles(
     *,
     per_10k_px: float,
     radius_px: tuple[float, float] = (1.0, 3.0),
+    gap_px: float = 2.0,
     rng: int | np.random.Generator | None = None,
 ) -> np.ndarray:
     """Fine tertiary γ′: small discs in the γ channels, never touching ``phase``.
@@ -211,7 +212,7 @@ def tertiary_particles(
         The secondary precipitates.
     per_10k_px : float
         Mean number of discs tried per 10,000 pixels (Poisson); those that
-        would come within 2 px of a secondary precipitate are dropped.
+        would come closer than ``gap_px`` to a secondary precipitate are dropped.
     radius_px : (float, float)
         Range of the disc radii, pixels.
 
@@ -227,7 +228,8 @@ def tertiary_particles(
     centres = rng.uniform(0, 1, (n, 2)) * (rows, cols)
     radii = rng.uniform(*radius_px, n)
     for (cy, cx), r in zip(centres, radii):
-        if distance[int(cy), int(cx)] < r + 2:
+        # the disc's centre may lie up to 1/sqrt(2) px from the pixel centre read here
+        if distance[int(cy), int(cx)] < r + gap_px + 0.71:
             continue
         r0, r1 = max(0, int(cy - r)), min(rows, int(cy + r) + 2)
         c0, c1 = max(0, int(cx - r)), min(cols, int(cx + r) + 2)

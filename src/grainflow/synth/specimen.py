@@ -51,6 +51,8 @@ def _specimen_params(task: str, index: int, s: Mapping, rng) -> dict:
                 "order": float(rng.uniform(0.3, 0.9)),
                 "warp": float(rng.uniform(0.3, 1.0)),
                 "tertiary_per_10k_px": float(rng.uniform(0.0, 8.0)),
+                "tertiary_radius_px": [1.0, 3.0],
+                "tertiary_gap_px": 2.0,
                 "label_tertiary": bool(s.get("label_tertiary", False)),
             }
         morph = ("cuboid", "blob") if modality == "sem_precipitates" else ("faceted", "blob")
@@ -108,29 +110,39 @@ def _session_params(task: str, index: int, session: int, s: Mapping, rng) -> dic
         # sessions alternate which phase is darker (backscatter or secondary electrons,
         # detector settings), so every specimen imaged twice shows both polarities
         dark_precipitates = (session + index) % 2 == 0
+        tones = {
+            "precipitate_tone": a if dark_precipitates else b,
+            "matrix_tone": b if dark_precipitates else a,
+        }
+        if s["modalities"][index % len(s["modalities"])] == "sem_superalloy":
+            # etched γ/γ′: secondary-electron rims, relief, a rough γ′ surface, noisy to smooth
+            return {
+                **tones,
+                "charging": float(rng.uniform(0.0, 0.2)),
+                "rim_gain": float(rng.uniform(0.0, 0.2)),
+                "rim_px": float(rng.uniform(1.0, 4.0)),
+                "texture": float(rng.uniform(0.0, 0.05)),
+                "texture_px": float(rng.uniform(2.0, 12.0)),
+                "precipitate_speckle": float(rng.uniform(0.0, 0.15)),
+                "matrix_speckle": float(rng.uniform(0.0, 0.05)),
+                "speckle_px": [0.7, 2.0],  # band-pass of the roughness (Gaussian sigmas)
+                "blur_px": float(rng.uniform(0.5, 2.0)),
+                "dose": _log_uniform(rng, 50, 3000),
+                "read_noise": float(rng.uniform(0.005, 0.03)),
+            }
         common = {
             "blur_px": float(rng.uniform(0.3, 1.0)),
             "dose": _log_uniform(rng, 30, 200),
             "read_noise": float(rng.uniform(0.005, 0.03)),
         }
         return {
-            "precipitate_tone": a if dark_precipitates else b,
-            "matrix_tone": b if dark_precipitates else a,
+            **tones,
             "edge_gain": float(rng.uniform(0.0, 0.1)),
             "charging": float(rng.uniform(0.0, 0.2)),
             "speckle": float(rng.uniform(0.04, 0.12)),
             "fringe_contrast": float(rng.uniform(0.05, 0.2)),
             "thickness_variation": float(rng.uniform(0.0, 0.15)),
             **common,
-            # etched gamma/gamma-prime (sem_superalloy): SE rims, relief, from noisy to smooth
-            "rim_gain": float(rng.uniform(0.0, 0.2)),
-            "rim_px": float(rng.uniform(1.0, 4.0)),
-            "texture": float(rng.uniform(0.0, 0.05)),
-            "texture_px": float(rng.uniform(2.0, 12.0)),
-            "superalloy_blur_px": float(rng.uniform(0.5, 2.0)),
-            "superalloy_dose": _log_uniform(rng, 50, 3000),
-            "precipitate_speckle": float(rng.uniform(0.0, 0.15)),
-            "matrix_speckle": float(rng.uniform(0.0, 0.05)),
         }
     return {
         "modality": "bicrystal",
@@ -216,7 +228,13 @@ def render(task: str, params: Mapping, *, shape, boundary_width_px: int, seed: i
             warp=p["warp"],
             rng=rng,
         )
-        tertiary = tertiary_particles(phase, per_10k_px=p["tertiary_per_10k_px"], rng=rng)
+        tertiary = tertiary_particles(
+            phase,
+            per_10k_px=p["tertiary_per_10k_px"],
+            radius_px=tuple(p["tertiary_radius_px"]),
+            gap_px=p["tertiary_gap_px"],
+            rng=rng,
+        )
         image = imaging.render_sem_superalloy(
             phase,
             tertiary,
@@ -229,9 +247,10 @@ def render(task: str, params: Mapping, *, shape, boundary_width_px: int, seed: i
             texture_px=p["texture_px"],
             precipitate_speckle=p["precipitate_speckle"],
             matrix_speckle=p["matrix_speckle"],
+            speckle_px=tuple(p["speckle_px"]),
             charging=p["charging"],
-            blur_px=p["superalloy_blur_px"],
-            dose=p["superalloy_dose"],
+            blur_px=p["blur_px"],
+            dose=p["dose"],
             read_noise=p["read_noise"],
         )
         if p["label_tertiary"]:
