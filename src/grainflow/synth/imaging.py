@@ -15,6 +15,7 @@ from grainflow.seeds import as_rng
 
 __all__ = [
     "smooth_field",
+    "speckle_field",
     "illumination",
     "poisson_gaussian",
     "row_shifts",
@@ -34,6 +35,14 @@ def smooth_field(shape, *, scale_px: float, rng) -> np.ndarray:
     field = ndi.gaussian_filter(rng.standard_normal(shape), scale_px, mode="wrap")
     std = field.std()
     return (field - field.mean()) / (std if std > 0 else 1.0)
+
+
+def speckle_field(shape, *, sigmas_px: tuple[float, float], rng) -> np.ndarray:
+    """Fine-grained texture: white noise band-passed between two Gaussians, unit std."""
+    rng = as_rng(rng)
+    noise = rng.standard_normal(shape)
+    band = ndi.gaussian_filter(noise, sigmas_px[0]) - ndi.gaussian_filter(noise, sigmas_px[1])
+    return band / (band.std() + 1e-12)
 
 
 def illumination(shape, *, strength: float, rng) -> np.ndarray:
@@ -262,9 +271,7 @@ def render_sem_superalloy(
     rim = np.exp(-outside / max(rim_px, 1e-3)) * ~phase
     image += rim_gain * np.sign(matrix_tone - precipitate_tone) * rim
     image += texture * smooth_field(phase.shape, scale_px=texture_px, rng=rng)
-    noise = rng.standard_normal(phase.shape)
-    band = ndi.gaussian_filter(noise, speckle_px[0]) - ndi.gaussian_filter(noise, speckle_px[1])
-    band /= band.std() + 1e-12
+    band = speckle_field(phase.shape, sigmas_px=speckle_px, rng=rng)
     image += np.where(phase | tertiary, precipitate_speckle, matrix_speckle) * band
     image = image * illumination(phase.shape, strength=charging, rng=rng)
     return _finish(image, blur_px=blur_px, dose=dose, read_noise=read_noise, rng=rng)
@@ -296,9 +303,7 @@ def render_tem_particles(
     """
     rng = as_rng(rng)
     shape = particle_ids.shape
-    noise = rng.standard_normal(shape)
-    band = ndi.gaussian_filter(noise, 0.7) - ndi.gaussian_filter(noise, 2.0)
-    band /= band.std() + 1e-12
+    band = speckle_field(shape, sigmas_px=(0.7, 2.0), rng=rng)
     thickness = smooth_field(shape, scale_px=max(shape) / 6, rng=rng)
     image = support_tone + speckle * band + thickness_variation * 0.5 * thickness
     y, x = np.mgrid[0 : shape[0], 0 : shape[1]]
