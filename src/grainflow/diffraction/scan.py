@@ -30,7 +30,7 @@ from grainflow.diffraction.simulate import (
     ring_intensity,
     spot_intensity,
 )
-from grainflow.io.ome_zarr import ngff_writer
+from grainflow.io.ome_zarr import check_ome_zarr, ngff_writer
 from grainflow.io.staging import staged_dir
 from grainflow.seeds import as_rng
 from grainflow.synth.tessellation import polycrystal
@@ -325,7 +325,7 @@ def write_scan_map(
         "scan_step_um": scan_step_um,
         **dict(attrs or {}),
     }
-    with staged_dir(out) as tmp:
+    with staged_dir(out, check=check_ome_zarr) as tmp:
         root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
         image = root.create_array(
             "s0",

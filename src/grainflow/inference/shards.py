@@ -20,6 +20,7 @@ from grainflow.inference.stack import (
     prediction_record,
 )
 from grainflow.inference.tiling import check_integers, shard_blocks
+from grainflow.io.ome_zarr import check_ome_zarr
 from grainflow.io.staging import staged_dir
 from grainflow.tasks import CLASS_NAMES
 
@@ -244,7 +245,7 @@ def merge_shards(
     )
     out = Path(out)
     start = time.perf_counter()
-    with staged_dir(out) as tmp:
+    with staged_dir(out, check=check_ome_zarr) as tmp:
         root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
         n_classes = len(CLASS_NAMES[source.task])
         probs, label_levels = create_output(root, source, n_classes)

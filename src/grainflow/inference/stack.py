@@ -24,7 +24,7 @@ from grainflow.inference.tiling import (
     predict_plane,
     shard_blocks,
 )
-from grainflow.io.ome_zarr import block_slices, downsample, ngff_writer
+from grainflow.io.ome_zarr import block_slices, check_ome_zarr, downsample, ngff_writer
 from grainflow.io.staging import staged_dir
 from grainflow.normalize import apply_limits, plane_limits
 from grainflow.runtime import torch_threads
@@ -643,7 +643,7 @@ def infer_stack(
     every_block = shard_blocks(n_planes, n_blocks, shards=1)[0]
     out = Path(out)
     start = time.perf_counter()
-    with staged_dir(out) as tmp:
+    with staged_dir(out, check=check_ome_zarr) as tmp:
         root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
         probs, label_levels = create_output(root, source, ensemble.n_classes)
         if level == 0:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import warnings
+from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ngff_writer", "block_slices", "pyramid_shapes", "downsample"]
+__all__ = ["check_ome_zarr", "ngff_writer", "block_slices", "pyramid_shapes", "downsample"]
 
 
 def ngff_writer():
@@ -109,3 +111,41 @@ def downsample(src, dst, *, step: int, mean: bool) -> None:
                 dst[z, rs, cs] = region.astype(dst.dtype)
             else:
                 dst[z, rs, cs] = region[::2, ::2]
+
+
+def check_ome_zarr(path: str | os.PathLike) -> None:
+    """Raise ValueError unless the OME-Zarr image at ``path`` is complete.
+
+    Complete: the group's ``ome`` attributes name multiscale datasets, and every
+    dataset of the image and of each label image it lists is an array in the store.
+    Used before a staged store takes its final name (:func:`grainflow.io.staging.staged_dir`).
+    """
+    import zarr
+
+    path = Path(path)
+    try:
+        root = zarr.open_group(str(path), mode="r")
+    except Exception as exc:  # zarr raises several types for a missing or broken group
+        raise ValueError(f"{path} is not a readable Zarr group: {exc}") from exc
+
+    def datasets(group, where: str) -> list[str]:
+        ome = dict(group.attrs).get("ome") or {}
+        multiscales = ome.get("multiscales") or []
+        if not multiscales:
+            raise ValueError(f"{path}: {where} has no OME multiscales metadata")
+        return [d["path"] for d in multiscales[0]["datasets"]]
+
+    missing = [f"/{name}" for name in datasets(root, "the image") if name not in root]
+    labels = (
+        (dict(root["labels"].attrs).get("ome") or {}).get("labels", []) if "labels" in root else []
+    )
+    for label in labels:
+        if label not in root["labels"]:
+            missing.append(f"/labels/{label}")
+            continue
+        group = root["labels"][label]
+        missing += [
+            f"/labels/{label}/{n}" for n in datasets(group, f"label {label}") if n not in group
+        ]
+    if missing:
+        raise ValueError(f"{path} is incomplete: no array {', '.join(missing)}")

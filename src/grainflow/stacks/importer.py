@@ -14,6 +14,7 @@ import numpy as np
 from grainflow import __version__
 from grainflow.io.ome_zarr import (
     block_slices,
+    check_ome_zarr,
     create_levels,
     downsample,
     ngff_writer,
@@ -272,7 +273,7 @@ def import_stack(
                 )
         n_planes, rows, cols = image.shape
         shapes = pyramid_shapes((rows, cols), min_px=pyramid_min_px)
-        with staged_dir(out) as tmp:
+        with staged_dir(out, check=check_ome_zarr) as tmp:
             root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
             levels = create_levels(root, shapes, n_planes, image.dtype, chunk)
             planes = []
