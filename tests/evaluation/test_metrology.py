@@ -232,3 +232,51 @@ def test_against_synthesiser_grain_size(d, dispersion, elongation):
         dist = m.grain_size_distribution(lab, pixel_size_um=1.0)
         assert dist["aspect_ratio"].median() == pytest.approx(elongation, rel=0.15)
         assert dist["orientation_deg"].median() == pytest.approx(30.0, abs=5)
+
+
+def test_field_grid_tiles_the_image():
+    fields = m.field_grid((10, 7), (3, 2))
+    assert len(fields) == 6
+    cover = np.zeros((10, 7), int)
+    for rs, cs in fields:
+        cover[rs, cs] += 1
+    np.testing.assert_array_equal(cover, 1)
+    assert [(rs.start, rs.stop) for rs, _ in fields[::2]] == [(0, 3), (3, 7), (7, 10)]
+    with pytest.raises(ValueError, match="grid"):
+        m.field_grid((10, 7), (0, 2))
+
+
+def test_e112_statistics_hand_worked_on_fields():
+    # two planes of 8-px square grains, each cut into 2 x 2 fields of 32 x 32 px aligned
+    # with the grains: every field holds 4 x 4 whole grains (16 per field), 1 µm pixels
+    lab = _square_grid(8, (64, 64), (0, 0))
+    res = m.e112_statistics([lab, lab], pixel_size_um=1.0, grid=(2, 2))
+    assert res.n_fields == 8
+    # Jeffries per field: 2 x 2 grains inside, 8 on an edge (1/2 each), 4 holding a
+    # corner (1/4 each): 4 + 4 + 1 = 9 per (32 µm)²
+    assert res.na_per_mm2 == pytest.approx(9 / 0.032**2)
+    assert res.na_ci95 == 0.0 and res.planimetric_ra_pct == 0.0  # identical fields
+    assert res.g_planimetric == pytest.approx(m.g_from_na(9 / 0.032**2))
+    assert res.g_planimetric_ci95 == pytest.approx((res.g_planimetric,) * 2)
+    one = m.lineal_intercept(lab[:32, :32], pixel_size_um=1.0)
+    assert res.intercept_mm == pytest.approx(one.mean_intercept_mm)
+    assert res.g_intercept == pytest.approx(one.g)
+    assert res.g_difference == pytest.approx(res.g_planimetric - res.g_intercept)
+
+
+def test_e112_statistics_confidence_from_differing_fields():
+    a = _square_grid(8, (64, 64), (4, 4))
+    b = _square_grid(16, (64, 64), (8, 8))
+    res = m.e112_statistics([a, b, a], pixel_size_um=0.5, grid=(2, 2))
+    fields = [f[rs, cs] for f in (a, b, a) for rs, cs in m.field_grid((64, 64), (2, 2))]
+    na = np.array([m.planimetric(f, pixel_size_um=0.5).na_per_mm2 for f in fields])
+    half = stats.t.ppf(0.975, 11) * na.std(ddof=1) / np.sqrt(12)
+    assert res.na_per_mm2 == pytest.approx(na.mean())
+    assert res.na_ci95 == pytest.approx(half)
+    assert res.planimetric_ra_pct == pytest.approx(100 * half / na.mean())
+    lo, hi = res.g_planimetric_ci95
+    assert lo < res.g_planimetric < hi  # fewer grains per mm², smaller G
+    lo, hi = res.g_intercept_ci95
+    assert lo < res.g_intercept < hi
+    with pytest.raises(ValueError, match="plane"):
+        m.e112_statistics([], pixel_size_um=1.0)

@@ -14,12 +14,46 @@ from grainflow.tasks import LABEL_NAMES
 __all__ = ["labels_from_probability", "label_plane"]
 
 
+def _markers(regions: np.ndarray, split_px: float) -> np.ndarray:
+    """Seed mask of ``regions``: one seed per region, or per lobe of a region.
+
+    With ``split_px == 0`` the seeds are the regions themselves. Otherwise they are
+    the h-maxima (h = ``split_px``) of the regions' Euclidean distance transform:
+    a region pinched by a neck becomes two seeds when the neck's half width lies at
+    least ``split_px`` below both lobes' inscribed radii. Pixels outside the regions
+    sit at ``-split_px``, so every region keeps at least one seed however small.
+    """
+    if split_px <= 0:
+        return regions
+    from scipy import ndimage
+    from skimage.morphology import local_maxima, reconstruction
+
+    dist = ndimage.distance_transform_edt(regions)
+    dist[~regions] = -float(split_px)
+    # the h-maxima transform (reconstruction by dilation of dist - h under dist) flattens
+    # every dome of dynamic below h; its regional maxima (plateaus) are the seeds
+    domes = reconstruction(dist - float(split_px), dist, method="dilation", footprint=_CROSS)
+    return local_maxima(domes, connectivity=1, allow_borders=True) & regions
+
+
+def _elevation(probability: np.ndarray, regions: np.ndarray, split_px: float) -> np.ndarray:
+    """What the grain watershed floods: the regions first (from their cores, by distance),
+    then the boundary pixels in order of P(boundary)."""
+    if split_px <= 0:
+        return probability
+    from scipy import ndimage
+
+    dist = ndimage.distance_transform_edt(regions)
+    return np.where(regions, 0.5 * probability - dist, 1.0 + probability).astype(np.float32)
+
+
 def labels_from_probability(
     task: str,
     probability: np.ndarray,
     *,
     threshold: float = 0.5,
     min_grain_px: int = 4,
+    split_px: float = 0.0,
 ) -> dict[str, np.ndarray]:
     """Label maps from the foreground probability of one image.
 
@@ -32,6 +66,11 @@ def labels_from_probability(
         Probability above which a pixel is boundary / particle.
     min_grain_px : int
         Enclosed regions smaller than this do not seed a grain.
+    split_px : float
+        Depth, in pixels, of a neck that splits a region into two seeds (0: one
+        seed per connected region). Grains: closes gaps in the boundary network,
+        two grains joined through a gap narrower than about twice their inscribed
+        radius minus ``split_px`` become two. Phases: splits touching particles.
 
     Returns
     -------
@@ -41,32 +80,47 @@ def labels_from_probability(
 
     Notes
     -----
-    Grains: the boundary mask is ``P(boundary) > threshold``; the grain instances
-    come from a watershed of P(boundary) seeded by the regions the mask encloses.
-    Phases: the phase mask is ``P(phase) > threshold``; particles are its
-    4-connected components.
+    Grains: the boundary mask is ``P(boundary) > threshold``; the regions it encloses
+    (4-connected, at least ``min_grain_px``) hold the seeds (:func:`_markers`), which
+    a watershed floods, first through the regions by distance from the seeds' cores
+    (so a gap is closed at its narrowest), then through the boundary pixels by
+    P(boundary). Phases: the phase mask is ``P(phase) > threshold``; particles are its
+    4-connected components, or with ``split_px`` the watershed basins of their seeds
+    within the mask.
     """
     if probability.ndim != 2:
         raise ValueError(f"probability must be 2-D, got {probability.shape=}")
+    if not split_px >= 0:
+        raise ValueError(f"split_px must be a number >= 0, got {split_px=}")
     fg = probability > threshold
     if task == "phases":
-        return {
-            "phase": fg.astype(np.uint8),
-            "particle_ids": connected_components(fg, connectivity=1).astype(np.uint32),
-        }
+        return {"phase": fg.astype(np.uint8), "particle_ids": _flood(probability, fg, split_px)}
     if task != "grains":
         raise ValueError(f"task must be 'grains' or 'phases', got {task=}")
-    seeds = connected_components(~fg, connectivity=1)
-    sizes = np.bincount(seeds.ravel())
+    interior = connected_components(~fg, connectivity=1)
+    sizes = np.bincount(interior.ravel())
     small = sizes < min_grain_px
     small[0] = False
-    seeds[small[seeds]] = 0
+    interior[small[interior]] = 0
+    seeds = connected_components(_markers(interior > 0, split_px), connectivity=1)
     if seeds.max() == 0:
         grains = np.ones(probability.shape, np.int64)
     else:
-        grains = watershed(probability, markers=seeds, connectivity=1)
+        elevation = _elevation(probability, ~fg, split_px)
+        grains = watershed(elevation, markers=seeds, connectivity=1)
     grains = relabel_sequential(grains)[0].astype(np.uint32)
     return {"boundaries": fg.astype(np.uint8), "grain_ids": grains}
+
+
+def _flood(probability: np.ndarray, fg: np.ndarray, split_px: float) -> np.ndarray:
+    """Particle labels: components of ``fg``, or basins of their seeds within it."""
+    if split_px <= 0:
+        return connected_components(fg, connectivity=1).astype(np.uint32)
+    from scipy import ndimage
+
+    seeds = connected_components(_markers(fg, split_px), connectivity=1)
+    dist = ndimage.distance_transform_edt(fg)
+    return watershed(-dist, markers=seeds, mask=fg, connectivity=1).astype(np.uint32)
 
 
 _CROSS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], bool)  # 4-connectivity
@@ -149,6 +203,7 @@ def label_plane(
     halo: int = 64,
     threshold: float = 0.5,
     min_grain_px: int = 4,
+    split_px: float = 0.0,
     whole_plane_max_px: int = 2048 * 2048,
     scratch=None,
 ) -> dict:
@@ -165,8 +220,8 @@ def label_plane(
     block : int
         Block side, in pixels (a multiple of the outputs' chunks).
     halo : int
-        Pixels around a block read for the grains' watershed.
-    threshold, min_grain_px
+        Pixels around a block read for the seeds and the watershed.
+    threshold, min_grain_px, split_px
         As in :func:`grainflow.inference.labels.labels_from_probability`.
     whole_plane_max_px : int
         Planes with at most this many pixels are labelled whole.
@@ -195,18 +250,21 @@ def label_plane(
        skimage's numbering of the whole plane (for grains, seeds smaller than
        ``min_grain_px`` are dropped first, as in the whole-plane labelling); so a
        particle or a grain seed crossing block edges has one number;
-    3. phases: the numbers are written; grains: each block is flooded by a watershed
-       of P(boundary) from the numbered seeds of the block and a halo of ``halo``
-       pixels around it (only the unlabelled pixels and the seed pixels touching
-       them take part, which gives the same flooding several times faster), and the
-       block's own pixels are kept.
+    3. with ``split_px > 0``, the seeds (h-maxima of each region's distance
+       transform, found in each block with its halo) are joined and numbered the
+       same way, in raster order of their first pixel;
+    4. phases without splitting: the numbers are written; otherwise each block is
+       flooded by a watershed from the numbered seeds of the block and a halo of
+       ``halo`` pixels around it (grains without splitting: only the unlabelled
+       pixels and the seed pixels touching them take part, which gives the same
+       flooding several times faster), and the block's own pixels are kept.
 
-    The block-wise grain labels equal the whole-plane ones wherever the flooding
-    that assigns a boundary pixel stays within the halo (boundary ribbons a few
-    pixels wide: everywhere), up to ties between exactly equal probabilities (e.g.
-    saturated at 1.0), which the watershed breaks in heap order: such a boundary
-    pixel may then go to the other grain beside it. A pixel whose block and halo
-    hold no seed at all stays 0.
+    The block-wise labels equal the whole-plane ones wherever the flooding that
+    assigns a pixel stays within the halo (boundary ribbons a few pixels wide:
+    everywhere; with ``split_px``, regions narrower than the halo), up to ties between
+    exactly equal values (e.g. probabilities saturated at 1.0), which the watershed
+    breaks in heap order: such a boundary pixel may then go to the other grain
+    beside it. A pixel whose block and halo hold no seed at all stays 0.
     """
     from scipy import ndimage
     from skimage.segmentation import watershed
@@ -228,6 +286,7 @@ def label_plane(
             np.asarray(probability[:, :], dtype=np.float32),
             threshold=threshold,
             min_grain_px=min_grain_px,
+            split_px=split_px,
         )
         out[mask_name][:, :] = labels[mask_name]
         out[ids_name][:, :] = labels[ids_name]
@@ -235,6 +294,15 @@ def label_plane(
 
     if scratch is None:
         scratch = np.zeros((rows, cols), np.uint64)
+
+    def window(rs: slice, cs: slice) -> tuple[slice, slice, tuple[slice, slice]]:
+        hr = slice(max(rs.start - halo, 0), min(rs.stop + halo, rows))
+        hc = slice(max(cs.start - halo, 0), min(cs.stop + halo, cols))
+        inner = (
+            slice(rs.start - hr.start, rs.stop - hr.start),
+            slice(cs.start - hc.start, cs.stop - hc.start),
+        )
+        return hr, hc, inner
 
     def read_mask(rs, cs):
         fg = np.asarray(probability[rs, cs], dtype=np.float32) > threshold
@@ -248,27 +316,45 @@ def label_plane(
         scratch=scratch,
         min_size=min_grain_px if task == "grains" else 0,
     )
+    if split_px > 0 and n > 0:
+        # seeds: the regions' h-maxima, found in each block with its halo, joined
+        # across block edges; ``scratch`` still holds the regions of blocks not yet
+        # visited, which is all that read_seeds needs of it
+
+        def read_seeds(rs, cs, regions_lut=lut):
+            hr, hc, inner = window(rs, cs)
+            fg = np.asarray(probability[hr, hc], dtype=np.float32) > threshold
+            regions = ~fg if task == "grains" else fg
+            kept = regions_lut[np.asarray(scratch[rs, cs])] > 0
+            return _markers(regions, split_px)[inner] & kept
+
+        lut, n = _components(read_seeds, (rows, cols), block=block, scratch=scratch)
     for rs, cs in block_slices(rows, cols, block):
-        if task == "phases":
+        if task == "phases" and split_px <= 0:
             out[ids_name][rs, cs] = lut[np.asarray(scratch[rs, cs])]
             continue
         if n == 0:  # no seed in the plane: one grain, as for a whole plane
-            out[ids_name][rs, cs] = np.ones((rs.stop - rs.start, cs.stop - cs.start), np.uint32)
+            empty = np.ones if task == "grains" else np.zeros
+            out[ids_name][rs, cs] = empty((rs.stop - rs.start, cs.stop - cs.start), np.uint32)
             continue
-        hr = slice(max(rs.start - halo, 0), min(rs.stop + halo, rows))
-        hc = slice(max(cs.start - halo, 0), min(cs.stop + halo, cols))
+        hr, hc, inner = window(rs, cs)
         seeds = lut[np.asarray(scratch[hr, hc])].astype(np.int64)
-        grains = seeds
-        if seeds.any():
+        p = np.asarray(probability[hr, hc], dtype=np.float32)
+        if task == "phases":
+            from scipy import ndimage
+
+            fg = p > threshold
+            dist = ndimage.distance_transform_edt(fg)
+            ids = watershed(-dist, markers=seeds, mask=fg, connectivity=1)
+        elif split_px > 0:
+            ids = watershed(_elevation(p, p <= threshold, split_px), markers=seeds, connectivity=1)
+        elif seeds.any():
             # flood only the unlabelled pixels and the seed pixels next to them: seed pixels
             # deeper inside never label a neighbour, and the visiting order of the others is
             # kept, so the result is that of the full watershed, several times faster
             flood = ndimage.binary_dilation(seeds == 0, structure=_CROSS)
-            p = np.asarray(probability[hr, hc], dtype=np.float32)
-            grains = np.where(flood, watershed(p, markers=seeds, connectivity=1, mask=flood), seeds)
-        inner = (
-            slice(rs.start - hr.start, rs.stop - hr.start),
-            slice(cs.start - hc.start, cs.stop - hc.start),
-        )
-        out[ids_name][rs, cs] = grains[inner].astype(np.uint32)
+            ids = np.where(flood, watershed(p, markers=seeds, connectivity=1, mask=flood), seeds)
+        else:
+            ids = seeds
+        out[ids_name][rs, cs] = ids[inner].astype(np.uint32)
     return {"mode": "block-wise", "n_objects": int(n)}

@@ -1,0 +1,114 @@
+"""Label maps from probabilities: gaps in the boundary network closed, touching particles split."""
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from grainflow.evaluation.metrics import instance_scores
+from grainflow.inference.labels import label_plane, labels_from_probability
+from grainflow.synth.tessellation import boundary_mask, polycrystal
+
+
+def _two_grains_with_a_gap(gap_px: int) -> np.ndarray:
+    """P(boundary) of a 60 x 80 field cut by a vertical boundary at column 40, its middle
+    ``gap_px`` rows missing (the network did not see that stretch)."""
+    prob = np.zeros((60, 80), np.float32)
+    prob[:, 39:41] = 1.0
+    mid = 30 - gap_px // 2
+    prob[mid : mid + gap_px, 39:41] = 0.1
+    return prob
+
+
+@pytest.mark.parametrize("gap_px", [2, 6, 12])
+def test_a_gap_in_a_boundary_is_closed_where_it_is_narrowest(gap_px):
+    prob = _two_grains_with_a_gap(gap_px)
+    merged = labels_from_probability("grains", prob)["grain_ids"]
+    assert merged.max() == 1  # one seed through the gap: the two grains merge
+    closed = labels_from_probability("grains", prob, split_px=1.0)["grain_ids"]
+    assert closed.max() == 2
+    left, right = closed[:, :39], closed[:, 41:]
+    assert len(np.unique(left)) == 1 and len(np.unique(right)) == 1
+    assert left[0, 0] != right[0, 0]
+    # the gap is closed on the line of the boundary, within a pixel of it
+    gap = slice(30 - gap_px // 2, 30 - gap_px // 2 + gap_px)
+    edge = np.flatnonzero(np.diff(closed[gap].astype(int), axis=1).any(axis=0))
+    assert set(edge) <= {38, 39, 40}
+
+
+def test_closed_boundary_networks_are_labelled_as_before():
+    g = polycrystal((160, 200), grain_diameter_px=24, dispersion=0.3, rng=3)
+    prob = ndimage.gaussian_filter(boundary_mask(g, width_px=2).astype(float), 1.0)
+    prob = (prob / prob.max()).astype(np.float32)
+    plain = labels_from_probability("grains", prob)
+    closed = labels_from_probability("grains", prob, split_px=1.0)
+    # the same grains, pixel for pixel (numbered by their seeds, so perhaps differently)
+    pairs = np.unique(np.stack([plain["grain_ids"].ravel(), closed["grain_ids"].ravel()]), axis=1)
+    assert pairs.shape[1] == plain["grain_ids"].max() == closed["grain_ids"].max()
+    np.testing.assert_array_equal(closed["boundaries"], plain["boundaries"])
+
+
+def _blurred(mask: np.ndarray) -> np.ndarray:
+    prob = ndimage.gaussian_filter(mask.astype(float), 1.0)
+    return (prob / prob.max()).astype(np.float32)
+
+
+def test_gap_closing_merges_no_two_true_grains_and_splits_none():
+    g = polycrystal((192, 192), grain_diameter_px=40, rng=5)
+    boundaries = boundary_mask(g, width_px=2)
+    rng = np.random.default_rng(0)
+    kept = boundaries.copy()
+    # holes only between grains much wider than the holes (a hole as wide as a grain
+    # leaves nothing to split it by)
+    area = np.bincount(g.ravel())
+    smallest_near = ndimage.minimum_filter(area[g], size=9)
+    rows, cols = np.nonzero(boundaries & (smallest_near >= 300))
+    yy, xx = np.ogrid[:192, :192]
+    for i in rng.choice(len(rows), 12, replace=False):  # 12 holes, 3 px in radius
+        kept[(yy - rows[i]) ** 2 + (xx - cols[i]) ** 2 <= 9] = False
+
+    def counts(prob, split_px):
+        ids = labels_from_probability("grains", prob, split_px=split_px)["grain_ids"]
+        return instance_scores(g, ids).counts
+
+    # the whole network: only slivers of a few pixels at the image edge are lost
+    whole = counts(_blurred(boundaries), 0.0)
+    assert whole.n_split == 0 and whole.n_merged <= 1
+    assert counts(_blurred(kept), 0.0).n_merged > whole.n_merged + 3  # the holes merge grains
+    assert counts(_blurred(kept), 1.0) == whole  # closed: as if there were no holes
+
+
+def test_touching_particles_are_split_when_asked():
+    yy, xx = np.ogrid[:40, :70]
+    discs = ((yy - 20) ** 2 + (xx - 20) ** 2 <= 12**2) | ((yy - 20) ** 2 + (xx - 43) ** 2 <= 12**2)
+    prob = discs.astype(np.float32)
+    assert labels_from_probability("phases", prob)["particle_ids"].max() == 1
+    split = labels_from_probability("phases", prob, split_px=1.0)
+    ids = split["particle_ids"]
+    assert ids.max() == 2 and ids[20, 20] != ids[20, 43]
+    np.testing.assert_array_equal(ids > 0, discs)  # the phase itself is not changed
+    np.testing.assert_array_equal(split["phase"], discs)
+
+
+@pytest.mark.parametrize("task", ["grains", "phases"])
+def test_block_wise_splitting_equals_whole_plane_splitting(task):
+    g = polycrystal((200, 230), grain_diameter_px=20, rng=1)
+    b = boundary_mask(g, width_px=2)
+    rng = np.random.default_rng(1)
+    b &= rng.random(b.shape) > 0.15  # a boundary network with holes
+    prob = ndimage.gaussian_filter(b.astype(float), 1.0) + 0.05 * rng.random(b.shape)
+    if task == "phases":  # touching blobs crossing block edges
+        prob = ndimage.gaussian_filter(rng.normal(size=b.shape), 4)
+    prob = ((prob - prob.min()) / np.ptp(prob)).astype(np.float32)
+    ref = labels_from_probability(task, prob, split_px=1.0)
+    names = ("boundaries", "grain_ids") if task == "grains" else ("phase", "particle_ids")
+    out = {n: np.zeros(prob.shape, np.uint32) for n in names}
+    summary = label_plane(task, prob, out, block=48, halo=24, whole_plane_max_px=0, split_px=1.0)
+    assert summary == {"mode": "block-wise", "n_objects": int(ref[names[1]].max())}
+    for n in names:
+        np.testing.assert_array_equal(out[n], ref[n])
+
+
+@pytest.mark.parametrize("split_px", [-1.0, float("nan")])
+def test_a_negative_or_missing_split_depth_is_refused(split_px):
+    with pytest.raises(ValueError, match="split_px"):
+        labels_from_probability("grains", np.zeros((8, 8), np.float32), split_px=split_px)
