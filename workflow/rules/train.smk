@@ -67,6 +67,7 @@ rule evaluate_model:
         iou_threshold=config["evaluation"]["match_iou"],
         pixel_size_um=config["evaluation"]["pixel_size_um"],
         flips=config["evaluation"]["test_time_flips"],
+        split_px=lambda wc: config["inference"]["labels_split_px"][wc.task],
     script:
         "../scripts/evaluate_model.py"
 
@@ -130,6 +131,7 @@ rule prediction_overlays:
         "../../environment.yml"
     params:
         pixel_size_um=config["evaluation"]["pixel_size_um"],
+        split_px=lambda wc: config["inference"]["labels_split_px"][wc.task],
     script:
         "../scripts/prediction_overlays.py"
 

@@ -28,7 +28,10 @@ samples = {
     for s in read_specimen(path).samples
     if s.image_id in probability
 }
-predictions = {i: labels_from_probability(task, p) for i, p in probability.items()}
+predictions = {
+    i: labels_from_probability(task, p, split_px=snakemake.params.split_px)
+    for i, p in probability.items()
+}
 score = TASKS[task].score
 save_figure(
     prediction_overlays(rows, samples, probability, predictions, task=task, score=score),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -152,6 +152,7 @@ def merge_shards(
     min_grain_px: int = 4,
     whole_plane_max_px: int = 2048 * 2048,
     labels_halo_px: int = 64,
+    labels_split_px: float | Mapping[str, float] = 0.0,
 ) -> dict:
     """Assemble the shards of :func:`infer_shard` into the store of :func:`infer_stack`.
 
@@ -171,7 +172,7 @@ def merge_shards(
         The shard stores, in any order.
     out : path-like
         The inference store, e.g. ``results/inference/{stack}/{arch}.ome.zarr``.
-    threshold, min_grain_px, whole_plane_max_px, labels_halo_px
+    threshold, min_grain_px, whole_plane_max_px, labels_halo_px, labels_split_px
         The labelling, as in :func:`infer_stack`.
 
     Returns
@@ -269,6 +270,7 @@ def merge_shards(
             min_grain_px=min_grain_px,
             whole_plane_max_px=whole_plane_max_px,
             labels_halo_px=labels_halo_px,
+            labels_split_px=labels_split_px,
         )
         seconds = time.perf_counter() - start + sum(r["seconds"] for r in records)
         summary["seconds"] = round(seconds, 3)

@@ -17,6 +17,7 @@ from grainflow.io.hdf5 import Sample
 from grainflow.seeds import derive_seed, specimen_index
 from grainflow.synth import imaging
 from grainflow.synth.bicrystal import bicrystal
+from grainflow.synth.nanoparticles import render_stem, supported_particles
 from grainflow.synth.phases import particles, superalloy_phase, tertiary_particles
 from grainflow.synth.tessellation import boundary_mask, polycrystal
 
@@ -54,6 +55,18 @@ def _specimen_params(task: str, index: int, s: Mapping, rng) -> dict:
                 "tertiary_radius_px": [1.0, 3.0],
                 "tertiary_gap_px": 2.0,
                 "label_tertiary": bool(s.get("label_tertiary", False)),
+            }
+        if modality == "stem_particles":
+            lo, hi = s.get("nanoparticle_diameter_px", (3.0, 40.0))
+            small = _log_uniform(rng, lo, max(lo, hi / 4))
+            return {
+                "modality": modality,
+                "diameter_px": [small, float(min(hi, small * rng.uniform(1.5, 4.0)))],
+                # fewer particles the larger they are: about 2-30 % of the support covered
+                "per_10k_px": float(rng.uniform(2.0, 30.0) * (6.0 / small) ** 1.5),
+                "support_coverage": float(rng.uniform(0.4, 1.0)),
+                "support_scale_px": _log_uniform(rng, 15.0, 80.0),
+                "cluster_fraction": float(rng.uniform(0.0, 0.5)),
             }
         morph = ("cuboid", "blob") if modality == "sem_precipitates" else ("faceted", "blob")
         lo, hi = s["area_fraction"]
@@ -114,6 +127,18 @@ def _session_params(task: str, index: int, session: int, s: Mapping, rng) -> dic
             "precipitate_tone": a if dark_precipitates else b,
             "matrix_tone": b if dark_precipitates else a,
         }
+        if s["modalities"][index % len(s["modalities"])] == "stem_particles":
+            # HAADF-STEM (particles bright, vacuum black) or, one session in four, bright-field
+            # TEM of the same specimen (particles dark, vacuum bright)
+            return {
+                "bright_field": bool(rng.random() < 0.25),
+                "support_signal": float(rng.uniform(0.2, 0.6)),
+                "particle_signal": float(rng.uniform(0.02, 0.1)),
+                "speckle": float(rng.uniform(0.0, 0.08)),
+                "blur_px": float(rng.uniform(0.5, 2.0)),
+                "dose": _log_uniform(rng, 30, 500),
+                "read_noise": float(rng.uniform(0.005, 0.02)),
+            }
         if s["modalities"][index % len(s["modalities"])] == "sem_superalloy":
             # etched γ/γ′: secondary-electron rims, relief, a rough γ′ surface, noisy to smooth
             return {
@@ -257,6 +282,25 @@ def render(task: str, params: Mapping, *, shape, boundary_width_px: int, seed: i
             phase = phase | tertiary
         ids = label(phase, connectivity=1).astype(np.uint32)
         return image, {"phase": phase.astype(np.uint8), "particle_ids": ids}
+    if task == "phases" and p["modality"] == "stem_particles":
+        support, ids, thickness = supported_particles(
+            shape,
+            diameter_px=tuple(p["diameter_px"]),
+            per_10k_px=p["per_10k_px"],
+            support_coverage=p["support_coverage"],
+            support_scale_px=p["support_scale_px"],
+            cluster_fraction=p["cluster_fraction"],
+            rng=rng,
+        )
+        keys = ("bright_field", "support_signal", "particle_signal", "speckle")
+        image = render_stem(
+            support,
+            thickness,
+            rng=rng,
+            **{k: p[k] for k in keys},
+            **{k: p[k] for k in ("blur_px", "dose", "read_noise")},
+        )
+        return image, {"phase": (ids > 0).astype(np.uint8), "particle_ids": ids}
     if task == "phases":
         ids = particles(
             shape,

@@ -1,0 +1,170 @@
+"""Nanoparticles on a support as a STEM or TEM sees them.
+
+:func:`supported_particles` makes the specimen: a lumpy support (thickness map, with
+vacuum around it) and compact particles sitting on it, single, clustered or
+overlapping, over a wide range of sizes. :func:`render_stem` images it: HAADF-STEM
+(Z-contrast, intensity rising with the projected thickness times the atomic number,
+particles bright on a dimmer support, vacuum black) or bright-field TEM (the same
+projection seen in transmission: vacuum bright, support grey with phase-contrast
+speckle, particles dark).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from grainflow.seeds import as_rng
+from grainflow.synth.imaging import poisson_gaussian, smooth_field, speckle_field
+
+__all__ = ["supported_particles", "render_stem"]
+
+
+def _support(shape, *, coverage: float, scale_px: float, rng) -> np.ndarray:
+    """Projected support thickness in [0, 1]: an agglomerate of rounded lumps (spheres of
+    radius about ``scale_px``) covering about ``coverage`` of the image, vacuum elsewhere."""
+    rows, cols = shape
+    thickness = np.zeros(shape)
+    y, x = np.mgrid[0:rows, 0:cols]
+    covered = 0.0
+    for _ in range(1000):  # lumps, each beside the last (an agglomerate) or anywhere
+        if covered >= coverage:
+            break
+        r = scale_px * float(np.exp(rng.uniform(np.log(0.5), np.log(1.5))))
+        if thickness.any() and rng.random() < 0.8:
+            inside = np.argwhere(thickness > 0)
+            c = inside[rng.integers(len(inside))] + rng.normal(0, 0.5 * r, 2)
+        else:
+            c = rng.uniform(0, 1, 2) * np.array(shape)
+        rho2 = ((y - c[0]) ** 2 + (x - c[1]) ** 2) / r**2
+        thickness += r * np.sqrt(np.clip(1 - rho2, 0, None))
+        covered = float(np.mean(thickness > 0))
+    if thickness.max() > 0:
+        thickness /= np.quantile(thickness[thickness > 0], 0.95)
+    relief = 1 + 0.2 * smooth_field(shape, scale_px=scale_px / 4, rng=rng)
+    return np.clip(thickness * relief, 0, 1.5)
+
+
+def supported_particles(
+    shape: tuple[int, int],
+    *,
+    diameter_px: tuple[float, float],
+    per_10k_px: float,
+    support_coverage: float = 0.7,
+    support_scale_px: float = 40.0,
+    cluster_fraction: float = 0.3,
+    elongation: float = 0.25,
+    rng: int | np.random.Generator | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A support with nanoparticles on it.
+
+    Parameters
+    ----------
+    shape : tuple of int (M, N)
+    diameter_px : (float, float)
+        Particle diameters are log-uniform in this range, pixels.
+    per_10k_px : float
+        Particles per 10,000 px² of the image.
+    support_coverage : float
+        Fraction of the image covered by the support (the rest is vacuum).
+    support_scale_px : float
+        Correlation length of the support's lumps, pixels.
+    cluster_fraction : float
+        Fraction of the particles placed next to another one (touching or
+        overlapping it), as sintered or agglomerated particles are.
+    elongation : float
+        Largest relative difference of a particle's two axes.
+    rng : int or Generator
+
+    Returns
+    -------
+    support : ndarray of shape (M, N), float
+        Projected support thickness in [0, 1]; 0 is vacuum.
+    particle_ids : ndarray of shape (M, N), uint32
+        1..n, one per particle; where two overlap, the one on top.
+    particle_thickness : ndarray of shape (M, N), float
+        Projected thickness of the particles, pixels (a sphere's chord).
+    """
+    rng = as_rng(rng)
+    lo, hi = (float(d) for d in diameter_px)
+    if not 2 <= lo <= hi:
+        raise ValueError(f"diameter_px must be (lo, hi) with 2 <= lo <= hi, got {diameter_px=}")
+    if not 0 < support_coverage <= 1:
+        raise ValueError(f"support_coverage must be in (0, 1], got {support_coverage=}")
+    rows, cols = shape
+    support = _support(shape, coverage=support_coverage, scale_px=support_scale_px, rng=rng)
+    n = int(rng.poisson(per_10k_px * rows * cols / 1e4))
+    ids = np.zeros(shape, np.uint32)
+    thickness = np.zeros(shape, float)
+    on_support = np.argwhere(support > 0.05)
+    centres: list[np.ndarray] = []
+    for k in range(1, n + 1):
+        d = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+        if centres and rng.random() < cluster_fraction:  # beside an earlier particle
+            other = centres[rng.integers(len(centres))]
+            angle = rng.uniform(0, 2 * np.pi)
+            c = other[:2] + (0.5 * other[2] + 0.5 * d) * rng.uniform(0.6, 1.0) * np.array(
+                [np.sin(angle), np.cos(angle)]
+            )
+        elif len(on_support):
+            c = on_support[rng.integers(len(on_support))] + rng.uniform(-0.5, 0.5, 2)
+        else:
+            c = rng.uniform(0, 1, 2) * np.array(shape)
+        a = 0.5 * d * (1 + rng.uniform(0, elongation))
+        b = 0.5 * d * (1 - rng.uniform(0, elongation))
+        t = rng.uniform(0, np.pi)
+        r0, r1 = int(max(c[0] - a - 1, 0)), int(min(c[0] + a + 2, rows))
+        c0, c1 = int(max(c[1] - a - 1, 0)), int(min(c[1] + a + 2, cols))
+        if r0 >= r1 or c0 >= c1:
+            continue
+        y, x = np.mgrid[r0:r1, c0:c1]
+        u = (y - c[0]) * np.cos(t) + (x - c[1]) * np.sin(t)
+        v = -(y - c[0]) * np.sin(t) + (x - c[1]) * np.cos(t)
+        rho2 = (u / a) ** 2 + (v / b) ** 2
+        inside = rho2 <= 1.0
+        chord = 2 * b * np.sqrt(np.clip(1 - rho2, 0, None))
+        ids[r0:r1, c0:c1][inside] = k
+        thickness[r0:r1, c0:c1] = np.maximum(thickness[r0:r1, c0:c1], chord)
+        centres.append(np.array([c[0], c[1], d]))
+    # particles wholly outside the image leave gaps in the numbering
+    present = np.unique(ids)
+    lut = np.zeros(n + 1, np.uint32)
+    lut[present] = np.arange(len(present), dtype=np.uint32)
+    return support, lut[ids], thickness
+
+
+def render_stem(
+    support: np.ndarray,
+    particle_thickness: np.ndarray,
+    *,
+    rng,
+    bright_field: bool = False,
+    support_signal: float = 0.35,
+    particle_signal: float = 0.06,
+    saturation: float = 0.9,
+    background: float = 0.03,
+    speckle: float = 0.05,
+    blur_px: float = 1.0,
+    dose: float = 200.0,
+    read_noise: float = 0.01,
+) -> np.ndarray:
+    """HAADF-STEM or bright-field TEM image of :func:`supported_particles`.
+
+    The HAADF signal is ``support_signal * support + particle_signal * thickness``
+    (Z-contrast: a heavy particle scatters more per pixel of thickness than the
+    light support), compressed towards ``saturation`` as a detector does, on a
+    ``background`` for vacuum. Bright field shows the complement (transmitted
+    electrons), with the band-passed speckle of an amorphous support. Then blur,
+    Poisson shot noise at ``dose`` electrons per unit signal and read noise.
+    """
+    rng = as_rng(rng)
+    mass = support_signal * support + particle_signal * particle_thickness
+    signal = saturation * (1 - np.exp(-mass / saturation))
+    amorphous = speckle * speckle_field(support.shape, sigmas_px=(0.7, 2.0), rng=rng)
+    if bright_field:
+        image = 1.0 - background - signal + amorphous * (support > 0)
+    else:
+        image = background + signal + 0.5 * amorphous * (support > 0)
+    image = ndi.gaussian_filter(image, blur_px) if blur_px > 0 else image
+    image = poisson_gaussian(np.clip(image, 0, 1), dose=dose, read_noise=read_noise, rng=rng)
+    return np.clip(image, 0, 1).astype(np.float32)
