@@ -3,7 +3,12 @@
 
 from snakemake.utils import min_version
 
+from grainflow.config import check_config_files
+
 min_version("9.0")
+
+# a YAML mistake named by file and line (Snakemake's own message names neither)
+check_config_files("config/config.yaml", *workflow.overwrite_configfiles)
 
 
 configfile: "config/config.yaml"

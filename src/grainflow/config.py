@@ -1,122 +1,425 @@
 """Validation of the run configuration and the stacks sheet.
 
 Both are checked before any job starts. Every problem is reported at once,
-each naming the file, the key (as a dotted path) and what is wrong, so a user
-can fix them all in one edit.
+each naming the file, the key (as a dotted path) or the sheet's line and
+column, what is wrong and how to fix it, so a user can fix them all in one
+edit. ``python -m grainflow.config FILE...`` runs the same checks without
+Snakemake.
 """
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+import functools
+import json
 import math
 import os
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import jsonschema
 import pandas as pd
 import yaml
 
-__all__ = ["ConfigError", "validate_config", "read_stacks", "SCHEMA_DIR"]
+__all__ = [
+    "ConfigError",
+    "load_config_file",
+    "check_config_files",
+    "validate_config",
+    "read_stacks",
+    "SCHEMA_DIR",
+]
 
 #: the JSON Schemas of the config and the stacks sheet, shipped inside the package
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
+
+_README = "See config/README.md for every key, its type and its allowed values."
 
 
 class ConfigError(ValueError):
     """A configuration or stacks sheet that grainflow cannot run with."""
 
 
+# ---------------------------------------------------------------------------------------------
+# config files
+
+
+class _Refused(yaml.constructor.ConstructorError):
+    """YAML that parses but that grainflow refuses; the message says why and what to do."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader that refuses a key given twice in one mapping (YAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor` may be overridden: that is what it is for
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark)
+            except TypeError:  # an unhashable key; the base class says so with its line
+                continue
+            if first is not key_node.start_mark:
+                raise _Refused(
+                    None,
+                    None,
+                    f"key {key!r} is given twice in one block (first on line {first.line + 1}); "
+                    "YAML would silently keep only the last one, so delete or merge one of them",
+                    key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep)
+
+    def construct_yaml_timestamp(self, node):
+        try:
+            return super().construct_yaml_timestamp(node)
+        except ValueError as exc:  # e.g. 2026-13-01: a date in form only
+            raise _Refused(
+                None,
+                None,
+                f"{node.value!r} reads as a date, but is not one ({exc}); write it in quotes",
+                node.start_mark,
+            ) from None
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:timestamp", _StrictLoader.construct_yaml_timestamp)
+
+
+def _yaml_problem(path: Path, error: yaml.YAMLError) -> str:
+    mark = getattr(error, "problem_mark", None)
+    where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else f"{path}"
+    what = (
+        " ".join(
+            str(part)
+            for part in (getattr(error, "context", None), getattr(error, "problem", None))
+            if part
+        )
+        or str(error).splitlines()[0]
+    )
+    if isinstance(error, _Refused):
+        return f"{where}: {what}"
+    hint = "check the indentation (spaces only) and the brackets, quotes and colons here"
+    if "'\\t'" in what:
+        hint = "YAML indents with spaces: replace the tab by spaces"
+    elif mark and mark.line > 0:
+        hint += " and on the line before"
+    return f"{where}: not valid YAML ({what}); {hint}"
+
+
+def load_config_file(path: str | os.PathLike) -> dict:
+    """Read one config file (YAML or JSON, as Snakemake does) into a dict.
+
+    Raises :class:`ConfigError` naming the file, and the line and column of a
+    YAML mistake, for: a file that is not valid YAML, a key given twice in one
+    block, an empty file, and a top level that is not a mapping of keys.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist or is not a file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}, line {line}: not UTF-8 text (byte {exc.object[exc.start]:#04x}); "
+            "save the file as UTF-8"
+        ) from None
+    try:
+        config = json.loads(text)  # Snakemake tries JSON first
+    except ValueError:
+        try:
+            config = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader
+        except yaml.YAMLError as exc:
+            raise ConfigError(_yaml_problem(path, exc)) from None
+    if config is None:
+        raise ConfigError(
+            f"{path} is empty (or only comments); fill it with 'key: value' lines as in "
+            "config/config.yaml (a file given with --configfile needs only the keys it changes)"
+        )
+    if not isinstance(config, dict):
+        kind = {list: "a list ('- item' lines)", str: "a single text"}.get(
+            type(config), f"a single {type(config).__name__}"
+        )
+        raise ConfigError(
+            f"{path}: the top level is {kind}, not a mapping of keys to values; write "
+            "'key: value' lines at the left margin, as in config/config.yaml"
+        )
+    return config
+
+
+def check_config_files(*paths: str | os.PathLike) -> None:
+    """:func:`load_config_file` on every path that exists; one :class:`ConfigError` for all.
+
+    For the Snakefile, before its ``configfile:`` directive: Snakemake's own
+    message for these mistakes names neither the file nor the line. Paths that
+    do not exist are left to Snakemake.
+    """
+    problems = []
+    for path in paths:
+        if Path(path).exists():
+            try:
+                load_config_file(path)
+            except ConfigError as exc:
+                problems.append(str(exc))
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+# ---------------------------------------------------------------------------------------------
+# the configuration
+
+
+@functools.lru_cache(maxsize=8)
 def _load_schema(name: str, schema_dir: Path | None) -> dict:
+    """The parsed schema (cached: callers only read it)."""
     path = Path(schema_dir or SCHEMA_DIR) / name
     with open(path) as f:
         return yaml.safe_load(f)
 
 
-def _where(error: jsonschema.ValidationError) -> str:
-    return ".".join(str(p) for p in error.absolute_path) or "(top level)"
+def _dotted(parts: Iterable) -> str:
+    """``a.b[0].c`` from the path parts ``("a", "b", 0, "c")``."""
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}" if out else str(part)
+    return out
 
 
-def _message(error: jsonschema.ValidationError) -> str:
-    where = _where(error)
+def _message(error: jsonschema.ValidationError) -> tuple[tuple, str]:
+    """The key path that ``error`` is about and its message, which starts with that path."""
+    parts = tuple(error.absolute_path)
+    where = _dotted(parts) or "(top level)"
+    if "propertyNames" in error.schema_path:
+        rule = error.schema.get("description") or f"matching {error.validator_value!r}"
+        return (
+            *parts,
+            error.instance,
+        ), f"{where}: {error.instance!r} is not an allowed name here ({rule})"
     if error.validator == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
-        extra = sorted(set(error.instance) - set(allowed))
-        return (
+        extra = sorted((k for k in error.instance if k not in allowed), key=str)
+        return (*parts, extra[0]), (
             f"{where}: unknown key(s) {', '.join(map(repr, extra))}; "
             f"allowed here: {', '.join(allowed)}"
         )
+    if error.validator == "required":
+        missing = ast.literal_eval(error.message.removesuffix(" is a required property"))
+        return parts, (
+            f"{_dotted((*parts, missing))}: missing; this key is required (add it, as in "
+            "config/config.yaml)"
+        )
     if error.validator == "enum":
-        return f"{where}: {error.instance!r} is not one of {error.validator_value}"
+        return parts, f"{where}: {error.instance!r} is not one of {error.validator_value}"
     if error.validator in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
-        return f"{where}: {error.instance!r} is out of range ({error.message.split(' is ', 1)[-1]})"
-    return f"{where}: {error.message}"
+        bound = error.message.split(" is ", 1)[-1]
+        return parts, f"{where}: {error.instance!r} is out of range ({bound})"
+    if error.validator == "type" and error.instance is None:
+        return parts, (
+            f"{where}: empty (YAML reads 'key:' with nothing after it as null); "
+            f"give a value of type {error.validator_value!r}"
+        )
+    if error.validator == "type" and isinstance(error.instance, str):
+        try:
+            float(error.instance)
+        except ValueError:
+            pass
+        else:
+            return parts, f"{where}: {error.message}; write numbers without quotes"
+    return parts, f"{where}: {error.message}"
 
 
-def _non_finite(config, prefix: str = "") -> list[str]:
-    """Every NaN or infinite number in ``config`` (YAML's .nan and .inf pass any minimum)."""
+def _walk_problems(config, path: tuple = ()) -> list[tuple[tuple, str]]:
+    """Keys that are not text, and NaN or infinite numbers (YAML's .nan passes any minimum)."""
+    problems = []
     if isinstance(config, Mapping):
-        items = ((f"{prefix}{k}", v) for k, v in config.items())
+        items = list(config.items())
+        for key, _ in items:
+            if not isinstance(key, str):
+                problems.append(
+                    (
+                        (*path, key),
+                        f"{_dotted(path) or '(top level)'}: key {key!r} is not text (YAML reads "
+                        "yes/no/on/off, numbers and dates as such); write it in quotes",
+                    )
+                )
     elif isinstance(config, list):
-        items = ((f"{prefix.rstrip('.')}[{i}]", v) for i, v in enumerate(config))
+        items = list(enumerate(config))
     else:
         return []
-    problems = []
-    for path, value in items:
+    for key, value in items:
+        here = (*path, key)
         if isinstance(value, float) and not math.isfinite(value):
-            problems.append(f"{path}: {value} is not a finite number")
+            problems.append((here, f"{_dotted(here)}: {value} is not a finite number"))
         else:
-            problems += _non_finite(value, f"{path}.")
+            problems += _walk_problems(value, here)
     return problems
 
 
-def _check_ranges(config: Mapping, prefix: str = "") -> list[str]:
+def _check_ranges(config: Mapping, path: tuple = ()) -> list[tuple[tuple, str]]:
     problems = []
     for key, value in config.items():
-        path = f"{prefix}{key}"
+        here = (*path, key)
         if isinstance(value, Mapping):
-            problems += _check_ranges(value, f"{path}.")
+            problems += _check_ranges(value, here)
         elif (
             isinstance(value, list)
             and len(value) == 2
             and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
             and value[0] > value[1]
         ):
-            problems.append(f"{path}: range {value} has low > high; write [low, high]")
+            problems.append(
+                (here, f"{_dotted(here)}: range {value} has low > high; write [low, high]")
+            )
     return problems
 
 
-def _cross_key_problems(config: Mapping) -> list[str]:
+def _cross_key_problems(config: Mapping) -> list[tuple[tuple, str]]:
     """Rules that join several keys of a config the schema has accepted."""
     problems = []
     inference = config["inference"]
     if inference["overlap_px"] >= inference["tile_px"]:
         problems.append(
-            f"inference.overlap_px: {inference['overlap_px']} must be smaller than "
-            f"inference.tile_px ({inference['tile_px']})"
+            (
+                ("inference", "overlap_px"),
+                f"inference.overlap_px: {inference['overlap_px']} must be smaller than "
+                f"inference.tile_px ({inference['tile_px']})",
+            )
         )
     if inference["shards"] > 1 and inference["scale"] != "none":
         problems.append(
-            f"inference.scale: {inference['scale']!r} is not yet supported with "
-            f"inference.shards {inference['shards']}; set inference.scale: none"
+            (
+                ("inference", "scale"),
+                f"inference.scale: {inference['scale']!r} is not yet supported with "
+                f"inference.shards {inference['shards']}; set inference.scale: none",
+            )
         )
-    diffraction = config.get("diffraction") or {}
-    if diffraction.get("enabled"):
+    diffraction = config["diffraction"]
+    if diffraction["enabled"]:
         classifiers = set(diffraction["archs"])
         shared = sorted(classifiers & set(config["training"]["archs"]))
         if shared:
             problems.append(
-                f"diffraction.archs: {shared} also name U-Nets in training.archs; give the "
-                "classifiers other names (they name folders beside the U-Nets')"
+                (
+                    ("diffraction", "archs", shared[0]),
+                    f"diffraction.archs: {shared} also name U-Nets in training.archs; give the "
+                    "classifiers other names (they name folders beside the U-Nets')",
+                )
             )
         if diffraction["scan"]["arch"] not in classifiers:
             problems.append(
-                f"diffraction.scan.arch: {diffraction['scan']['arch']!r} is not one of "
-                f"diffraction.archs ({', '.join(sorted(classifiers))})"
+                (
+                    ("diffraction", "scan", "arch"),
+                    f"diffraction.scan.arch: {diffraction['scan']['arch']!r} is not one of "
+                    f"diffraction.archs ({', '.join(sorted(classifiers))})",
+                )
             )
+    return problems + _training_problems(config)
+
+
+def _training_problems(config: Mapping) -> list[tuple[tuple, str]]:
+    """Build every model and training setting a job will build, as the jobs do.
+
+    ``TrainConfig`` refuses e.g. ``min_lr`` above ``lr`` (the defaults
+    included), and a model refuses arguments it does not take (``dropout``
+    for ``resnet18``); models are built on the meta device, so without memory
+    or time.
+    """
+    import torch
+
+    from grainflow.diffraction.train import classifier_config
+    from grainflow.models.registry import build_model
+    from grainflow.training.config import TrainConfig, arch_settings
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+
+    blocks = [
+        (("training", "archs", name), arch_settings, arch, config["training"])
+        for name, arch in config["training"]["archs"].items()
+    ]
+    diffraction = config["diffraction"]
+    if diffraction["enabled"]:
+        shared = {**config["training"], **diffraction["training"]}
+        blocks += [
+            (("diffraction", "archs", name), classifier_config, arch, shared)
+            for name, arch in diffraction["archs"].items()
+        ]
+        pretrain, transfer = diffraction["pretrain"], diffraction["transfer"]
+        if diffraction["pretrained"] == "grainflow":  # as the jobs diffraction_pretrain ...
+            resnet = {"model": "resnet18", "epochs": pretrain["epochs"], "lr": pretrain["lr"]}
+            blocks.append((("diffraction", "pretrain"), classifier_config, resnet, shared))
+        if transfer["strategies"]:  # ... and diffraction_transfer build theirs
+            resnet = {"model": "resnet18", "lr": transfer["lr"]}
+            blocks.append((("diffraction", "transfer"), classifier_config, resnet, shared))
+    problems = []
+    for parts, settings, arch, shared in blocks:
+        try:
+            name, kwargs, _ = settings(arch, shared=shared, threads=1, seed=0)
+            with torch.device("meta"):
+                build_model(name, **kwargs)
+        except Exception as exc:  # whatever the job would stop with
+            message = str(exc).removeprefix("training.")
+            if not isinstance(exc, ValueError):
+                message = f"{type(exc).__name__}: {message}"
+            field = message.split(" ", 1)[0]
+            if field in fields and field not in arch and field not in shared:
+                message += f" ({field} is not set, so its default applies)"
+            problems.append((parts, f"{_dotted(parts)}: {message}"))
     return problems
 
 
-def validate_config(config: Mapping, *, source: str = "config", schema_dir=None) -> None:
+def _key_lines(path: Path) -> dict[tuple, int]:
+    """The line of every key and list item of a YAML (or JSON) file, by key path."""
+    lines = {}
+    try:
+        loader = _StrictLoader(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return lines
+
+    def walk(node, parts):
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = loader.construct_object(key_node, deep=True)
+                try:
+                    lines[(*parts, key)] = key_node.start_mark.line + 1
+                except TypeError:  # unhashable
+                    continue
+                walk(value, (*parts, key))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                lines[(*parts, i)] = item.start_mark.line + 1
+                walk(item, (*parts, i))
+
+    try:
+        walk(loader.get_single_node(), ())
+    except yaml.YAMLError:
+        pass
+    finally:
+        loader.dispose()
+    return lines
+
+
+def _origin(parts: tuple, files: Sequence[tuple[str, dict]]) -> str:
+    """``file, line N: `` of the last file that sets the key ``parts`` (its block if it is missing)."""
+    while parts:
+        for name, lines in reversed(files):
+            if parts in lines:
+                return f"{name}, line {lines[parts]}: "
+        parts = parts[:-1]
+    return ""
+
+
+def validate_config(
+    config: Mapping,
+    *,
+    source: str = "config",
+    files: Sequence[str | os.PathLike] = (),
+    schema_dir=None,
+) -> None:
     """Raise :class:`ConfigError` listing every problem of ``config``.
 
     Parameters
@@ -125,30 +428,121 @@ def validate_config(config: Mapping, *, source: str = "config", schema_dir=None)
         The merged configuration (``config/config.yaml`` plus overrides).
     source : str
         Where it came from, named in the message.
+    files : sequence of path
+        The config files merged into ``config``, in the order they were
+        merged; each problem then names the file and line that set its key.
+
+    Notes
+    -----
+    The schema first (types, ranges, unknown and missing keys, at every
+    level); when it passes, ranges written high-to-low, the rules that join
+    several keys, and every training setting and model as the jobs build them.
     """
-    schema = _load_schema("config.schema.yaml", schema_dir)
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(dict(config)), key=lambda e: list(e.absolute_path))
-    problems = _non_finite(config)
-    problems += [_message(e) for e in errors]
-    if not errors:
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"{source}: the configuration is not a mapping of keys to values")
+    validator = jsonschema.Draft202012Validator(_load_schema("config.schema.yaml", schema_dir))
+    errors = sorted(
+        validator.iter_errors(dict(config)), key=lambda e: [str(p) for p in e.absolute_path]
+    )
+    problems = _walk_problems(config) + [_message(e) for e in errors]
+    if not problems:
         problems += _check_ranges(config) + _cross_key_problems(config)
     if problems:
-        lines = "\n  - ".join(problems)
+        lines = [(str(f), _key_lines(Path(f))) for f in files if Path(f).is_file()]
+        listed = "\n  - ".join(_origin(parts, lines) + text for parts, text in problems)
         raise ConfigError(
-            f"{source} is not a valid grainflow configuration:\n  - {lines}\n"
-            "See config/README.md for every key, its type and its allowed values."
+            f"{source} is not a valid grainflow configuration:\n  - {listed}\n{_README}"
         )
 
 
+# ---------------------------------------------------------------------------------------------
+# the stacks sheet
+
+
+def _sheet_lines(path: Path) -> list[str]:
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")  # a spreadsheet's UTF-8 export starts with a BOM
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"stacks sheet {path}, line {line}: not UTF-8 text (byte {data[exc.start]:#04x}); "
+            "save it as UTF-8 tab-separated text"
+        ) from None
+    return [line.removesuffix("\r") for line in text.split("\n")]
+
+
+def _skipped(line: str) -> bool:
+    """Blank lines, lines of only spaces and tabs, and comments (# first) are not rows."""
+    return not line.strip() or line.lstrip().startswith("#")
+
+
+def _header_problems(header: list[str], line: int, known: Sequence, required: Sequence) -> list:
+    problems = []
+    if len(header) == 1 and any(sep in header[0] for sep in (",", ";", " ")):
+        return [
+            f"line {line} (the header) has no tabs: the sheet is tab-separated (TSV); separate "
+            f"its columns ({', '.join(known)}) with tabs, not commas, semicolons or spaces"
+        ]
+    for i, name in enumerate(header, start=1):
+        if not name:
+            problems.append(
+                f"line {line} (the header), field {i}: empty column name (a tab too many?)"
+            )
+    repeated = sorted({n for n in header if n and header.count(n) > 1})
+    if repeated:
+        problems.append(f"line {line} (the header): column(s) {repeated} appear twice")
+    unknown = [c for c in header if c and c not in known]
+    if unknown:
+        problems.append(f"unknown column(s) {unknown}; allowed: {list(known)}")
+    for col in required:
+        if col not in header:
+            problems.append(f"missing required column {col!r}")
+    return problems
+
+
+def _unrun(task: str, tasks: Sequence[str]) -> str:
+    if task == "diffraction":
+        return "'diffraction' stacks are not run (grainflow classifies only synthetic patterns)"
+    return f"{task!r} is not one of the config's tasks ({', '.join(tasks)}), so nothing would run on it"
+
+
 def read_stacks(
-    path: str | os.PathLike, *, schema_dir=None, check_paths: bool = True
+    path: str | os.PathLike,
+    *,
+    tasks: Sequence[str] | None = None,
+    skip_unrun_tasks: bool = False,
+    warn: Callable[[str], None] | None = None,
+    schema_dir=None,
+    check_paths: bool = True,
 ) -> pd.DataFrame:
     """Read and validate the stacks sheet (TSV), one row per real image stack.
 
-    Raises :class:`ConfigError` naming the file, the row and the column of
-    each problem. Relative paths are read relative to the current directory
-    (the workflow's working directory).
+    Parameters
+    ----------
+    path : path
+        The sheet: tab-separated UTF-8 text, the header first. Blank lines,
+        lines of only spaces and tabs, and lines whose first character other
+        than a space is ``#`` are skipped; every other line is a row with
+        exactly the header's number of fields (no quoting: a quote is text).
+    tasks : sequence of str, optional
+        The config's ``tasks``: a row of another task (or of ``diffraction``,
+        which has no stage for real stacks) is refused, or skipped with
+        ``skip_unrun_tasks``. None accepts every task of the schema.
+    skip_unrun_tasks : bool
+        Skip such rows instead, passing one message per row to ``warn``.
+    warn : callable, optional
+        Receives the message of each skipped row (Snakemake's logger in the
+        workflow); by default it goes to standard error.
+    check_paths : bool
+        Refuse rows whose ``path`` or ``ground_truth`` does not exist.
+
+    Raises
+    ------
+    ConfigError
+        Naming the file, and the line and column of each problem. Relative
+        paths are read relative to the current directory (the workflow's
+        working directory).
     """
     path = Path(path)
     if not path.is_file():
@@ -156,54 +550,137 @@ def read_stacks(
             f"stacks sheet {path} does not exist; create it (see config/README.md) or set "
             "'stacks' in the config to its path"
         )
-    try:
-        table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, comment="#")
-    except Exception as exc:  # pandas raises several types for malformed TSV
-        raise ConfigError(f"stacks sheet {path} is not a readable TSV file: {exc}") from exc
     schema = _load_schema("stacks.schema.yaml", schema_dir)
-    known = list(schema["properties"])
-    unknown = [c for c in table.columns if c not in known]
-    problems = [f"unknown column(s) {unknown}; allowed: {known}"] if unknown else []
-    for col in schema["required"]:
-        if col not in table.columns:
-            problems.append(f"missing required column {col!r}")
+    known, required = list(schema["properties"]), list(schema["required"])
+    lines = _sheet_lines(path)
+    numbered = [(n, line) for n, line in enumerate(lines, start=1) if not _skipped(line)]
+    if not numbered:
+        raise ConfigError(
+            f"stacks sheet {path} is empty; its first line is the header, the column names "
+            f"separated by tabs (at least {', '.join(required)}); see config/README.md"
+        )
+    (head_line, head), *body = numbered
+    header = [name.strip() for name in head.split("\t")]
+    problems = _header_problems(header, head_line, known, required)
     if problems:
         raise ConfigError(f"stacks sheet {path}: " + "; ".join(problems))
+
     validator = jsonschema.Draft202012Validator(schema)
-    rows = []
-    for i, raw in enumerate(table.to_dict("records"), start=2):  # line 1 is the header
-        row = {k: (v.strip() if v.strip() else None) for k, v in raw.items()}
+    rows, names = [], {}
+    for i, line in body:
+        cells = line.split("\t")
+        first = cells[0].strip()
+        where = f"line {i} ({first})" if first else f"line {i}"
+        if len(cells) != len(header):
+            n = abs(len(cells) - len(header))
+            tabs = f"{n} tab{'s' * (n > 1)}"
+            if len(cells) < len(header):
+                fix = f"{tabs} missing: every column needs its tab, an empty cell too"
+            elif not cells[-1].strip():
+                fix = f"{tabs} too many: remove the tab(s) at the end of the line"
+            else:
+                fix = f"{tabs} too many: a cell holds a tab, or two tabs stand where one should"
+            problems.append(
+                f"{where}: {len(cells)} fields, but the header (line {head_line}) has "
+                f"{len(header)}: {', '.join(header)}; {fix}"
+            )
+            continue
+        row = {k: (v.strip() or None) for k, v in zip(header, cells, strict=True)}
+        row_problems = []
+        for col in required:
+            if row.get(col) is None:
+                row_problems.append(f"{where}, column {col!r}: empty, but every row needs it")
         if row.get("pixel_size_um") is not None:
+            raw = row["pixel_size_um"]
             try:
-                row["pixel_size_um"] = float(row["pixel_size_um"])
+                row["pixel_size_um"] = float(raw)
             except ValueError:
-                problems.append(
-                    f"line {i}, column 'pixel_size_um': {raw['pixel_size_um']!r} is not a number"
-                )
-                continue
-            if not math.isfinite(row["pixel_size_um"]):
-                problems.append(
-                    f"line {i} ({row.get('stack')}), column 'pixel_size_um': "
-                    f"{raw['pixel_size_um']!r} is not a finite number; give the size of a "
-                    "pixel in micrometres, or leave the field empty if it is unknown"
-                )
-                continue
+                row_problems.append(f"{where}, column 'pixel_size_um': {raw!r} is not a number")
+                row["pixel_size_um"] = None
+            else:
+                if not math.isfinite(row["pixel_size_um"]):
+                    row_problems.append(
+                        f"{where}, column 'pixel_size_um': {raw!r} is not a finite number; give "
+                        "the size of a pixel in micrometres, or leave the field empty if it is "
+                        "unknown"
+                    )
+                    row["pixel_size_um"] = None
         for error in validator.iter_errors(row):
-            col = ".".join(map(str, error.absolute_path)) or "row"
-            problems.append(f"line {i} ({row.get('stack')}), column {col!r}: {error.message}")
+            col = _dotted(error.absolute_path) or "row"
+            if not (col in required and error.instance is None):
+                row_problems.append(f"{where}, column {col!r}: {error.message}")
+        problems += row_problems
+        if row_problems:
+            continue
+        names.setdefault(row["stack"], []).append(i)
+        if tasks is not None and row["task"] not in tasks:
+            why = _unrun(row["task"], tasks)
+            if skip_unrun_tasks:
+                message = f"stacks sheet {path}, {where}: skipped: {why} (stacks_skip_unrun_tasks)"
+                (warn or (lambda m: print(m, file=sys.stderr)))(message)
+                continue
+            fix = "remove the row or comment it out with '#'"
+            if row["task"] != "diffraction":
+                fix = f"add {row['task']} to tasks, or {fix}"
+            problems.append(
+                f"{where}, column 'task': {why}; {fix}, or set stacks_skip_unrun_tasks: true in "
+                "the config to skip such rows with a warning"
+            )
+            continue
         if check_paths:
             for col in ("path", "ground_truth"):
                 p = row.get(col)
                 if p and not Path(p).exists():
-                    problems.append(
-                        f"line {i} ({row.get('stack')}), column {col!r}: {p} does not exist"
-                    )
+                    problems.append(f"{where}, column {col!r}: {p} does not exist")
         rows.append(row)
-    names = [r["stack"] for r in rows]
-    dupes = sorted({n for n in names if names.count(n) > 1})
+    dupes = {n: at for n, at in names.items() if len(at) > 1}
     if dupes:
-        problems.append(f"stack names must be unique; repeated: {dupes}")
+        at = "; ".join(f"{n!r} on lines {', '.join(map(str, at))}" for n, at in dupes.items())
+        problems.append(f"stack names must be unique; repeated: {sorted(dupes)} ({at})")
     if problems:
-        lines = "\n  - ".join(problems)
-        raise ConfigError(f"stacks sheet {path} has problems:\n  - {lines}")
+        listed = "\n  - ".join(problems)
+        raise ConfigError(f"stacks sheet {path} has problems:\n  - {listed}")
     return pd.DataFrame(rows, columns=known).set_index("stack", drop=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# python -m grainflow.config
+
+
+def _merge(base: dict, update: Mapping) -> dict:
+    """Snakemake's update_config: nested mappings merged, anything else replaced."""
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m grainflow.config [FILE...]``: check config files and their stacks sheet.
+
+    The files are merged in order, as ``snakemake --configfile`` merges them
+    over ``config/config.yaml`` (the default when no file is given).
+    """
+    files = list(argv if argv is not None else sys.argv[1:]) or ["config/config.yaml"]
+    try:
+        check_config_files(*files)
+        config = {}
+        for f in files:
+            _merge(config, load_config_file(f))
+        validate_config(config, source=" + ".join(files), files=files)
+        read_stacks(
+            config["stacks"],
+            tasks=config["tasks"],
+            skip_unrun_tasks=config.get("stacks_skip_unrun_tasks", False),
+        )
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"{' + '.join(files)}: valid, and so is the stacks sheet {config['stacks']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,11 +1,29 @@
 # Validation of the config and the stacks sheet, seeds, wildcard constraints and targets.
 
+from snakemake.logging import logger
+
 from grainflow.config import read_stacks, validate_config
 from grainflow.seeds import derive_seed
 from grainflow.tasks import task_info
 
-validate_config(config, source="the configuration (config/config.yaml and overrides)")
-STACKS = read_stacks(config["stacks"])
+#: the config files in the order Snakemake merged them: the Snakefile's, then --configfile's
+CONFIG_FILES = [
+    *(str(f) for f in workflow.configfiles if f not in workflow.overwrite_configfiles),
+    *map(str, workflow.overwrite_configfiles),
+]
+validate_config(
+    config,
+    source=" + ".join(CONFIG_FILES)
+    + (" + --config" if workflow.config_settings.config else ""),
+    files=CONFIG_FILES,
+)
+#: the stacks sheet; rows of tasks this run does not run stop it, or are skipped with a warning
+STACKS = read_stacks(
+    config["stacks"],
+    tasks=config["tasks"],
+    skip_unrun_tasks=config.get("stacks_skip_unrun_tasks", False),
+    warn=logger.warning,
+)
 
 #: segmentation tasks of this run
 TASKS = list(config["tasks"])
