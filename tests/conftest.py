@@ -28,6 +28,11 @@ def tiny_config() -> dict:
     return config
 
 
+#: shipped stacks too big for the tiny runs (16 planes up to 2048 x 2048 px); their
+#: mixed-size import, padding and box scoring are tested on small files instead
+BIG_STACKS = ("stem_nanoparticles",)
+
+
 def make_workdir(path: Path, config: dict | None = None) -> Path:
     """A working directory holding config/config.yaml (tiny) and a stacks sheet with absolute paths."""
     (path / "config").mkdir(parents=True, exist_ok=True)
@@ -37,6 +42,8 @@ def make_workdir(path: Path, config: dict | None = None) -> Path:
     out = [sheet[0]]
     for line in sheet[1:]:
         cells = line.split("\t")
+        if cells[0] in BIG_STACKS:
+            continue
         for i in (2, 4):  # path, ground_truth
             if cells[i]:
                 cells[i] = str(ROOT / cells[i])

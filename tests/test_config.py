@@ -105,8 +105,12 @@ def test_every_problem_is_reported_at_once():
 
 
 def test_shipped_stacks_sheet_is_valid(tmp_path):
-    stacks = read_stacks(make_workdir(tmp_path) / "config" / "stacks.tsv")
+    stacks = read_stacks(ROOT / "config" / "stacks.tsv")
     assert list(stacks.index) == ["nist_steel", "nasa_superalloy", "stem_nanoparticles"]
+    for column in ("path", "ground_truth"):
+        assert all((ROOT / p).exists() for p in stacks[column] if isinstance(p, str) and p)
+    stacks = read_stacks(make_workdir(tmp_path) / "config" / "stacks.tsv")
+    assert list(stacks.index) == ["nist_steel", "nasa_superalloy"]  # the tiny runs' stacks
     assert stacks.loc["nist_steel", "pixel_size_um"] == pytest.approx(0.2252)
     assert np.isnan(stacks.loc["nasa_superalloy", "pixel_size_um"])  # unknown: sizes in pixels
 

@@ -21,6 +21,12 @@ from grainflow.evaluation.crossval import (
     evaluate_segmentation,
     summarize,
 )
+from grainflow.evaluation.detection import (
+    DETECTION_COUNTS,
+    DETECTION_SCORES,
+    DetectionCounts,
+    score_detection,
+)
 from grainflow.evaluation.metrology import (
     area_fraction,
     g_from_intercept,
@@ -30,6 +36,7 @@ from grainflow.evaluation.metrology import (
     region_table,
 )
 from grainflow.inference.stack import open_inference
+from grainflow.stacks.importer import plane_boxes, plane_shapes
 from grainflow.tasks import LABEL_NAMES
 
 __all__ = [
@@ -276,6 +283,18 @@ def measure_stack(
     (:func:`truth_labels`), each row also holds the counts and scores of
     :func:`grainflow.evaluation.crossval.evaluate_segmentation` (per plane; counts
     summed and scored once in the ``all`` row, as in the cross-validated tables).
+
+    Where the ground truth is boxes (a phases stack imported with box labels,
+    :func:`grainflow.stacks.importer.plane_boxes`), the rows hold detection counts
+    and scores instead (:data:`~grainflow.evaluation.detection.DETECTION_COUNTS`,
+    :data:`~grainflow.evaluation.detection.DETECTION_SCORES`): predicted particles
+    as bounding boxes matched one to one to the true boxes at box IoU >=
+    ``iou_threshold`` (:func:`grainflow.evaluation.detection.score_detection`);
+    the ``all`` row sums the counts and scores them once.
+
+    Planes padded to the stack's size (images of different sizes,
+    :func:`grainflow.stacks.importer.plane_shapes`) are measured and scored on
+    their own rectangle only: the padding holds no object, no area and no edge.
     """
     import zarr
 
@@ -291,7 +310,14 @@ def measure_stack(
     truth_store = None
     if "labels" in root and "ground_truth" in root["labels"]:
         truth_store = root["labels"]["ground_truth"]["s0"]
+    truth_boxes = plane_boxes(info)
+    if truth_boxes is not None and task != "phases":
+        raise ValueError(
+            f"stack {name!r} has box labels, which score particles; its task is {task!r}, "
+            "not 'phases'"
+        )
     n_planes = int(images.shape[0])
+    shapes = plane_shapes(info, images.shape)
     planes = info.get("planes") or [{} for _ in range(n_planes)]
     truths: dict[int, dict] = {}
     rows, size_tables = [], []
@@ -314,7 +340,8 @@ def measure_stack(
             )
         model_rows = []
         for z in range(n_planes):
-            pred = {k: np.asarray(v[z]) for k, v in labels.items()}
+            own = (z, slice(0, shapes[z][0]), slice(0, shapes[z][1]))  # padding left out
+            pred = {k: np.asarray(v[own]) for k, v in labels.items()}
             row, sizes = measure_plane(task, pred, pixel_size_um=pixel if known else None)
             add_sizes(sizes, model, z)
             meta = {
@@ -329,7 +356,7 @@ def measure_stack(
             }
             if truth_store is not None:
                 if z not in truths:
-                    truths[z] = truth_labels(task, np.asarray(truth_store[z]))
+                    truths[z] = truth_labels(task, np.asarray(truth_store[own]))
                     truth_row, truth_sizes = measure_plane(
                         task, truths[z], pixel_size_um=pixel if known else None
                     )
@@ -345,6 +372,12 @@ def measure_stack(
                 if task == "grains" and not known:  # absolute G needs a pixel size
                     scores.update(grain_size_G_true=math.nan, grain_size_G_pred=math.nan)
                 row.update(scores)
+            if truth_boxes is not None:
+                row.update(
+                    score_detection(
+                        pred[LABEL_NAMES[task][1]], truth_boxes[z], iou_threshold=iou_threshold
+                    )
+                )
             model_rows.append({**meta, **row})
         table = pd.DataFrame(model_rows)
         model_sizes = pd.concat([t for t in size_tables if (t["model"] == model).all()])
@@ -363,11 +396,16 @@ def measure_stack(
             summary = summarize(score_table, task=task, by=["model"]).iloc[0]
             pooled.update({k: table[k].sum() for k in COUNTS[task]})
             pooled.update({k: summary[k] for k in SCORES[task]})
+        if truth_boxes is not None:
+            counts = DetectionCounts(*(int(table[k].sum()) for k in DETECTION_COUNTS))
+            pooled.update({**counts.as_dict(), **counts.scores()})
         rows.extend(model_rows)
         rows.append(pooled)
     columns = [*META, *METROLOGY[task]]
     if truth_store is not None:
         columns += [*COUNTS[task], *SCORES[task]]
+    if truth_boxes is not None:
+        columns += [*DETECTION_COUNTS, *DETECTION_SCORES]
     per_plane = pd.DataFrame(rows)[columns]
     sizes = (
         pd.concat(size_tables, ignore_index=True)
@@ -384,10 +422,12 @@ def real_headline(path: str | os.PathLike) -> dict:
     -------
     dict
         ``stack, task, unit`` ("µm" or "px"), ``n_planes``, ``ground_truth``
-        (bool) and ``models``: a list of dicts with ``model`` and, for grains,
-        ``g_planimetric, g_intercept, mean_intercept, ecd_median, n_grains``;
-        for phases ``area_fraction, ecd_median, n_particles``; with ground
-        truth also ``iou`` (phases, pooled) or ``boundary_f1`` (grains, pooled).
+        (bool: label images), ``boxes`` (bool: box labels) and ``models``: a list
+        of dicts with ``model`` and, for grains, ``g_planimetric, g_intercept,
+        mean_intercept, ecd_median, n_grains``; for phases ``area_fraction,
+        ecd_median, n_particles``; with ground truth also ``iou`` (phases,
+        pooled) or ``boundary_f1`` (grains, pooled); with boxes ``det_f1``,
+        ``det_precision``, ``det_recall`` and ``count_true`` (pooled).
     """
     table = pd.read_csv(
         path,
@@ -400,6 +440,7 @@ def real_headline(path: str | os.PathLike) -> dict:
     task = str(table["task"].iloc[0])
     pooled = table[table["plane"] == "all"]
     has_truth = "iou" in table.columns or "boundary_f1" in table.columns
+    has_boxes = "det_f1" in table.columns
     models = []
     for row in pooled.itertuples():
         entry = {"model": row.model, "ecd_median": fmt(row.ecd_median)}
@@ -416,6 +457,13 @@ def real_headline(path: str | os.PathLike) -> dict:
             entry.update(area_fraction=fmt(row.area_fraction, 3), n_particles=int(row.n_particles))
             if has_truth:
                 entry["iou"] = fmt(row.iou, 3)
+            if has_boxes:
+                entry.update(
+                    det_f1=fmt(row.det_f1, 3),
+                    det_precision=fmt(row.det_precision, 3),
+                    det_recall=fmt(row.det_recall, 3),
+                    count_true=int(row.count_true),
+                )
         models.append(entry)
     return {
         "stack": str(table["stack"].iloc[0]),
@@ -423,5 +471,6 @@ def real_headline(path: str | os.PathLike) -> dict:
         "unit": "µm" if table["length_unit"].iloc[0] == "um" else "px",
         "n_planes": int((table["plane"] != "all").sum() // max(len(pooled), 1)),
         "ground_truth": bool(has_truth),
+        "boxes": bool(has_boxes),
         "models": models,
     }

@@ -134,7 +134,8 @@ def choose_level(
         training world.
     crop_px : int
         Each plane is measured on its central ``crop_px`` x ``crop_px`` pixels at full
-        resolution (enough for features far smaller than that).
+        resolution (enough for features far smaller than that); a padded plane on
+        its own part only.
 
     Returns
     -------
@@ -145,9 +146,12 @@ def choose_level(
     """
     source = open_source(stack, task=None, block_px=crop_px)
     s0 = source.levels[0]
-    _, rows, cols = s0.shape
-    r0, c0 = max(0, (rows - crop_px) // 2), max(0, (cols - crop_px) // 2)
-    planes = (s0[z, r0 : r0 + crop_px, c0 : c0 + crop_px] for z in range(s0.shape[0]))
+
+    def central(z, rows, cols):
+        r0, c0 = max(0, (rows - crop_px) // 2), max(0, (cols - crop_px) // 2)
+        return s0[z, r0 : min(r0 + crop_px, rows), c0 : min(c0 + crop_px, cols)]
+
+    planes = (central(z, *shape) for z, shape in enumerate(source.plane_shapes))
     real = median_feature_length_px(planes)
     trained = median_feature_length_px(
         sample.image for path in specimens for sample in read_specimen(path).samples

@@ -28,6 +28,7 @@ from grainflow.io.ome_zarr import block_slices, check_ome_zarr, downsample, ngff
 from grainflow.io.staging import staged_dir
 from grainflow.normalize import apply_limits, plane_limits
 from grainflow.runtime import torch_threads
+from grainflow.stacks.importer import plane_shapes
 from grainflow.tasks import CLASS_NAMES, LABEL_NAMES, TASKS
 
 __all__ = ["upsample_probabilities", "infer_stack", "open_inference"]
@@ -39,6 +40,61 @@ logger = logging.getLogger(__name__)
 def _plane_of_channel(array, channel: int, z: int) -> PlaneView:
     """``array[channel, z]`` of a (C, Z, Y, X) array, read and written lazily."""
     return PlaneView(PlaneView(array, channel, axis=0), z, axis=0)
+
+
+class _Crop:
+    """The top-left (rows, cols) of an array-like of shape (..., Y, X): a padded plane's own part.
+
+    Indices are those of the whole array (the crop starts at 0, 0); slices are
+    cut to the crop's rows and cols, so nothing beyond it is read or written.
+    """
+
+    def __init__(self, array, rows: int, cols: int):
+        *lead, full_rows, full_cols = (int(n) for n in array.shape)
+        if not (0 < rows <= full_rows and 0 < cols <= full_cols):
+            raise ValueError(
+                f"the crop must lie inside the plane {(full_rows, full_cols)}, got {(rows, cols)}"
+            )
+        self.array, self.shape, self.dtype = array, (*lead, rows, cols), array.dtype
+        self.chunks = getattr(array, "chunks", None)
+
+    def _key(self, key) -> tuple:
+        key = key if isinstance(key, tuple) else (key,)
+        key = key + (slice(None),) * (len(self.shape) - len(key))
+        lead, last = key[: len(self.shape) - 2], key[len(self.shape) - 2 :]
+        cut = []
+        for k, n in zip(last, self.shape[-2:]):
+            if isinstance(k, slice):
+                k = slice(*k.indices(n))
+            elif not -n <= k < n:
+                raise IndexError(f"index {k} out of the crop's {n} pixels")
+            cut.append(k % n if not isinstance(k, slice) else k)
+        return (*lead, *cut)
+
+    def __getitem__(self, key):
+        return self.array[self._key(key)]
+
+    def __setitem__(self, key, value):
+        self.array[self._key(key)] = value
+
+
+def _own_blocks(shape, own, block: int, indices) -> list[int]:
+    """The blocks of a padded plane's own part (its rows, cols) among a whole plane's ``indices``.
+
+    Blocks are numbered in :func:`~grainflow.inference.tiling.iter_blocks` order,
+    of the whole plane ``shape`` for ``indices`` and of the own part ``own`` for
+    the result; blocks wholly in the padding are dropped. Each own block is part
+    of the whole block of the same position, so owners of disjoint whole blocks
+    still write disjoint chunks.
+    """
+    n_cols = -(-int(shape[1]) // block)
+    own_rows, own_cols = (-(-int(n) // block) for n in own)
+    out = []
+    for i in indices:
+        row, col = divmod(int(i), n_cols)
+        if row < own_rows and col < own_cols:
+            out.append(row * own_cols + col)
+    return out
 
 
 def _stack_metadata(group) -> tuple[dict, list[dict], list[dict], dict]:
@@ -74,10 +130,21 @@ class _Stack:
     axes: list[dict]
     levels: list  # s0, s1, ... (Z, Y, X)
     block: int  # output block side: block_px rounded down to whole chunks
+    level: int = 0  # the stack's pyramid level that levels[0] is
 
     @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(int(n) for n in self.levels[0].shape)
+
+    @property
+    def plane_shapes(self) -> list[tuple[int, int]]:
+        """Each plane's own (rows, cols) at this level (smaller than ``shape`` where padded)."""
+        n, rows, cols = self.shape
+        f = 2**self.level
+        return [
+            (min(-(-r // f), rows), min(-(-c // f), cols))
+            for r, c in plane_shapes(self.info, (n, rows * f, cols * f))
+        ]
 
     def blocks(self, *, tile: int, overlap: int) -> list:
         """The output blocks of a plane (:func:`~grainflow.inference.tiling.iter_blocks` order)."""
@@ -199,20 +266,29 @@ def predict_blocks(
 
     Returns per plane its intensity limits, the tiling summary of
     :func:`~grainflow.inference.tiling.predict_plane` and ``predict_s``.
+
+    A padded plane (:attr:`_Stack.plane_shapes`) is normalised, tiled and
+    predicted on its own part only, exactly as if it were alone: its tiles end at
+    its own edge, and blocks wholly in the padding are skipped; the padding's
+    probabilities stay 0.
     """
     s0 = source.levels[0]
+    shapes = source.plane_shapes
     records = {}
     with torch_threads(threads):
         for z, indices in owned.items():
             t0 = time.perf_counter()
-            reader = PlaneView(s0, z)
+            rows, cols = shapes[z]
+            reader = _Crop(PlaneView(s0, z), rows, cols)
             low, high = plane_limits(
                 reader, percentiles=ensemble.norm_percentiles, block=source.block
             )
+            if (rows, cols) != source.shape[1:]:
+                indices = _own_blocks(source.shape[1:], (rows, cols), source.block, indices)
             tiles = predict_plane(
                 reader,
                 ensemble,
-                out=PlaneView(probs, z, axis=1),
+                out=_Crop(PlaneView(probs, z, axis=1), rows, cols),
                 tile=tile_px,
                 overlap=overlap_px,
                 block=source.block,
@@ -285,6 +361,7 @@ def finish_store(
     min_grain_px: int,
     whole_plane_max_px: int,
     labels_halo_px: int,
+    labels_split_px: float | Mapping[str, float] = 0.0,
     scale: Mapping | None = None,
 ) -> dict:
     """Label every plane from ``probs[0]``, fill the pyramids, write metadata and provenance.
@@ -296,7 +373,11 @@ def finish_store(
     fmt, write_multiscales_metadata, write_label_metadata = ngff_writer()
 
     task, (n_planes, rows, cols) = source.task, source.shape
+    split_px = float(
+        labels_split_px.get(task, 0.0) if isinstance(labels_split_px, Mapping) else labels_split_px
+    )
     s0 = source.levels[0]
+    shapes = source.plane_shapes
     scratch = None
     if rows * cols > whole_plane_max_px:
         scratch = root.create_array(
@@ -306,16 +387,18 @@ def finish_store(
     plane_meta = source.info.get("planes") or [{} for _ in range(n_planes)]
     for z in range(n_planes):
         t0 = time.perf_counter()
+        own = shapes[z]  # a padded plane is labelled on its own part; the padding stays 0
         labelled = label_plane(
             task,
-            _plane_of_channel(probs[0], 1, z),
-            {n: PlaneView(lv[0], z) for n, lv in label_levels.items()},
+            _Crop(_plane_of_channel(probs[0], 1, z), *own),
+            {n: _Crop(PlaneView(lv[0], z), *own) for n, lv in label_levels.items()},
             block=source.block,
             halo=labels_halo_px,
             threshold=threshold,
             min_grain_px=min_grain_px,
+            split_px=split_px,
             whole_plane_max_px=whole_plane_max_px,
-            scratch=scratch,
+            scratch=None if scratch is None else _Crop(scratch, *own),
         )
         seconds = time.perf_counter() - t0
         meta = plane_meta[z] if z < len(plane_meta) else {}
@@ -324,6 +407,7 @@ def finish_store(
                 "index": z,
                 "file": meta.get("file"),
                 "group": meta.get("group"),
+                **({"shape": meta["shape"]} if meta.get("shape") else {}),
                 **predicted[z],
                 "labelling": labelled["mode"],
                 "n_objects": labelled["n_objects"],
@@ -423,9 +507,12 @@ def finish_store(
             LABEL_NAMES[task][1]: (
                 "watershed of P(boundary) from the connected interiors "
                 f"(P <= {threshold}) of at least {min_grain_px} px"
+                + (f", split at necks {split_px} px deep (gaps closed)" if split_px else "")
                 if task == "grains"
                 else "4-connected components of the phase mask"
+                + (f", split at necks {split_px} px deep" if split_px else "")
             ),
+            "split_px": split_px,
             "whole_plane_max_px": int(whole_plane_max_px),
             "halo_px": int(labels_halo_px),
         },
@@ -437,7 +524,7 @@ def finish_store(
     }
 
 
-def upsample_probabilities(coarse, fine, *, factor: int, block: int) -> None:
+def upsample_probabilities(coarse, fine, *, factor: int, block: int, shapes=None) -> None:
     """Fill ``fine`` (C, Z, Y, X) from ``coarse`` (C, Z, ~Y/f, ~X/f) by bilinear interpolation.
 
     Parameters
@@ -450,6 +537,10 @@ def upsample_probabilities(coarse, fine, *, factor: int, block: int) -> None:
         A power of two.
     block : int
         Side of the fine blocks written at a time, pixels (a multiple of the chunks).
+    shapes : sequence of (int, int), optional
+        Each plane's own (rows, cols) in ``fine`` where planes are padded; only
+        that part is filled (from the coarse plane's own part, ``ceil(rows /
+        factor)`` x ``ceil(cols / factor)``), the padding is left as it is.
 
     Notes
     -----
@@ -457,8 +548,11 @@ def upsample_probabilities(coarse, fine, *, factor: int, block: int) -> None:
     values beyond the outermost coarse centres repeat the edge.
     """
     n_classes, n_planes, rows, cols = fine.shape
-    c_rows, c_cols = coarse.shape[2:]
     for z in range(n_planes):
+        c_rows, c_cols = coarse.shape[2:]
+        if shapes is not None:
+            rows, cols = shapes[z]
+            c_rows, c_cols = min(-(-rows // factor), c_rows), min(-(-cols // factor), c_cols)
         for rs, cs in block_slices(rows, cols, block):
             y = np.clip((np.arange(rs.start, rs.stop) + 0.5) / factor - 0.5, 0, c_rows - 1)
             x = np.clip((np.arange(cs.start, cs.stop) + 0.5) / factor - 0.5, 0, c_cols - 1)
@@ -491,6 +585,7 @@ def infer_stack(
     min_grain_px: int = 4,
     whole_plane_max_px: int = 2048 * 2048,
     labels_halo_px: int = 64,
+    labels_split_px: float | Mapping[str, float] = 0.0,
     level: int = 0,
     scale: Mapping | None = None,
     progress: bool = True,
@@ -533,6 +628,10 @@ def infer_stack(
         block by block (:func:`label_plane`).
     labels_halo_px : int
         Halo of the block-wise grain watershed, pixels.
+    labels_split_px : float or mapping of task -> float
+        ``split_px`` of :func:`grainflow.inference.labels.labels_from_probability`
+        (grains: closes gaps in the boundary network; phases: splits touching
+        particles), one value or one per task.
     level : int
         The pyramid level the networks read (0: full resolution; each level halves
         it), so that the stack's features meet them at the scale they were trained
@@ -582,6 +681,11 @@ def infer_stack(
     stays in the store. Tiling is that of
     :func:`grainflow.inference.tiling.predict_plane`. The planes are then labelled by
     :func:`~grainflow.inference.labels.label_plane`.
+
+    A plane padded to the stack's size (images of different sizes,
+    :func:`grainflow.stacks.importer.plane_shapes`) is normalised, predicted and
+    labelled on its own part only, as if it were alone (blocks wholly in the padding
+    are skipped); its padding holds probability 0 and label 0.
 
     Provenance in ``attrs["grainflow"]``: version, stack, task, source store,
     checkpoints (path, SHA-256, fold, epoch), ensemble, test-time flips, tile,
@@ -638,7 +742,8 @@ def infer_stack(
         batch_size=batch_size,
         sigma_scale=sigma_scale,
     )
-    read = dataclasses.replace(source, levels=source.levels[level:])  # what the networks see
+    # what the networks see
+    read = dataclasses.replace(source, levels=source.levels[level:], level=level)
     n_blocks = len(read.blocks(tile=tile_px, overlap=overlap_px))
     every_block = shard_blocks(n_planes, n_blocks, shards=1)[0]
     out = Path(out)
@@ -661,7 +766,13 @@ def infer_stack(
             predicted = predict_blocks(
                 read, ensemble, coarse, every_block, threads=threads, progress=progress, **tiling
             )
-            upsample_probabilities(coarse, probs[0], factor=2**level, block=source.block)
+            upsample_probabilities(
+                coarse,
+                probs[0],
+                factor=2**level,
+                block=source.block,
+                shapes=source.plane_shapes,
+            )
             del root["scratch_probabilities"]
         summary = finish_store(
             root,
@@ -675,16 +786,18 @@ def infer_stack(
             min_grain_px=min_grain_px,
             whole_plane_max_px=whole_plane_max_px,
             labels_halo_px=labels_halo_px,
+            labels_split_px=labels_split_px,
             scale={**dict(scale or {}), "level": int(level), "factor": 2**level},
         )
         seconds = time.perf_counter() - start
+        megapixels = sum(r * c for r, c in source.plane_shapes) / 1e6  # padding left out
         summary["seconds"] = round(seconds, 3)
-        summary["megapixels_per_s"] = round(n_planes * rows * cols / 1e6 / seconds, 3)
+        summary["megapixels_per_s"] = round(megapixels / seconds, 3)
         root.attrs["grainflow"] = summary
     logger.info(
         "stack %r: %.1f Mpx in %.1f s (%.2f Mpx/s) -> %s",
         source.name,
-        n_planes * rows * cols / 1e6,
+        megapixels,
         seconds,
         summary["megapixels_per_s"],
         out,

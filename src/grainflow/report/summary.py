@@ -151,6 +151,16 @@ def _real_row(path: str | os.PathLike, best: Mapping[str, str]) -> dict:
                 real_value=float(row["iou"]),
                 real_unit="",
             )
+        elif "det_f1" in row.index and pd.notna(row["det_f1"]):
+            entry.update(
+                real_quantity="particle detection F1 against the hand-drawn boxes (planes pooled)",
+                real_value=float(row["det_f1"]),
+                real_unit="",
+            )
+            details += (
+                f"; {int(row['count_true'])} true particles, detection precision "
+                f"{f(row['det_precision'], 3)}, recall {f(row['det_recall'], 3)}"
+            )
         else:
             entry.update(
                 real_quantity="particle area fraction",

@@ -6,7 +6,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +21,10 @@ from grainflow.io.ome_zarr import (
     pyramid_shapes,
 )
 from grainflow.io.staging import staged_dir
+from grainflow.stacks.boxes import is_box_folder, pair_box_files, read_yolo_boxes
 from grainflow.stacks.reader import StackError, open_stack
 
-__all__ = ["LABEL_NAME", "plane_groups", "import_stack"]
+__all__ = ["LABEL_NAME", "plane_groups", "plane_shapes", "plane_boxes", "import_stack"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,62 @@ def plane_groups(files: Sequence[str], pattern: str | None, *, name: str) -> lis
             )
         groups.append(m.group(1))
     return groups
+
+
+def plane_shapes(info: Mapping, shape: Sequence[int]) -> list[tuple[int, int]]:
+    """Each plane's own (rows, cols) in a stack imported by :func:`import_stack`.
+
+    Parameters
+    ----------
+    info : mapping
+        The store's ``grainflow`` attributes.
+    shape : (int, int, int)
+        The shape (planes, rows, cols) of its level ``s0``.
+
+    Returns
+    -------
+    shapes : list of (int, int)
+        ``planes[z]["shape"]`` where recorded (planes padded at the bottom and
+        right to ``shape``), else the whole plane.
+    """
+    n_planes, rows, cols = (int(n) for n in shape)
+    planes = info.get("planes") or []
+    out = []
+    for z in range(n_planes):
+        own = planes[z].get("shape") if z < len(planes) else None
+        out.append((int(own[0]), int(own[1])) if own else (rows, cols))
+    return out
+
+
+def plane_boxes(info: Mapping) -> list[np.ndarray] | None:
+    """Each plane's ground-truth boxes in a stack imported with box labels, else None.
+
+    Returns
+    -------
+    boxes : list of ndarray of shape (n, 4), or None
+        Per plane ``top, left, bottom, right`` in pixels
+        (:func:`grainflow.stacks.boxes.read_yolo_boxes`); None when the stack has
+        no box labels.
+    """
+    if info.get("ground_truth_kind") != "boxes":
+        return None
+    return [np.asarray(p["boxes"], dtype=np.float64).reshape(-1, 4) for p in info["planes"]]
+
+
+def _repeat_edges(level, shapes: Sequence[tuple[int, int]], k: int) -> None:
+    """Copy each padded plane's last row / column into the padding where odd at level ``k``.
+
+    The next level's 2 x 2 mean then repeats the edge, as
+    :func:`~grainflow.io.ome_zarr.downsample` does at the array's own edge, so a
+    padded plane's pyramid equals that of the image imported alone.
+    """
+    rows, cols = (int(n) for n in level.shape[1:])
+    for z, (r, c) in enumerate(shapes):
+        r, c = -(-r // 2**k), -(-c // 2**k)
+        if r % 2 and r < rows:
+            level[z, r, :c] = level[z, r - 1, :c]
+        if c % 2 and c < cols:
+            level[z, : min(r + 1, rows), c] = level[z, : min(r + 1, rows), c - 1]
 
 
 def _pair_ground_truth(images: list[str], labels: list[str], *, name: str) -> list[int]:
@@ -128,6 +185,30 @@ def _check_paths(inputs: list[Path], out: Path, *, name: str) -> None:
             )
 
 
+def _read_boxes(image, folder, *, name: str) -> list[dict]:
+    """The box records of each image plane from a folder of YOLO files (see :func:`import_stack`)."""
+    if image.kind != "folder":
+        raise StackError(
+            f"stack {name!r}: box labels ({folder}) are paired to images by file name; "
+            f"path must then be a folder of images, got {image.path}"
+        )
+    try:
+        files = pair_box_files(image.files, folder)
+        records = []
+        for f, shape in zip(files, image.plane_shapes):
+            boxes = read_yolo_boxes(f, shape)
+            records.append(
+                {
+                    "ground_truth_file": f.name,
+                    "n_boxes": len(boxes),
+                    "boxes": [[round(float(v), 4) for v in box] for box in boxes],
+                }
+            )
+    except (ValueError, OSError) as exc:
+        raise StackError(f"stack {name!r}: ground truth {exc}") from exc
+    return records
+
+
 def import_stack(
     path: str | os.PathLike,
     out: str | os.PathLike,
@@ -161,7 +242,11 @@ def import_stack(
         pixel without unit.
     ground_truth : path-like, optional
         Integer (or boolean) labels, in any form ``path`` accepts, one plane
-        per image plane and of the same size; stored under ``labels/``.
+        per image plane and of the same size; stored under ``labels/``. Or,
+        for a folder of images, a folder of box labels: YOLO text files paired
+        to the images by name (``Cu1.jpg`` and ``Cu1.txt``, see
+        :func:`grainflow.stacks.boxes.read_yolo_boxes`), stored in the
+        attributes (see Notes).
     group : str, optional
         Regular expression whose first group, searched in each plane's file
         name, gives the plane's group (for honest splits).
@@ -192,7 +277,8 @@ def import_stack(
         {stack}.ome.zarr/
             zarr.json          ome: multiscales (axes z, y, x; scale in micrometre),
                                grainflow: stack, task, source, planes (file, page,
-                               group, intensity range), pixel size, version
+                               group, intensity range, own size where padded, boxes),
+                               pixel size, version
             s0, s1, ...        (Z, Y, X) images, source dtype, chunks (1, chunk, chunk);
                                s{k+1} is s{k} averaged over 2 x 2 pixels, down to < pyramid_min_px
             labels/zarr.json   ome: labels ["ground_truth"] (only with ground truth)
@@ -206,6 +292,22 @@ def import_stack(
     pixel size is unknown the y and x scale is 1 and the axes have no unit (sizes
     are then in pixels). The z axis indexes planes (separate images or sections);
     its scale is 1, without unit.
+
+    The images of a folder may differ in size and colour mode. Each is then
+    stored at the top left of a plane of the largest rows and cols, padded at the
+    bottom and right with zeros (ground truth too), and its own size is recorded as
+    ``planes[z]["shape"] = [rows, cols]`` (:func:`plane_shapes`); inference and
+    measurement read only that rectangle. Where a plane's size is odd at some
+    pyramid level, its last row / column is also copied one pixel into the
+    padding of that level before the next is made, so that each plane's pyramid
+    equals the one it would have alone. Stacks of one size record no ``shape``.
+
+    Box labels are stored in the attributes: ``ground_truth_kind`` is
+    ``"boxes"`` (``"mask"`` for label images), and each plane holds
+    ``ground_truth_file``, ``n_boxes`` and ``boxes``, a list of
+    ``[top, left, bottom, right]`` in pixels of the plane (continuous
+    coordinates, pixel ``(i, j)`` covering ``[i, i + 1) x [j, j + 1)``; origin at
+    the top left, so padding does not move them), read by :func:`plane_boxes`.
 
     Bad input raises :class:`StackError` naming the stack and the problem: a missing
     path, an unreadable file, a wrong number of axes, an empty stack, an image with
@@ -226,11 +328,15 @@ def import_stack(
     out = Path(out)
     _check_paths([Path(p) for p in (path, ground_truth) if p is not None], out, name=stack)
     step = max(chunk, block // chunk * chunk)
+    box_truth = ground_truth is not None and is_box_folder(ground_truth)
 
     image = open_stack(path, name=stack, role="path")
     labels = None
+    boxes = None
     try:
-        if ground_truth is not None:
+        if box_truth:
+            boxes = _read_boxes(image, ground_truth, name=stack)
+        elif ground_truth is not None:
             labels = open_stack(ground_truth, name=stack, role="ground_truth")
             if labels.colour:
                 raise StackError(
@@ -249,6 +355,12 @@ def import_stack(
                     f"{image.shape}"
                 )
             labels.reorder(_pair_ground_truth(image.files, labels.files, name=stack))
+            for z, (own, truth) in enumerate(zip(image.plane_shapes, labels.plane_shapes)):
+                if own != truth:
+                    raise StackError(
+                        f"stack {stack!r}: ground truth {labels.files[z]} has shape {truth} "
+                        f"(rows, cols) but its image {image.files[z]} has {own}"
+                    )
         groups = plane_groups(image.files, group, name=stack)
         if image.dtype.kind not in "biuf":
             raise StackError(
@@ -284,7 +396,7 @@ def import_stack(
                     if image.kind in ("tiff", "zarr", "ome-zarr")
                     else ")"
                 )
-                for rs, cs in block_slices(rows, cols, step):
+                for rs, cs in block_slices(*image.plane_shapes[z], step):
                     region = image.read(z, rs, cs)
                     if region.dtype.kind == "f":
                         bad = ~np.isfinite(region)
@@ -311,10 +423,15 @@ def import_stack(
                         "group": None if groups is None else groups[z],
                         "min": lo,
                         "max": hi,
+                        **({"shape": list(image.plane_shapes[z])} if image.padded else {}),
                     }
                 )
+                if boxes is not None:
+                    planes[-1].update(boxes[z])
             half = max(chunk, step // 2 // chunk * chunk)  # reads blocks of about step px
             for k in range(1, len(levels)):
+                if image.padded:
+                    _repeat_edges(levels[k - 1], image.plane_shapes, k - 1)
                 downsample(levels[k - 1], levels[k], step=half, mean=True)
             pixel = 1.0 if pixel_size_um is None else float(pixel_size_um)
             write_multiscales_metadata(
@@ -334,7 +451,7 @@ def import_stack(
                 label_levels = create_levels(label_group, shapes, n_planes, label_dtype, chunk)
                 for z in range(n_planes):
                     lo, hi = math.inf, -math.inf
-                    for rs, cs in block_slices(rows, cols, step):
+                    for rs, cs in block_slices(*labels.plane_shapes[z], step):
                         region = labels.read(z, rs, cs)
                         lo, hi = min(lo, region.min().item()), max(hi, region.max().item())
                         label_levels[0][z, rs, cs] = region
@@ -368,6 +485,9 @@ def import_stack(
                 "source": str(path),
                 "source_kind": image.kind,
                 "ground_truth": None if ground_truth is None else str(ground_truth),
+                "ground_truth_kind": (
+                    None if ground_truth is None else "boxes" if box_truth else "mask"
+                ),
                 "pixel_size_um": pixel_size_um,
                 "pixel_size_from": pixel_source,
                 "source_dtype": str(image.dtype),
@@ -377,6 +497,24 @@ def import_stack(
                 "levels": [list(s) for s in shapes],
                 "downsampling": "2 x 2 mean per level (edge pixels repeated at odd sizes)",
                 "z_axis": "plane index (separate images or sections), scale 1 without unit",
+                **(
+                    {
+                        "padding": "planes smaller than (rows, cols) lie at the top left, "
+                        "zeros below and to the right (and, at a level where the plane's size "
+                        "is odd, its last row / column repeated once); planes[z].shape is the "
+                        "plane's own size"
+                    }
+                    if image.padded
+                    else {}
+                ),
+                **(
+                    {
+                        "boxes": "planes[z].boxes: [top, left, bottom, right] in pixels "
+                        "(pixel (i, j) covers [i, i + 1) x [j, j + 1)), from YOLO files"
+                    }
+                    if boxes is not None
+                    else {}
+                ),
                 "planes": planes,
             }
             root.attrs["grainflow"] = summary
@@ -393,7 +531,11 @@ def import_stack(
         image.dtype,
         len(shapes),
         "unknown" if pixel_size_um is None else f"{pixel_size_um:g} um",
-        "with ground truth" if labels is not None else "no ground truth",
+        "no ground truth"
+        if ground_truth is None
+        else f"with {sum(len(b['boxes']) for b in boxes)} ground-truth boxes"
+        if boxes is not None
+        else "with ground truth",
         out,
     )
     return summary

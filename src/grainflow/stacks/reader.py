@@ -52,18 +52,26 @@ def source_files(path: str | os.PathLike) -> list[Path]:
     files : list of Path
         ``[path]`` for a file or a Zarr store (a folder), the images of a
         folder (names ending in :data:`IMAGE_SUFFIXES`, hidden files skipped)
-        in sorted order, ``[]`` when ``path`` does not exist.
+        in sorted order, the box files of a folder of box labels
+        (:func:`grainflow.stacks.boxes.box_files`), ``[]`` when ``path`` does
+        not exist.
     """
+    from grainflow.stacks.boxes import box_files
+
     path = Path(path)
     if not path.exists():
         return []
     if path.is_dir() and not _is_zarr(path):
-        return sorted(
-            p
-            for p in path.iterdir()
-            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
-        )
+        return _image_files(path) or box_files(path)
     return [path]
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+    )
 
 
 class _Source:
@@ -360,11 +368,15 @@ class StackReader:
     kind : str
         "tiff", "image" (PNG / JPEG), "folder", "zarr" or "ome-zarr".
     shape : (int, int, int)
-        (planes, rows, cols).
+        (planes, rows, cols): the largest rows and cols of any plane.
+    plane_shapes : list of (int, int)
+        Each plane's own (rows, cols). The images of a folder may differ in size
+        (and in colour mode); a plane then reads only its own rectangle and is
+        padded to ``shape`` where it is stored.
     dtype : numpy.dtype
-        Of the planes read (the source's; bool becomes uint8).
+        Of the planes read (the source's; bool becomes uint8); one for all planes.
     colour : bool
-        Whether the source is in colour (converted to grey when read).
+        Whether any plane is in colour (converted to grey when read).
     files, pages : list
         Per plane, the source file name and the plane's index in that file.
     pixel_size_um : float or None
@@ -375,25 +387,34 @@ class StackReader:
         self.name, self.path, self.kind = name, path, kind
         self._planes = planes
         first = planes[0].source
-        rows, cols = first.shape
+        rows = max(p.source.shape[0] for p in planes)
+        cols = max(p.source.shape[1] for p in planes)
         self.shape = (len(planes), rows, cols)
-        self.colour = first.channels > 0
-        self.channels = first.channels
+        self.colour = any(p.source.channels > 0 for p in planes)
+        self.channels = max(p.source.channels for p in planes)
         self.dtype = np.dtype(np.uint8) if first.dtype == np.bool_ else first.dtype
         self.files = [p.source.name for p in planes]
         self.pages = [p.index for p in planes]
         self.pixel_size_um = first.pixel_size_um
         for p in planes:
             s = p.source
-            if (s.shape, s.channels, s.dtype) != (first.shape, first.channels, first.dtype):
+            if s.dtype != first.dtype:
                 raise StackError(
-                    f"stack {name!r}: {s.name} has shape {s.shape}, {s.channels or 'no'} colour "
-                    f"channels and dtype {s.dtype}, but {first.name} has {first.shape}, "
-                    f"{first.channels or 'no'} colour channels and {first.dtype}; all images of a "
-                    "stack must agree"
+                    f"stack {name!r}: {s.name} holds {s.dtype} values but {first.name} "
+                    f"{first.dtype}; all images of a stack must have one dtype (bit depth)"
                 )
-        if self.shape[0] == 0 or rows == 0 or cols == 0:
+        if self.shape[0] == 0 or min(min(p.source.shape) for p in planes) == 0:
             raise StackError(f"stack {name!r}: {path} is empty (shape {self.shape})")
+
+    @property
+    def plane_shapes(self) -> list[tuple[int, int]]:
+        """Each plane's own (rows, cols); smaller than :attr:`shape` where padded."""
+        return [tuple(p.source.shape) for p in self._planes]
+
+    @property
+    def padded(self) -> bool:
+        """Whether the planes differ in size (each is then padded to :attr:`shape`)."""
+        return any(s != self.shape[1:] for s in self.plane_shapes)
 
     def read(self, z: int, rows: slice = slice(None), cols: slice = slice(None)) -> np.ndarray:
         """Read a rectangle of plane ``z`` in grey.
@@ -483,7 +504,7 @@ def open_stack(path: str | os.PathLike, *, name: str, role: str = "path") -> Sta
             kind = source.kind
             sources = [source]
         elif path.is_dir():
-            files = source_files(path)
+            files = _image_files(path)
             if not files:
                 raise _Problem(
                     f"folder {path} holds no images (files ending in {', '.join(IMAGE_SUFFIXES)})"
@@ -526,14 +547,25 @@ def open_stack(path: str | os.PathLike, *, name: str, role: str = "path") -> Sta
             s.close()
         raise
     if reader.colour:
+        n_colour = sum(p.source.channels > 0 for p in planes)
         logger.info(
-            "note: stack %r (%s) is in colour (%d channels); converted to grey with ITU-R BT.709 "
-            "weights (skimage.color.rgb2gray)%s, keeping dtype %s",
+            "note: stack %r (%s) is in colour (%d channels%s); converted to grey with ITU-R "
+            "BT.709 weights (skimage.color.rgb2gray)%s, keeping dtype %s",
             name,
             role,
             reader.channels,
+            "" if n_colour == len(planes) else f", {n_colour} of {len(planes)} planes",
             "" if reader.channels != 2 else " (alpha dropped)",
             reader.dtype,
+        )
+    if reader.padded:
+        logger.info(
+            "note: stack %r (%s): the images have %d different sizes (rows, cols); each is "
+            "stored padded at the bottom and right to %s, its own size recorded",
+            name,
+            role,
+            len(set(reader.plane_shapes)),
+            reader.shape[1:],
         )
     return reader
 
