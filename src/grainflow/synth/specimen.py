@@ -44,11 +44,15 @@ def _specimen_params(task: str, index: int, s: Mapping, rng) -> dict:
     if task == "phases":
         modality = s["modalities"][index % len(s["modalities"])]
         if modality == "sem_superalloy":
+            lo, hi = s["area_fraction"]
             return {
                 "modality": modality,
                 "morphology": "coalesced",
-                "area_fraction": float(rng.uniform(*s["area_fraction"])),
-                "particle_diameter_px": _log_uniform(rng, *s["particle_diameter_px"]),
+                # γ′ in a Ni-base superalloy fills 30-70 % of the section
+                "area_fraction": float(rng.uniform(max(lo, 0.3), max(hi, 0.3))),
+                "particle_diameter_px": _log_uniform(
+                    rng, *s.get("gamma_prime_diameter_px", s["particle_diameter_px"])
+                ),
                 "order": float(rng.uniform(0.3, 0.9)),
                 "warp": float(rng.uniform(0.3, 1.0)),
                 "tertiary_per_10k_px": float(rng.uniform(0.0, 8.0)),
@@ -144,14 +148,14 @@ def _session_params(task: str, index: int, session: int, s: Mapping, rng) -> dic
             return {
                 **tones,
                 "charging": float(rng.uniform(0.0, 0.2)),
-                "rim_gain": float(rng.uniform(0.0, 0.2)),
-                "rim_px": float(rng.uniform(1.0, 4.0)),
+                "rim_gain": float(rng.uniform(0.0, 0.4)),
+                "rim_px": float(rng.uniform(0.7, 3.0)),
                 "texture": float(rng.uniform(0.0, 0.05)),
                 "texture_px": float(rng.uniform(2.0, 12.0)),
                 "precipitate_speckle": float(rng.uniform(0.0, 0.15)),
                 "matrix_speckle": float(rng.uniform(0.0, 0.05)),
                 "speckle_px": [0.7, 2.0],  # band-pass of the roughness (Gaussian sigmas)
-                "blur_px": float(rng.uniform(0.5, 2.0)),
+                "blur_px": float(rng.uniform(0.3, 1.2)),
                 "dose": _log_uniform(rng, 50, 3000),
                 "read_noise": float(rng.uniform(0.005, 0.03)),
             }
