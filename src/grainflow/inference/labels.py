@@ -36,6 +36,47 @@ def _markers(regions: np.ndarray, split_px: float) -> np.ndarray:
     return local_maxima(domes, connectivity=1, allow_borders=True) & regions
 
 
+#: a split is kept only where the neck's half width is at most this fraction of the
+#: smaller lobe's inscribed radius: a gap in a boundary is a narrow neck between two
+#: round grains, a waist of one irregular grain is not
+NECK_RATIO = 0.5
+
+
+def _neck_pairs(ids: np.ndarray, regions: np.ndarray, dist: np.ndarray):
+    """Pairs of labels that touch through ``regions`` (not through a boundary), with the
+    widest half width of the neck between them: ``(pairs of shape (k, 2), widths (k,))``."""
+    found, widths = [], []
+    for a, b, da, db, ra, rb in (
+        (ids[:, :-1], ids[:, 1:], dist[:, :-1], dist[:, 1:], regions[:, :-1], regions[:, 1:]),
+        (ids[:-1], ids[1:], dist[:-1], dist[1:], regions[:-1], regions[1:]),
+    ):
+        cut = ra & rb & (a != b) & (a > 0) & (b > 0)
+        found.append(np.sort(np.stack([a[cut], b[cut]], axis=1), axis=1))
+        widths.append(np.minimum(da[cut], db[cut]))
+    pairs, widths = np.concatenate(found).astype(np.int64), np.concatenate(widths)
+    if len(pairs) == 0:
+        return pairs.reshape(0, 2), widths
+    unique, inverse = np.unique(pairs, axis=0, return_inverse=True)
+    widest = np.zeros(len(unique))
+    np.maximum.at(widest, inverse.ravel(), widths)
+    return unique, widest
+
+
+def _unsplit(pairs, widths, radius, n: int, ratio: float = NECK_RATIO) -> np.ndarray:
+    """Lookup table 0..n -> label that joins the pairs whose neck is too wide to be a gap
+    (``width > ratio * smaller radius``); each joined group takes its smallest label."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components as graph_components
+
+    join = widths > ratio * np.minimum(radius[pairs[:, 0]], radius[pairs[:, 1]])
+    edges = pairs[join]
+    graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n + 1, n + 1))
+    _, group = graph_components(graph, directed=False)
+    smallest = np.full(group.max() + 1, n + 1)
+    np.minimum.at(smallest, group, np.arange(n + 1))
+    return smallest[group]
+
+
 def _elevation(probability: np.ndarray, regions: np.ndarray, split_px: float) -> np.ndarray:
     """What the grain watershed floods: the regions first (from their cores, by distance),
     then the boundary pixels in order of P(boundary)."""
@@ -108,6 +149,8 @@ def labels_from_probability(
     else:
         elevation = _elevation(probability, ~fg, split_px)
         grains = watershed(elevation, markers=seeds, connectivity=1)
+        if split_px > 0:
+            grains = _keep_narrow_necks(grains, ~fg)
     grains = relabel_sequential(grains)[0].astype(np.uint32)
     return {"boundaries": fg.astype(np.uint8), "grain_ids": grains}
 
@@ -120,7 +163,22 @@ def _flood(probability: np.ndarray, fg: np.ndarray, split_px: float) -> np.ndarr
 
     seeds = connected_components(_markers(fg, split_px), connectivity=1)
     dist = ndimage.distance_transform_edt(fg)
-    return watershed(-dist, markers=seeds, mask=fg, connectivity=1).astype(np.uint32)
+    ids = watershed(-dist, markers=seeds, mask=fg, connectivity=1)
+    return relabel_sequential(_keep_narrow_necks(ids, fg))[0].astype(np.uint32)
+
+
+def _keep_narrow_necks(ids: np.ndarray, regions: np.ndarray) -> np.ndarray:
+    """Join again the objects that a split cut apart at a wide neck (:data:`NECK_RATIO`)."""
+    from scipy import ndimage
+
+    dist = ndimage.distance_transform_edt(regions)
+    n = int(ids.max())
+    radius = np.zeros(n + 1)
+    radius[1:] = ndimage.maximum(dist, ids, index=np.arange(1, n + 1))
+    pairs, widths = _neck_pairs(ids, regions, dist)
+    if len(pairs) == 0:
+        return ids
+    return _unsplit(pairs, widths, radius, n)[ids]
 
 
 _CROSS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], bool)  # 4-connectivity
@@ -329,6 +387,8 @@ def label_plane(
             return _markers(regions, split_px)[inner] & kept
 
         lut, n = _components(read_seeds, (rows, cols), block=block, scratch=scratch)
+    radius = np.zeros(n + 1) if split_px > 0 else None
+    pairs, widths = [], []
     for rs, cs in block_slices(rows, cols, block):
         if task == "phases" and split_px <= 0:
             out[ids_name][rs, cs] = lut[np.asarray(scratch[rs, cs])]
@@ -340,14 +400,12 @@ def label_plane(
         hr, hc, inner = window(rs, cs)
         seeds = lut[np.asarray(scratch[hr, hc])].astype(np.int64)
         p = np.asarray(probability[hr, hc], dtype=np.float32)
+        regions = p > threshold if task == "phases" else p <= threshold
         if task == "phases":
-            from scipy import ndimage
-
-            fg = p > threshold
-            dist = ndimage.distance_transform_edt(fg)
-            ids = watershed(-dist, markers=seeds, mask=fg, connectivity=1)
+            dist = ndimage.distance_transform_edt(regions)
+            ids = watershed(-dist, markers=seeds, mask=regions, connectivity=1)
         elif split_px > 0:
-            ids = watershed(_elevation(p, p <= threshold, split_px), markers=seeds, connectivity=1)
+            ids = watershed(_elevation(p, regions, split_px), markers=seeds, connectivity=1)
         elif seeds.any():
             # flood only the unlabelled pixels and the seed pixels next to them: seed pixels
             # deeper inside never label a neighbour, and the visiting order of the others is
@@ -357,4 +415,29 @@ def label_plane(
         else:
             ids = seeds
         out[ids_name][rs, cs] = ids[inner].astype(np.uint32)
+        if split_px > 0:  # the necks of this block and across its top and left edges
+            dist = ndimage.distance_transform_edt(regions)
+            np.maximum.at(radius, ids[inner].ravel(), dist[inner].ravel())
+            grown = tuple(slice(max(sl.start - 1, 0), sl.stop) for sl in inner)
+            found, width = _neck_pairs(ids[grown], regions[grown], dist[grown])
+            pairs.append(found)
+            widths.append(width)
+    if split_px > 0 and n > 0:
+        # join again what was split at a wide neck, then number 1..m in the order of the
+        # smallest label of each group (the whole-plane relabel_sequential)
+        found, width = np.concatenate(pairs), np.concatenate(widths)
+        if len(found):
+            unique, inverse = np.unique(found, axis=0, return_inverse=True)
+            widest = np.zeros(len(unique))
+            np.maximum.at(widest, inverse.ravel(), width)
+            joined = _unsplit(unique, widest, radius, n)
+        else:
+            joined = np.arange(n + 1)
+        final = np.zeros(n + 1, np.uint32)
+        kept = np.unique(joined[1:])
+        final[kept] = np.arange(1, len(kept) + 1, dtype=np.uint32)
+        relabel = final[joined]
+        for rs, cs in block_slices(rows, cols, block):
+            out[ids_name][rs, cs] = relabel[np.asarray(out[ids_name][rs, cs], dtype=np.int64)]
+        n = len(kept)
     return {"mode": "block-wise", "n_objects": int(n)}
