@@ -383,6 +383,7 @@ def test_report_renders_in_a_browser_with_every_section_and_image(tiny_run, chro
         "overlays_phases_unet",
         "real_overlays_nist_steel",
         "real_sizes_nasa_superalloy",
+        "synthetic_beside_real_nist_steel",
         "diffraction_forms",
         "diffraction_confusion_diffraction_cnn",
         "diffraction_transfer",

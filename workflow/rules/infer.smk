@@ -4,6 +4,7 @@
 # blocks, in parallel on a cluster) and assembled and labelled by one merge_shards job.
 
 from grainflow.evaluation.real import real_headline
+from grainflow.figures.scale import beside_real_headline
 from grainflow.inference.scale import read_scale
 
 INFERENCE = config["inference"]
@@ -222,13 +223,43 @@ rule real_figures:
         "../scripts/real_figures.py"
 
 
+rule synthetic_beside_real:
+    input:
+        stack="results/stacks/{stack}.ome.zarr",
+        # the record rule infer takes the pyramid level from (inference.scale: auto)
+        scale=lambda wc: (
+            f"results/scale/{wc.stack}.json" if INFERENCE["scale"] == "auto" else []
+        ),
+        specimens=lambda wc: synthetic_files(STACKS.loc[wc.stack, "task"]),
+    output:
+        figure=report(
+            "results/figures/synthetic_beside_real_{stack}.png",
+            caption="../report/synthetic_beside_real.rst",
+            category="6. Real stacks",
+            subcategory="{stack}",
+        ),
+    log:
+        "logs/synthetic_beside_real/{stack}.log",
+    conda:
+        "../../environment.yml"
+    params:
+        # the level rule infer reads the stack at (level 0: full resolution)
+        scale=lambda wc, input: read_scale(input.scale) if input.scale else {"level": 0},
+        # read by the caption: numbers in captions come from the results
+        headline=lambda wc, input: beside_real_headline(
+            input.stack, input.specimens, scale=input.scale or None
+        ),
+    script:
+        "../scripts/synthetic_beside_real.py"
+
+
 all_targets.extend(
     [
         *(f"results/metrics/real/{stack}.tsv" for stack in INFERENCE_STORES),
         *(
             f"results/figures/{fig}_{stack}.png"
             for stack in INFERENCE_STORES
-            for fig in ("real_overlays", "real_sizes")
+            for fig in ("real_overlays", "real_sizes", "synthetic_beside_real")
         ),
     ]
 )
