@@ -9,6 +9,7 @@ import tifffile
 import zarr
 from matplotlib.figure import Figure
 
+from grainflow.evaluation import metrology as m
 from grainflow.evaluation.metrology import g_from_na
 from grainflow.evaluation.real import measure_stack, real_headline, truth_labels
 from grainflow.figures.real import choose_planes, display_level, real_overlays, real_size_histogram
@@ -152,9 +153,20 @@ def test_grain_metrology_in_micrometres(tmp_path):
     assert row["length_unit"] == "um" and row["n_grains"] == 16 and row["n_grains_measured"] == 4
     assert row["ecd_median"] == pytest.approx(math.sqrt(4 * 256 / math.pi) * 0.5)
     assert 0 < row["mean_intercept"] < 16 * 0.5 * 1.5 and math.isfinite(row["astm_g_intercept"])
+    # E112 §15 over 3 x 3 fields of 21-22 px: every field holds the same pattern of
+    # 16 px grains up to a pixel, so a narrow interval around the field mean
+    assert row["n_fields"] == 9
+    lo, hi = row["astm_g_planimetric_ci95_low"], row["astm_g_planimetric_ci95_high"]
+    assert lo <= row["astm_g_planimetric"] + 0.1 and row["astm_g_planimetric"] - 0.1 <= hi
+    assert 0 <= row["planimetric_ra_pct"] < 20 and 0 <= row["intercept_ra_pct"] < 20
+    assert row["astm_g_difference"] == pytest.approx(
+        m.e112_statistics(ids, pixel_size_um=0.5, grid=(3, 3)).g_difference
+    )
+    assert row["boundary_kept"] == 1.0  # the boundaries are the grain map's own
     pooled = table.set_index("plane").loc["all"]
-    for column in ("astm_g_planimetric", "astm_g_intercept", "ecd_median"):
+    for column in ("astm_g_planimetric", "astm_g_intercept", "ecd_median", "n_fields"):
         assert pooled[column] == pytest.approx(row[column])
+    assert pooled["astm_g_planimetric_ci95_low"] == pytest.approx(lo)
     assert "iou" not in table.columns and "boundary_f1" not in table.columns
     assert set(sizes["model"]) == {"unet"} and (sizes["length_unit"] == "um").all()
     head = real_headline(_write(table, tmp_path / "grid.tsv"))

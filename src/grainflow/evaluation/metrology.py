@@ -30,6 +30,7 @@ __all__ = [
     "field_grid",
     "E112Statistics",
     "e112_statistics",
+    "e112_from_fields",
     "region_table",
     "grain_size_distribution",
     "LognormalFit",
@@ -496,6 +497,8 @@ class E112Statistics:
         grain map of equiaxed grains; a planimetric G well below the intercept G
         means grains were merged (broken boundaries count as grains joined on the
         area but still cut the test lines).
+    field_na_per_mm2, field_intercepts_mm : ndarray of shape (n_fields,)
+        Each field's N_A and mean lineal intercept (NaN: no intercept).
     """
 
     n_fields: int
@@ -509,6 +512,8 @@ class E112Statistics:
     g_intercept: float
     g_intercept_ci95: tuple[float, float]
     intercept_ra_pct: float
+    field_na_per_mm2: np.ndarray
+    field_intercepts_mm: np.ndarray
 
     @property
     def g_difference(self) -> float:
@@ -553,9 +558,20 @@ def e112_statistics(
         for plane in planes
         for rs, cs in field_grid(np.shape(plane), grid)
     ]
-    na, na_ci = _mean_ci(np.array([planimetric(f, pixel_size_um=px).na_per_mm2 for f in fields]))
+    na = np.array([planimetric(f, pixel_size_um=px).na_per_mm2 for f in fields])
     ells = lineal_intercept(fields, pixel_size_um=px, **intercept_options).field_intercepts_mm
-    ell, ell_ci = _mean_ci(np.asarray(ells, float))
+    return e112_from_fields(na, ells)
+
+
+def e112_from_fields(na_per_mm2: Sequence[float], intercepts_mm: Sequence[float]) -> E112Statistics:
+    """:class:`E112Statistics` from per-field N_A (mm⁻²) and mean intercepts (mm), e.g.
+    the fields of several planes pooled (:attr:`E112Statistics.field_na_per_mm2`)."""
+    field_na = np.asarray(na_per_mm2, float)
+    field_ell = np.asarray(intercepts_mm, float)
+    if field_na.size == 0 or field_ell.size == 0:
+        raise ValueError("need at least one field")
+    na, na_ci = _mean_ci(field_na)
+    ell, ell_ci = _mean_ci(field_ell)
 
     def g_na(value):
         return g_from_na(value) if value > 0 else math.nan
@@ -564,7 +580,7 @@ def e112_statistics(
         return g_from_intercept(value) if value > 0 else math.inf
 
     return E112Statistics(
-        n_fields=len(fields),
+        n_fields=int(field_na.size),
         na_per_mm2=na,
         na_ci95=na_ci,
         g_planimetric=g_na(na),
@@ -575,6 +591,8 @@ def e112_statistics(
         g_intercept=g_ell(ell) if ell > 0 else math.nan,
         g_intercept_ci95=(g_ell(ell + ell_ci), g_ell(ell - ell_ci)),
         intercept_ra_pct=100.0 * ell_ci / ell if ell > 0 else math.nan,
+        field_na_per_mm2=field_na,
+        field_intercepts_mm=field_ell,
     )
 
 

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 from scipy import stats
+from skimage.segmentation import find_boundaries
 
 from grainflow.evaluation.crossval import (
     COUNTS,
@@ -27,8 +28,12 @@ from grainflow.evaluation.detection import (
     DetectionCounts,
     score_detection,
 )
+from grainflow.evaluation.metrics import boundary_counts
 from grainflow.evaluation.metrology import (
+    E112Statistics,
     area_fraction,
+    e112_from_fields,
+    e112_statistics,
     g_from_intercept,
     g_from_na,
     lineal_intercept,
@@ -62,6 +67,15 @@ METROLOGY = {
         "ecd_mean",
         "ecd_median",
         "boundary_fraction",
+        "n_fields",
+        "astm_g_planimetric_ci95_low",
+        "astm_g_planimetric_ci95_high",
+        "planimetric_ra_pct",
+        "astm_g_intercept_ci95_low",
+        "astm_g_intercept_ci95_high",
+        "intercept_ra_pct",
+        "astm_g_difference",
+        "boundary_kept",
     ),
     "phases": ("area_fraction", "n_particles", "n_particles_measured", "ecd_mean", "ecd_median"),
 }
@@ -196,7 +210,35 @@ def measure_plane(
         intercept = lineal_intercept(ids, pixel_size_um=pixel)
         ell = intercept.mean_intercept_mm * 1000.0  # in the length unit (µm or px)
         row.update(mean_intercept=ell, astm_g_intercept=intercept.g if known else math.nan)
+    grid = tuple(min(FIELD_GRID[i], ids.shape[i]) for i in range(2))
+    row.update(_e112_columns(e112_statistics(ids, pixel_size_um=pixel, grid=grid), known))
+    kept = boundary_counts(labels[mask_name], find_boundaries(ids, mode="inner"))
+    row["boundary_kept"] = kept.true_matched / kept.true_total if kept.true_total else math.nan
     return row, sizes
+
+
+#: E112 §15 fields: each plane is cut into this grid of fields for the confidence intervals
+FIELD_GRID = (3, 3)
+
+
+def _e112_columns(e112: E112Statistics, known: bool) -> dict:
+    """The E112 §15 columns of a row, and the fields' values for pooling (``_fields_*``)."""
+
+    def g(value):
+        return value if known else math.nan
+
+    return {
+        "n_fields": e112.n_fields,
+        "astm_g_planimetric_ci95_low": g(e112.g_planimetric_ci95[0]),
+        "astm_g_planimetric_ci95_high": g(e112.g_planimetric_ci95[1]),
+        "planimetric_ra_pct": e112.planimetric_ra_pct,
+        "astm_g_intercept_ci95_low": g(e112.g_intercept_ci95[0]),
+        "astm_g_intercept_ci95_high": g(e112.g_intercept_ci95[1]),
+        "intercept_ra_pct": e112.intercept_ra_pct,
+        "astm_g_difference": g(e112.g_difference),
+        "_fields_na": e112.field_na_per_mm2,
+        "_fields_ell": e112.field_intercepts_mm,
+    }
 
 
 def _pool(task: str, rows: pd.DataFrame, sizes: pd.DataFrame, known: bool) -> dict:
@@ -221,7 +263,13 @@ def _pool(task: str, rows: pd.DataFrame, sizes: pd.DataFrame, known: bool) -> di
         if ells.size > 1
         else math.nan
     )
+    e112 = e112_from_fields(
+        np.concatenate(list(rows["_fields_na"])), np.concatenate(list(rows["_fields_ell"]))
+    )
+    kept = rows["boundary_kept"].to_numpy(float)
     return {
+        **_e112_columns(e112, known),
+        "boundary_kept": float(np.nanmean(kept)) if np.isfinite(kept).any() else math.nan,
         "n_grains": int(rows["n_grains"].sum()),
         "n_grains_measured": int(rows["n_grains_measured"].sum()),
         "astm_g_planimetric": g_from_na(na) if known and na > 0 else math.nan,
@@ -272,6 +320,14 @@ def measure_stack(
       ``astm_g_intercept`` and ``mean_intercept`` (E112 lineal intercept: 4
       directions x 5 lines and the three circles), ``ecd_mean``, ``ecd_median``
       (equivalent-circle diameters of the measured grains), ``boundary_fraction``;
+      E112 §15 statistics over fields (each plane cut into :data:`FIELD_GRID`
+      fields, every field counted on its own): ``n_fields``, the 95 % confidence
+      interval of each G (``astm_g_planimetric_ci95_low``/``_high``,
+      ``astm_g_intercept_ci95_low``/``_high``) and relative accuracy
+      (``planimetric_ra_pct``, ``intercept_ra_pct``), ``astm_g_difference``
+      (planimetric minus intercept G of the fields: well below 0, merged grains),
+      and ``boundary_kept`` (the fraction of the thresholded boundary skeleton
+      within 2 px of a boundary of the grain map: boundaries the labelling lost);
     - phases: ``area_fraction``, ``n_particles``, ``n_particles_measured``,
       ``ecd_mean``, ``ecd_median`` (particles cut by the edge left out).
 
