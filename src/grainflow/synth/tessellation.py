@@ -5,10 +5,13 @@
 
 from __future__ import annotations
 
+import itertools
+import math
+
 import numpy as np
 from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
-from skimage.segmentation import relabel_sequential
+from skimage.measure import label
 
 from grainflow.seeds import as_rng
 
@@ -29,44 +32,6 @@ def _stretch(elongation: float, angle_deg: float) -> np.ndarray:
     rot = np.stack([direction, normal])
     scale = np.diag([1.0 / np.sqrt(elongation), np.sqrt(elongation)])
     return scale @ rot
-
-
-def _rsa_disks(
-    lo: np.ndarray, hi: np.ndarray, radii: np.ndarray, rng: np.random.Generator
-) -> np.ndarray:
-    """Place disks of ``radii`` (largest first) without overlap in the box [lo, hi)."""
-    order = np.argsort(radii)[::-1]
-    radii = radii[order]
-    centres = np.empty((len(radii), 2))
-    placed = 0
-    grid: dict[tuple[int, int], list[int]] = {}
-    cell = 2.0 * radii.max()
-    for shrink in (1.0, 0.95, 0.9, 0.85, 0.8, 0.7, 0.6, 0.5):
-        attempts = 0
-        while placed < len(radii) and attempts < 200 * len(radii):
-            attempts += 1
-            r = radii[placed] * shrink
-            c = lo + rng.random(2) * (hi - lo)
-            gi, gj = int(c[0] // cell), int(c[1] // cell)
-            neighbours = [
-                k
-                for di in (-1, 0, 1)
-                for dj in (-1, 0, 1)
-                for k in grid.get((gi + di, gj + dj), ())
-            ]
-            if neighbours:
-                d = np.hypot(*(centres[neighbours] - c).T)
-                if np.any(d < r + radii[neighbours] * shrink):
-                    continue
-            centres[placed] = c
-            grid.setdefault((gi, gj), []).append(placed)
-            placed += 1
-        if placed == len(radii):
-            break
-        radii = radii.copy()
-    if placed < len(radii):  # pragma: no cover - the packing fraction makes this unreachable
-        raise RuntimeError(f"could place only {placed} of {len(radii)} grain seeds")
-    return centres
 
 
 def polycrystal(
@@ -102,7 +67,7 @@ def polycrystal(
     Returns
     -------
     labels : ndarray of shape (M, N), uint32
-        Grain ids 1..n, each grain one connected region.
+        Grain ids 1..n in raster order, each grain one 4-connected region.
 
     Notes
     -----
@@ -123,15 +88,112 @@ def polycrystal(
         raise ValueError(f"dispersion must be in [0, 1.5], got {dispersion=}")
     if not 1 <= elongation <= 10:
         raise ValueError(f"elongation must be in [1, 10], got {elongation=}")
-    rng = as_rng(rng)
+    stretch, centres, weights = _seeds(
+        (rows, cols),
+        grain_diameter_px=grain_diameter_px,
+        dispersion=dispersion,
+        elongation=elongation,
+        angle_deg=angle_deg,
+        rng=as_rng(rng),
+    )
+    return _split_disconnected(_power_cells((rows, cols), stretch, centres, weights))
 
+
+def _rsa_disks(
+    lo: np.ndarray, hi: np.ndarray, radii: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """Centres of disks of ``radii`` (sorted largest first) placed without overlap in [lo, hi).
+
+    Random sequential addition: uniform proposals, taken in turn, each accepted for
+    the next disk in line unless it overlaps a disk already placed. If
+    ``200 * len(radii)`` proposals do not place every disk, all radii shrink a
+    little and placement continues.
+
+    Notes
+    -----
+    Proposals come in batches. A k-d tree checks a batch against the disks placed
+    before it; the candidates that pass are then taken in order, each against the
+    candidates accepted before it in the batch (pairs from a second k-d tree), which
+    is exactly the one-at-a-time process on the same random numbers.
+    """
+    n = len(radii)
+    centres = np.empty((n, 2))
+    placed = 0
+    # small batches while the plane is empty: the cost is in pairs of candidates
+    batch = max(64, n // 4)
+    for shrink in (1.0, 0.95, 0.9, 0.85, 0.8, 0.7, 0.6, 0.5):
+        r = radii * shrink
+        attempts = 0
+        while placed < n and attempts < 200 * n:
+            batch = min(batch, 200 * n - attempts)
+            proposals = lo + rng.random((batch, 2)) * (hi - lo)
+            attempts += batch
+            before = placed
+            placed = _place(proposals, centres, r, placed)
+            # the next batch: about enough proposals for the disks left at this batch's rate
+            rate = max(placed - before, 1) / batch
+            batch = int(min(max(64, (n - placed) / rate), 1 << 16))
+        if placed == n:
+            return centres
+    raise RuntimeError(  # pragma: no cover - the packing fraction makes this unreachable
+        f"could place only {placed} of {n} grain seeds"
+    )
+
+
+def _place(proposals: np.ndarray, centres: np.ndarray, radii: np.ndarray, placed: int) -> int:
+    """Take ``proposals`` in turn for disks ``placed, placed + 1, ...``; return the new count."""
+    n = len(radii)
+    r_first = radii[placed]  # radii fall along the line: no proposal gets a larger one
+    r_last = radii[min(placed + len(proposals), n) - 1]  # ... nor a smaller one
+    gap = np.full(len(proposals), np.inf)  # clearance to the rims of the disks placed before
+    if placed:
+        near = cKDTree(proposals).sparse_distance_matrix(
+            cKDTree(centres[:placed]), r_first + radii[0], output_type="ndarray"
+        )
+        np.minimum.at(gap, near["i"], near["v"] - radii[near["j"]])
+    keep = np.flatnonzero(gap >= r_last)
+    xy = proposals[keep]
+    # pairs of candidates close enough to collide if both were accepted
+    earlier: list[list[int]] = [[] for _ in range(len(keep))]
+    for i, j in cKDTree(xy).query_pairs(2 * r_first, output_type="ndarray").tolist():
+        earlier[max(i, j)].append(min(i, j))
+    xy_list, gap_list, r_list = xy.tolist(), gap[keep].tolist(), radii.tolist()
+    slot = [-1] * len(keep)  # which disk each candidate became
+    for s, (x, y) in enumerate(xy_list):
+        if placed == n:
+            break
+        r = r_list[placed]
+        if gap_list[s] < r:
+            continue
+        for t in earlier[s]:
+            k = slot[t]
+            if k >= 0 and math.hypot(x - xy_list[t][0], y - xy_list[t][1]) < r + r_list[k]:
+                break
+        else:
+            centres[placed] = x, y
+            slot[s] = placed
+            placed += 1
+    return placed
+
+
+def _seeds(
+    shape: tuple[int, int],
+    *,
+    grain_diameter_px: float,
+    dispersion: float,
+    elongation: float,
+    angle_deg: float,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stretch matrix, seed centres (in the stretched frame) and power weights."""
+    rows, cols = shape
     stretch = _stretch(elongation, angle_deg)
-    rr, cc = np.mgrid[0:rows, 0:cols]
-    pix = np.stack([rr.ravel() + 0.5, cc.ravel() + 0.5], axis=1) @ stretch.T
-    # seeds cover the stretched image plus a margin of two grains, so that
-    # grains at the image edge are cut from full-sized cells
+    # seeds cover the stretched image (spanned by its corner pixels' centres) plus a
+    # margin of two grains, so that grains at the image edge are cut from full-sized cells
+    corners = np.array([[0.5, 0.5], [0.5, cols - 0.5], [rows - 0.5, 0.5], [rows - 0.5, cols - 0.5]])
+    corners = corners @ stretch.T
     margin = 2.0 * grain_diameter_px * np.sqrt(elongation)
-    lo, hi = pix.min(axis=0) - margin, pix.max(axis=0) + margin
+    lo, hi = corners.min(axis=0) - margin, corners.max(axis=0) + margin
     box_area = float(np.prod(hi - lo))
     n_seeds = max(2, int(round(box_area / (np.pi * grain_diameter_px**2 / 4))))
 
@@ -142,31 +204,96 @@ def polycrystal(
         rel = np.ones(n_seeds)
     # disk radii scaled so that the disks cover PACKING_FRACTION of the box
     radii = rel * np.sqrt(PACKING_FRACTION * box_area / (np.pi * np.sum(rel**2)))
+    radii = np.sort(radii)[::-1]
     centres = _rsa_disks(lo, hi, radii, rng)
-    # power distance |x - c|^2 - r^2 == Euclidean distance to the seed lifted to
-    # height sqrt(R^2 - r^2) in 3-D (minus R^2), so a k-d tree answers it exactly
-    order = np.argsort(radii)[::-1]
-    radii = radii[order]
-    lift = np.sqrt(radii.max() ** 2 - radii**2)
-    tree = cKDTree(np.column_stack([centres, lift]))
-    _, owner = tree.query(np.column_stack([pix, np.zeros(len(pix))]))
-    labels = owner.reshape(rows, cols).astype(np.int64) + 1
-    labels, _, _ = relabel_sequential(labels)
-    return _split_disconnected(labels).astype(np.uint32)
+    return stretch, centres, radii**2
 
 
-def _split_disconnected(labels: np.ndarray) -> np.ndarray:
-    """Give each 4-connected piece of a grain its own id (pixelation can cut slivers)."""
-    pieces = np.zeros_like(labels)
-    offset = 0
-    for i, sl in enumerate(ndi.find_objects(labels), start=1):
-        if sl is None:
-            continue
-        comp, n = ndi.label(labels[sl] == i)
-        mask = comp > 0
-        pieces[sl][mask] = comp[mask] + offset
-        offset += n
-    return pieces
+def _power_cells(
+    shape: tuple[int, int],
+    stretch: np.ndarray,
+    centres: np.ndarray,
+    weights: np.ndarray,
+    *,
+    tile: int = 8,
+) -> np.ndarray:
+    """Index of the seed nearest in power distance to each pixel centre.
+
+    Parameters
+    ----------
+    shape : tuple of int (M, N)
+    stretch : ndarray of shape (2, 2)
+        Maps image (row, col) to the seeds' frame.
+    centres : ndarray of shape (S, 2)
+    weights : ndarray of shape (S,)
+        The pixel centre ``x`` belongs to the seed with the smallest
+        ``|x - c|**2 - w`` (the lowest index on a tie).
+    tile : int
+        Side in pixels of the square tiles that share a list of candidate seeds.
+
+    Returns
+    -------
+    owner : ndarray of shape (M, N), intp
+
+    Notes
+    -----
+    Lifted to 3-D at height ``sqrt(max(w) - w)``, a seed's squared Euclidean distance
+    to ``(x, 0)`` is its power distance plus ``max(w)``, so a k-d tree answers
+    nearest-seed queries. If the pixel centres of a tile lie within ``rho`` of its
+    centre ``q`` and ``D`` is the lifted distance from ``q`` to its nearest seed,
+    every pixel of the tile belongs to a seed within ``D + 2 * rho`` of ``q``
+    (triangle inequality). Each pixel is compared with those candidates only, in
+    index order, which gives the exact assignment.
+    """
+    rows, cols = shape
+    t = int(tile)
+    tr, tc = -(-rows // t), -(-cols // t)
+    # pixel centres of the image padded to whole tiles, in the seeds' frame, a row per tile
+    # (element-wise products, not a matrix product, so that the tests' brute force
+    # computes the same numbers)
+    r = (np.arange(tr * t) + 0.5).reshape(tr, 1, t, 1)
+    c = (np.arange(tc * t) + 0.5).reshape(1, tc, 1, t)
+    x0 = (stretch[0, 0] * r + stretch[0, 1] * c).reshape(tr * tc, t * t)
+    x1 = (stretch[1, 0] * r + stretch[1, 1] * c).reshape(tr * tc, t * t)
+    q_rc = np.column_stack(
+        [(np.arange(tr) * t + t / 2).repeat(tc), np.tile(np.arange(tc) * t + t / 2, tr)]
+    )
+    half = (t - 1) / 2
+    rho = np.hypot(*(np.array([[half, half], [half, -half]]) @ stretch.T).T).max()
+
+    tree = cKDTree(np.column_stack([centres, np.sqrt(weights.max() - weights)]))
+    q = np.column_stack([q_rc @ stretch.T, np.zeros(len(q_rc))])
+    reach = tree.query(q)[0] + 2 * rho
+    # a little slack for rounding: an extra candidate costs time, a missing one errors
+    candidates = tree.query_ball_point(q, reach * (1 + 1e-9) + 1e-9, return_sorted=True)
+    counts = np.fromiter(map(len, candidates), np.intp, len(candidates))
+    # tiles with the most candidates first, so that candidate k concerns a prefix of tiles
+    order = np.argsort(-counts, kind="stable")
+    counts = counts[order]
+    index = np.full((len(order), counts[0]), len(centres))  # padding: a seed at infinity
+    index[np.arange(counts[0]) < counts[:, None]] = np.fromiter(
+        itertools.chain.from_iterable(candidates[order]), np.intp, counts.sum()
+    )
+    cx, cy = np.append(centres[:, 0], np.inf), np.append(centres[:, 1], np.inf)
+    w = np.append(weights, 0.0)
+    x0, x1 = x0[order], x1[order]
+    best = np.full(x0.shape, np.inf)
+    owner = np.zeros(x0.shape, np.intp)
+    for k in range(counts[0]):
+        m = int(np.count_nonzero(counts > k))
+        i = index[:m, k, None]
+        d = (x0[:m] - cx[i]) ** 2 + (x1[:m] - cy[i]) ** 2 - w[i]
+        better = d < best[:m]
+        np.copyto(best[:m], d, where=better)
+        np.copyto(owner[:m], i, where=better)
+    owner[order] = owner.copy()
+    owner = owner.reshape(tr, tc, t, t).transpose(0, 2, 1, 3).reshape(tr * t, tc * t)
+    return owner[:rows, :cols]
+
+
+def _split_disconnected(owner: np.ndarray) -> np.ndarray:
+    """Grain ids 1..n, one per 4-connected piece of a cell (pixelation can cut slivers)."""
+    return label(owner, background=-1, connectivity=1).astype(np.uint32)
 
 
 def boundary_mask(labels: np.ndarray, *, width_px: int = 2) -> np.ndarray:
