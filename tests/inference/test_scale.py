@@ -119,3 +119,31 @@ def _checkpoint(tmp_path):
         ),
     )
     return path
+
+
+def test_choose_level_measures_and_honours_a_level_set_by_the_user(tmp_path):
+    from test_inference import _stack
+
+    from grainflow.inference.scale import choose_level
+    from grainflow.io.hdf5 import Sample, write_specimen
+
+    stack = _stack(tmp_path / "stacks" / "poly.ome.zarr", (150, 170))
+    image = _phase(12, size=64).astype(np.float32)
+    labels = {"phase": image.astype(np.uint8), "particle_ids": image.astype(np.uint32)}
+    sample = Sample(
+        image=image,
+        labels=labels,
+        image_id="phases/s00/b0/i00",
+        specimen="s00",
+        session="b0",
+        seed=1,
+    )
+    write_specimen(tmp_path / "s00.h5", [sample], task="phases", specimen="s00")
+    estimated = choose_level(stack, [tmp_path / "s00.h5"])
+    assert estimated["method"].startswith("first zero") and estimated["feature_length_px"] > 0
+    chosen = choose_level(stack, [tmp_path / "s00.h5"], level=1)
+    assert (chosen["level"], chosen["factor"]) == (1, 2)
+    assert chosen["method"] == "set in the config (inference.scale_levels)"
+    assert chosen["feature_length_px"] == estimated["feature_length_px"]  # still measured
+    with pytest.raises(ValueError, match="inference.scale_levels sets level 9"):
+        choose_level(stack, [tmp_path / "s00.h5"], level=9)

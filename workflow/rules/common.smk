@@ -24,6 +24,12 @@ STACKS = read_stacks(
     skip_unrun_tasks=config.get("stacks_skip_unrun_tasks", False),
     warn=logger.warning,
 )
+_unknown = sorted(set(config["inference"].get("scale_levels", {})) - set(STACKS.index))
+if _unknown:
+    raise ValueError(
+        f"inference.scale_levels names {_unknown}, which are not stacks of the sheet "
+        f"{config['stacks']}; remove them from the config or add the stacks to the sheet"
+    )
 
 #: segmentation tasks of this run
 TASKS = list(config["tasks"])

@@ -57,6 +57,8 @@ rule scale:
         mem_mb=2000,
     params:
         crop_px=2048,
+        # a level the user set for this stack (inference.scale_levels), else None
+        level=lambda wc: INFERENCE.get("scale_levels", {}).get(wc.stack),
     script:
         "../scripts/scale.py"
 

@@ -122,6 +122,7 @@ def choose_level(
     specimens: Sequence[str | os.PathLike],
     *,
     crop_px: int = 2048,
+    level: int | None = None,
 ) -> dict:
     """The pyramid level an imported stack is best read at by networks trained on ``specimens``.
 
@@ -136,6 +137,10 @@ def choose_level(
         Each plane is measured on its central ``crop_px`` x ``crop_px`` pixels at full
         resolution (enough for features far smaller than that); a padded plane on
         its own part only.
+    level : int, optional
+        A level the user chose (``inference.scale_levels``): taken as it is (the
+        feature lengths are still measured and recorded), for stacks whose image
+        features are not the objects to segment, e.g. particles on a lumpy support.
 
     Returns
     -------
@@ -156,14 +161,26 @@ def choose_level(
     trained = median_feature_length_px(
         sample.image for path in specimens for sample in read_specimen(path).samples
     )
-    level = scale_level(real, trained, levels=len(source.levels))
+    method = (
+        "first zero of the radially averaged autocorrelation; level "
+        "round(log2(stack / synthetic)), within the pyramid"
+    )
+    if level is None:
+        level = scale_level(real, trained, levels=len(source.levels))
+    elif not 0 <= int(level) < len(source.levels):
+        raise ValueError(
+            f"inference.scale_levels sets level {level} for {stack}, whose pyramid has levels "
+            f"0 to {len(source.levels) - 1}; choose one of those"
+        )
+    else:
+        level = int(level)
+        method = "set in the config (inference.scale_levels)"
     return {
         "feature_length_px": round(real, 3),
         "trained_length_px": round(trained, 3),
         "level": level,
         "factor": 2**level,
-        "method": "first zero of the radially averaged autocorrelation; level "
-        "round(log2(stack / synthetic)), within the pyramid",
+        "method": method,
     }
 
 
