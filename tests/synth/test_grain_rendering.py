@@ -35,3 +35,58 @@ def test_spots_equal_spots_drawn_on_the_whole_image():
         r = rng.uniform(0.8, 12.0)
         expected = np.maximum(expected, np.clip(1.5 - np.hypot(y - cy, x - cx) / r, 0, 1))
     assert np.array_equal(spots, expected)
+
+
+def test_each_boundary_has_one_strength_and_faint_ones_are_faint():
+    from skimage.segmentation import find_boundaries
+
+    from grainflow.synth.imaging import boundary_strength
+    from grainflow.synth.tessellation import polycrystal
+
+    labels = polycrystal((96, 96), grain_diameter_px=24, rng=2)
+    edges = find_boundaries(labels, connectivity=1, mode="inner")
+    all_faint = boundary_strength(labels, faint_fraction=1.0, rng=0)
+    assert np.all((all_faint >= 0.1) & (all_faint <= 0.3))
+    none_faint = boundary_strength(labels, faint_fraction=0.0, rng=0)
+    assert np.all((none_faint >= 0.4) & (none_faint <= 1.0))
+    # one value per grain pair: the two sides of a boundary agree (but near triple
+    # junctions, where a pixel's nearest other grain is ambiguous)
+    strength = boundary_strength(labels, faint_fraction=0.5, rng=1)
+    right = edges[:, :-1] & edges[:, 1:] & (labels[:, :-1] != labels[:, 1:])
+    assert right.sum() > 100
+    assert np.mean(strength[:, :-1][right] == strength[:, 1:][right]) > 0.8
+    assert len(np.unique(strength[edges])) > 5
+
+
+def test_distractors_change_the_image_not_the_grains():
+    from grainflow.synth.specimen import render
+
+    params = {
+        "modality": "optical",
+        "tessellation": "voronoi",
+        "grain_diameter_px": 20.0,
+        "dispersion": 0.0,
+        "elongation": 1.0,
+        "angle_deg": 0.0,
+        "boundary_darkness": 0.6,
+        "boundary_width_px": 1.0,
+        "faint_fraction": 0.2,
+        "faint_boundaries": 0.0,
+        "shading": 0.0,
+        "pit_probability": 0.0,
+        "etch_pits": 0,
+        "inclusions": 0,
+        "dust": 0,
+        "scratch_count": 0,
+        "scratch_darkness": 0.3,
+        "illumination_strength": 0.1,
+        "blur_px": 0.8,
+        "dose": 200.0,
+        "read_noise": 0.01,
+    }
+    plain, labels = render("grains", params, shape=(96, 96), boundary_width_px=2, seed=3)
+    busy = {**params, "etch_pits": 8, "scratch_count": 3, "shading": 0.1, "faint_boundaries": 0.3}
+    image, same = render("grains", busy, shape=(96, 96), boundary_width_px=2, seed=3)
+    for name in ("grain_ids", "boundaries"):
+        np.testing.assert_array_equal(labels[name], same[name])
+    assert np.abs(image - plain).mean() > 0.01

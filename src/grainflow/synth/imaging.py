@@ -22,6 +22,8 @@ __all__ = [
     "row_shifts",
     "shift_rows",
     "render_sem_grains",
+    "boundary_strength",
+    "scratches",
     "render_optical_grains",
     "render_sem_phases",
     "render_tem_particles",
@@ -113,6 +115,49 @@ def _boundary_distance(labels: np.ndarray) -> np.ndarray:
     return ndi.distance_transform_edt(~edges)
 
 
+def boundary_strength(labels: np.ndarray, *, faint_fraction: float, rng) -> np.ndarray:
+    """A strength in [0, 1] for every boundary (grain pair), spread to every pixel.
+
+    Each pair of neighbouring grains draws its boundary's strength: with probability
+    ``faint_fraction`` faint (0.1-0.3: a boundary present in the label, barely
+    visible in the image), else 0.4-1. Every pixel takes the strength of the
+    boundary nearest to it.
+    """
+    rng = as_rng(rng)
+    edges = find_boundaries(labels, connectivity=1, mode="inner")
+    if not edges.any():
+        return np.ones(labels.shape)
+    high = ndi.maximum_filter(labels, size=3, mode="nearest")
+    low = ndi.minimum_filter(labels, size=3, mode="nearest")
+    other = np.where(high != labels, high, low)
+    a, b = np.minimum(labels, other)[edges], np.maximum(labels, other)[edges]
+    pairs, index = np.unique(a.astype(np.int64) * (int(labels.max()) + 1) + b, return_inverse=True)
+    faint = rng.random(len(pairs)) < faint_fraction
+    strength = np.where(faint, rng.uniform(0.1, 0.3, len(pairs)), rng.uniform(0.4, 1.0, len(pairs)))
+    at_edge = np.zeros(labels.shape)
+    at_edge[edges] = strength[index.ravel()]
+    nearest = ndi.distance_transform_edt(~edges, return_distances=False, return_indices=True)
+    return at_edge[nearest[0], nearest[1]]
+
+
+def scratches(shape, *, count: int, rng) -> np.ndarray:
+    """Polishing scratches as a [0, 1] map: long, thin, gently curved lines across the
+    image (distractors: they look like boundaries but are none)."""
+    rng = as_rng(rng)
+    out = np.zeros(shape)
+    y, x = np.mgrid[0 : shape[0], 0 : shape[1]].astype(float)
+    for _ in range(count):
+        theta = rng.uniform(0, np.pi)
+        c = rng.uniform(0, 1, 2) * np.array(shape)
+        u = (y - c[0]) * np.cos(theta) - (x - c[1]) * np.sin(theta)  # across the scratch
+        v = (y - c[0]) * np.sin(theta) + (x - c[1]) * np.cos(theta)  # along it
+        u = u - rng.uniform(-1, 1) * 1e-3 * v**2  # a slight curve
+        width = rng.uniform(0.5, 1.2)
+        fade = np.exp(-((v / (rng.uniform(0.3, 1.0) * max(shape))) ** 2))
+        np.maximum(out, np.exp(-(u**2) / (2 * width**2)) * fade, out=out)
+    return out
+
+
 def _finish(image, *, blur_px, dose, read_noise, rng) -> np.ndarray:
     if blur_px > 0:
         image = ndi.gaussian_filter(image, blur_px)
@@ -130,6 +175,7 @@ def render_sem_grains(
     groove_width_px: float = 1.0,
     edge_gain: float = 0.1,
     edge_length_px: float = 2.0,
+    faint_fraction: float = 0.0,
     charging: float = 0.1,
     blur_px: float = 0.6,
     dose: float = 60.0,
@@ -138,7 +184,9 @@ def render_sem_grains(
     """Backscatter/channelling SEM image of a polycrystal.
 
     Each grain gets its own orientation (channelling) tone; boundaries are
-    grooves (dark for ``groove_sign=-1``, bright for +1); a secondary-electron
+    grooves (dark for ``groove_sign=-1``, bright for +1), each boundary as deep as
+    its own strength (:func:`boundary_strength`, ``faint_fraction`` of them nearly
+    invisible); a secondary-electron
     edge effect brightens a thin band along each boundary; charging adds a
     smooth gradient; Poisson-Gaussian noise sets the dose.
     """
@@ -146,7 +194,8 @@ def render_sem_grains(
     tone = rng.uniform(*tone_range, int(labels.max()) + 1)
     image = tone[labels]
     d = _boundary_distance(labels)
-    image = image + groove_sign * groove_depth * np.exp(-(d**2) / (2 * groove_width_px**2))
+    depth = groove_depth * boundary_strength(labels, faint_fraction=faint_fraction, rng=rng)
+    image = image + groove_sign * depth * np.exp(-(d**2) / (2 * groove_width_px**2))
     image = image + edge_gain * np.exp(-d / edge_length_px)
     image = image * illumination(labels.shape, strength=charging, rng=rng)
     return _finish(image, blur_px=blur_px, dose=dose, read_noise=read_noise, rng=rng)
@@ -192,9 +241,14 @@ def render_optical_grains(
     boundary_width_px: float = 1.0,
     width_variation: float = 0.4,
     faint_fraction: float = 0.25,
+    faint_boundaries: float = 0.0,
+    shading: float = 0.0,
     pit_probability: float = 0.3,
+    etch_pits: int = 0,
     inclusions: int = 3,
     dust: int = 1,
+    scratch_count: int = 0,
+    scratch_darkness: float = 0.3,
     illumination_strength: float = 0.2,
     blur_px: float = 1.0,
     dose: float = 200.0,
@@ -202,15 +256,27 @@ def render_optical_grains(
 ) -> np.ndarray:
     """Etched optical (bright-field) micrograph of a polycrystal.
 
-    Grains are bright with a slight etch tint per grain; boundaries are dark
-    lines whose width and strength vary along them, so that a fraction of
-    boundary length is only faintly etched; triple junctions may be pitted;
-    small inclusions and out-of-focus dust; uneven illumination; blur.
+    Grains are bright with a slight etch tint per grain and, with ``shading``, a
+    tint gradient across each grain (orientation contrast, relief); boundaries are
+    dark lines whose width and strength vary along them, so that a fraction of
+    boundary length is only faintly etched, and with ``faint_boundaries`` that
+    fraction of whole boundaries is nearly invisible (:func:`boundary_strength`);
+    triple junctions may be pitted; distractors that are not boundaries: etch pits
+    inside grains, small inclusions, out-of-focus dust and polishing scratches;
+    uneven illumination; blur.
     """
     rng = as_rng(rng)
     shape = labels.shape
-    tone = grain_tone + tone_spread * rng.standard_normal(int(labels.max()) + 1)
+    n = int(labels.max()) + 1
+    tone = grain_tone + tone_spread * rng.standard_normal(n)
     image = tone[labels]
+    if shading > 0:  # a tint gradient across each grain, about `shading` per 100 px
+        y, x = np.mgrid[0 : shape[0], 0 : shape[1]] / 100.0
+        gy, gx = shading * rng.standard_normal((2, n))
+        count = np.maximum(np.bincount(labels.ravel(), minlength=n), 1)
+        cy = np.bincount(labels.ravel(), weights=y.ravel(), minlength=n) / count
+        cx = np.bincount(labels.ravel(), weights=x.ravel(), minlength=n) / count
+        image = image + gy[labels] * (y - cy[labels]) + gx[labels] * (x - cx[labels])
     d = _boundary_distance(labels)
     scale = max(shape) / 8
     width = boundary_width_px * np.exp(
@@ -222,6 +288,8 @@ def render_optical_grains(
     cut = np.quantile(field, faint_fraction) if faint_fraction > 0 else -np.inf
     strength = np.where(field < cut, 0.1 + 0.2 * rng.random(), 1.0)
     strength = ndi.gaussian_filter(strength, 2.0)
+    if faint_boundaries > 0:
+        strength = strength * boundary_strength(labels, faint_fraction=faint_boundaries, rng=rng)
     image = image - boundary_darkness * strength * np.exp(-(d**2) / (2 * width**2))
     if pit_probability > 0:
         tj = _triple_junctions(labels)
@@ -230,6 +298,10 @@ def render_optical_grains(
         pits = ndi.binary_dilation(keep[comp], iterations=1)
         image = np.where(pits, image * 0.35, image)
     image = image * (1 - 0.7 * _spots(shape, count=inclusions, radius_px=(0.8, 2.0), rng=rng))
+    if etch_pits > 0:  # dark pits inside grains, larger than inclusions, a grey rim
+        image = image * (1 - 0.55 * _spots(shape, count=etch_pits, radius_px=(1.5, 5.0), rng=rng))
+    if scratch_count > 0:
+        image = image * (1 - scratch_darkness * scratches(shape, count=scratch_count, rng=rng))
     dust_map = ndi.gaussian_filter(_spots(shape, count=dust, radius_px=(4, 10), rng=rng), 3)
     image = image * (1 - 0.3 * dust_map)
     image = image * illumination(shape, strength=illumination_strength, rng=rng)
