@@ -112,3 +112,42 @@ def test_block_wise_splitting_equals_whole_plane_splitting(task):
 def test_a_negative_or_missing_split_depth_is_refused(split_px):
     with pytest.raises(ValueError, match="split_px"):
         labels_from_probability("grains", np.zeros((8, 8), np.float32), split_px=split_px)
+
+
+def test_holes_in_particles_are_filled_but_open_matrix_is_not():
+    prob = np.zeros((40, 60), np.float32)
+    prob[5:25, 5:25] = 1.0
+    prob[10:15, 10:15] = 0.2  # a textured pocket inside the particle
+    prob[:, 40:50] = 1.0
+    prob[0:8, 43:47] = 0.0  # a bay open to the image edge: matrix, kept
+    plain = labels_from_probability("phases", prob)["phase"]
+    filled = labels_from_probability("phases", prob, fill_holes=True)["phase"]
+    assert plain[12, 12] == 0 and filled[12, 12] == 1
+    assert filled[2, 45] == 0
+    np.testing.assert_array_equal(filled[prob > 0.5], 1)
+    assert filled.sum() == plain.sum() + 25
+
+
+@pytest.mark.parametrize("split_px", [0.0, 1.0])
+def test_block_wise_hole_filling_equals_whole_plane(split_px):
+    rng = np.random.default_rng(4)
+    prob = ndimage.gaussian_filter(rng.normal(size=(150, 170)), 3)
+    prob = ((prob - prob.min()) / np.ptp(prob)).astype(np.float32)
+    deep = np.argwhere(prob > 0.75)
+    for r, c in deep[rng.choice(len(deep), 30, replace=False)]:  # pockets inside particles
+        prob[max(r - 1, 0) : r + 2, max(c - 1, 0) : c + 2] = 0.0
+    ref = labels_from_probability("phases", prob, split_px=split_px, fill_holes=True)
+    assert ref["phase"].sum() > (prob > 0.5).sum()  # some holes were filled
+    out = {n: np.zeros(prob.shape, np.uint32) for n in ("phase", "particle_ids")}
+    label_plane(
+        "phases",
+        prob,
+        out,
+        block=48,
+        halo=24,
+        whole_plane_max_px=0,
+        split_px=split_px,
+        fill_holes=True,
+    )
+    for n in ("phase", "particle_ids"):
+        np.testing.assert_array_equal(out[n], ref[n])

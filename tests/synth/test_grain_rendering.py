@@ -47,8 +47,9 @@ def test_each_boundary_has_one_strength_and_faint_ones_are_faint():
     edges = find_boundaries(labels, connectivity=1, mode="inner")
     all_faint = boundary_strength(labels, faint_fraction=1.0, rng=0)
     assert np.all((all_faint >= 0.1) & (all_faint <= 0.3))
-    none_faint = boundary_strength(labels, faint_fraction=0.0, rng=0)
-    assert np.all((none_faint >= 0.4) & (none_faint <= 1.0))
+    np.testing.assert_array_equal(boundary_strength(labels, faint_fraction=0.0, rng=0), 1.0)
+    few_faint = boundary_strength(labels, faint_fraction=0.01, rng=0)
+    assert np.mean((few_faint >= 0.4) & (few_faint <= 1.0)) > 0.9
     # one value per grain pair: the two sides of a boundary agree (but near triple
     # junctions, where a pixel's nearest other grain is ambiguous)
     strength = boundary_strength(labels, faint_fraction=0.5, rng=1)

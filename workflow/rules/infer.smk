@@ -25,9 +25,15 @@ INFERENCE_OPTIONS = {
     "whole_plane_max_px": INFERENCE["labels_whole_plane_max_px"],
     "labels_halo_px": INFERENCE["labels_halo_px"],
     "labels_split_px": INFERENCE["labels_split_px"],
+    "labels_fill_holes": INFERENCE["labels_fill_holes"],
 }
 #: those of them that the labelling uses (rule merge_shards); the others, the prediction's
-LABEL_OPTIONS = ("whole_plane_max_px", "labels_halo_px", "labels_split_px")
+LABEL_OPTIONS = (
+    "whole_plane_max_px",
+    "labels_halo_px",
+    "labels_split_px",
+    "labels_fill_holes",
+)
 SHARDS = INFERENCE["shards"]
 #: inference stores of each stack whose task is run: {stack: {arch: store}}
 INFERENCE_STORES = {

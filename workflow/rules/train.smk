@@ -68,6 +68,7 @@ rule evaluate_model:
         pixel_size_um=config["evaluation"]["pixel_size_um"],
         flips=config["evaluation"]["test_time_flips"],
         split_px=lambda wc: config["inference"]["labels_split_px"][wc.task],
+        fill_holes=config["inference"]["labels_fill_holes"],
     script:
         "../scripts/evaluate_model.py"
 
@@ -132,6 +133,7 @@ rule prediction_overlays:
     params:
         pixel_size_um=config["evaluation"]["pixel_size_um"],
         split_px=lambda wc: config["inference"]["labels_split_px"][wc.task],
+        fill_holes=config["inference"]["labels_fill_holes"],
     script:
         "../scripts/prediction_overlays.py"
 

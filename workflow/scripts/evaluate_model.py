@@ -22,6 +22,7 @@ per_image, probability, samples = run_model_fold(
     pixel_size_um=p.pixel_size_um,
     flips=p.flips,
     split_px=p.split_px,
+    fill_holes=p.fill_holes,
 )
 write_probabilities(snakemake.output.probability, probability, [s.image_id for s in samples])
 write_tsv(per_image, snakemake.output.metrics)

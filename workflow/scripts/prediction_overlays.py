@@ -29,7 +29,9 @@ samples = {
     if s.image_id in probability
 }
 predictions = {
-    i: labels_from_probability(task, p, split_px=snakemake.params.split_px)
+    i: labels_from_probability(
+        task, p, split_px=snakemake.params.split_px, fill_holes=snakemake.params.fill_holes
+    )
     for i, p in probability.items()
 }
 score = TASKS[task].score

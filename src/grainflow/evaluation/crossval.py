@@ -632,6 +632,7 @@ def run_model_fold(
     pixel_size_um: float = 1.0,
     flips: bool = False,
     split_px: float = 0.0,
+    fill_holes: bool = False,
     device: str = "cpu",
 ) -> tuple[pd.DataFrame, np.ndarray, list[Sample]]:
     """Score fold ``fold``'s trained network on its held-out originals.
@@ -663,7 +664,7 @@ def run_model_fold(
         net, [s.image for s in test], norm_percentiles=percentiles, flips=flips, device=device
     )
     fg = foreground(probs)
-    preds = [labels_from_probability(task, p, split_px=split_px) for p in fg]
+    preds = [labels_from_probability(task, p, split_px=split_px, fill_holes=fill_holes) for p in fg]
     per_image = evaluate_samples(
         task,
         test,

@@ -95,6 +95,7 @@ def labels_from_probability(
     threshold: float = 0.5,
     min_grain_px: int = 4,
     split_px: float = 0.0,
+    fill_holes: bool = False,
 ) -> dict[str, np.ndarray]:
     """Label maps from the foreground probability of one image.
 
@@ -112,6 +113,10 @@ def labels_from_probability(
         seed per connected region). Grains: closes gaps in the boundary network,
         two grains joined through a gap narrower than about twice their inscribed
         radius minus ``split_px`` become two. Phases: splits touching particles.
+    fill_holes : bool
+        Phases: matrix pockets that the particle phase encloses (not touching the
+        image edge) become particle phase: particles have no holes, and a texture
+        inside a large particle is not matrix. Grains: not used.
 
     Returns
     -------
@@ -135,6 +140,10 @@ def labels_from_probability(
         raise ValueError(f"split_px must be a number >= 0, got {split_px=}")
     fg = probability > threshold
     if task == "phases":
+        if fill_holes:
+            from scipy import ndimage
+
+            fg = ndimage.binary_fill_holes(fg)
         return {"phase": fg.astype(np.uint8), "particle_ids": _flood(probability, fg, split_px)}
     if task != "grains":
         raise ValueError(f"task must be 'grains' or 'phases', got {task=}")
@@ -262,6 +271,7 @@ def label_plane(
     threshold: float = 0.5,
     min_grain_px: int = 4,
     split_px: float = 0.0,
+    fill_holes: bool = False,
     whole_plane_max_px: int = 2048 * 2048,
     scratch=None,
 ) -> dict:
@@ -279,7 +289,7 @@ def label_plane(
         Block side, in pixels (a multiple of the outputs' chunks).
     halo : int
         Pixels around a block read for the seeds and the watershed.
-    threshold, min_grain_px, split_px
+    threshold, min_grain_px, split_px, fill_holes
         As in :func:`grainflow.inference.labels.labels_from_probability`.
     whole_plane_max_px : int
         Planes with at most this many pixels are labelled whole.
@@ -345,6 +355,7 @@ def label_plane(
             threshold=threshold,
             min_grain_px=min_grain_px,
             split_px=split_px,
+            fill_holes=fill_holes,
         )
         out[mask_name][:, :] = labels[mask_name]
         out[ids_name][:, :] = labels[ids_name]
@@ -362,9 +373,41 @@ def label_plane(
         )
         return hr, hc, inner
 
+    filled = task == "phases" and fill_holes
+
+    def foreground(rs, cs):
+        """The mask of a window: P > threshold, or the hole-filled phase written below."""
+        if filled:
+            return np.asarray(out[mask_name][rs, cs]) > 0
+        return np.asarray(probability[rs, cs], dtype=np.float32) > threshold
+
+    if filled:
+        # matrix regions that touch no edge of the plane are holes: label the matrix block
+        # by block, find the regions on the edges, write the phase with the others filled
+        def read_matrix(rs, cs):
+            return np.asarray(probability[rs, cs], dtype=np.float32) <= threshold
+
+        matrix, _ = _components(read_matrix, (rows, cols), block=block, scratch=scratch)
+        edge = np.concatenate(
+            [
+                matrix[np.asarray(scratch[0, :]).ravel()],
+                matrix[np.asarray(scratch[rows - 1, :]).ravel()],
+                matrix[np.asarray(scratch[:, 0]).ravel()],
+                matrix[np.asarray(scratch[:, cols - 1]).ravel()],
+            ]
+        )
+        open_matrix = np.zeros(int(matrix.max()) + 1, bool)
+        open_matrix[edge] = True
+        open_matrix[0] = False
+        for rs, cs in block_slices(rows, cols, block):
+            region = matrix[np.asarray(scratch[rs, cs])]
+            fg = np.asarray(probability[rs, cs], dtype=np.float32) > threshold
+            out[mask_name][rs, cs] = (fg | ((region > 0) & ~open_matrix[region])).astype(np.uint8)
+
     def read_mask(rs, cs):
-        fg = np.asarray(probability[rs, cs], dtype=np.float32) > threshold
-        out[mask_name][rs, cs] = fg.astype(np.uint8)
+        fg = foreground(rs, cs)
+        if not filled:
+            out[mask_name][rs, cs] = fg.astype(np.uint8)
         return ~fg if task == "grains" else fg
 
     lut, n = _components(
@@ -381,7 +424,7 @@ def label_plane(
 
         def read_seeds(rs, cs, regions_lut=lut):
             hr, hc, inner = window(rs, cs)
-            fg = np.asarray(probability[hr, hc], dtype=np.float32) > threshold
+            fg = foreground(hr, hc)
             regions = ~fg if task == "grains" else fg
             kept = regions_lut[np.asarray(scratch[rs, cs])] > 0
             return _markers(regions, split_px)[inner] & kept
@@ -400,7 +443,7 @@ def label_plane(
         hr, hc, inner = window(rs, cs)
         seeds = lut[np.asarray(scratch[hr, hc])].astype(np.int64)
         p = np.asarray(probability[hr, hc], dtype=np.float32)
-        regions = p > threshold if task == "phases" else p <= threshold
+        regions = foreground(hr, hc) if task == "phases" else p <= threshold
         if task == "phases":
             dist = ndimage.distance_transform_edt(regions)
             ids = watershed(-dist, markers=seeds, mask=regions, connectivity=1)

@@ -153,6 +153,7 @@ def merge_shards(
     whole_plane_max_px: int = 2048 * 2048,
     labels_halo_px: int = 64,
     labels_split_px: float | Mapping[str, float] = 0.0,
+    labels_fill_holes: bool = False,
 ) -> dict:
     """Assemble the shards of :func:`infer_shard` into the store of :func:`infer_stack`.
 
@@ -172,7 +173,8 @@ def merge_shards(
         The shard stores, in any order.
     out : path-like
         The inference store, e.g. ``results/inference/{stack}/{arch}.ome.zarr``.
-    threshold, min_grain_px, whole_plane_max_px, labels_halo_px, labels_split_px
+    threshold, min_grain_px, whole_plane_max_px, labels_halo_px, labels_split_px,
+    labels_fill_holes
         The labelling, as in :func:`infer_stack`.
 
     Returns
@@ -271,6 +273,7 @@ def merge_shards(
             whole_plane_max_px=whole_plane_max_px,
             labels_halo_px=labels_halo_px,
             labels_split_px=labels_split_px,
+            labels_fill_holes=labels_fill_holes,
         )
         seconds = time.perf_counter() - start + sum(r["seconds"] for r in records)
         summary["seconds"] = round(seconds, 3)

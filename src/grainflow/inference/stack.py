@@ -362,6 +362,7 @@ def finish_store(
     whole_plane_max_px: int,
     labels_halo_px: int,
     labels_split_px: float | Mapping[str, float] = 0.0,
+    labels_fill_holes: bool = False,
     scale: Mapping | None = None,
 ) -> dict:
     """Label every plane from ``probs[0]``, fill the pyramids, write metadata and provenance.
@@ -397,6 +398,7 @@ def finish_store(
             threshold=threshold,
             min_grain_px=min_grain_px,
             split_px=split_px,
+            fill_holes=labels_fill_holes,
             whole_plane_max_px=whole_plane_max_px,
             scratch=None if scratch is None else _Crop(scratch, *own),
         )
@@ -513,6 +515,7 @@ def finish_store(
                 + (f", split at necks {split_px} px deep" if split_px else "")
             ),
             "split_px": split_px,
+            "fill_holes": bool(labels_fill_holes) and task == "phases",
             "whole_plane_max_px": int(whole_plane_max_px),
             "halo_px": int(labels_halo_px),
         },
@@ -586,6 +589,7 @@ def infer_stack(
     whole_plane_max_px: int = 2048 * 2048,
     labels_halo_px: int = 64,
     labels_split_px: float | Mapping[str, float] = 0.0,
+    labels_fill_holes: bool = False,
     level: int = 0,
     scale: Mapping | None = None,
     progress: bool = True,
@@ -632,6 +636,9 @@ def infer_stack(
         ``split_px`` of :func:`grainflow.inference.labels.labels_from_probability`
         (grains: closes gaps in the boundary network; phases: splits touching
         particles), one value or one per task.
+    labels_fill_holes : bool
+        Phases: fill the matrix pockets the particle phase encloses
+        (``fill_holes`` of :func:`~grainflow.inference.labels.labels_from_probability`).
     level : int
         The pyramid level the networks read (0: full resolution; each level halves
         it), so that the stack's features meet them at the scale they were trained
@@ -787,6 +794,7 @@ def infer_stack(
             whole_plane_max_px=whole_plane_max_px,
             labels_halo_px=labels_halo_px,
             labels_split_px=labels_split_px,
+            labels_fill_holes=labels_fill_holes,
             scale={**dict(scale or {}), "level": int(level), "factor": 2**level},
         )
         seconds = time.perf_counter() - start

@@ -121,11 +121,11 @@ def boundary_strength(labels: np.ndarray, *, faint_fraction: float, rng) -> np.n
     Each pair of neighbouring grains draws its boundary's strength: with probability
     ``faint_fraction`` faint (0.1-0.3: a boundary present in the label, barely
     visible in the image), else 0.4-1. Every pixel takes the strength of the
-    boundary nearest to it.
+    boundary nearest to it. With ``faint_fraction`` 0, every boundary has strength 1.
     """
     rng = as_rng(rng)
     edges = find_boundaries(labels, connectivity=1, mode="inner")
-    if not edges.any():
+    if faint_fraction <= 0 or not edges.any():  # every boundary at full strength
         return np.ones(labels.shape)
     high = ndi.maximum_filter(labels, size=3, mode="nearest")
     low = ndi.minimum_filter(labels, size=3, mode="nearest")

@@ -55,7 +55,7 @@ def _specimen_params(task: str, index: int, s: Mapping, rng) -> dict:
                 ),
                 "order": float(rng.uniform(0.3, 0.9)),
                 "warp": float(rng.uniform(0.3, 1.0)),
-                "tertiary_per_10k_px": float(rng.uniform(0.0, 8.0)),
+                "tertiary_per_10k_px": float(rng.uniform(0.0, 25.0)),
                 "tertiary_radius_px": [1.0, 3.0],
                 "tertiary_gap_px": 2.0,
                 "label_tertiary": bool(s.get("label_tertiary", False)),
