@@ -200,7 +200,8 @@ def test_float_zarr_and_ome_zarr_sources(tmp_path):
     again = tmp_path / "again.ome.zarr"
     summary = import_stack(out, again, stack="again")
     assert summary["pixel_size_um"] == pytest.approx(0.5)
-    assert summary["pixel_size_from"] == "source metadata"
+    assert summary["pixel_size_from"] == "file metadata"
+    assert summary["file_calibration"]["parser"] == "OME-Zarr"
     np.testing.assert_array_equal(zarr.open_group(str(again), mode="r")["s0"][:], data)
 
 

@@ -1,9 +1,18 @@
-"""Image files grainflow reads."""
+"""Image files grainflow reads, by the library that reads them."""
 
 from __future__ import annotations
 
-__all__ = ["IMAGE_SUFFIXES"]
+__all__ = ["TIFF_SUFFIXES", "RSCIIO_SUFFIXES", "PILLOW_SUFFIXES", "IMAGE_SUFFIXES"]
 
+
+#: read with tifffile (with their OME, ImageJ, FEI and Zeiss SEM metadata)
+TIFF_SUFFIXES = (".tif", ".tiff")
+
+#: read with RosettaSciIO: suffix -> the ``rsciio`` module that reads it
+RSCIIO_SUFFIXES = {".dm3": "digitalmicrograph", ".dm4": "digitalmicrograph", ".emd": "emd"}
+
+#: read with Pillow
+PILLOW_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 #: file name endings read as images (case-insensitive)
-IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+IMAGE_SUFFIXES = TIFF_SUFFIXES + tuple(RSCIIO_SUFFIXES) + PILLOW_SUFFIXES

@@ -22,6 +22,7 @@ from grainflow.io.ome_zarr import (
 )
 from grainflow.io.staging import staged_dir
 from grainflow.stacks.boxes import is_box_folder, pair_box_files, read_yolo_boxes
+from grainflow.stacks.calibration import REL_TOLERANCE
 from grainflow.stacks.reader import StackError, open_stack
 
 __all__ = ["LABEL_NAME", "plane_groups", "plane_shapes", "plane_boxes", "import_stack"]
@@ -209,6 +210,46 @@ def _read_boxes(image, folder, *, name: str) -> list[dict]:
     return records
 
 
+def _pixel_size(sheet: float | None, calibration, *, stack: str) -> tuple[float | None, str]:
+    """The pixel size to store and where it came from: the sheet's, else the file's.
+
+    A sheet value more than 1 % away from the file's is refused (one of the two
+    is wrong, and every size measured in the stack would be off by as much).
+    """
+    if sheet is None or math.isnan(sheet):
+        if calibration is None:
+            return None, "unknown"
+        logger.info(
+            "stack %r: pixel size %.6g um from %s",
+            stack,
+            calibration.pixel_size_um,
+            calibration.describe(),
+        )
+        return calibration.pixel_size_um, "file metadata"
+    if calibration is not None:
+        found = calibration.pixel_size_um
+        off = abs(sheet - found) / found
+        if off > REL_TOLERANCE:
+            raise StackError(
+                f"stack {stack!r}: the stacks sheet's pixel_size_um {sheet:.6g} um disagrees "
+                f"with the {found:.6g} um that {calibration.describe()} records (by "
+                f"{100 * off:.1f} %, more than {100 * REL_TOLERANCE:g} %); correct the "
+                "sheet's value, or leave the cell empty to use the file's (if the file's "
+                "calibration is wrong, import a copy saved without it)"
+            )
+        if off > 1e-6:
+            logger.info(
+                "stack %r: the stacks sheet's pixel size %.6g um agrees with the %.6g um that "
+                "%s records within %.2f %%; the sheet's is stored",
+                stack,
+                sheet,
+                found,
+                calibration.describe(),
+                100 * off,
+            )
+    return float(sheet), "stacks sheet"
+
+
 def import_stack(
     path: str | os.PathLike,
     out: str | os.PathLike,
@@ -237,9 +278,13 @@ def import_stack(
     task : str, optional
         What the stack shows ("grains", "phases", ...), stored in the attributes.
     pixel_size_um : float, optional
-        Pixel size in micrometres. None (or NaN) when unknown: then the
-        source's OME-Zarr scale is used if it has one, else the scale is 1
-        pixel without unit.
+        Pixel size in micrometres. None (or NaN) when not given: then the
+        pixel size the source's files record is used (OME-TIFF, ImageJ, FEI /
+        Thermo Fisher and Zeiss SEM TIFF metadata, DigitalMicrograph and EMD
+        calibrations, an OME-Zarr scale; see
+        :mod:`grainflow.stacks.calibration`), else the scale is 1 pixel
+        without unit. A value that differs from the files' by more than
+        1 % is refused.
     ground_truth : path-like, optional
         Integer (or boolean) labels, in any form ``path`` accepts, one plane
         per image plane and of the same size; stored under ``labels/``. Or,
@@ -278,7 +323,7 @@ def import_stack(
             zarr.json          ome: multiscales (axes z, y, x; scale in micrometre),
                                grainflow: stack, task, source, planes (file, page,
                                group, intensity range, own size where padded, boxes),
-                               pixel size, version
+                               pixel size and where it came from, version
             s0, s1, ...        (Z, Y, X) images, source dtype, chunks (1, chunk, chunk);
                                s{k+1} is s{k} averaged over 2 x 2 pixels, down to < pyramid_min_px
             labels/zarr.json   ome: labels ["ground_truth"] (only with ground truth)
@@ -292,6 +337,14 @@ def import_stack(
     pixel size is unknown the y and x scale is 1 and the axes have no unit (sizes
     are then in pixels). The z axis indexes planes (separate images or sections);
     its scale is 1, without unit.
+
+    The attributes record where the pixel size came from: ``pixel_size_from``
+    is ``"stacks sheet"``, ``"file metadata"`` or ``"unknown"``, and
+    ``file_calibration`` is what the files record (``pixel_size_um``, the
+    ``parser`` — "OME-TIFF", "ImageJ", "FEI", "Zeiss SEM", "DigitalMicrograph",
+    "EMD" or "OME-Zarr" —, the ``field`` read, the ``reader`` library and
+    version and the ``file``), or None. When both the sheet and the files give
+    a pixel size, they must agree within 1 %; the sheet's value is stored.
 
     The images of a folder may differ in size and colour mode. Each is then
     stored at the top left of a plane of the largest rows and cols, padded at the
@@ -311,7 +364,10 @@ def import_stack(
 
     Bad input raises :class:`StackError` naming the stack and the problem: a missing
     path, an unreadable file, a wrong number of axes, an empty stack, an image with
-    NaN or infinite values, a constant image, mismatched ground truth. The store is
+    NaN or infinite values, a constant image, mismatched ground truth, a sheet pixel
+    size that disagrees with the file's, a file calibrated in reciprocal space or
+    with pixels that are not square, files of one stack with different pixel
+    sizes. The store is
     written to a temporary folder beside ``out`` and renamed onto it only when
     complete, so a failure leaves no output.
     """
@@ -367,22 +423,8 @@ def import_stack(
                 f"stack {stack!r}: {path} holds {image.dtype} values; grainflow "
                 "reads integer or floating-point intensities"
             )
-        if pixel_size_um is None or math.isnan(pixel_size_um):
-            pixel_size_um, pixel_source = image.pixel_size_um, "source metadata"
-            if pixel_size_um is None:
-                pixel_source = "unknown"
-        else:
-            pixel_source = "stacks sheet"
-            if image.pixel_size_um is not None and not math.isclose(
-                image.pixel_size_um, pixel_size_um, rel_tol=1e-3
-            ):
-                logger.warning(
-                    "stack %r: the stacks sheet's pixel size %g um differs from the "
-                    "source's %g um; using the sheet's",
-                    stack,
-                    pixel_size_um,
-                    image.pixel_size_um,
-                )
+        calibration = image.calibration
+        pixel_size_um, pixel_source = _pixel_size(pixel_size_um, calibration, stack=stack)
         n_planes, rows, cols = image.shape
         shapes = pyramid_shapes((rows, cols), min_px=pyramid_min_px)
         with staged_dir(out, check=check_ome_zarr) as tmp:
@@ -392,9 +434,7 @@ def import_stack(
             for z in range(n_planes):
                 lo, hi = math.inf, -math.inf
                 where = f"plane {z} ({image.files[z]}" + (
-                    f", page {image.pages[z]})"
-                    if image.kind in ("tiff", "zarr", "ome-zarr")
-                    else ")"
+                    f", page {image.pages[z]})" if image.kind not in ("folder", "image") else ")"
                 )
                 for rs, cs in block_slices(*image.plane_shapes[z], step):
                     region = image.read(z, rs, cs)
@@ -490,6 +530,7 @@ def import_stack(
                 ),
                 "pixel_size_um": pixel_size_um,
                 "pixel_size_from": pixel_source,
+                "file_calibration": None if calibration is None else calibration.as_dict(),
                 "source_dtype": str(image.dtype),
                 "colour_converted_to_grey": image.colour,
                 "group_pattern": group if groups is not None else None,

@@ -1,34 +1,35 @@
-"""Image stacks read plane by plane from files, TIFF pages or Zarr arrays."""
+"""Image stacks read plane by plane from files, TIFF pages, microscope files or Zarr arrays."""
 
 from __future__ import annotations
 
+import importlib
 import logging
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
-from grainflow.io.images import IMAGE_SUFFIXES
+from grainflow.io.images import IMAGE_SUFFIXES, PILLOW_SUFFIXES, RSCIIO_SUFFIXES, TIFF_SUFFIXES
+from grainflow.stacks.calibration import (
+    REL_TOLERANCE,
+    Calibration,
+    CalibrationError,
+    axes_calibration,
+    ome_zarr_calibration,
+    tiff_calibration,
+)
 
 __all__ = ["StackError", "source_files", "StackReader", "open_stack"]
 
 
 logger = logging.getLogger(__name__)
 
-_TIFF_SUFFIXES = (".tif", ".tiff")
-
-# lengths in these units, converted to micrometres (OME-Zarr axis units)
-_TO_UM = {
-    "angstrom": 1e-4,
-    "nanometer": 1e-3,
-    "micrometer": 1.0,
-    "millimeter": 1e3,
-    "centimeter": 1e4,
-    "meter": 1e6,
-}
+#: a 3-D Zarr array without axis names is read as (planes, rows, cols) only with at least
+#: this many columns; a shorter last axis may hold colour samples or planes (ambiguous)
+MIN_UNNAMED_COLS = 16
 
 
 class StackError(ValueError):
@@ -82,7 +83,15 @@ class _Source:
     shape: tuple[int, int]  # (Y, X)
     channels: int  # 0 for grey, else the colour samples per pixel (2: grey + alpha, 3, 4)
     dtype: np.dtype
-    pixel_size_um: float | None = None
+    calibration: Calibration | None = None  # the pixel size the file records
+    calibration_problem: str | None = None  # why that calibration is refused
+
+    def calibrate(self, read) -> None:
+        """Set :attr:`calibration` from ``read()``, or keep why it is refused."""
+        try:
+            self.calibration = read()
+        except CalibrationError as exc:
+            self.calibration_problem = str(exc)
 
     def read(self, k: int, rows: slice, cols: slice) -> np.ndarray:  # (h, w) or (h, w, S)
         raise NotImplementedError
@@ -91,11 +100,13 @@ class _Source:
         pass
 
 
-def _layout(axes: str, shape: Sequence[int], colour_axis: str | None, *, what: str) -> str:
-    """Roles of the source's axes: P (plane), Y, X, S (colour), 1 (singleton, index 0)."""
+def _layout(
+    axes: Sequence[str], shape: Sequence[int], colour_axis: str | None, *, what: str
+) -> str:
+    """Roles of the source's axes (one name each): P (plane), Y, X, S (colour), 1 (singleton)."""
     roles = []
     for ax, n in zip(axes, shape):
-        if ax in "YX":
+        if ax in ("Y", "X"):
             roles.append(ax)
         elif ax == colour_axis:
             roles.append("S")
@@ -105,11 +116,15 @@ def _layout(axes: str, shape: Sequence[int], colour_axis: str | None, *, what: s
             roles.append("P")
     if roles.count("Y") != 1 or roles.count("X") != 1 or roles.count("P") > 1:
         raise _Problem(
-            f"{what} has axes {axes!r} with shape {tuple(shape)}; grainflow reads a 2-D image "
-            "(rows, cols), optionally with colour, or one stack of such planes "
+            f"{what} has axes {_axes_text(axes)} with shape {tuple(shape)}; grainflow reads a "
+            "2-D image (rows, cols), optionally with colour, or one stack of such planes "
             "(wrong number of axes)"
         )
     return "".join(roles)
+
+
+def _axes_text(axes: Sequence[str]) -> str:
+    return repr(axes) if isinstance(axes, str) else repr(list(axes))
 
 
 class _Problem(Exception):
@@ -135,7 +150,8 @@ class _ArraySource(_Source):
             try:
                 data = np.asarray(array[key])
             finally:
-                handle.close()
+                if handle is not None:
+                    handle.close()
         else:
             data = np.asarray(self.array[key])
         kept = [r for r in self.roles if r in "YXS"]
@@ -182,7 +198,12 @@ def _open_tiff(path: Path):
 class _TiffSource(_ArraySource):
     def __init__(self, path: Path, *, keep_open: bool, what: str):
         tif, array, axes, colour = _open_tiff(path)
-        roles = _layout(axes, array.shape, colour, what=what)
+        try:
+            roles = _layout(axes, array.shape, colour, what=what)
+            self.calibrate(lambda: tiff_calibration(tif, file=path.name))
+        except BaseException:
+            tif.close()
+            raise
         if keep_open:
             super().__init__(array, roles, name=path.name, handle=tif)
         else:
@@ -193,6 +214,100 @@ class _TiffSource(_ArraySource):
                 return tif, array
 
             super().__init__(array, roles, name=path.name, opener=opener)
+
+
+def _rsciio_roles(signal: dict) -> list | None:
+    """Axes (Y, X, Q for others) of a RosettaSciIO signal when it is an image, else None.
+
+    The image's axes are its two signal axes; or, in a signal with no navigation
+    axes (EMD files of the NCEM kind), its last two when they are named y and x.
+    Spectra and spectrum images (any ``signal_type``) are not images.
+    """
+    if (signal.get("metadata") or {}).get("Signal", {}).get("signal_type"):
+        return None
+    axes = sorted(signal["axes"], key=lambda a: int(a.get("index_in_array", 0)))
+    flat = [bool(a.get("navigate")) for a in axes]
+    image = [i for i, nav in enumerate(flat) if not nav]
+    if len(image) != 2:
+        names = [str(a.get("name", "")).lower() for a in axes]
+        if any(flat) or len(axes) < 3 or names[-2:] != ["y", "x"]:
+            return None
+        image = [len(axes) - 2, len(axes) - 1]
+    roles = ["Q"] * len(axes)
+    roles[image[0]], roles[image[1]] = "Y", "X"
+    return roles
+
+
+def _describe_signal(signal: dict) -> str:
+    kind = (signal.get("metadata") or {}).get("Signal", {}).get("signal_type") or "signal"
+    axes = sorted(signal["axes"], key=lambda a: int(a.get("index_in_array", 0)))
+    units = ", ".join(f"{a.get('name')} {a.get('units') or '-'}" for a in axes)
+    return f"{kind} of shape {tuple(signal['data'].shape)} ({units})"
+
+
+def _open_rsciio(path: Path, *, what: str):
+    """The first image of a RosettaSciIO file: (lazy array, axes, signal, number of images)."""
+    module = RSCIIO_SUFFIXES[path.suffix.lower()]
+    reader = importlib.import_module(f"rsciio.{module}").file_reader
+    options = {"select_type": "images"} if module == "emd" else {}  # Velox: skip spectra
+    try:
+        signals = reader(str(path), lazy=True, **options)
+    except ModuleNotFoundError as exc:
+        raise _Problem(
+            f"{what}: RosettaSciIO needs the package {exc.name!r} to open this file (a Velox "
+            f"file with a spectrum image); install it (pip install {exc.name}) or export the "
+            "image as TIFF"
+        ) from None
+    images = [(s, roles) for s in signals for roles in [_rsciio_roles(s)] if roles is not None]
+    if not images:
+        held = "; ".join(_describe_signal(s) for s in signals) or "nothing"
+        raise _Problem(
+            f"{what} holds no image that grainflow reads ({held}); grainflow reads 2-D images "
+            "and stacks of them, not spectra or spectrum images (wrong number of axes)"
+        )
+    signal, roles = images[0]
+    return signal["data"], roles, signal, len(images)
+
+
+class _RsciioSource(_ArraySource):
+    """The first image of a DigitalMicrograph (.dm3, .dm4) or EMD (.emd) file, via RosettaSciIO."""
+
+    def __init__(self, path: Path, *, keep_open: bool, what: str):
+        import rsciio
+
+        array, axes, signal, n_images = _open_rsciio(path, what=what)
+        if n_images > 1:
+            title = (signal.get("metadata") or {}).get("General", {}).get("title") or "untitled"
+            logger.info(
+                "note: %s holds %d images; only the first (%s) is read", path.name, n_images, title
+            )
+        roles = _layout(axes, array.shape, None, what=what)
+        ordered = sorted(signal["axes"], key=lambda a: int(a.get("index_in_array", 0)))
+        y_axis, x_axis = ordered[axes.index("Y")], ordered[axes.index("X")]
+        parser = {"digitalmicrograph": "DigitalMicrograph", "emd": "EMD"}[
+            RSCIIO_SUFFIXES[path.suffix.lower()]
+        ]
+        self.calibrate(
+            lambda: axes_calibration(
+                y_axis,
+                x_axis,
+                parser=parser,
+                reader=f"rosettasciio {rsciio.__version__}",
+                file=path.name,
+            )
+        )
+        if keep_open:
+            super().__init__(array, roles, name=path.name)
+        else:
+
+            def opener():
+                return None, _open_rsciio(path, what=what)[0]
+
+            super().__init__(array, roles, name=path.name, opener=opener)
+            self.array = None  # let go of the file until a plane is read
+
+    def close(self):
+        self.array = None  # RosettaSciIO's lazy arrays hold their files; released with them
 
 
 # Pillow modes: (colour samples, dtype); colour modes are decoded as RGB(A)
@@ -260,24 +375,70 @@ class _PillowSource(_Source):
         self._cache = None
 
 
-def _ome_pixel_size(multiscale: dict, axes: list[str]) -> float | None:
-    """Pixel size (µm) along y and x from OME-Zarr metadata, or None when unknown or unequal."""
-    try:
-        units = {a["name"]: a.get("unit") for a in multiscale["axes"] if isinstance(a, dict)}
-        scale = [1.0] * len(axes)
-        for transforms in (
-            multiscale.get("coordinateTransformations") or [],
-            multiscale["datasets"][0].get("coordinateTransformations") or [],
-        ):
-            for t in transforms:
-                if t.get("type") == "scale":
-                    scale = [s * f for s, f in zip(scale, t["scale"])]
-        sizes = {ax: scale[axes.index(ax)] * _TO_UM[units[ax]] for ax in ("y", "x")}
-    except (KeyError, TypeError, ValueError, IndexError):
+def _named_axes(
+    names: Sequence[str], shape: Sequence[int], *, what: str
+) -> tuple[list, str | None]:
+    """Axes (Y, X, c or other names) and the colour axis, from OME or Zarr dimension names."""
+    names = [str(n).lower() for n in names]
+    if len(names) != len(shape) or names.count("y") != 1 or names.count("x") != 1:
+        raise _Problem(
+            f"{what} has axes {names} for an array of shape {tuple(shape)}; an image needs one "
+            "'y' and one 'x' axis (wrong number of axes)"
+        )
+    colour = None
+    for c in ("c", "channel"):
+        if c in names:
+            channels = shape[names.index(c)]
+            if channels in (3, 4):
+                colour = c
+            elif channels > 1:
+                raise _Problem(
+                    f"{what} has {channels} channels; grainflow reads grey or RGB(A) "
+                    "images (wrong number of axes)"
+                )
+    return [{"y": "Y", "x": "X"}.get(n, n) for n in names], colour
+
+
+def _dimension_names(array) -> list | None:
+    """The names of a plain Zarr array's axes: Zarr v3 ``dimension_names`` or xarray's attribute."""
+    names = getattr(getattr(array, "metadata", None), "dimension_names", None)
+    if not names:
+        names = dict(array.attrs).get("_ARRAY_DIMENSIONS")
+    if not names or any(n is None for n in names):
         return None
-    if not math.isclose(sizes["y"], sizes["x"], rel_tol=1e-6) or not sizes["x"] > 0:
-        return None
-    return float(sizes["x"])
+    return list(names)
+
+
+def _plain_array_axes(array, *, what: str) -> tuple[list, str | None]:
+    """Axes of a plain Zarr array: its dimension names, else (rows, cols) or (planes, rows, cols).
+
+    A 3-D array without names whose last axis is shorter than
+    :data:`MIN_UNNAMED_COLS` is refused: it may be an RGB image (rows, cols,
+    colour) or planes stored last, and reading it as planes of a few columns
+    would be silently wrong.
+    """
+    shape = tuple(int(n) for n in array.shape)
+    names = _dimension_names(array)
+    if names is not None:
+        return _named_axes(names, shape, what=what)
+    if len(shape) == 2:
+        return ["Y", "X"], None
+    if len(shape) == 3 and shape[-1] >= MIN_UNNAMED_COLS:
+        return ["Z", "Y", "X"], None
+    if len(shape) == 3:
+        raise _Problem(
+            f"{what} is a Zarr array of shape {shape} without axis names: its last axis "
+            f"({shape[-1]}) is too short to be the image's columns (fewer than "
+            f"{MIN_UNNAMED_COLS}) and may hold colour samples or planes (ambiguous axes); say "
+            "what the axes are: store the array with dimension_names (Zarr v3), e.g. "
+            "['y', 'x', 'c'] for colour or ['y', 'x', 'z'] for planes last, or as an OME-Zarr "
+            "image whose axes name them, or as (planes, rows, cols)"
+        )
+    raise _Problem(
+        f"{what} is a Zarr array of shape {shape}; grainflow reads 2-D (rows, cols) or 3-D "
+        "(planes, rows, cols) arrays, or arrays whose dimension_names say which axes are "
+        "'y', 'x' and colour 'c' (wrong number of axes)"
+    )
 
 
 class _ZarrSource(_ArraySource):
@@ -285,23 +446,11 @@ class _ZarrSource(_ArraySource):
         import zarr
 
         node = zarr.open(str(path), mode="r")
-        pixel_size = None
+        calibrate = None
         self.kind = "zarr" if hasattr(node, "shape") else "ome-zarr"
         if hasattr(node, "shape"):  # a plain array
-            shape = node.shape
-            if len(shape) == 2:
-                axes, colour = "YX", None
-            elif len(shape) == 3 and shape[-1] in (3, 4) and min(shape[:2]) > 4:
-                axes, colour = "YXS", "S"
-                logger.info("note: %s has shape %s; its last axis is read as colour", what, shape)
-            elif len(shape) == 3:
-                axes, colour = "ZYX", None
-            else:
-                raise _Problem(
-                    f"{what} is a Zarr array of shape {tuple(shape)}; grainflow reads 2-D (rows, "
-                    "cols) or 3-D (planes, rows, cols) arrays (wrong number of axes)"
-                )
             array = node
+            axes, colour = _plain_array_axes(array, what=what)
         else:
             attrs = dict(node.attrs)
             multiscales = attrs.get("ome", attrs).get("multiscales")
@@ -313,23 +462,15 @@ class _ZarrSource(_ArraySource):
             ms = multiscales[0]
             array = node[ms["datasets"][0]["path"]]
             names = [a["name"] if isinstance(a, dict) else a for a in ms.get("axes") or []]
-            names = names or ["t", "c", "z", "y", "x"][-len(array.shape) :]
-            if len(names) != len(array.shape) or "y" not in names or "x" not in names:
-                raise _Problem(
-                    f"{what} has axes {names} for an array of shape {array.shape} "
-                    "(wrong number of axes)"
-                )
-            channels = array.shape[names.index("c")] if "c" in names else 1
-            colour = "c" if channels in (3, 4) else None
-            if channels > 1 and colour is None:
-                raise _Problem(
-                    f"{what} has {channels} channels; grainflow reads grey or RGB(A) "
-                    "images (wrong number of axes)"
-                )
-            axes = "".join({"y": "Y", "x": "X"}.get(n, n) for n in names)
-            pixel_size = _ome_pixel_size(ms, names)
+            names = names or ["t", "c", "z", "y", "x"][-len(array.shape) :]  # NGFF 0.1, 0.2
+            axes, colour = _named_axes(names, array.shape, what=what)
+
+            def calibrate():
+                return ome_zarr_calibration(ms, [str(n).lower() for n in names], file=path.name)
+
         super().__init__(array, _layout(axes, array.shape, colour, what=what), name=path.name)
-        self.pixel_size_um = pixel_size
+        if calibrate is not None:
+            self.calibrate(calibrate)
 
 
 def _grey(data: np.ndarray, channels: int) -> np.ndarray:
@@ -366,7 +507,8 @@ class StackReader:
     path : Path
         The source.
     kind : str
-        "tiff", "image" (PNG / JPEG), "folder", "zarr" or "ome-zarr".
+        "tiff", "digitalmicrograph" (.dm3, .dm4), "emd", "image" (PNG / JPEG),
+        "folder", "zarr" or "ome-zarr".
     shape : (int, int, int)
         (planes, rows, cols): the largest rows and cols of any plane.
     plane_shapes : list of (int, int)
@@ -379,8 +521,12 @@ class StackReader:
         Whether any plane is in colour (converted to grey when read).
     files, pages : list
         Per plane, the source file name and the plane's index in that file.
+    calibration : Calibration or None
+        The pixel size the source's files record, and where (see
+        :mod:`grainflow.stacks.calibration`); raises :class:`StackError` when
+        it is refused.
     pixel_size_um : float or None
-        From the source's OME-Zarr metadata, when it has one.
+        ``calibration.pixel_size_um``, None when the files record none.
     """
 
     def __init__(self, name: str, path: Path, kind: str, planes: list[_PlaneRef]):
@@ -395,7 +541,6 @@ class StackReader:
         self.dtype = np.dtype(np.uint8) if first.dtype == np.bool_ else first.dtype
         self.files = [p.source.name for p in planes]
         self.pages = [p.index for p in planes]
-        self.pixel_size_um = first.pixel_size_um
         for p in planes:
             s = p.source
             if s.dtype != first.dtype:
@@ -405,6 +550,46 @@ class StackReader:
                 )
         if self.shape[0] == 0 or min(min(p.source.shape) for p in planes) == 0:
             raise StackError(f"stack {name!r}: {path} is empty (shape {self.shape})")
+
+    @cached_property
+    def calibration(self) -> Calibration | None:
+        """The pixel size the files record: one for the whole stack, or a :class:`StackError`."""
+        sources = list({id(p.source): p.source for p in self._planes}.values())
+        for s in sources:
+            if s.calibration_problem is not None:
+                raise StackError(f"stack {self.name!r}: {s.calibration_problem}")
+        found = [s.calibration for s in sources if s.calibration is not None]
+        if not found:
+            return None
+        first = found[0]
+        for other in found[1:]:
+            if abs(other.pixel_size_um - first.pixel_size_um) > REL_TOLERANCE * min(
+                other.pixel_size_um, first.pixel_size_um
+            ):
+                raise StackError(
+                    f"stack {self.name!r}: its files record different pixel sizes: "
+                    f"{first.pixel_size_um:.6g} um in {first.describe()} but "
+                    f"{other.pixel_size_um:.6g} um in {other.describe()}; the images of a stack "
+                    "share one pixel size: make one stack (sheet row) per magnification"
+                )
+        if len(found) < len(sources):
+            logger.warning(
+                "note: stack %r: %d of %d files record no pixel size; the %d that do record "
+                "%.6g um (%s)",
+                self.name,
+                len(sources) - len(found),
+                len(sources),
+                len(found),
+                first.pixel_size_um,
+                first.describe(),
+            )
+        return first
+
+    @property
+    def pixel_size_um(self) -> float | None:
+        """The pixel size (µm) the files record, None when they record none."""
+        calibration = self.calibration
+        return None if calibration is None else calibration.pixel_size_um
 
     @property
     def plane_shapes(self) -> list[tuple[int, int]]:
@@ -465,8 +650,10 @@ def open_stack(path: str | os.PathLike, *, name: str, role: str = "path") -> Sta
     Parameters
     ----------
     path : path-like
-        A TIFF (multi-page allowed), a PNG / JPEG, a folder of such images
-        (sorted by name, one plane per file) or a Zarr / OME-Zarr store.
+        A TIFF (multi-page allowed), a DigitalMicrograph (.dm3, .dm4) or EMD
+        (.emd, Velox or NCEM) file (an image or a stack of them), a PNG /
+        JPEG, a folder of such images (sorted by name, one plane per file) or
+        a Zarr / OME-Zarr store.
     name : str
         The stack's name, for error messages.
     role : str
@@ -481,7 +668,7 @@ def open_stack(path: str | os.PathLike, *, name: str, role: str = "path") -> Sta
     ------
     StackError
         When the path does not exist, a file cannot be read, the axes are
-        wrong or the stack is empty.
+        wrong or ambiguous or the stack is empty.
 
     Notes
     -----
@@ -489,6 +676,21 @@ def open_stack(path: str | os.PathLike, *, name: str, role: str = "path") -> Sta
     rectangle of it, on demand and in grey, and TIFF and Zarr sources are read by
     region (tiles or strips), so a plane larger than memory can be streamed.
     Sources are only ever opened for reading.
+
+    Axes: a TIFF's come from tifffile (its series axes and photometric), a
+    DigitalMicrograph or EMD file's from RosettaSciIO (the two signal axes are
+    the image; one navigation axis, such as a Velox frame series, gives the
+    planes; spectra and spectrum images are refused, and of several images in
+    one file the first is read, with a note), an OME-Zarr image's from its
+    ``axes``. A plain Zarr array's come from its ``dimension_names`` (Zarr v3)
+    or xarray's ``_ARRAY_DIMENSIONS`` attribute, naming ``y``, ``x`` and a
+    colour axis ``c``; without names it is (rows, cols) or (planes, rows,
+    cols), and a 3-D array whose last axis is shorter than
+    :data:`MIN_UNNAMED_COLS` is refused as ambiguous (colour samples or planes
+    stored last).
+
+    The pixel size the files record is read as the sources are opened (see
+    :attr:`StackReader.calibration`).
     """
     path = Path(path)
     what = f"{path}"
@@ -518,7 +720,8 @@ def open_stack(path: str | os.PathLike, *, name: str, role: str = "path") -> Sta
                         "folder must hold one image (wrong number of axes)"
                     )
         else:
-            kind = "tiff" if path.suffix.lower() in _TIFF_SUFFIXES else "image"
+            suffix = path.suffix.lower()
+            kind = "tiff" if suffix in TIFF_SUFFIXES else RSCIIO_SUFFIXES.get(suffix, "image")
             sources = [_file_source(path, keep_open=True, what=what)]
     except _Problem as exc:
         for s in sources:
@@ -533,7 +736,7 @@ def open_stack(path: str | os.PathLike, *, name: str, role: str = "path") -> Sta
             s.close()
         raise StackError(
             f"stack {name!r}: cannot read {role} {path} ({type(exc).__name__}: {exc}); "
-            "is it a TIFF, PNG, JPEG, a folder of them or a Zarr store?"
+            "is it a TIFF, DM3, DM4, EMD, PNG or JPEG file, a folder of them or a Zarr store?"
         ) from exc
     planes = [_PlaneRef(s, k) for s in sources for k in range(s.n_planes)]
     if not planes:
@@ -572,9 +775,11 @@ def open_stack(path: str | os.PathLike, *, name: str, role: str = "path") -> Sta
 
 def _file_source(path: Path, *, keep_open: bool, what: str) -> _Source:
     suffix = path.suffix.lower()
-    if suffix in _TIFF_SUFFIXES:
+    if suffix in TIFF_SUFFIXES:
         return _TiffSource(path, keep_open=keep_open, what=what)
-    if suffix in IMAGE_SUFFIXES:
+    if suffix in RSCIIO_SUFFIXES:
+        return _RsciioSource(path, keep_open=keep_open, what=what)
+    if suffix in PILLOW_SUFFIXES:
         return _PillowSource(path)
     raise _Problem(
         f"{path} is not a supported image file (names must end in "
