@@ -78,3 +78,27 @@ def test_the_stem_particles_modality_records_its_parameters():
         assert np.array_equal(sample.labels["particle_ids"] > 0, sample.labels["phase"] > 0)
         modes.add(sample.params["bright_field"])
     assert modes <= {False, True}
+
+
+def test_specimen_statistics_read_a_nanoparticle_specimen(tmp_path):
+    from grainflow.io.hdf5 import write_specimen
+    from grainflow.synth.specimen import synthesize_specimen
+    from grainflow.synth.stats import specimen_statistics
+
+    settings = {
+        "specimens": 1,
+        "sessions_per_specimen": 1,
+        "images_per_session": 2,
+        "image_size_px": 64,
+        "modalities": ["stem_particles"],
+        "area_fraction": [0.1, 0.5],
+        "particle_diameter_px": [14, 56],
+    }
+    samples, spec = synthesize_specimen("phases", "s00", settings, seed=2)
+    write_specimen(
+        tmp_path / "s00.h5", samples, task="phases", specimen="s00", specimen_params=spec
+    )
+    row = specimen_statistics([tmp_path / "s00.h5"]).iloc[0]
+    assert row["morphology"] == "supported" and np.isnan(row["requested_area_fraction"])
+    lo, hi = spec["diameter_px"]
+    assert lo <= row["requested_diameter_px"] <= hi

@@ -50,16 +50,18 @@ def specimen_statistics(paths: Iterable[str]) -> pd.DataFrame:
                 ),
             )
         elif f.task == "phases":
+            # nanoparticles on a support request a size range and a density, not an area fraction
+            diameter = p.get("particle_diameter_px") or float(np.sqrt(np.prod(p["diameter_px"])))
             row.update(
-                morphology=p["morphology"],
-                requested_area_fraction=p["area_fraction"],
+                morphology=p.get("morphology", "supported"),
+                requested_area_fraction=p.get("area_fraction", np.nan),
                 measured_area_fraction=float(
                     np.mean([s.labels["phase"].mean() for s in f.samples])
                 ),
                 particles_per_image=float(
                     np.mean([s.labels["particle_ids"].max() for s in f.samples])
                 ),
-                requested_diameter_px=p["particle_diameter_px"],
+                requested_diameter_px=diameter,
             )
         rows.append(row)
     return pd.DataFrame(rows)
