@@ -1,5 +1,6 @@
 # grainflow: two commands set everything up.
-#   make run    create .venv if missing, install, run the default workflow, build the report
+#   make run    create .venv if missing, install, run the default workflow, build the report,
+#               print where it is and its key numbers
 #   make test   the same set-up, then the test suite
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -18,11 +19,12 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES)
-	$(MAKE) report
+	@$(MAKE) --no-print-directory report
 
+# the report, then where it is and the key numbers (a missing table is named, never an error)
 report: $(STAMP)
 	$(BIN)/snakemake --cores 1 --report results/report.html
-	@echo "report: results/report.html"
+	-@$(BIN)/python -m grainflow.report.summary results
 
 test: $(STAMP) browser
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest

@@ -477,7 +477,7 @@ def part_train(ctx: Context) -> dict:
     from grainflow.seeds import derive_seed
     from grainflow.splits import make_manifest, write_manifest
     from grainflow.training.data import fold_datasets
-    from grainflow.training.loop import primary_score, segmentation_metrics, train
+    from grainflow.training.loop import last_history, primary_score, segmentation_metrics, train
 
     config = load_configs()["full"]
     task, fold = "grains", 0
@@ -582,7 +582,7 @@ def part_train(ctx: Context) -> dict:
     except _BudgetSpent:
         complete = False
         last = load_checkpoint(last_path)
-        history, best = last["extra"]["history"], last["extra"]["best"]
+        history, best = last_history(last_path, last), last["extra"]["best"]
         resumed = None
         checkpoint = run / "best_so_far.pt"  # the best epoch so far, as a best.pt
         partial = {**last, "model_state": best["model_state"]}

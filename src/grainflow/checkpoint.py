@@ -12,6 +12,7 @@ import io
 import os
 import pickle
 import random
+import sys
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -133,13 +134,35 @@ def make_checkpoint(
     }
 
 
+def _canonical(obj):
+    """``obj`` with fresh containers and interned strings: its pickle depends on values only.
+
+    pickle writes an object seen before as a reference to its first copy, so the bytes
+    of equal checkpoints would differ with which of their strings and containers happen
+    to be one object (a history read back from ``last.pt`` shares nothing, one built in
+    memory shares its key strings). Interned, equal strings are always one object;
+    rebuilt, containers never are. Tensors are left as they are.
+    """
+    if type(obj) is str:
+        return sys.intern(obj)
+    if isinstance(obj, dict):
+        out = type(obj)((_canonical(k), _canonical(v)) for k, v in obj.items())
+        if hasattr(obj, "_metadata"):  # a module's state dict: its modules' versions
+            out._metadata = _canonical(obj._metadata)
+        return out
+    if type(obj) in (list, tuple):
+        return type(obj)(_canonical(v) for v in obj)
+    return obj
+
+
 def save_checkpoint(path: str | os.PathLike, checkpoint: Mapping) -> Path:
     """Write ``checkpoint`` to ``path`` atomically (temp file + ``os.replace``).
 
     The temporary file lies in the same folder and is moved onto ``path`` only once
     complete (:func:`grainflow.io.staging.atomic_path`): a job killed while saving
     leaves the previous checkpoint intact. Equal checkpoints give equal bytes, whatever
-    the file's name, so their SHA-256 can be compared across runs.
+    the file's name and whichever of their objects are shared, so their SHA-256 can be
+    compared across runs.
     """
     missing = [k for k in REQUIRED if k not in checkpoint]
     if missing:
@@ -148,7 +171,7 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: Mapping) -> Path:
     # serialised in memory first: torch.save names the zip archive after the file it writes
     # to, so saving to the random temporary name would make equal checkpoints differ in bytes
     buffer = io.BytesIO()
-    torch.save(dict(checkpoint), buffer)
+    torch.save(_canonical(dict(checkpoint)), buffer)
     with atomic_path(path) as tmp:
         tmp.write_bytes(buffer.getvalue())
     return path

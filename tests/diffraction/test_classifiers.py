@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from grainflow.checkpoint import load_checkpoint, model_from_checkpoint
+from grainflow.checkpoint import load_checkpoint, model_from_checkpoint, sha256_file
 from grainflow.diffraction.data import CLASSES, PatternDataset, fold_rows, subsample_per_class
 from grainflow.diffraction.evaluate import (
     confusion_matrix,
@@ -293,6 +293,8 @@ def test_tiny_training_is_deterministic_and_evaluates(data, tmp_path):
     }
     for key, value in a["model_state"].items():
         assert torch.equal(value, b["model_state"][key]), key
+    for name in ("best.pt", "last.pt"):  # the resume checkpoint too: no timings in it
+        assert sha256_file(tmp_path / "a" / name) == sha256_file(tmp_path / "b" / name), name
     history = pd.read_csv(tmp_path / "a" / "history.tsv", sep="\t")
     assert history["epoch"].tolist() == [1, 2]
     pred, tables = evaluate_classifier(root / "split.tsv", {0: paths["a"], 1: paths["b"]}, bins=5)

@@ -1,7 +1,9 @@
 """Inference on real stacks: OME-Zarr output, block edges, labels across blocks, robustness."""
 
 import hashlib
+import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -178,10 +180,23 @@ def test_output_is_an_ome_zarr_image_with_labels_and_provenance(tmp_path, stack,
     assert not any(p.name.endswith((".tmp", ".old")) for p in out.parent.iterdir())
 
 
-def test_block_edges_are_seamless_and_labels_consistent_across_them(tmp_path, stack, checkpoints):
+def test_block_edges_are_seamless_and_labels_consistent_across_them(
+    tmp_path, stack, checkpoints, caplog
+):
     blocked = tmp_path / "blocked.ome.zarr"
     whole = tmp_path / "whole.ome.zarr"
-    a = _infer(stack, checkpoints, blocked, block_px=64, whole_plane_max_px=0, labels_halo_px=16)
+    with caplog.at_level(logging.INFO, logger="grainflow"):
+        a = _infer(
+            stack,
+            checkpoints,
+            blocked,
+            block_px=64,
+            whole_plane_max_px=0,
+            labels_halo_px=16,
+            progress=True,
+        )
+    # progress: one count over the stack's planes, in plain lines
+    assert re.search(r"stack '\w+': block 18/18 \(100%\); elapsed \d+s, done", caplog.text)
     b = _infer(stack, checkpoints, whole, block_px=256)
     assert a["planes"][0]["blocks"] == 9 and b["planes"][0]["blocks"] == 1
     assert a["planes"][0]["labelling"] == "block-wise"

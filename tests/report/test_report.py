@@ -25,7 +25,9 @@ import pytest
 
 from grainflow.report.summary import (
     SUMMARY_COLUMNS,
+    main,
     read_summary,
+    run_summary,
     summary_headline,
     summary_html,
     summary_table,
@@ -174,6 +176,58 @@ def test_summary_rejects_tables_it_cannot_read(tmp_path):
     pd.DataFrame({"task": ["welds"], "model": ["unet"]}).to_csv(bad, sep="\t", index=False)
     with pytest.raises(ValueError, match="task must be one of"):
         summary_table([bad])
+
+
+def test_run_summary_prints_the_key_numbers_and_names_what_is_missing(tmp_path, capsys):
+    results = tmp_path / "results"
+    real = results / "metrics" / "real"
+    real.mkdir(parents=True)
+    (results / "tables").mkdir()
+    cv = [
+        _cv(tmp_path / "a.tsv", "grains", "unet", [0.99, 0.98, 0.985], "boundary_f1"),
+        _cv(tmp_path / "b.tsv", "grains", "classical", [0.75, 0.70, 0.80], "boundary_f1"),
+        _cv(tmp_path / "c.tsv", "phases", "unet", [0.95, 0.96], "iou"),
+    ]
+    diffraction = tmp_path / "diffraction.tsv"
+    pd.DataFrame({"fold": ["0", "1", "all"], "accuracy": [0.6, 0.8, 0.7]}).to_csv(
+        diffraction, sep="\t", index=False
+    )
+    table = summary_table(
+        cv,
+        real=[_real_grains(real / "steel.tsv"), _real_phases(real / "alloy.tsv")],
+        diffraction={"resnet18": diffraction},
+    )
+    write_summary(table, results / "tables" / "summary.tsv")
+    (real / "steel.sizes.tsv").write_text("not a stack table\n")  # beside it, never read
+
+    lines = run_summary(results)
+    assert lines == [
+        f"report: {results / 'report.html'} (missing: run make report)",
+        "held-out synthetic: grains boundary F1 0.985 ± 0.005 (unet, 3 folds; classical "
+        "0.750); phases particle-phase IoU 0.955 ± 0.007 (unet, 2 folds)",
+        "real stacks: steel G 9.25 planimetric / 9.36 intercept (141 grains); "
+        "alloy IoU 0.250 (30 particles)",
+        "diffraction: crystal-system accuracy 0.700 ± 0.141 (resnet18, 2 folds)",
+    ]
+    # a missing table is named, never an error; the CLI exits 0 and prints the same lines
+    (results / "report.html").write_text("<html></html>")
+    (real / "alloy.tsv").unlink()
+    assert main([str(results)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == f"report: {results / 'report.html'}"
+    assert printed[2] == "real stacks: steel G 9.25 planimetric / 9.36 intercept (141 grains)"
+    assert printed[4] == f"missing: {real / 'alloy.tsv'} (rule measure)"
+    # no summary table at all: the real tables there are, and what is missing
+    (results / "tables" / "summary.tsv").unlink()
+    lines = run_summary(results)
+    assert lines[1:] == [
+        "held-out synthetic: no result",
+        "real stacks: steel G 9.25 planimetric / 9.36 intercept (141 grains)",
+        "diffraction: no result",
+        f"missing: {results / 'tables' / 'summary.tsv'} (rule summary_table)",
+    ]
+    (results / "tables" / "summary.tsv").write_text("task\tmetric\ngrains\n")  # broken
+    assert run_summary(results)[-1].startswith(f"missing: {results}/tables/summary.tsv unreadable")
 
 
 # ------------------------------------------------------------------ the report in a browser

@@ -93,6 +93,7 @@ def test_two_gloo_processes_follow_the_one_process_loss_curve(runs):
             "best.pt",
             "history.tsv",
             "last.pt",
+            "last.timings.json",
         ]
     assert (root / "two" / "history.tsv").read_text().count("\n") == 4
     assert calls == ["1", "2", "3"]  # on_epoch_end: once per epoch, not once per process

@@ -3,6 +3,7 @@
 import hashlib
 import math
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -31,7 +32,7 @@ from grainflow.training.data import (
     fold_datasets,
     read_manifest,
 )
-from grainflow.training.loop import pixel_metrics, train
+from grainflow.training.loop import last_history, pixel_metrics, train
 from grainflow.training.losses import DiceCELoss, lr_at, make_loss
 
 TIMING = ("images_per_s", "peak_memory_mb", "epoch_s")
@@ -558,6 +559,29 @@ def test_cpu_training_is_bit_for_bit_reproducible(tmp_path):
     assert not same_state(first.model.state_dict(), other.model.state_dict())
 
 
+def sha256(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_equal_runs_write_byte_identical_checkpoints(tmp_path):
+    data = (line_data(6, size=16, seed=4), line_data(2, size=16, seed=5))
+    outs = []
+    for name, seed in (("a", 1), ("b", 2)):
+        # as if in a fresh process: the global generators start elsewhere
+        np.random.seed(seed)
+        random.seed(seed)
+        outs.append(run(tmp_path, name, data, tiny_config(epochs=2))[1])
+    a, b = outs
+    assert sha256(a / "best.pt") == sha256(b / "best.pt")
+    assert sha256(a / "last.pt") == sha256(b / "last.pt")
+    # the timings: in history.tsv and beside last.pt, not in it
+    assert set(TIMING) <= set(pd.read_csv(a / "history.tsv", sep="\t").columns)
+    history = ckpt.load_checkpoint(a / "last.pt")["extra"]["history"]
+    assert len(history) == 2 and not set(TIMING) & set(history[0])
+    (a / "last.timings.json").unlink()  # lost: the history is still read, without timings
+    assert all(math.isnan(row["epoch_s"]) for row in last_history(a / "last.pt"))
+
+
 class Interrupt(Exception):
     pass
 
@@ -591,6 +615,8 @@ def test_resume_gives_the_uninterrupted_result(tmp_path, model, data, overrides)
     out = tmp_path / "parts"
     assert not (out / "best.pt").exists() and not (out / "history.tsv").exists()
     assert ckpt.load_checkpoint(out / "last.pt")["epoch"] == 2
+    done = last_history(out / "last.pt")  # what a stopped run has, timings from beside it
+    assert [row["epoch"] for row in done] == [1, 2] and all(row["epoch_s"] > 0 for row in done)
 
     resumed, _ = run(tmp_path, "parts", data, config, model=model)
     assert resumed.resumed_from_epoch == 2
@@ -601,6 +627,10 @@ def test_resume_gives_the_uninterrupted_result(tmp_path, model, data, overrides)
     )
     assert drop_timing(resumed.history) == drop_timing(whole.history)
     assert resumed.best_epoch == whole.best_epoch
+    # the epochs before the interruption keep their timings; the checkpoints, their bytes
+    assert all(row[k] > 0 for row in resumed.history for k in TIMING)
+    assert sha256(out / "last.pt") == sha256(whole_out / "last.pt")
+    assert sha256(out / "best.pt") == sha256(whole_out / "best.pt")
 
 
 def test_resume_ignores_a_last_checkpoint_of_another_run(tmp_path):

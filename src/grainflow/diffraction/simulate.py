@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 
@@ -21,6 +22,7 @@ from grainflow.diffraction.crystal import (
     zone_family,
 )
 from grainflow.io.hdf5 import Sample
+from grainflow.logs import Progress
 from grainflow.seeds import as_rng, derive_seed, specimen_index
 
 __all__ = [
@@ -39,6 +41,8 @@ __all__ = [
     "synthesize_diffraction_specimen",
     "pretraining_samples",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 MODALITIES = ("spot", "ring")
@@ -454,7 +458,7 @@ def synthesize_diffraction_specimen(
     seed : int
         The job's seed.
     progress : bool
-        Show a tqdm bar on stderr.
+        Log the patterns done and the time left, a line at most every 30 s.
     task : str
         Prefix of the image ids (``"{task}/{specimen}/{session}/i{k:02d}"``).
 
@@ -488,9 +492,9 @@ def synthesize_diffraction_specimen(
     n_sessions, n_images = int(s["sessions_per_specimen"]), int(s["images_per_session"])
     bar = None
     if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=n_sessions * n_images, desc=f"{task}/{specimen}", unit="pattern")
+        bar = Progress(
+            n_sessions * n_images, what=f"{task}/{specimen}: pattern", logger=logger, every_s=30
+        )
     samples = []
     for b in range(n_sessions):
         session = f"b{b}"
@@ -520,8 +524,6 @@ def synthesize_diffraction_specimen(
             )
             if bar is not None:
                 bar.update()
-    if bar is not None:
-        bar.close()
     return samples, spec
 
 
@@ -551,9 +553,7 @@ def pretraining_samples(
     out: list[Sample] = []
     bar = None
     if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=crystals, desc="pretraining crystals", unit="crystal")
+        bar = Progress(crystals, what="pretraining crystal", logger=logger, every_s=30)
     for i in range(crystals):
         samples, _ = synthesize_diffraction_specimen(
             f"s{i:04d}", s, seed=derive_seed(seed, "crystal", i), task="pretrain"
@@ -561,6 +561,4 @@ def pretraining_samples(
         out += samples[:images_per_crystal]
         if bar is not None:
             bar.update()
-    if bar is not None:
-        bar.close()
     return out

@@ -26,6 +26,7 @@ from grainflow.inference.tiling import (
 )
 from grainflow.io.ome_zarr import block_slices, check_ome_zarr, downsample, ngff_writer
 from grainflow.io.staging import staged_dir
+from grainflow.logs import Progress
 from grainflow.normalize import apply_limits, plane_limits
 from grainflow.runtime import torch_threads
 from grainflow.stacks.importer import plane_shapes
@@ -265,7 +266,9 @@ def predict_blocks(
     """Probabilities of the blocks ``owned`` ({plane: block indices}) into ``probs`` (C, Z, Y, X).
 
     Returns per plane its intensity limits, the tiling summary of
-    :func:`~grainflow.inference.tiling.predict_plane` and ``predict_s``.
+    :func:`~grainflow.inference.tiling.predict_plane` and ``predict_s``. With
+    ``progress``, the blocks done of all planes and the time left are logged,
+    a line at most every 30 s (:class:`grainflow.logs.Progress`).
 
     A padded plane (:attr:`_Stack.plane_shapes`) is normalised, tiled and
     predicted on its own part only, exactly as if it were alone: its tiles end at
@@ -274,17 +277,27 @@ def predict_blocks(
     """
     s0 = source.levels[0]
     shapes = source.plane_shapes
+    plan = {  # a padded plane's own blocks
+        z: (
+            indices
+            if shapes[z] == source.shape[1:]
+            else _own_blocks(source.shape[1:], shapes[z], source.block, indices)
+        )
+        for z, indices in owned.items()
+    }
+    meter = None
+    if progress:
+        total = sum(len(set(int(i) for i in indices)) for indices in plan.values())
+        meter = Progress(total, what=f"stack {source.name!r}: block", logger=logger, every_s=30.0)
     records = {}
     with torch_threads(threads):
-        for z, indices in owned.items():
+        for z, indices in plan.items():
             t0 = time.perf_counter()
             rows, cols = shapes[z]
             reader = _Crop(PlaneView(s0, z), rows, cols)
             low, high = plane_limits(
                 reader, percentiles=ensemble.norm_percentiles, block=source.block
             )
-            if (rows, cols) != source.shape[1:]:
-                indices = _own_blocks(source.shape[1:], (rows, cols), source.block, indices)
             tiles = predict_plane(
                 reader,
                 ensemble,
@@ -296,7 +309,7 @@ def predict_blocks(
                 batch_size=batch_size,
                 sigma_scale=sigma_scale,
                 transform=lambda region, lo=low, hi=high: apply_limits(region, lo, hi),
-                progress=progress,
+                progress=meter or False,
                 block_indices=indices,
             )
             seconds = time.perf_counter() - t0
@@ -648,7 +661,7 @@ def infer_stack(
         How ``level`` was chosen (feature lengths, factor), recorded with it in the
         output's attributes.
     progress : bool
-        Progress bar (tiles) on stderr.
+        Log the blocks done and the time left, a line at most every 30 s.
 
     Returns
     -------

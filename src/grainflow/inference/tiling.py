@@ -9,12 +9,14 @@ function (:func:`predict_plane`).
 from __future__ import annotations
 
 import functools
+import logging
 import math
-import sys
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 
 import numpy as np
+
+from grainflow.logs import Progress
 
 __all__ = [
     "check_integers",
@@ -27,6 +29,8 @@ __all__ = [
     "PlaneView",
     "predict_plane",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: smallest blending weight, relative to the tile centre's 1 (no zeros, no subnormals)
 WEIGHT_FLOOR = 1e-6
@@ -281,7 +285,7 @@ def predict_plane(
     batch_size: int = 8,
     sigma_scale: float = 0.125,
     transform: Callable[[np.ndarray], np.ndarray] | None = None,
-    progress: bool = False,
+    progress: bool | Progress = False,
     block_indices: Collection[int] | None = None,
 ) -> dict:
     """Predict class probabilities of a 2-D plane tile by tile, block by block.
@@ -317,8 +321,10 @@ def predict_plane(
     transform : callable, optional
         Applied to each region read (float32 ndarray of shape (h, w)) before
         tiling, e.g. the normalisation of :mod:`grainflow.normalize`.
-    progress : bool
-        Show a progress bar (in tiles) on stderr, i.e. in the job's log.
+    progress : bool or Progress
+        True: log the blocks done and the time left, a line at most every 30 s
+        (:class:`grainflow.logs.Progress`); a ``Progress``: count this plane's
+        blocks there (one count over a whole stack).
     block_indices : collection of int, optional
         Compute only these blocks (positions in :func:`iter_blocks` order); the
         others are neither read nor written. Each block's result does not
@@ -350,8 +356,6 @@ def predict_plane(
     Memory per block is about ``(block + 2 * tile)**2 * (C + 2) * 4`` bytes plus
     one batch of tiles, whatever the plane's size.
     """
-    from tqdm.auto import tqdm
-
     if len(reader.shape) != 2:
         raise ValueError(
             f"reader must be a 2-D plane (rows, cols), got shape {tuple(reader.shape)}"
@@ -397,15 +401,8 @@ def predict_plane(
             )
         blocks = [blocks[i] for i in chosen]
     total = sum(b.n_tiles for b in blocks)
-    bar = tqdm(
-        total=total,
-        desc="tiles",
-        unit="tile",
-        file=sys.stderr,
-        disable=not progress,
-        mininterval=5.0,
-        ascii=True,
-    )
+    if progress is True:
+        progress = Progress(len(blocks), what="block", logger=logger, every_s=30.0)
 
     def trims(start: int, size: int, length: int) -> tuple[int, int]:
         low = margin if start > 0 else 0
@@ -443,7 +440,6 @@ def predict_plane(
                     p[:, top : th - bottom, left : tw - right] * wt
                 )
                 wsum[y + top : y + th - bottom, x + left : x + tw - right] += wt
-            bar.update(len(batch_pos))
         inner = (
             slice(blk.rows.start - r_off, blk.rows.stop - r_off),
             slice(blk.cols.start - c_off, blk.cols.stop - c_off),
@@ -454,7 +450,8 @@ def predict_plane(
         out[:, blk.rows, blk.cols] = (acc[(slice(None), *inner)] / total_weight).astype(
             out.dtype, copy=False
         )
-    bar.close()
+        if progress:
+            progress.update()
     return {"blocks": len(blocks), "tiles": total, "plane_tiles": len(row_starts) * len(col_starts)}
 
 

@@ -2,15 +2,19 @@
 
 :func:`summary_table` puts side by side, from the tables the workflow already wrote, each
 task's best network, the classical baseline and what the best network measures on the real
-stacks; :func:`summary_html` and :func:`summary_headline` format it.
+stacks; :func:`summary_html` and :func:`summary_headline` format it. :func:`run_summary` is
+what ``make run`` prints at the end (``python -m grainflow.report.summary results``).
 """
 
 from __future__ import annotations
 
+import argparse
 import html
 import math
 import os
+import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import pandas as pd
 
@@ -25,6 +29,8 @@ __all__ = [
     "summary_html",
     "read_summary",
     "write_summary",
+    "run_summary",
+    "main",
 ]
 
 #: the score that ranks models of a task: (column, label); higher is better
@@ -370,3 +376,139 @@ def read_summary(path: str | os.PathLike) -> pd.DataFrame:
     for col in ("stack", "model", "real_quantity", "real_unit", "real_details"):
         table[col] = table[col].fillna("")
     return table
+
+
+def _number(row, column: str, digits: int = 3) -> str | None:
+    """``row[column]`` with ``digits`` decimals; None where the column is absent or NaN."""
+    value = row.get(column, math.nan)
+    return None if pd.isna(value) else f"{float(value):.{digits}f}"
+
+
+def _real_numbers(path: Path, model: str) -> str:
+    """The key numbers of one real stack (its ``all`` row, ``model``'s where it has one)."""
+    table = _read(path, dtype={"plane": str, "model": str})
+    pooled = table[table["plane"] == "all"]
+    if pooled.empty:
+        raise ValueError("no row with plane 'all'")
+    chosen = pooled[pooled["model"] == model]
+    row = (chosen if len(chosen) else pooled).iloc[0]
+    parts = []
+    if row["task"] == "grains":
+        g = [
+            f"{v} {name}"
+            for v, name in (
+                (_number(row, "astm_g_planimetric", 2), "planimetric"),
+                (_number(row, "astm_g_intercept", 2), "intercept"),
+            )
+            if v
+        ]
+        if g:
+            parts.append("G " + " / ".join(g))
+        if _number(row, "boundary_f1"):
+            parts.append(f"boundary F1 {_number(row, 'boundary_f1')}")
+        if not parts and _number(row, "mean_intercept", 2):
+            unit = "µm" if row.get("length_unit") == "um" else "px"
+            parts.append(f"mean intercept {_number(row, 'mean_intercept', 2)} {unit}")
+        count = _number(row, "n_grains", 0)
+    else:
+        for column, name in (("iou", "IoU"), ("det_f1", "detection F1")):
+            if _number(row, column):
+                parts.append(f"{name} {_number(row, column)}")
+        if not parts:
+            parts.append(f"area fraction {_number(row, 'area_fraction')}")
+        count = _number(row, "n_particles", 0)
+    noun = TASKS[row["task"]].objects if row["task"] in TASKS else "objects"
+    return f"{row['stack']} {', '.join(parts)}" + (f" ({count} {noun})" if count else "")
+
+
+def run_summary(
+    results: str | os.PathLike = "results", *, report: str | os.PathLike | None = None
+) -> list[str]:
+    """Where the report is and its key numbers in three lines: what ``make run`` prints last.
+
+    Parameters
+    ----------
+    results : path-like
+        The results folder: ``tables/summary.tsv`` (rule summary_table) gives the
+        held-out scores and the real stacks, ``metrics/real/{stack}.tsv`` their numbers.
+    report : path-like, optional
+        The report file; default ``results/report.html``.
+
+    Returns
+    -------
+    lines : list of str
+        ``report: ...``; the held-out scores of the best network of each task
+        (mean ± std across folds, the classical baseline's mean beside it); the real
+        stacks (grains: ASTM E112 G, planimetric and lineal intercept; phases:
+        IoU or detection F1 where there is ground truth, else the area
+        fraction); the crystal-system accuracy; and, only when needed, a last
+        line naming the tables that are missing or unreadable. Never raises for
+        a missing or broken table.
+    """
+    results = Path(results)
+    report = Path(report) if report is not None else results / "report.html"
+    missing, stacks = [], []
+    lines = [f"report: {report}" + ("" if report.is_file() else " (missing: run make report)")]
+    table_path = results / "tables" / "summary.tsv"
+    held_out, diffraction, best = [], "no result", {}
+    try:
+        table = read_summary(table_path)
+        for entry, (task, rows) in zip(summary_headline(table), table.groupby("task", sort=False)):
+            best[task] = entry["model"]
+            text = f"{entry['metric']} {entry['score']} ({entry['model']}, {entry['n_folds']} folds"
+            if task == "diffraction":
+                diffraction = text + ")"
+                continue
+            baseline = rows["classical_mean"].iloc[0]
+            classical = "" if pd.isna(baseline) else f"; classical {baseline:.3f}"
+            held_out.append(f"{task} {text}{classical})")
+            stacks += [(task, stack) for stack in rows["stack"] if stack]
+        if "diffraction" not in best:
+            diffraction = "off (no diffraction rows in the summary)"
+    except FileNotFoundError:
+        missing.append(f"{table_path} (rule summary_table)")
+    except Exception as error:  # noqa: BLE001 (a summary says what it cannot read, never fails)
+        missing.append(f"{table_path} unreadable ({type(error).__name__}: {error})")
+        held_out, diffraction, best, stacks = [], "no result", {}, []
+    if not best:  # no summary: the real tables there are, each with its first model
+        real_dir = results / "metrics" / "real"
+        stacks = [
+            ("", p.name.removesuffix(".tsv"))
+            for p in sorted(real_dir.glob("*.tsv"))
+            if not p.name.endswith(".sizes.tsv")
+        ]
+    real = []
+    for task, stack in stacks:
+        path = results / "metrics" / "real" / f"{stack}.tsv"
+        try:
+            real.append(_real_numbers(path, best.get(task, "")))
+        except FileNotFoundError:
+            missing.append(f"{path} (rule measure)")
+        except Exception as error:  # noqa: BLE001
+            missing.append(f"{path} unreadable ({type(error).__name__}: {error})")
+    lines.append("held-out synthetic: " + ("; ".join(held_out) or "no result"))
+    lines.append("real stacks: " + ("; ".join(real) or "none measured"))
+    lines.append(f"diffraction: {diffraction}")
+    if missing:
+        lines.append("missing: " + "; ".join(missing))
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m grainflow.report.summary [results] [--report PATH]``: print :func:`run_summary`.
+
+    Exits 0 even when tables are missing (it says which): a summary never fails a run.
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m grainflow.report.summary",
+        description="Print where the report is and the run's key numbers.",
+    )
+    parser.add_argument("results", nargs="?", default="results", help="the results folder")
+    parser.add_argument("--report", help="the report file (default: RESULTS/report.html)")
+    args = parser.parse_args(argv)
+    print("\n".join(run_summary(args.results, report=args.report)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -74,7 +74,7 @@ class TrainConfig:
     num_workers: int = 0  # DataLoader worker processes (0: load in the main process)
     deterministic: bool = False  # bit-for-bit reproducible on the CPU; see runtime.runtime
     seed: int = 0  # seeds weights, data order, flips and dropout
-    progress: bool = True  # tqdm progress bar (loss, images/s) on stderr
+    progress: bool = True  # a line a minute within each epoch: batches, loss, images/s, time left
 
     def __post_init__(self):
         ints = dict(epochs=1, batch_size=1, threads=1, num_workers=0, finetune_blocks=1, seed=0)

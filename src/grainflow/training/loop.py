@@ -10,8 +10,8 @@ import json
 import logging
 import math
 import os
+import random
 import resource
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -25,7 +25,6 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from grainflow.checkpoint import (
     load_checkpoint,
@@ -39,6 +38,7 @@ from grainflow.checkpoint import (
 )
 from grainflow.evaluation.metrics import boundary_counts, pixel_counts
 from grainflow.io.staging import atomic_path
+from grainflow.logs import Progress
 from grainflow.models.registry import build_model
 from grainflow.models.resnet import ResNet18, set_transfer_strategy
 from grainflow.runtime import Runtime, resolve_device, runtime
@@ -53,6 +53,8 @@ __all__ = [
     "segmentation_metrics",
     "primary_score",
     "LOG",
+    "TIMING_COLUMNS",
+    "last_history",
     "pixel_metrics",
     "default_score",
     "train_one_epoch",
@@ -63,6 +65,9 @@ __all__ = [
 
 
 LOG = logging.getLogger(__name__)
+
+#: history columns that are wall-clock measurements: in history.tsv, never in last.pt
+TIMING_COLUMNS = ("images_per_s", "peak_memory_mb", "epoch_s")
 
 
 def pixel_metrics(target: np.ndarray, pred: np.ndarray) -> dict[str, float]:
@@ -130,8 +135,13 @@ def train_one_epoch(
     grad_clip: float = 0.0,
     description: str = "train",
     progress: bool = True,
+    every_s: float = 60.0,
 ) -> dict[str, float]:
     """One pass over ``loader``; one optimiser and scheduler step per batch.
+
+    With ``progress``, a line at most every ``every_s`` seconds reports the
+    batches done, the last loss, images/s and the time left in the epoch
+    (:class:`grainflow.logs.Progress`, ``description`` first).
 
     Returns ``{"loss": mean training loss, "lr": learning rate of the last step,
     "images": images seen, "seconds": wall time}``.
@@ -140,17 +150,10 @@ def train_one_epoch(
     total = torch.zeros((), device=rt.device)
     seen, lr = 0, float("nan")
     start = time.perf_counter()
-    bar = tqdm(
-        loader,
-        desc=description,
-        file=sys.stderr,
-        disable=not progress,
-        unit="batch",
-        leave=False,
-        dynamic_ncols=True,
-        mininterval=1.0 if sys.stderr.isatty() else 30.0,
+    bar = Progress(
+        len(loader), what=f"{description} batch", logger=LOG, every_s=every_s, final_line=False
     )
-    for i, (images, targets) in enumerate(bar):
+    for images, targets in loader:
         images, targets = rt.to_device(images), rt.to_device(targets).long()
         with rt.autocast():
             logits = model(images)
@@ -173,9 +176,13 @@ def train_one_epoch(
         scheduler.step()
         total += loss.detach() * images.shape[0]
         seen += images.shape[0]
-        if progress and (i % 10 == 0 or i == len(loader) - 1):
-            elapsed = time.perf_counter() - start
-            bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{seen / max(elapsed, 1e-9):.1f}")
+        if progress:
+            bar.update(
+                detail=lambda loss=loss, seen=seen: (
+                    f"loss {loss.item():.4f}, "
+                    f"{seen / max(time.perf_counter() - start, 1e-9):.1f} images/s"
+                )
+            )
     if rt.device.type == "cuda":
         torch.cuda.synchronize(rt.device)
     return {
@@ -270,9 +277,14 @@ def _fingerprint(
 
 
 def _build(model_name: str, model_kwargs: Mapping, config: TrainConfig):
-    """Model (seeded initialisation, pretrained weights, transfer strategy) and param groups."""
+    """Model (seeded initialisation, pretrained weights, transfer strategy) and param groups.
 
+    Seeds torch's generator, and NumPy's and Python's global ones too: nothing here draws
+    from those, but their states go into ``last.pt``, which equal runs write byte for byte.
+    """
     torch.manual_seed(derive_seed(config.seed, "init"))
+    np.random.seed(derive_seed(config.seed, "numpy") % 2**32)
+    random.seed(derive_seed(config.seed, "python"))
     model = build_model(model_name, **model_kwargs)
     if isinstance(model, ResNet18):
         if config.transfer != "full" and not config.pretrained:
@@ -299,6 +311,61 @@ def _build(model_name: str, model_kwargs: Mapping, config: TrainConfig):
             )
         groups = [{"name": "all", "params": list(model.parameters()), "lr": config.lr}]
     return model, groups
+
+
+def _timings_path(last_path: Path) -> Path:
+    """The file beside ``last.pt`` that keeps the epochs' timings (``last.timings.json``)."""
+    return last_path.with_suffix(".timings.json")
+
+
+def _split_timings(row: Mapping) -> tuple[dict, dict]:
+    """A history row as (what a rerun reproduces, wall-clock timings)."""
+    timings = {k: row[k] for k in TIMING_COLUMNS if k in row}
+    return {k: v for k, v in row.items() if k not in TIMING_COLUMNS}, timings
+
+
+def _save_timings(path: Path, fingerprint: str, history: Sequence[Mapping]) -> None:
+    rows = {str(row["epoch"]): _split_timings(row)[1] for row in history}
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps({"fingerprint": fingerprint, "epochs": rows}, indent=1))
+
+
+def last_history(last_path: str | os.PathLike, checkpoint: Mapping | None = None) -> list[dict]:
+    """The history of a resume checkpoint, with the timings of its epochs put back.
+
+    Parameters
+    ----------
+    last_path : path-like
+        A ``last.pt`` written by :func:`train`.
+    checkpoint : mapping, optional
+        Its contents, when already loaded.
+
+    Returns
+    -------
+    list of dict
+        One row per epoch done, as in ``history.tsv``; the timings
+        (:data:`TIMING_COLUMNS`) come from ``last.timings.json`` beside it,
+        NaN where that file is lost or belongs to another run.
+    """
+    last_path = Path(last_path)
+    last = checkpoint if checkpoint is not None else load_checkpoint(last_path)
+    timings_path = _timings_path(last_path)
+    try:
+        saved = json.loads(timings_path.read_text())
+        same_run = saved.get("fingerprint") == last["extra"].get("fingerprint")
+        timings = saved["epochs"] if same_run else {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        timings = {}
+    if not isinstance(timings, dict) or not all(isinstance(t, dict) for t in timings.values()):
+        timings = {}
+    rows = last["extra"]["history"]
+    history = []
+    for row in rows:  # a last.pt of an older grainflow still holds its timings
+        found = {**row, **timings.get(str(row["epoch"]), {})}
+        history.append({**row, **{k: found.get(k, math.nan) for k in TIMING_COLUMNS}})
+    if any(math.isnan(row[k]) for row in history for k in TIMING_COLUMNS):
+        LOG.info("%s lacks some epochs' timings; they are NaN in the history", timings_path)
+    return history
 
 
 def _write_history(path: Path, rows: Sequence[Mapping]) -> None:
@@ -411,6 +478,13 @@ def train(
     images per second, excluding validation), ``peak_memory_mb`` (CUDA: peak
     allocated tensor memory during the epoch; CPU: peak resident memory of the
     process so far), ``epoch_s`` (wall time of the epoch).
+
+    **Resume state.** ``last.pt`` holds the model, optimiser, scheduler, RNG states,
+    epoch, step and the history without its timings (:data:`TIMING_COLUMNS`), so that
+    equal runs write it byte for byte; the timings go beside it, to
+    ``last.timings.json``, and back into the history of a resumed run (NaN where that
+    file is lost). Each epoch logs one line: its losses and score, the time elapsed
+    and an estimate of the time left (:class:`grainflow.logs.Progress`).
     """
     best_path, history_path, last_path = Path(best_path), Path(history_path), Path(last_path)
     model_kwargs = dict(model_kwargs)
@@ -598,7 +672,7 @@ def _fit(
                         rt.scaler.load_state_dict(last["extra"]["scaler_state"])
                     set_rng_state(last["rng"])
                     start_epoch, step = last["epoch"], last["step"]
-                    history = list(last["extra"]["history"])
+                    history = last_history(last_path, last)
                     best = dict(last["extra"]["best"])
                     LOG.info(
                         "resumed from %s after epoch %d (step %d)", last_path, start_epoch, step
@@ -633,6 +707,7 @@ def _fit(
             val_set, shuffle=False, batch_size=config.batch_size, **loader_kwargs
         )
 
+        epochs = Progress(config.epochs, what="epoch", logger=LOG, done=start_epoch)
         for epoch in range(start_epoch + 1, config.epochs + 1):
             # dropout etc.; each process draws its own
             rank_part = (rank,) if distributed else ()
@@ -680,21 +755,18 @@ def _fit(
                     "metrics": dict(val),
                     "model_state": {k: v.detach().to("cpu", copy=True) for k, v in state.items()},
                 }
-            LOG.info(
-                "epoch %d/%d: train loss %.4f, val loss %.4f, score %.4f (best %.4f at %d), "
-                "lr %.2e, %.1f images/s, %.0f MB",
-                epoch,
-                config.epochs,
-                fit["loss"],
-                val_loss,
-                score,
-                best["score"],
-                best["epoch"],
-                fit["lr"],
-                row["images_per_s"],
-                row["peak_memory_mb"],
+            epochs.update(
+                detail=f"train loss {fit['loss']:.4f}, val loss {val_loss:.4f}, score "
+                f"{score:.4f} (best {best['score']:.4f} at {best['epoch']}), lr {fit['lr']:.2e}, "
+                f"{row['images_per_s']:.1f} images/s, {row['peak_memory_mb']:.0f} MB"
             )
-            extra_state = {"fingerprint": fingerprint, "history": history, "best": best}
+            # timings beside last.pt, not in it: equal runs write equal last.pt bytes
+            _save_timings(_timings_path(last_path), fingerprint, history)
+            extra_state = {
+                "fingerprint": fingerprint,
+                "history": [_split_timings(r)[0] for r in history],
+                "best": best,
+            }
             if rt.scaler is not None:
                 extra_state["scaler_state"] = rt.scaler.state_dict()
             save_checkpoint(
