@@ -4,7 +4,7 @@
 # The patterns come from the synthesize rule, their folds from the split rule
 # (task "diffraction").
 
-from grainflow.diffraction.evaluate import headline
+from grainflow.diffraction.evaluate import abstention_headline, headline
 from grainflow.diffraction.representation import representation_of
 
 DIFFRACTION = config["diffraction"]
@@ -196,6 +196,74 @@ rule diffraction_evaluate:
         device=DEVICE,
     script:
         "../scripts/diffraction_evaluate.py"
+
+
+rule diffraction_abstention:
+    input:
+        manifest="results/splits/diffraction.tsv",
+        sha256="results/splits/diffraction.tsv.sha256",
+        specimens=lambda wc: synthetic_files("diffraction"),
+        models=lambda wc: expand(
+            "results/models/diffraction/{classifier}/fold{fold}/best.pt",
+            classifier=wc.classifier,
+            fold=DIFF_FOLDS,
+        ),
+        predictions="results/metrics/diffraction/{classifier}/predictions.tsv",
+    output:
+        validation="results/metrics/diffraction/{classifier}/validation_predictions.tsv",
+        coverage="results/metrics/diffraction/{classifier}/coverage.tsv",
+        abstention=report(
+            "results/metrics/diffraction/{classifier}/abstention.tsv",
+            caption="../report/diffraction_abstention.rst",
+            category="7. Diffraction",
+            subcategory="{classifier}",
+        ),
+    log:
+        "logs/diffraction_abstention/{classifier}.log",
+    benchmark:
+        "benchmarks/rules/diffraction_abstention/{classifier}.tsv"
+    conda:
+        "../../environment.yml"
+    threads: 1
+    params:
+        coverage=DIFFRACTION["abstention_coverage"],
+        # the validation crystals of each fold's model, drawn as diffraction_train drew them
+        val_specimens_per_class=DIFFRACTION["val_specimens_per_class"],
+        validation_seed=job_seed("diffraction_validation"),
+        device=DEVICE,
+    script:
+        "../scripts/diffraction_abstention.py"
+
+
+rule diffraction_coverage:
+    input:
+        coverage=expand(
+            "results/metrics/diffraction/{classifier}/coverage.tsv",
+            classifier=DIFF_ARCHS,
+        ),
+        abstention=expand(
+            "results/metrics/diffraction/{classifier}/abstention.tsv",
+            classifier=DIFF_ARCHS,
+        ),
+    output:
+        fig=report(
+            "results/figures/diffraction_coverage.png",
+            caption="../report/diffraction_coverage.rst",
+            category="7. Diffraction",
+        ),
+    log:
+        "logs/diffraction_coverage.log",
+    conda:
+        "../../environment.yml"
+    params:
+        classifiers=DIFF_ARCHS,
+        coverage=DIFFRACTION["abstention_coverage"],
+        # read by the caption
+        headline=lambda wc, input: abstention_headline(
+            dict(zip(DIFF_ARCHS, input.abstention))
+        ),
+    script:
+        "../scripts/diffraction_coverage.py"
 
 
 rule diffraction_confusion:
@@ -413,6 +481,7 @@ if DIFFRACTION["enabled"]:
             "results/figures/diffraction_examples.png",
             "results/figures/diffraction_forms.png",
             "results/figures/folds_diffraction.png",
+            "results/figures/diffraction_coverage.png",
             *expand(
                 "results/figures/diffraction_{kind}_{classifier}.png",
                 kind=["confusion", "calibration", "breakdown", "filters"],

@@ -1,7 +1,8 @@
-"""Crystal-system predictions and their scores: confusion, calibration, breakdowns."""
+"""Crystal-system predictions and their scores: confusion, calibration, breakdowns, abstention."""
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 
@@ -11,14 +12,16 @@ import torch
 from torch import nn
 
 from grainflow.checkpoint import load_checkpoint, model_from_checkpoint
-from grainflow.diffraction.data import CLASSES, load_patterns
+from grainflow.diffraction.data import CLASSES, fold_rows, load_patterns
 from grainflow.diffraction.representation import checkpoint_representation, represent
 from grainflow.runtime import resolve_device
 from grainflow.splits import read_manifest
 
 __all__ = [
     "predict_proba",
+    "predict_rows",
     "predict_fold",
+    "predict_validation",
     "confusion_matrix",
     "per_class_table",
     "reliability_table",
@@ -28,6 +31,10 @@ __all__ = [
     "first_layer_weights",
     "evaluate_classifier",
     "headline",
+    "accuracy_coverage",
+    "abstention_threshold",
+    "abstention_tables",
+    "abstention_headline",
 ]
 
 
@@ -52,20 +59,19 @@ def predict_proba(
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
 
 
-def predict_fold(
+def predict_rows(
     checkpoint: str | os.PathLike,
-    manifest: pd.DataFrame,
-    fold: int,
+    rows: pd.DataFrame,
     *,
     root: str | os.PathLike = ".",
     device: str = "cpu",
     batch_size: int = 256,
 ) -> pd.DataFrame:
-    """One row per test pattern of ``fold``: metadata, true and predicted system, probabilities.
+    """One row per pattern of manifest ``rows``: metadata, true and predicted system, probabilities.
 
     Columns: ``image_id, fold, specimen, session, modality, crystal_system,
     bravais, class_index, bravais_index, dose_counts, zone_family, true, pred,
-    confidence, p_cubic, p_hexagonal, p_orthorhombic``.
+    confidence, p_cubic, p_hexagonal, p_orthorhombic`` (``fold`` the rows' own).
     """
 
     ckpt = load_checkpoint(checkpoint)
@@ -73,7 +79,7 @@ def predict_fold(
     if list(classes) != list(CLASSES):
         raise ValueError(f"{checkpoint} predicts {classes}, not the crystal systems {CLASSES}")
     model = model_from_checkpoint(ckpt)
-    images, meta = load_patterns(manifest[manifest["fold"] == fold], root=root)
+    images, meta = load_patterns(rows, root=root)
     images = represent(images, meta["modality"].tolist(), checkpoint_representation(ckpt))
     probs = predict_proba(model, images, device=device, batch_size=batch_size)
     meta = meta.assign(
@@ -84,6 +90,59 @@ def predict_fold(
     for k, name in enumerate(CLASSES):
         meta[f"p_{name}"] = probs[:, k]
     return meta
+
+
+def predict_fold(
+    checkpoint: str | os.PathLike,
+    manifest: pd.DataFrame,
+    fold: int,
+    *,
+    root: str | os.PathLike = ".",
+    device: str = "cpu",
+    batch_size: int = 256,
+) -> pd.DataFrame:
+    """:func:`predict_rows` of the test patterns of ``fold`` (the fold's held-out crystals)."""
+    return predict_rows(
+        checkpoint,
+        manifest[manifest["fold"] == fold],
+        root=root,
+        device=device,
+        batch_size=batch_size,
+    )
+
+
+def predict_validation(
+    checkpoint: str | os.PathLike,
+    manifest: pd.DataFrame,
+    fold: int,
+    *,
+    val_specimens_per_class: int,
+    validation_seed: int,
+    root: str | os.PathLike = ".",
+    device: str = "cpu",
+    batch_size: int = 256,
+) -> pd.DataFrame:
+    """:func:`predict_rows` of the validation crystals of fold ``fold``'s model.
+
+    They are drawn again exactly as training drew them
+    (:func:`grainflow.diffraction.data.fold_rows` with the same
+    ``val_specimens_per_class`` and ``validation_seed``): crystals of the
+    other folds that the model did not train on and that chose its epoch. In
+    the result ``fold`` is the model's fold and ``crystal_fold`` the fold the
+    crystal belongs to in the manifest.
+    """
+    _, val_rows, _ = fold_rows(
+        manifest, int(fold), val_specimens_per_class=val_specimens_per_class, seed=validation_seed
+    )
+    if val_rows.empty:
+        raise ValueError(
+            f"fold {fold} has no validation crystals (val_specimens_per_class="
+            f"{val_specimens_per_class}); abstention thresholds are chosen on them"
+        )
+    pred = predict_rows(checkpoint, val_rows, root=root, device=device, batch_size=batch_size)
+    pred.insert(2, "crystal_fold", pred["fold"].to_numpy())
+    pred["fold"] = int(fold)
+    return pred
 
 
 def confusion_matrix(
@@ -270,3 +329,218 @@ def headline(summary: str | os.PathLike, per_class: str | os.PathLike) -> dict:
         "fold_max": round(100 * float(folds.max()), 1),
         "recall": {r["class"]: round(100 * float(r["recall"]), 1) for _, r in pc.iterrows()},
     }
+
+
+def _confidence_and_correct(probabilities, labels) -> tuple[np.ndarray, np.ndarray]:
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    labels = np.asarray(labels)
+    if probabilities.ndim != 2 or len(probabilities) != len(labels):
+        raise ValueError(
+            f"need probabilities (N, C) and N labels, got {probabilities.shape=}, {labels.shape=}"
+        )
+    return probabilities.max(axis=1), probabilities.argmax(axis=1) == labels
+
+
+def accuracy_coverage(probabilities, labels) -> pd.DataFrame:
+    """Accuracy of the predictions kept at each confidence threshold, against their share.
+
+    A prediction is kept when its confidence (the largest class probability)
+    is at least the threshold; the classifier abstains on the rest.
+
+    Parameters
+    ----------
+    probabilities : array-like of shape (N, C)
+        Class probabilities; the prediction is the arg-max.
+    labels : array-like of shape (N,)
+        True class indices.
+
+    Returns
+    -------
+    DataFrame
+        One row per distinct confidence, highest first: ``threshold`` (that
+        confidence), ``accepted`` (predictions with confidence >= threshold),
+        ``coverage`` (accepted / N), ``correct`` (correct among the accepted),
+        ``accuracy`` (correct / accepted). The last row keeps everything
+        (coverage 1).
+
+    Notes
+    -----
+    Predictions of equal confidence are kept or dropped together: no threshold
+    separates them, so a tie is one step of the curve (sorting and cutting inside
+    a tie would report a coverage that no threshold gives).
+    """
+    confidence, correct = _confidence_and_correct(probabilities, labels)
+    columns = ["threshold", "accepted", "coverage", "correct", "accuracy"]
+    if not len(confidence):
+        return pd.DataFrame(columns=columns)
+    order = np.argsort(-confidence, kind="stable")
+    conf, ok = confidence[order], correct[order]
+    accepted = np.arange(1, len(conf) + 1)
+    hits = np.cumsum(ok)
+    last = np.append(conf[1:] != conf[:-1], True)  # the last of each tie group
+    return pd.DataFrame(
+        {
+            "threshold": conf[last],
+            "accepted": accepted[last],
+            "coverage": accepted[last] / len(conf),
+            "correct": hits[last],
+            "accuracy": hits[last] / accepted[last],
+        },
+        columns=columns,
+    )
+
+
+def abstention_threshold(
+    curve: pd.DataFrame, *, coverage: float | None = None, accuracy: float | None = None
+) -> float:
+    """The confidence threshold for a target coverage or a target accuracy.
+
+    Parameters
+    ----------
+    curve : DataFrame
+        :func:`accuracy_coverage` of the patterns the threshold is chosen on
+        (the validation crystals).
+    coverage : float in (0, 1], optional
+        Keep at least this share: the highest threshold whose coverage reaches it.
+    accuracy : float in (0, 1], optional
+        Reach this accuracy on what is kept: the lowest threshold (the largest
+        coverage) whose accuracy reaches it; ``inf`` (abstain on everything)
+        when none does.
+
+    Returns
+    -------
+    float
+        Keep a prediction when its confidence is ``>= threshold``.
+    """
+    if (coverage is None) == (accuracy is None):
+        raise ValueError("give one of coverage or accuracy")
+    if curve.empty:
+        raise ValueError("no predictions to choose a threshold on")
+    target = coverage if coverage is not None else accuracy
+    if not 0 < target <= 1:
+        raise ValueError(f"the target must be in (0, 1], got {target}")
+    if coverage is not None:
+        # float slack: 9 of 10 kept is coverage 0.9 even when 9 / 10 rounds below 0.9
+        reached = curve["coverage"].to_numpy() >= coverage - 1e-12
+        return float(curve["threshold"].to_numpy()[np.argmax(reached)])
+    reached = np.flatnonzero(curve["accuracy"].to_numpy() >= accuracy - 1e-12)
+    return float(curve["threshold"].to_numpy()[reached[-1]]) if len(reached) else math.inf
+
+
+def _kept(pred: pd.DataFrame, threshold: float) -> dict:
+    keep = pred["confidence"].to_numpy() >= threshold
+    ok = (pred["true"] == pred["pred"]).to_numpy()
+    return {"patterns": len(pred), "accepted": int(keep.sum()), "correct": int(ok[keep].sum())}
+
+
+def abstention_tables(
+    predictions: pd.DataFrame, validation: pd.DataFrame, *, coverage: float
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Accuracy against coverage on held-out crystals, and thresholds chosen on validation crystals.
+
+    Parameters
+    ----------
+    predictions : DataFrame
+        Held-out (test) predictions of every fold (:func:`evaluate_classifier`).
+    validation : DataFrame
+        Each fold's model on its validation crystals (:func:`predict_validation`).
+    coverage : float
+        Target coverage of the thresholds.
+
+    Returns
+    -------
+    curve : DataFrame
+        :func:`accuracy_coverage` of the held-out predictions per ``fold`` and
+        pooled (``all``).
+    abstention : DataFrame
+        One row per fold and ``all``: ``threshold`` (chosen on the fold's
+        validation crystals so that they keep ``coverage``), ``val_patterns``,
+        ``val_coverage``, ``val_accuracy``; on the fold's held-out crystals
+        ``patterns``, ``accepted``, ``coverage``, ``accuracy`` (of the kept
+        predictions) and ``accuracy_all`` (without abstention). ``all`` sums
+        the counts of the folds (each under its own threshold); its
+        ``threshold`` is the folds' mean.
+
+    Notes
+    -----
+    Each fold's model gets its own threshold, chosen on the crystals that chose its
+    epoch; the held-out crystals never enter the choice, so the held-out coverage and
+    accuracy are what a user gets on new crystals. The validation crystals also chose
+    the epoch, so their confidences may be a little higher than on new crystals: the
+    held-out coverage then falls below the target.
+    """
+    folds = sorted(set(predictions["fold"]))
+    missing = sorted(set(folds) - set(validation["fold"]))
+    if missing:
+        raise ValueError(f"no validation predictions for fold(s) {missing}")
+    curves, rows = [], []
+    for fold in [*folds, "all"]:
+        test = predictions if fold == "all" else predictions[predictions["fold"] == fold]
+        c = accuracy_coverage(_probabilities(test), test["class_index"])
+        curves.append(c.assign(fold=str(fold)))
+        if fold == "all":
+            continue
+        val = validation[validation["fold"] == fold]
+        threshold = abstention_threshold(
+            accuracy_coverage(_probabilities(val), val["class_index"]), coverage=coverage
+        )
+        v, t = _kept(val, threshold), _kept(test, threshold)
+        rows.append(
+            {
+                "fold": str(fold),
+                "threshold": threshold,
+                "val_patterns": v["patterns"],
+                "val_accepted": v["accepted"],
+                "val_correct": v["correct"],
+                **t,
+                "correct_all": int((test["true"] == test["pred"]).sum()),
+            }
+        )
+    table = pd.DataFrame(rows)
+    total = table.drop(columns=["fold", "threshold"]).sum()
+    table = pd.concat(
+        [table, pd.DataFrame([{"fold": "all", "threshold": table["threshold"].mean(), **total}])],
+        ignore_index=True,
+    )
+    table = table.assign(
+        val_coverage=table["val_accepted"] / table["val_patterns"],
+        val_accuracy=table["val_correct"] / table["val_accepted"].where(table["val_accepted"] > 0),
+        coverage=table["accepted"] / table["patterns"],
+        accuracy=table["correct"] / table["accepted"].where(table["accepted"] > 0),
+        accuracy_all=table["correct_all"] / table["patterns"],
+    )
+    columns = [
+        "fold",
+        "threshold",
+        "val_patterns",
+        "val_coverage",
+        "val_accuracy",
+        "patterns",
+        "accepted",
+        "coverage",
+        "accuracy",
+        "accuracy_all",
+    ]
+    curve = pd.concat(curves, ignore_index=True)
+    return curve[["fold", *curve.columns[:-1]]], table[columns]
+
+
+def _probabilities(pred: pd.DataFrame) -> np.ndarray:
+    return pred[[f"p_{c}" for c in CLASSES]].to_numpy(dtype=np.float64)
+
+
+def abstention_headline(abstention: Mapping[str, str | os.PathLike]) -> dict:
+    """Numbers for captions, per classifier (name -> abstention.tsv): pooled held-out values (%)."""
+    out = {}
+    for name, path in abstention.items():
+        t = pd.read_csv(path, sep="\t", dtype={"fold": str})
+        pooled = t[t["fold"] == "all"].iloc[0]
+        out[name] = {
+            "threshold": round(float(pooled["threshold"]), 3),
+            "coverage": round(100 * float(pooled["coverage"]), 1),
+            "accuracy": round(100 * float(pooled["accuracy"]), 1),
+            "accuracy_all": round(100 * float(pooled["accuracy_all"]), 1),
+            "val_coverage": round(100 * float(pooled["val_coverage"]), 1),
+            "patterns": int(pooled["patterns"]),
+        }
+    return out

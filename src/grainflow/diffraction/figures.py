@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -27,6 +27,7 @@ __all__ = [
     "filters_figure",
     "transfer_figure",
     "scan_map_figure",
+    "coverage_figure",
 ]
 
 #: one colour per crystal system (cubic, hexagonal, orthorhombic)
@@ -386,4 +387,66 @@ def scan_map_figure(
     fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def coverage_figure(
+    curves: Mapping[str, pd.DataFrame],
+    abstention: Mapping[str, pd.DataFrame] | None = None,
+    *,
+    target: float = 0.9,
+    title: str = "",
+) -> Figure:
+    """Accuracy of the kept predictions against coverage, one line per classifier.
+
+    ``curves`` maps a classifier to its accuracy–coverage table (columns
+    ``fold, coverage, accuracy``; the pooled ``all`` rows are drawn). A dot marks
+    each line at coverage ``target`` (the first point reaching it); a star, when
+    ``abstention`` (name -> table with an ``all`` row of ``coverage, accuracy``)
+    is given, what the thresholds chosen on validation crystals gave on the
+    held-out ones.
+    """
+    if not curves:
+        raise ValueError("no accuracy-coverage curves to draw")
+    fig = Figure(figsize=(5.0, 3.6), layout="constrained")
+    ax = fig.subplots()
+    lowest = 100.0
+    for k, (name, table) in enumerate(curves.items()):
+        c = table[table["fold"].astype(str) == "all"] if "fold" in table else table
+        colour = f"C{k}"
+        x, y = 100 * c["coverage"].to_numpy(), 100 * c["accuracy"].to_numpy()
+        ax.plot(x, y, "-", color=colour, lw=1.2, label=name)
+        lowest = min(lowest, float(y.min()))
+        at = int(np.argmax(c["coverage"].to_numpy() >= target - 1e-12))
+        ax.plot(x[at], y[at], "o", color=colour, ms=5)
+        ax.annotate(
+            f"{y[at]:.1f} %",
+            (x[at], y[at]),
+            xytext=(-6, 6 + 10 * k),  # one label above another where the lines meet
+            textcoords="offset points",
+            ha="right",
+            fontsize=7,
+            color=colour,
+        )
+        if abstention is not None and name in abstention:
+            a = abstention[name]
+            pooled = a[a["fold"].astype(str) == "all"].iloc[0]
+            ax.plot(
+                100 * pooled["coverage"], 100 * pooled["accuracy"], "*", color=colour, ms=9, mec="k"
+            )
+    ax.axvline(100 * target, color="grey", lw=0.8, ls="--")
+    handles, labels = ax.get_legend_handles_labels()
+    handles.append(ax.plot([], [], "o", color="grey", ms=5)[0])
+    labels.append(f"{100 * target:.0f} % coverage")
+    if abstention is not None:
+        handles.append(ax.plot([], [], "*", color="grey", ms=9, mec="k")[0])
+        labels.append("threshold from validation crystals")
+    ax.legend(handles, labels, fontsize=7)
+    ax.set(
+        xlabel="coverage: held-out patterns classified (%)",
+        ylabel="accuracy of those classified (%)",
+        xlim=(0, 101),
+        ylim=(max(0.0, lowest - 5), 100.5),
+    )
+    ax.set_title(title or "abstaining below a confidence threshold", fontsize=9)
     return fig
