@@ -41,7 +41,8 @@ def _support(shape, *, coverage: float, scale_px: float, rng) -> np.ndarray:
         covered = float(np.mean(thickness > 0))
     if thickness.max() > 0:
         thickness /= np.quantile(thickness[thickness > 0], 0.95)
-    relief = 1 + 0.2 * smooth_field(shape, scale_px=scale_px / 4, rng=rng)
+    # a field far wider than the image is flat: keep the relief within the image
+    relief = 1 + 0.2 * smooth_field(shape, scale_px=min(scale_px, max(shape)) / 4, rng=rng)
     return np.clip(thickness * relief, 0, 1.5)
 
 
@@ -144,6 +145,7 @@ def render_stem(
     saturation: float = 0.9,
     background: float = 0.03,
     speckle: float = 0.05,
+    speckle_px: tuple[float, float] = (0.7, 2.0),
     blur_px: float = 1.0,
     dose: float = 200.0,
     read_noise: float = 0.01,
@@ -154,13 +156,14 @@ def render_stem(
     (Z-contrast: a heavy particle scatters more per pixel of thickness than the
     light support), compressed towards ``saturation`` as a detector does, on a
     ``background`` for vacuum. Bright field shows the complement (transmitted
-    electrons), with the band-passed speckle of an amorphous support. Then blur,
+    electrons), with the band-passed speckle of an amorphous support (``speckle`` in
+    amplitude, between Gaussians of ``speckle_px`` sigmas). Then blur,
     Poisson shot noise at ``dose`` electrons per unit signal and read noise.
     """
     rng = as_rng(rng)
     mass = support_signal * support + particle_signal * particle_thickness
     signal = saturation * (1 - np.exp(-mass / saturation))
-    amorphous = speckle * speckle_field(support.shape, sigmas_px=(0.7, 2.0), rng=rng)
+    amorphous = speckle * speckle_field(support.shape, sigmas_px=tuple(speckle_px), rng=rng)
     if bright_field:
         image = 1.0 - background - signal + amorphous * (support > 0)
     else:

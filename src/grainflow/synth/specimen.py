@@ -61,7 +61,7 @@ def _specimen_params(task: str, index: int, s: Mapping, rng) -> dict:
                 "label_tertiary": bool(s.get("label_tertiary", False)),
             }
         if modality == "stem_particles":
-            lo, hi = s.get("nanoparticle_diameter_px", (3.0, 40.0))
+            lo, hi = s.get("nanoparticle_diameter_px", (3.0, 64.0))
             small = _log_uniform(rng, lo, max(lo, hi / 4))
             return {
                 "modality": modality,
@@ -69,7 +69,8 @@ def _specimen_params(task: str, index: int, s: Mapping, rng) -> dict:
                 # fewer particles the larger they are: about 2-30 % of the support covered
                 "per_10k_px": float(rng.uniform(2.0, 30.0) * (6.0 / small) ** 1.5),
                 "support_coverage": float(rng.uniform(0.4, 1.0)),
-                "support_scale_px": _log_uniform(rng, 15.0, 80.0),
+                # support lumps from a third of the image to several times it
+                "support_scale_px": _log_uniform(rng, 40.0, 400.0),
                 "cluster_fraction": float(rng.uniform(0.0, 0.5)),
             }
         morph = ("cuboid", "blob") if modality == "sem_precipitates" else ("faceted", "blob")
@@ -140,12 +141,16 @@ def _session_params(task: str, index: int, session: int, s: Mapping, rng) -> dic
         if s["modalities"][index % len(s["modalities"])] == "stem_particles":
             # HAADF-STEM (particles bright, vacuum black) or, one session in four, bright-field
             # TEM of the same specimen (particles dark, vacuum bright)
+            bright_field = bool(rng.random() < 0.25)
             return {
-                "bright_field": bool(rng.random() < 0.25),
+                "bright_field": bright_field,
                 "support_signal": float(rng.uniform(0.2, 0.6)),
                 "particle_signal": float(rng.uniform(0.02, 0.1)),
-                "speckle": float(rng.uniform(0.0, 0.08)),
-                "blur_px": float(rng.uniform(0.5, 2.0)),
+                # the phase-contrast speckle of amorphous carbon is strong and coarse in
+                # bright field, faint in HAADF
+                "speckle": float(rng.uniform(0.05, 0.3) if bright_field else rng.uniform(0, 0.08)),
+                "speckle_px": [float(rng.uniform(0.7, 1.5)), float(rng.uniform(2.0, 4.0))],
+                "blur_px": float(rng.uniform(0.5, 3.0)),
                 "dose": _log_uniform(rng, 30, 500),
                 "read_noise": float(rng.uniform(0.005, 0.02)),
             }
@@ -308,7 +313,7 @@ def render(task: str, params: Mapping, *, shape, boundary_width_px: int, seed: i
             cluster_fraction=p["cluster_fraction"],
             rng=rng,
         )
-        keys = ("bright_field", "support_signal", "particle_signal", "speckle")
+        keys = ("bright_field", "support_signal", "particle_signal", "speckle", "speckle_px")
         image = render_stem(
             support,
             thickness,
