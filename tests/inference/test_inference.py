@@ -75,30 +75,35 @@ def stack(tmp_path_factory):
     return _stack(tmp_path_factory.mktemp("stacks") / "poly.ome.zarr", (150, 170))
 
 
+def random_checkpoint(path, stack, *, seed: int, fold: int = 0):
+    """A light random U-Net whose P(boundary) straddles 0.5 on the stack's first plane."""
+    plane = normalize_image(zarr.open_group(str(stack), mode="r")["s0"][0, :128, :128])
+    torch.manual_seed(seed)
+    model = build_model("unet", **KWARGS).eval()
+    with torch.inference_mode():
+        logits = model(torch.from_numpy(plane[None, None]))[0]
+        model.head.bias[1] -= float(torch.median(logits[1] - logits[0]))
+    ckpt = make_checkpoint(
+        model=model,
+        model_name="unet",
+        model_kwargs=KWARGS,
+        epoch=1,
+        step=1,
+        config={"norm_percentiles": (1.0, 99.0)},
+        extra={"task": "grains", "fold": fold},
+        with_rng=False,
+    )
+    return save_checkpoint(path, ckpt)
+
+
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory, stack):
     """Two random 'fold' U-Nets whose P(boundary) straddles 0.5 on the stack's images."""
     folder = tmp_path_factory.mktemp("models")
-    plane = normalize_image(zarr.open_group(str(stack), mode="r")["s0"][0, :128, :128])
-    paths = []
-    for fold in range(2):
-        torch.manual_seed(fold)
-        model = build_model("unet", **KWARGS).eval()
-        with torch.inference_mode():
-            logits = model(torch.from_numpy(plane[None, None]))[0]
-            model.head.bias[1] -= float(torch.median(logits[1] - logits[0]))
-        ckpt = make_checkpoint(
-            model=model,
-            model_name="unet",
-            model_kwargs=KWARGS,
-            epoch=1,
-            step=1,
-            config={"norm_percentiles": (1.0, 99.0)},
-            extra={"task": "grains", "fold": fold},
-            with_rng=False,
-        )
-        paths.append(save_checkpoint(folder / f"fold{fold}.pt", ckpt))
-    return paths
+    return [
+        random_checkpoint(folder / f"fold{fold}.pt", stack, seed=fold, fold=fold)
+        for fold in range(2)
+    ]
 
 
 def _infer(stack, checkpoints, out, **options):

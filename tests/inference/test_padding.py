@@ -3,15 +3,11 @@
 import numpy as np
 import pytest
 import tifffile
-import torch
 import zarr
-from test_inference import GEOMETRY, KWARGS, _micrograph
+from test_inference import GEOMETRY, _micrograph, random_checkpoint
 
-from grainflow.checkpoint import make_checkpoint, save_checkpoint
 from grainflow.inference.shards import infer_shard, merge_shards
 from grainflow.inference.stack import infer_stack
-from grainflow.models.registry import build_model
-from grainflow.normalize import normalize_image
 from grainflow.stacks.importer import import_stack
 
 SETTINGS = dict(task="grains", chunk=64, pyramid_min_px=64, block=128)
@@ -32,23 +28,7 @@ def stores(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, stores):
-    plane = normalize_image(zarr.open_group(str(stores[0]), mode="r")["s0"][0, :128, :128])
-    torch.manual_seed(5)
-    model = build_model("unet", **KWARGS).eval()
-    with torch.inference_mode():
-        logits = model(torch.from_numpy(plane[None, None]))[0]
-        model.head.bias[1] -= float(torch.median(logits[1] - logits[0]))
-    ckpt = make_checkpoint(
-        model=model,
-        model_name="unet",
-        model_kwargs=KWARGS,
-        epoch=1,
-        step=1,
-        config={"norm_percentiles": (1.0, 99.0)},
-        extra={"task": "grains", "fold": 0},
-        with_rng=False,
-    )
-    return [save_checkpoint(tmp_path_factory.mktemp("models") / "fold0.pt", ckpt)]
+    return [random_checkpoint(tmp_path_factory.mktemp("models") / "fold0.pt", stores[0], seed=5)]
 
 
 def _outputs(store):

@@ -4,16 +4,12 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 import zarr
-from test_inference import GEOMETRY, KWARGS, _stack
+from test_inference import GEOMETRY, _stack, random_checkpoint
 
-from grainflow.checkpoint import make_checkpoint, save_checkpoint
 from grainflow.inference.shards import infer_shard, merge_shards, shard_blocks
 from grainflow.inference.stack import infer_stack
 from grainflow.inference.tiling import iter_blocks, predict_plane
-from grainflow.models.registry import build_model
-from grainflow.normalize import normalize_image
 
 # labelled block by block (as a plane above labels_whole_plane_max_px), so that grains
 # crossing block and shard edges are joined by the merge of the labelling
@@ -30,23 +26,7 @@ def stack(tmp_path_factory):
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, stack):
     """A light random U-Net whose P(boundary) straddles 0.5 on the stack."""
-    plane = normalize_image(zarr.open_group(str(stack), mode="r")["s0"][0, :128, :128])
-    torch.manual_seed(3)
-    model = build_model("unet", **KWARGS).eval()
-    with torch.inference_mode():
-        logits = model(torch.from_numpy(plane[None, None]))[0]
-        model.head.bias[1] -= float(torch.median(logits[1] - logits[0]))
-    ckpt = make_checkpoint(
-        model=model,
-        model_name="unet",
-        model_kwargs=KWARGS,
-        epoch=1,
-        step=1,
-        config={"norm_percentiles": (1.0, 99.0)},
-        extra={"task": "grains", "fold": 0},
-        with_rng=False,
-    )
-    return [save_checkpoint(tmp_path_factory.mktemp("models") / "fold0.pt", ckpt)]
+    return [random_checkpoint(tmp_path_factory.mktemp("models") / "fold0.pt", stack, seed=3)]
 
 
 @pytest.fixture(scope="module")
