@@ -257,3 +257,27 @@ def test_scores_and_measurements_leave_the_padding_out(boxed, tmp_path):
     summary = _real_row(tmp_path / "boxed.tsv", {"phases": "unet"})  # the report's summary row
     assert summary["real_quantity"].startswith("particle detection F1")
     assert summary["real_value"] == pytest.approx(2 / 3)
+
+
+def test_overlays_show_each_plane_on_its_own_part_with_its_boxes(boxed, tmp_path):
+    from matplotlib.patches import Rectangle
+
+    from grainflow.figures.real import real_overlays
+
+    root = zarr.open_group(str(boxed), mode="r")
+    ids = np.zeros(root["s0"].shape, np.uint32)
+    ids[0, 10:30, 20:30] = 1
+    ids[2, 12:18, 14:21] = 5
+    store = _fake_inference(tmp_path / "u", root, ids)
+    per_plane, _ = measure_stack(boxed, {"unet": store})
+    fig = real_overlays(boxed, {"unet": store}, per_plane, n_planes=3)
+    axes = np.asarray(fig.axes).reshape(3, -1)  # image, P, prediction, true boxes
+    assert axes.shape[1] == 4
+    true_boxes = {"a": 1, "b": 0, "c": 2}
+    for ax_row in axes:
+        name = ax_row[0].get_title()
+        assert ax_row[0].images[0].get_array().shape == SHAPES[name]  # no padding drawn
+        z = name[0]
+        rectangles = [p for p in ax_row[3].patches if isinstance(p, Rectangle)]
+        assert len(rectangles) == true_boxes[z]
+        assert ax_row[3].get_title().startswith("true boxes, detection F1")

@@ -11,6 +11,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
 from grainflow.evaluation.real import truth_labels
+from grainflow.stacks.importer import plane_boxes, plane_shapes
 from grainflow.tasks import CLASS_NAMES, LABEL_NAMES, TASKS
 
 __all__ = ["display_level", "choose_planes", "real_overlays", "real_size_histogram"]
@@ -64,7 +65,8 @@ def real_overlays(
     One row per shown plane and model. Planes come from :func:`choose_planes`;
     each is drawn at the pyramid level of :func:`display_level` (labels are
     every second pixel per level, never interpolated), with axes in µm (pixels
-    when the pixel size is unknown).
+    when the pixel size is unknown). A padded plane is drawn on its own part only;
+    a stack with box labels gets a column with the true boxes over the prediction.
 
     Parameters
     ----------
@@ -86,10 +88,12 @@ def real_overlays(
     level = display_level(shapes, max_px=max_px)
     step = 2**level * (pixel or 1.0)
     has_truth = "labels" in root and "ground_truth" in root["labels"]
+    own = plane_shapes(info, root["s0"].shape)
+    boxes = plane_boxes(info)
     planes = choose_planes(metrics, task=task, n=n_planes)
     mask_name, _ = LABEL_NAMES[task]
     stores = {m: zarr.open_group(str(p), mode="r") for m, p in inference.items()}
-    n_cols = 3 + 2 * has_truth
+    n_cols = 3 + 2 * has_truth + (boxes is not None)
     n_rows = len(planes) * len(stores)
     fig = Figure(figsize=(2.6 * n_cols, 2.5 * n_rows + 0.3), layout="constrained")
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
@@ -97,14 +101,17 @@ def real_overlays(
     rows = metrics.assign(plane=metrics["plane"].astype(str)).set_index(["model", "plane"])
     r = 0
     for z in planes:
-        image = np.asarray(root[f"s{level}"][z], dtype=np.float32)
+        part = (z, *(slice(0, -(-side // 2**level)) for side in own[z]))  # its own part
+        image = np.asarray(root[f"s{level}"][part], dtype=np.float32)
         extent = _extent(image.shape, step)
         truth = None
         if has_truth:
-            truth = truth_labels(task, np.asarray(root["labels"]["ground_truth"][f"s{level}"][z]))
+            truth = truth_labels(
+                task, np.asarray(root["labels"]["ground_truth"][f"s{level}"][part])
+            )
         for model, store in stores.items():
-            prob = np.asarray(store[f"s{level}"][1, z])
-            pred = np.asarray(store["labels"][mask_name][f"s{level}"][z]) > 0
+            prob = np.asarray(store[f"s{level}"][(1, *part)])
+            pred = np.asarray(store["labels"][mask_name][f"s{level}"][part]) > 0
             lo, hi = np.percentile(image, (1, 99))
             ax = axes[r]
             title = info["planes"][z].get("file") or f"plane {z}"
@@ -145,6 +152,12 @@ def real_overlays(
                     err, cmap=_ERRORS, vmin=0, vmax=2, extent=extent, interpolation="nearest"
                 )
                 ax[4].set_title("red = false +, blue = missed", fontsize=7)
+            if boxes is not None:
+                _draw_boxes(ax[-1], image, pred, boxes[z] * (pixel or 1.0), extent, lo, hi)
+                label = "true boxes"
+                if (model, str(z)) in rows.index and "det_f1" in rows.columns:
+                    label += f", detection F1 {rows.loc[(model, str(z)), 'det_f1']:.3f}"
+                ax[-1].set_title(label, fontsize=7)
             for a in ax:
                 a.tick_params(labelsize=6)
             ax[0].set_ylabel(f"y ({unit})", fontsize=7)
@@ -154,6 +167,23 @@ def real_overlays(
     shown = "" if level == 0 else f", shown at 1/{2**level} resolution"
     fig.suptitle(f"{name} ({task}){shown}", fontsize=9)
     return fig
+
+
+def _draw_boxes(ax, image, pred, boxes, extent, lo, hi) -> None:
+    """The image, the predicted mask and the true boxes (top, left, bottom, right) in the
+    axes' units."""
+    from matplotlib.patches import Rectangle
+
+    ax.imshow(image, cmap="gray", vmin=lo, vmax=hi, extent=extent)
+    ax.imshow(
+        pred.astype(np.uint8), cmap=_MASK, vmin=0, vmax=1, extent=extent, interpolation="nearest"
+    )
+    for top, left, bottom, right in boxes:
+        ax.add_patch(
+            Rectangle(
+                (left, top), right - left, bottom - top, fill=False, edgecolor="lime", linewidth=0.6
+            )
+        )
 
 
 def real_size_histogram(sizes: pd.DataFrame, *, task: str) -> Figure:
