@@ -77,14 +77,9 @@ def _unsplit(pairs, widths, radius, n: int, ratio: float = NECK_RATIO) -> np.nda
     return smallest[group]
 
 
-def _elevation(probability: np.ndarray, regions: np.ndarray, split_px: float) -> np.ndarray:
-    """What the grain watershed floods: the regions first (from their cores, by distance),
-    then the boundary pixels in order of P(boundary)."""
-    if split_px <= 0:
-        return probability
-    from scipy import ndimage
-
-    dist = ndimage.distance_transform_edt(regions)
+def _elevation(probability: np.ndarray, regions: np.ndarray, dist: np.ndarray) -> np.ndarray:
+    """What the grain watershed floods when it splits: the regions first (from their cores,
+    by ``dist``, their distance transform), then the boundary pixels in order of P."""
     return np.where(regions, 0.5 * probability - dist, 1.0 + probability).astype(np.float32)
 
 
@@ -156,10 +151,14 @@ def labels_from_probability(
     if seeds.max() == 0:
         grains = np.ones(probability.shape, np.int64)
     else:
-        elevation = _elevation(probability, ~fg, split_px)
-        grains = watershed(elevation, markers=seeds, connectivity=1)
         if split_px > 0:
-            grains = _keep_narrow_necks(grains, ~fg)
+            from scipy import ndimage
+
+            dist = ndimage.distance_transform_edt(~fg)
+            grains = watershed(_elevation(probability, ~fg, dist), markers=seeds, connectivity=1)
+            grains = _keep_narrow_necks(grains, ~fg, dist)
+        else:
+            grains = watershed(probability, markers=seeds, connectivity=1)
     grains = relabel_sequential(grains)[0].astype(np.uint32)
     return {"boundaries": fg.astype(np.uint8), "grain_ids": grains}
 
@@ -173,14 +172,14 @@ def _flood(probability: np.ndarray, fg: np.ndarray, split_px: float) -> np.ndarr
     seeds = connected_components(_markers(fg, split_px), connectivity=1)
     dist = ndimage.distance_transform_edt(fg)
     ids = watershed(-dist, markers=seeds, mask=fg, connectivity=1)
-    return relabel_sequential(_keep_narrow_necks(ids, fg))[0].astype(np.uint32)
+    return relabel_sequential(_keep_narrow_necks(ids, fg, dist))[0].astype(np.uint32)
 
 
-def _keep_narrow_necks(ids: np.ndarray, regions: np.ndarray) -> np.ndarray:
-    """Join again the objects that a split cut apart at a wide neck (:data:`NECK_RATIO`)."""
+def _keep_narrow_necks(ids: np.ndarray, regions: np.ndarray, dist: np.ndarray) -> np.ndarray:
+    """Join again the objects that a split cut apart at a wide neck (:data:`NECK_RATIO`);
+    ``dist`` is the regions' distance transform."""
     from scipy import ndimage
 
-    dist = ndimage.distance_transform_edt(regions)
     n = int(ids.max())
     radius = np.zeros(n + 1)
     radius[1:] = ndimage.maximum(dist, ids, index=np.arange(1, n + 1))
@@ -444,11 +443,12 @@ def label_plane(
         seeds = lut[np.asarray(scratch[hr, hc])].astype(np.int64)
         p = np.asarray(probability[hr, hc], dtype=np.float32)
         regions = foreground(hr, hc) if task == "phases" else p <= threshold
-        if task == "phases":
+        if task == "phases" or split_px > 0:
             dist = ndimage.distance_transform_edt(regions)
+        if task == "phases":
             ids = watershed(-dist, markers=seeds, mask=regions, connectivity=1)
         elif split_px > 0:
-            ids = watershed(_elevation(p, regions, split_px), markers=seeds, connectivity=1)
+            ids = watershed(_elevation(p, regions, dist), markers=seeds, connectivity=1)
         elif seeds.any():
             # flood only the unlabelled pixels and the seed pixels next to them: seed pixels
             # deeper inside never label a neighbour, and the visiting order of the others is
@@ -459,7 +459,6 @@ def label_plane(
             ids = seeds
         out[ids_name][rs, cs] = ids[inner].astype(np.uint32)
         if split_px > 0:  # the necks of this block and across its top and left edges
-            dist = ndimage.distance_transform_edt(regions)
             np.maximum.at(radius, ids[inner].ravel(), dist[inner].ravel())
             grown = tuple(slice(max(sl.start - 1, 0), sl.stop) for sl in inner)
             found, width = _neck_pairs(ids[grown], regions[grown], dist[grown])
