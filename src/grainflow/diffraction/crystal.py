@@ -18,6 +18,7 @@ __all__ = [
     "BRAVAIS",
     "TRANSLATIONS",
     "BOHR_A",
+    "BASIS_SYMMETRIES",
     "MIN_DISTANCE_A",
     "ELEMENTS",
     "PSEUDO_RATIOS",
@@ -48,6 +49,9 @@ TRANSLATIONS = {
 }
 
 BOHR_A = 0.529177  # Bohr radius, Å
+
+#: how a Crystal's basis fills the cell (see :class:`Crystal`)
+BASIS_SYMMETRIES = ("holohedral", "listed")
 
 MIN_DISTANCE_A = 1.5  # closest approach of two atoms
 
@@ -260,8 +264,12 @@ def _orbit(position, ops: np.ndarray, translations) -> np.ndarray:
 class Crystal:
     """One crystal: lattice, centring and basis (JSON-friendly through :meth:`to_dict`).
 
-    ``basis`` holds the independent atoms as ``(Z, x, y, z)`` in fractional
-    coordinates; :meth:`cell` expands them by the point group and centring.
+    ``basis`` holds atoms as ``(Z, x, y, z)`` in fractional coordinates.
+    ``symmetry="holohedral"`` (the random crystals): they are the independent
+    atoms, and :meth:`cell` expands them by the holohedral point group and the
+    centring. ``symmetry="listed"`` (real structures, whose space groups need
+    not be symmorphic or holohedral): they are every atom of the cell up to the
+    centring translations, which :meth:`cell` alone adds.
     """
 
     system: str
@@ -271,6 +279,7 @@ class Crystal:
     c: float
     basis: tuple[tuple[int, float, float, float], ...]
     b_factor_A2: float = 0.5
+    symmetry: str = "holohedral"
 
     def __post_init__(self):
         if self.system not in SYSTEMS:
@@ -281,6 +290,8 @@ class Crystal:
             )
         if not self.basis:
             raise ValueError("a crystal needs at least one atom in its basis")
+        if self.symmetry not in BASIS_SYMMETRIES:
+            raise ValueError(f"symmetry must be one of {BASIS_SYMMETRIES}, got {self.symmetry=}")
 
     @property
     def bravais(self) -> str:
@@ -294,6 +305,16 @@ class Crystal:
 
     def cell(self) -> tuple[np.ndarray, np.ndarray]:
         """All atoms of the cell: Z (n,) int and fractional positions (n, 3)."""
+        if self.symmetry == "listed":
+            ops = np.eye(3, dtype=int)[None]
+            zs, pos = [], []
+            for z, *xyz in self.basis:
+                orbit = _orbit(xyz, ops, TRANSLATIONS[self.centring])
+                zs += [int(z)] * len(orbit)
+                pos.append(orbit)
+            both = np.concatenate([np.array(zs, dtype=float)[:, None], np.concatenate(pos)], axis=1)
+            both = np.unique(both, axis=0)  # an atom listed twice (or a centring image) once
+            return both[:, 0].astype(int), both[:, 1:]
         ops = point_group(self.system)
         zs, pos = [], []
         for z, *xyz in self.basis:
@@ -321,6 +342,7 @@ class Crystal:
         return np.sum(f * np.exp(2j * np.pi * (hkl @ pos.T)), axis=1)
 
     def to_dict(self) -> dict:
+        extra = {} if self.symmetry == "holohedral" else {"basis_symmetry": self.symmetry}
         return {
             "crystal_system": self.system,
             "centring": self.centring,
@@ -332,6 +354,7 @@ class Crystal:
             "c_A": self.c,
             "basis": [list(atom) for atom in self.basis],
             "b_factor_A2": self.b_factor_A2,
+            **extra,
         }
 
     @classmethod
@@ -344,6 +367,7 @@ class Crystal:
             c=float(d["c_A"]),
             basis=tuple((int(z), float(x), float(y), float(w)) for z, x, y, w in d["basis"]),
             b_factor_A2=float(d["b_factor_A2"]),
+            symmetry=d.get("basis_symmetry", "holohedral"),
         )
 
 
