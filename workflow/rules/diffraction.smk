@@ -475,6 +475,69 @@ rule diffraction_scan_figure:
         "../scripts/diffraction_scan_figure.py"
 
 
+rule diffraction_real_structures_data:
+    output:
+        h5="results/diffraction/real_structures/patterns.h5",
+        table=report(
+            "results/tables/diffraction_real_structures.tsv",
+            caption="../report/diffraction_real_structures_table.rst",
+            category="7. Diffraction",
+            subcategory="real structures",
+        ),
+    log:
+        "logs/diffraction_real_structures_data.log",
+    benchmark:
+        "benchmarks/rules/diffraction_real_structures_data.tsv"
+    conda:
+        "../../environment.yml"
+    threads: 1
+    params:
+        # the physics the classifiers trained with
+        settings=lambda wc: config["synthesize"]["diffraction"],
+        patterns_per_zone=DIFFRACTION["real_structures"]["patterns_per_zone"],
+        ring_patterns=DIFFRACTION["real_structures"]["ring_patterns"],
+        seed=job_seed("diffraction_real_structures_data"),
+    script:
+        "../scripts/diffraction_real_structures_data.py"
+
+
+rule diffraction_real_structures:
+    input:
+        patterns="results/diffraction/real_structures/patterns.h5",
+        models=lambda wc: expand(
+            "results/models/diffraction/{classifier}/fold{fold}/best.pt",
+            classifier=wc.classifier,
+            fold=DIFF_FOLDS,
+        ),
+        abstention="results/metrics/diffraction/{classifier}/abstention.tsv",
+    output:
+        predictions="results/metrics/diffraction/real_structures_{classifier}_predictions.tsv",
+        table=report(
+            "results/metrics/diffraction/real_structures_{classifier}.tsv",
+            caption="../report/diffraction_real_structures.rst",
+            category="7. Diffraction",
+            subcategory="real structures",
+        ),
+        summary=report(
+            "results/metrics/diffraction/real_structures_{classifier}_summary.tsv",
+            caption="../report/diffraction_real_structures_summary.rst",
+            category="7. Diffraction",
+            subcategory="real structures",
+        ),
+    log:
+        "logs/diffraction_real_structures/{classifier}.log",
+    benchmark:
+        "benchmarks/rules/diffraction_real_structures/{classifier}.tsv"
+    conda:
+        "../../environment.yml"
+    threads: 1
+    params:
+        coverage=DIFFRACTION["abstention_coverage"],
+        device=DEVICE,
+    script:
+        "../scripts/diffraction_real_structures.py"
+
+
 if DIFFRACTION["enabled"]:
     all_targets.extend(
         [
@@ -482,6 +545,10 @@ if DIFFRACTION["enabled"]:
             "results/figures/diffraction_forms.png",
             "results/figures/folds_diffraction.png",
             "results/figures/diffraction_coverage.png",
+            *expand(
+                "results/metrics/diffraction/real_structures_{classifier}_summary.tsv",
+                classifier=DIFF_ARCHS,
+            ),
             *expand(
                 "results/figures/diffraction_{kind}_{classifier}.png",
                 kind=["confusion", "calibration", "breakdown", "filters"],
