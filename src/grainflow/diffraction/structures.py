@@ -51,6 +51,7 @@ __all__ = [
     "ring_ambiguity",
     "real_structure_samples",
     "real_structure_table",
+    "PREDICTION_COLUMNS",
     "real_structure_predictions",
     "real_structure_summary",
     "score_real_structures",
@@ -483,6 +484,7 @@ def real_structure_samples(
             rng = np.random.default_rng(derive_seed(img_seed, "p"))
             crystal = st.crystal(b_factor_A2=uniform_in(rng, s["debye_waller_A2"]))
             session = _session_params(modality, s, rng)
+            # rotation, tilt and texture as training draws them; the zone is set below
             image = _image_params(crystal, modality, {**s, "zone_axes": "principal"}, rng)
             if modality == "spot":
                 sign = int(rng.choice([-1, 1]))
@@ -709,7 +711,8 @@ def score_real_structures(
         The HDF5 file of :func:`real_structure_samples`.
     checkpoints : sequence of path
         The folds' ``best.pt`` of one architecture; their probabilities are averaged
-        (:func:`grainflow.diffraction.scan.classify_scan`, each model in its own form).
+        (:func:`grainflow.diffraction.scan.classify_scan`, each model in its own form;
+        the patterns are already log-scaled, so only min–max normalised again).
     abstention : path
         The architecture's ``abstention.tsv``: its ``all`` row's threshold (the mean
         of the folds' thresholds, each chosen on the fold's validation crystals) is
