@@ -115,6 +115,16 @@ def prepare_stack(
     dict
         The attributes written.
     """
+    with _open_logged(source, name=name) as stack:
+        return _prepare(
+            stack, store, table, name, modality, settings, frames_per_block, beam_stop, scan_step_um
+        )
+
+
+def _prepare(
+    stack, store, table, name, modality, settings, frames_per_block, beam_stop, scan_step_um
+) -> dict:
+    """:func:`prepare_stack` with the stack's frames open."""
     import zarr
 
     from grainflow.diffraction.prepare import prepare_frames
@@ -122,7 +132,6 @@ def prepare_stack(
     from grainflow.stacks.calibration import REL_TOLERANCE
     from grainflow.stacks.reader import StackError
 
-    stack = open_frames_checked(source, name=name)
     s = {**DEFAULT_SETTINGS, **dict(settings or {})}
     size = int(s["image_size_px"])
     frames = stack.frames()
@@ -201,7 +210,7 @@ def prepare_stack(
     return attrs
 
 
-def open_frames_checked(source, *, name: str):
+def _open_logged(source, *, name: str):
     """:func:`~grainflow.stacks.frames.open_frames`, logging any note the reader made."""
     from grainflow.stacks.frames import open_frames
 

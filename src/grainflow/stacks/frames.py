@@ -66,7 +66,19 @@ class FrameStack:
     scan_axes: tuple
     calibration: FrameCalibration | None
     reader: str
-    notes: list = field(default_factory=list)
+    handles: list = field(default_factory=list)  # files held open for the lazy reads
+
+    def close(self) -> None:
+        """Close the files the frames are read through (TIFF); the data is then unreadable."""
+        for handle in self.handles:
+            handle.close()
+        self.handles = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     @property
     def scan_shape(self) -> tuple[int, ...]:
@@ -188,7 +200,9 @@ def _open_rsciio(path: Path, *, name: str) -> FrameStack:
         _check_mib_header(path)
     reader = importlib.import_module(f"rsciio.{module}").file_reader
     # read-only: RosettaSciIO's zspy reader opens lazy files for writing unless told
-    options = {"zspy": {"mode": "r"}, "hspy": {"mode": "r"}}.get(module, {})
+    # and Velox files: images only (their spectrum images need the package sparse)
+    options = {"zspy": {"mode": "r"}, "hspy": {"mode": "r"}, "emd": {"select_type": "images"}}
+    options = options.get(module, {})
     try:
         signals = reader(str(path), lazy=True, **options)
     except AttributeError as exc:
@@ -247,6 +261,7 @@ def _open_tiff(path: Path, *, name: str) -> FrameStack:
 
     tif, array, axes, colour = _open_tiff(path)
     if colour is not None:
+        tif.close()
         raise _Problem(
             f"{path} is a colour TIFF (axes {axes!r}); detector frames are one value per "
             "pixel: export the frames as grey (counts)"
@@ -254,7 +269,8 @@ def _open_tiff(path: Path, *, name: str) -> FrameStack:
 
     data = da.from_array(array, chunks=array.chunks, lock=True)  # reads through the open file
     scan = tuple(axes[:-2])
-    return FrameStack(name, path, "tiff", data, scan, None, f"tifffile {tifffile.__version__}")
+    version = f"tifffile {tifffile.__version__}"
+    return FrameStack(name, path, "tiff", data, scan, None, version, handles=[tif])
 
 
 def _open_zarr(path: Path, *, name: str) -> FrameStack:
@@ -350,6 +366,7 @@ def open_frames(path: str | os.PathLike, *, name: str) -> FrameStack:
             "Zarr store, and complete?"
         ) from exc
     if stack.data.ndim < 2 or min(stack.frame_shape) < 16:
+        stack.close()
         raise StackError(
             f"stack {name!r}: {path} holds frames of {stack.frame_shape} px (shape "
             f"{tuple(stack.data.shape)}); a diffraction frame is at least 16 x 16 px: check "
@@ -358,6 +375,7 @@ def open_frames(path: str | os.PathLike, *, name: str) -> FrameStack:
     if not np.issubdtype(stack.data.dtype, np.number) or np.issubdtype(
         stack.data.dtype, np.complexfloating
     ):
+        stack.close()
         raise StackError(
             f"stack {name!r}: {path} holds {stack.data.dtype} values; detector frames are "
             "real counts or intensities"
