@@ -434,7 +434,7 @@ def test_a_malformed_sheet_is_named(tmp_path, text, expected):
     ("task", "expected"),
     [
         ("phases", "'phases' is not one of the config's tasks (grains), so nothing would run"),
-        ("diffraction", "'diffraction' stacks are not run"),
+        ("diffraction", "'diffraction' stacks are not run while diffraction.enabled is false"),
     ],
 )
 def test_a_stack_of_a_task_not_run_is_refused_or_skipped(tmp_path, task, expected):

@@ -29,6 +29,7 @@ __all__ = [
     "check_config_files",
     "validate_config",
     "read_stacks",
+    "stack_tasks",
     "SCHEMA_DIR",
 ]
 
@@ -308,14 +309,15 @@ def _cross_key_problems(config: Mapping) -> list[tuple[tuple, str]]:
                     "classifiers other names (they name folders beside the U-Nets')",
                 )
             )
-        if diffraction["scan"]["arch"] not in classifiers:
-            problems.append(
-                (
-                    ("diffraction", "scan", "arch"),
-                    f"diffraction.scan.arch: {diffraction['scan']['arch']!r} is not one of "
-                    f"diffraction.archs ({', '.join(sorted(classifiers))})",
+        for block in ("scan", "stacks"):
+            if diffraction[block]["arch"] not in classifiers:
+                problems.append(
+                    (
+                        ("diffraction", block, "arch"),
+                        f"diffraction.{block}.arch: {diffraction[block]['arch']!r} is not one "
+                        f"of diffraction.archs ({', '.join(sorted(classifiers))})",
+                    )
                 )
-            )
     return problems + _training_problems(config)
 
 
@@ -501,10 +503,17 @@ def _header_problems(header: list[str], line: int, known: Sequence, required: Se
     return problems
 
 
+def stack_tasks(config: Mapping) -> list[str]:
+    """The tasks whose real stacks a run processes: the config's ``tasks``, and
+    ``diffraction`` when ``diffraction.enabled``."""
+    return [*config["tasks"], *(["diffraction"] if config["diffraction"]["enabled"] else [])]
+
+
 def _unrun(task: str, tasks: Sequence[str]) -> str:
     if task == "diffraction":
-        return "'diffraction' stacks are not run (grainflow classifies only synthetic patterns)"
-    return f"{task!r} is not one of the config's tasks ({', '.join(tasks)}), so nothing would run on it"
+        return "'diffraction' stacks are not run while diffraction.enabled is false"
+    listed = ", ".join(t for t in tasks if t != "diffraction")
+    return f"{task!r} is not one of the config's tasks ({listed}), so nothing would run on it"
 
 
 def read_stacks(
@@ -622,9 +631,17 @@ def read_stacks(
             fix = "remove the row or comment it out with '#'"
             if row["task"] != "diffraction":
                 fix = f"add {row['task']} to tasks, or {fix}"
+            else:
+                fix = f"set diffraction.enabled: true, or {fix}"
             problems.append(
                 f"{where}, column 'task': {why}; {fix}, or set stacks_skip_unrun_tasks: true in "
                 "the config to skip such rows with a warning"
+            )
+            continue
+        if row["task"] == "diffraction" and row.get("ground_truth"):
+            problems.append(
+                f"{where}, column 'ground_truth': a diffraction stack takes no ground truth "
+                "(its frames are classified, not scored); leave the cell empty"
             )
             continue
         if check_paths:
@@ -672,7 +689,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         validate_config(config, source=" + ".join(files), files=files)
         read_stacks(
             config["stacks"],
-            tasks=config["tasks"],
+            tasks=stack_tasks(config),
             skip_unrun_tasks=config.get("stacks_skip_unrun_tasks", False),
         )
     except ConfigError as exc:

@@ -388,3 +388,28 @@ def test_ome_axes_say_what_a_short_last_axis_is(tmp_path):
     import_stack(tmp_path / "a.zarr", out, stack="s", pyramid_min_px=4)
     with open_stack(out, name="s") as reader:  # OME axes z, y, x: no ambiguity
         assert reader.shape == (64, 64, 5)
+
+
+@pytest.mark.parametrize(
+    ("value", "unit", "expected"),
+    [
+        (0.05, "1/nm", 0.005),
+        (0.05, "1 / nm", 0.005),
+        (0.05, "nm^-1", 0.005),
+        (0.05, "nm-1", 0.005),
+        (0.005, "1/Å", 0.005),
+        (0.005, "1/A", 0.005),
+        (0.005, "Å^-1", 0.005),
+        (5e7, "1/m", 0.005),
+        (2.0, "mrad", None),  # an angle: needs the wavelength, not converted
+        (1.0, "px", None),
+        (1.0, "", None),
+        (1.0, "nm", None),  # a length, not a reciprocal one
+        (-0.05, "1/nm", None),
+    ],
+)
+def test_reciprocal_pixel_sizes_convert_to_inverse_angstrom(value, unit, expected):
+    from grainflow.stacks.calibration import inverse_angstrom
+
+    got = inverse_angstrom(value, unit, what="f: axis")
+    assert got == (None if expected is None else pytest.approx(expected))

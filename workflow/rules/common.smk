@@ -2,7 +2,7 @@
 
 from snakemake.logging import logger
 
-from grainflow.config import read_stacks, validate_config
+from grainflow.config import read_stacks, stack_tasks, validate_config
 from grainflow.seeds import derive_seed
 from grainflow.tasks import task_info
 
@@ -20,7 +20,7 @@ validate_config(
 #: the stacks sheet; rows of tasks this run does not run stop it, or are skipped with a warning
 STACKS = read_stacks(
     config["stacks"],
-    tasks=config["tasks"],
+    tasks=stack_tasks(config),
     skip_unrun_tasks=config.get("stacks_skip_unrun_tasks", False),
     warn=logger.warning,
 )

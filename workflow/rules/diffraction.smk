@@ -1,11 +1,13 @@
 # Diffraction patterns: crystal-system classification with the DiffractionCNN and
 # ResNet-18 by transfer, cross-validated over crystals; pretraining on a large
-# synthetic set; transfer strategies against labelled-set size; a scan map.
+# synthetic set; transfer strategies against labelled-set size; a scan map; real
+# diffraction stacks (sheet rows with task diffraction) prepared, classified and mapped.
 # The patterns come from the synthesize rule, their folds from the split rule
 # (task "diffraction").
 
 from grainflow.diffraction.evaluate import abstention_headline, headline
 from grainflow.diffraction.representation import representation_of
+from grainflow.stacks.frames import frame_files
 
 DIFFRACTION = config["diffraction"]
 #: the crystal-system classifiers (config diffraction.archs); wildcard {classifier}
@@ -538,7 +540,102 @@ rule diffraction_real_structures:
         "../scripts/diffraction_real_structures.py"
 
 
+#: settings of the real diffraction stacks (config diffraction.stacks)
+DIFF_STACKS = DIFFRACTION["stacks"]
+#: the sheet's diffraction stacks
+DIFFRACTION_STACKS = list(STACKS.index[STACKS["task"] == "diffraction"])
+
+
+rule diffraction_prepare_stack:
+    input:
+        frames=lambda wc: frame_files(STACKS.loc[wc.stack, "path"]),
+    output:
+        store=directory("results/diffraction/stacks/{stack}/prepared.zarr"),
+        table="results/diffraction/stacks/{stack}/prepared.tsv",
+    log:
+        "logs/diffraction_prepare_stack/{stack}.log",
+    benchmark:
+        "benchmarks/rules/diffraction_prepare_stack/{stack}.tsv"
+    conda:
+        "../../environment.yml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=120,
+    params:
+        sheet=lambda wc: sheet_row(STACKS, wc.stack),
+        modality=DIFF_STACKS["modality"],
+        beam_stop=DIFF_STACKS["beam_stop"],
+        frames_per_block=DIFF_STACKS["frames_per_block"],
+        settings=lambda wc: config["synthesize"]["diffraction"],
+    script:
+        "../scripts/diffraction_prepare_stack.py"
+
+
+rule diffraction_stack:
+    input:
+        store="results/diffraction/stacks/{stack}/prepared.zarr",
+        prepared="results/diffraction/stacks/{stack}/prepared.tsv",
+        models=lambda wc: expand(
+            "results/models/diffraction/{classifier}/fold{fold}/best.pt",
+            classifier=DIFF_STACKS["arch"],
+            fold=DIFF_FOLDS,
+        ),
+        abstention=lambda wc: (
+            f"results/metrics/diffraction/{DIFF_STACKS['arch']}/abstention.tsv"
+            if DIFF_STACKS["abstain"]
+            else []
+        ),
+    output:
+        frames=report(
+            "results/metrics/real/{stack}.frames.tsv",
+            caption="../report/diffraction_frames.rst",
+            category="6. Real stacks",
+            subcategory="{stack}",
+        ),
+        store=directory(f"results/inference/{{stack}}/{DIFF_STACKS['arch']}.ome.zarr"),
+    log:
+        "logs/diffraction_stack/{stack}.log",
+    benchmark:
+        "benchmarks/rules/diffraction_stack/{stack}.tsv"
+    conda:
+        "../../environment.yml"
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=3000,
+        runtime=120,
+    params:
+        device=DEVICE,
+    script:
+        "../scripts/diffraction_stack.py"
+
+
+rule diffraction_stack_figure:
+    input:
+        store=f"results/inference/{{stack}}/{DIFF_STACKS['arch']}.ome.zarr",
+        frames="results/metrics/real/{stack}.frames.tsv",
+    output:
+        fig=report(
+            "results/figures/diffraction_map_{stack}.png",
+            caption="../report/diffraction_map.rst",
+            category="6. Real stacks",
+            subcategory="{stack}",
+        ),
+    log:
+        "logs/diffraction_stack_figure/{stack}.log",
+    conda:
+        "../../environment.yml"
+    params:
+        classifier=DIFF_STACKS["arch"],
+    script:
+        "../scripts/diffraction_stack_figure.py"
+
+
 if DIFFRACTION["enabled"]:
+    all_targets.extend(
+        expand("results/figures/diffraction_map_{stack}.png", stack=DIFFRACTION_STACKS)
+    )
     all_targets.extend(
         [
             "results/figures/diffraction_examples.png",

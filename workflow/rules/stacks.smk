@@ -1,4 +1,4 @@
-# Real image stacks (config/stacks.tsv): each row becomes an OME-Zarr store.
+# Real image stacks (config/stacks.tsv): each row of an image task becomes an OME-Zarr store.
 
 import re
 
@@ -36,4 +36,10 @@ rule import_stack:
         "../scripts/import_stack.py"
 
 
-all_targets.extend(expand("results/stacks/{stack}.ome.zarr", stack=STACKS.index))
+# image stacks only: a diffraction stack's frames are read where they are (diffraction.smk)
+all_targets.extend(
+    expand(
+        "results/stacks/{stack}.ome.zarr",
+        stack=STACKS.index[STACKS["task"] != "diffraction"],
+    )
+)

@@ -699,8 +699,8 @@ def prepare_frames(
     records : dict of ndarray, each of shape ``scan_axes``
         ``centre_row``, ``centre_col``, ``first_order_found_px``,
         ``first_order_px``, ``scale``, ``bin``, ``dose_counts``,
-        ``saturated_px``, ``padded`` and ``centre_method`` of each frame (see
-        :func:`prepare_frame`).
+        ``intensity_scale``, ``masked_fraction``, ``saturated_px``, ``padded``
+        and ``centre_method`` of each frame (see :func:`prepare_frame`).
     """
     shape = tuple(frames.shape)
     if len(shape) < 3:
@@ -721,7 +721,15 @@ def prepare_frames(
     block = int(block)
     if block < 1:
         raise ValueError(f"block must be at least 1 row, got {block=}")
-    numbers = ("first_order_found_px", "first_order_px", "scale", "bin", "dose_counts")
+    numbers = (
+        "first_order_found_px",
+        "first_order_px",
+        "scale",
+        "bin",
+        "dose_counts",
+        "intensity_scale",
+        "masked_fraction",
+    )
     keys = ("centre_row", "centre_col", *numbers, "saturated_px")
     records = {k: np.zeros(lead, dtype=np.float64) for k in keys}
     records["padded"] = np.zeros(lead, dtype=bool)

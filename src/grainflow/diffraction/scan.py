@@ -282,8 +282,12 @@ def write_scan_map(
     scan_step_um: float | None = None,
     name: str = "scan",
     attrs: Mapping | None = None,
+    abstained: np.ndarray | None = None,
 ) -> dict:
     """Write probabilities (3, sy, sx) and the arg-max map as OME-Zarr, atomically.
+
+    ``abstained`` (bool, shape (sy, sx)) marks positions whose label is 0
+    (none): the classifier abstained there.
 
     Returns the ``grainflow`` attributes written (classes, counts per class,
     mean confidence, ...).
@@ -312,6 +316,9 @@ def write_scan_map(
     if probs.ndim != 3 or probs.shape[0] != len(CLASSES):
         raise ValueError(f"probs must be ({len(CLASSES)}, sy, sx), got {probs.shape}")
     labels = (probs.argmax(axis=0) + 1).astype(np.uint8)
+    if abstained is not None:
+        abstained = np.asarray(abstained, dtype=bool).reshape(labels.shape)
+        labels[abstained] = 0
     step = 1.0 if scan_step_um is None or math.isnan(scan_step_um) else float(scan_step_um)
     unit = {} if scan_step_um is None else {"unit": "micrometer"}
     out = Path(path)
@@ -322,6 +329,7 @@ def write_scan_map(
         "labels": {LABEL_NAME: "arg-max crystal system + 1 (1 cubic, 2 hexagonal, 3 orthorhombic)"},
         "counts": {c: int((labels == k + 1).sum()) for k, c in enumerate(CLASSES)},
         "mean_confidence": float(probs.max(axis=0).mean()),
+        "abstained": int((labels == 0).sum()),
         "scan_step_um": scan_step_um,
         **dict(attrs or {}),
     }

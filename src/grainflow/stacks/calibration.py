@@ -2,7 +2,8 @@
 
 TIFF tags through tifffile's parsers (OME-XML, ImageJ, FEI / Thermo Fisher,
 Zeiss SEM), axis calibrations of RosettaSciIO signals (DigitalMicrograph,
-EMD) and OME-Zarr scales.
+EMD) and OME-Zarr scales; for diffraction frames, the reciprocal-space pixel
+size (1/Å), the camera length and the scan step (:func:`frame_calibration`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ __all__ = [
     "tiff_calibration",
     "axes_calibration",
     "ome_zarr_calibration",
+    "FrameCalibration",
+    "inverse_angstrom",
+    "frame_calibration",
 ]
 
 logger = logging.getLogger(__name__)
@@ -347,3 +351,148 @@ def ome_zarr_calibration(multiscale: Mapping, axes: Sequence[str], *, file: str)
         return None
     field = f"multiscales scale ({units.get('x')})"
     return _square(sizes["x"], sizes["y"], parser="OME-Zarr", field=field, reader="zarr", file=file)
+
+
+# ------------------------------------------------------------------------ diffraction frames
+
+
+@dataclass(frozen=True)
+class FrameCalibration:
+    """What a file of diffraction frames records about its scales; None where it records nothing.
+
+    Attributes
+    ----------
+    reciprocal_px_inv_A : float or None
+        The side of a detector pixel in reciprocal space, 1/Å.
+    camera_length_mm : float or None
+        The camera length, millimetres.
+    scan_step_um : float or None
+        The step between probe positions of a scan, micrometres.
+    fields : dict
+        For each value found, the metadata field it came from, with its unit.
+    reader : str
+        The library and version that parsed the file.
+    file : str
+        The file's name.
+    """
+
+    reciprocal_px_inv_A: float | None
+    camera_length_mm: float | None
+    scan_step_um: float | None
+    fields: dict
+    reader: str
+    file: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+_RECIPROCAL_MARKS = re.compile(r"^1\s*/\s*|\^\s*-\s*1$|⁻¹$|-1$")
+
+
+def inverse_angstrom(value, unit, *, what: str) -> float | None:
+    """``value`` in the reciprocal length ``unit`` as 1/Å, or None when it is not one.
+
+    Parameters
+    ----------
+    value : float or str
+    unit : str
+        "1/nm", "nm^-1", "nm-1", "1/Å", "1/A", "Å^-1", "1/pm", "1/m", ...
+    what : str
+        The file and field, for messages.
+
+    Returns
+    -------
+    float or None
+        None for a unit that is not a reciprocal length (pixels, an angle such
+        as "mrad", a length), or a value that is not a positive finite number.
+    """
+    u = _normalise(unit)
+    if not _RECIPROCAL.search(u):
+        return None
+    length = _RECIPROCAL_MARKS.sub("", u).strip()
+    if length in ("a", "å"):
+        length = "angstrom"
+    um = length_um(1.0, length, what=what) if length else None
+    try:
+        size = float(value) / (um * 1e4) if um else math.nan  # per Å: value / (Å per unit)
+    except (TypeError, ValueError):
+        return None
+    return size if math.isfinite(size) and size > 0 else None
+
+
+def _metadata_value(metadata: Mapping, path: Sequence[str]):
+    node = metadata
+    for key in path:
+        if not isinstance(node, Mapping) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def frame_calibration(
+    ky_axis: Mapping,
+    kx_axis: Mapping,
+    scan_axes: Sequence[Mapping],
+    metadata: Mapping | None,
+    *,
+    reader: str,
+    file: str,
+) -> FrameCalibration:
+    """The scales a RosettaSciIO signal of diffraction frames records (axis dicts and metadata).
+
+    The reciprocal-space pixel size comes from the frame's two signal axes when
+    their unit is a reciprocal length (converted to 1/Å; refused when they
+    differ by more than :data:`REL_TOLERANCE`); the camera length from HyperSpy's
+    ``Acquisition_instrument.TEM.camera_length`` (millimetres); the scan step
+    from the last navigation axis when its unit is a length. A value the file
+    does not hold stays None: nothing is guessed.
+
+    Raises
+    ------
+    CalibrationError
+        When the frame's pixels are not square in reciprocal space.
+    """
+    fields = {}
+    sizes = []
+    for axis in (kx_axis, ky_axis):
+        name = axis.get("name") or "?"
+        sizes.append(
+            inverse_angstrom(
+                axis.get("scale", 1.0), axis.get("units") or "", what=f"{file}: axis {name!r}"
+            )
+        )
+    k = sizes[0]
+    if k is not None:
+        if sizes[1] is not None and abs(sizes[0] - sizes[1]) > REL_TOLERANCE * max(sizes):
+            raise CalibrationError(
+                f"{file}: its axes {ky_axis.get('name')!r}, {kx_axis.get('name')!r} give "
+                f"detector pixels of {sizes[1]:.6g} 1/A along y but {sizes[0]:.6g} 1/A along x; "
+                "grainflow prepares frames in square pixels: resample the frames first"
+            )
+        fields["reciprocal_px_inv_A"] = (
+            f"axes {ky_axis.get('name')!r}, {kx_axis.get('name')!r} scale ({kx_axis.get('units')})"
+        )
+    camera = _metadata_value(metadata or {}, ("Acquisition_instrument", "TEM", "camera_length"))
+    try:
+        camera = float(camera) if camera is not None else None
+    except (TypeError, ValueError):
+        camera = None
+    if camera is not None and not (math.isfinite(camera) and camera > 0):
+        camera = None
+    if camera is not None:
+        fields["camera_length_mm"] = "Acquisition_instrument.TEM.camera_length (mm)"
+    step = None
+    if scan_axes:
+        axis = scan_axes[-1]
+        try:
+            step = length_um(
+                axis.get("scale", 1.0),
+                axis.get("units") or "",
+                what=f"{file}: scan axis {axis.get('name')!r}",
+            )
+        except CalibrationError:
+            step = None
+        if step is not None:
+            fields["scan_step_um"] = f"axis {axis.get('name')!r} scale ({axis.get('units')})"
+    return FrameCalibration(k, camera, step, fields, reader, file)
