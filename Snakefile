@@ -26,6 +26,7 @@ include: "workflow/rules/anatomy.smk"
 include: "workflow/rules/stacks.smk"
 include: "workflow/rules/infer.smk"
 include: "workflow/rules/diffraction.smk"
+include: "workflow/rules/adapt.smk"
 include: "workflow/rules/report.smk"  # last: its provenance job waits for every other target
 
 
