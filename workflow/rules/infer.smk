@@ -44,6 +44,22 @@ INFERENCE_STORES = {
     for stack in STACKS.index
     if STACKS.loc[stack, "task"] in TASKS and archs_for(STACKS.loc[stack, "task"])
 }
+#: an inference store's model name for the fold models adapted to its stack (rule adapt)
+ADAPTED = "-adapted"
+#: the model names rules infer and infer_shard take: an architecture, adapted or not
+INFER_MODELS = "(?:{})(?:{})?".format("|".join(config["training"]["archs"]), ADAPTED)
+
+
+def infer_checkpoints(wc):
+    """The fold checkpoints an inference store is predicted with: trained, or adapted."""
+    task, folds = STACKS.loc[wc.stack, "task"], range(config["splits"]["folds"])
+    if wc.arch.endswith(ADAPTED):
+        arch = wc.arch.removesuffix(ADAPTED)
+        return [
+            f"results/models/{task}/{arch}{ADAPTED}/{wc.stack}/fold{k}/best.pt"
+            for k in folds
+        ]
+    return [f"results/models/{task}/{wc.arch}/fold{k}/best.pt" for k in folds]
 
 
 rule scale:
@@ -80,18 +96,15 @@ if SHARDS == 1:
                 if INFERENCE["scale"] == "auto"
                 else []
             ),
-            checkpoints=lambda wc: expand(
-                "results/models/{task}/{arch}/fold{fold}/best.pt",
-                task=STACKS.loc[wc.stack, "task"],
-                arch=wc.arch,
-                fold=range(config["splits"]["folds"]),
-            ),
+            checkpoints=infer_checkpoints,
         output:
             store=directory("results/inference/{stack}/{arch}.ome.zarr"),
         log:
             "logs/infer/{stack}/{arch}.log",
         benchmark:
             "benchmarks/rules/infer/{stack}/{arch}.tsv"
+        wildcard_constraints:
+            arch=INFER_MODELS,
         conda:
             "../../environment.yml"
         threads: 2
@@ -113,12 +126,7 @@ else:
     rule infer_shard:
         input:
             stack="results/stacks/{stack}.ome.zarr",
-            checkpoints=lambda wc: expand(
-                "results/models/{task}/{arch}/fold{fold}/best.pt",
-                task=STACKS.loc[wc.stack, "task"],
-                arch=wc.arch,
-                fold=range(config["splits"]["folds"]),
-            ),
+            checkpoints=infer_checkpoints,
         output:
             # the probabilities of shard {shard}'s blocks only
             store=temp(
@@ -128,6 +136,8 @@ else:
             "logs/infer_shard/{stack}/{arch}/{shard}.log",
         benchmark:
             "benchmarks/rules/infer_shard/{stack}/{arch}/{shard}.tsv"
+        wildcard_constraints:
+            arch=INFER_MODELS,
         conda:
             "../../environment.yml"
         threads: 2
@@ -158,6 +168,8 @@ else:
             "logs/merge_shards/{stack}/{arch}.log",
         benchmark:
             "benchmarks/rules/merge_shards/{stack}/{arch}.tsv"
+        wildcard_constraints:
+            arch=INFER_MODELS,
         conda:
             "../../environment.yml"
         threads: 1

@@ -21,6 +21,11 @@ SEEDED_JOBS = [
         for f in range(config["splits"]["folds"])
     ),
     *(("anatomy", name) for name in ANATOMY_SEED_NAMES),
+    *(("finetune_curve", s, ADAPT["finetune"]["arch"]) for s in FINETUNE_STACKS),
+    *(
+        ("adapt", STACKS.loc[s, "task"], ADAPT["unsupervised"]["arch"], s)
+        for s in ADAPT_STACKS
+    ),
     *(
         [
             *(("synthesize", "diffraction", s) for s in specimens("diffraction")),

@@ -33,6 +33,7 @@ __all__ = [
     "learning_curve",
     "CURVE_COLUMNS",
     "finetune_stacks",
+    "adapt_stacks",
 ]
 
 #: columns of the learning-curve table (``results/metrics/real/{stack}/finetune.tsv``)
@@ -321,6 +322,27 @@ def learning_curve(
     return pd.DataFrame(rows, columns=list(CURVE_COLUMNS))
 
 
+def _check_stack(sheet: pd.DataFrame, name: str, *, key: str, sheet_path: str):
+    from grainflow.tasks import TASKS
+
+    where = f"{key} names {name!r}"
+    if name not in sheet.index:
+        raise ValueError(
+            f"{where}, which is not a stack of the sheet {sheet_path}; remove it or add the stack"
+        )
+    row = sheet.loc[name]
+    if row["task"] not in TASKS:
+        raise ValueError(f"{where}, a {row['task']!r} stack; adaptation is for {sorted(TASKS)}")
+    return row, where
+
+
+def adapt_stacks(sheet: pd.DataFrame, names: Sequence[str], *, sheet_path: str) -> list[str]:
+    """Check the stacks ``adapt.unsupervised.stacks`` names against the sheet; return them."""
+    for name in names:
+        _check_stack(sheet, name, key="adapt.unsupervised.stacks", sheet_path=sheet_path)
+    return list(names)
+
+
 def finetune_stacks(sheet: pd.DataFrame, names: Sequence[str], *, sheet_path: str) -> list[str]:
     """Check the stacks ``adapt.finetune.stacks`` names against the sheet; return them.
 
@@ -328,21 +350,10 @@ def finetune_stacks(sheet: pd.DataFrame, names: Sequence[str], *, sheet_path: st
     image (box labels score particles but cannot train a segmentation).
     """
     from grainflow.stacks.boxes import is_box_folder
-    from grainflow.tasks import TASKS
 
     for name in names:
-        where = f"adapt.finetune.stacks names {name!r}"
-        if name not in sheet.index:
-            raise ValueError(
-                f"{where}, which is not a stack of the sheet {sheet_path}; "
-                "remove it or add the stack"
-            )
-        row = sheet.loc[name]
+        row, where = _check_stack(sheet, name, key="adapt.finetune.stacks", sheet_path=sheet_path)
         truth = row.get("ground_truth")
-        if row["task"] not in TASKS:
-            raise ValueError(
-                f"{where}, a {row['task']!r} stack; fine-tuning is for {sorted(TASKS)}"
-            )
         if not isinstance(truth, str) or not truth:
             raise ValueError(
                 f"{where}, which has no ground_truth in {sheet_path}; fine-tuning needs labels"
