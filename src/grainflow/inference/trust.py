@@ -22,6 +22,7 @@ __all__ = [
     "trust_reference",
     "read_reference",
     "beyond_reference",
+    "trust_warning",
 ]
 
 #: a plane is only flagged when more than this fraction of its pixels is uncertain
@@ -236,3 +237,23 @@ def beyond_reference(fraction: float, reference: Mapping, *, factor: float) -> b
         return False
     limit = max(factor * float(reference["uncertain_fraction_p99"]), REFERENCE_MIN_FRACTION)
     return bool(fraction > limit)
+
+
+def trust_warning(stack: str, n_beyond: int, n_planes: int) -> str:
+    """The report's warning about a stack with planes beyond the reference ("" for none).
+
+    Parameters
+    ----------
+    stack : str
+        The stack's name.
+    n_beyond, n_planes : int
+        Planes beyond the reference (:func:`beyond_reference`), and all planes.
+    """
+    if n_beyond < 1:
+        return ""
+    return (
+        f"{stack} looks out of the training distribution: {n_beyond} of {n_planes} plane(s) "
+        "have far more uncertain pixels than 99 % of fresh synthetic images "
+        "(more than inference.trust.flag_factor times their 99th percentile); "
+        "do not trust its numbers without checking"
+    )
