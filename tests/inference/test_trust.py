@@ -257,7 +257,7 @@ def test_a_plane_out_of_distribution_has_more_uncertain_pixels(tmp_path, trained
 
 
 def test_the_synthetic_reference_is_small_and_reproducible(trained):
-    from grainflow.inference.trust import trust_reference
+    from grainflow.inference.reference import trust_reference
 
     settings = {
         "specimens": 3,

@@ -7,7 +7,7 @@ from grainflow.logs import log_to
 
 log_to(snakemake.log[0])
 
-from grainflow.inference.trust import trust_reference
+from grainflow.inference.reference import trust_reference
 from grainflow.io.staging import atomic_path
 
 reference = trust_reference(

@@ -312,7 +312,7 @@ def measure_stack(
         As in :func:`grainflow.evaluation.crossval.evaluate_segmentation`.
     references : mapping of str -> path-like or dict, optional
         Model name -> its synthetic trust reference
-        (:func:`grainflow.inference.trust.trust_reference`, the ``trust_reference``
+        (:func:`grainflow.inference.reference.trust_reference`, the ``trust_reference``
         rule's JSON), for the trust columns.
     flag_factor : float
         As in :func:`grainflow.inference.trust.beyond_reference`.

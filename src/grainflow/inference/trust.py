@@ -1,9 +1,8 @@
 """The trust map: how much an ensemble's members disagree, pixel by pixel.
 
 :func:`disagreement` is the per-pixel measure, :func:`plane_trust` its summary over a
-plane, :func:`trust_reference` the same summary on fresh synthetic images (what "in
-distribution" looks like without labels) and :func:`beyond_reference` the planes of a
-real stack that exceed it.
+plane, :func:`beyond_reference` whether a plane exceeds the same summary on fresh synthetic
+images (:mod:`grainflow.inference.reference`) and :func:`trust_warning` the report's words.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ __all__ = [
     "REFERENCE_MIN_FRACTION",
     "disagreement",
     "plane_trust",
-    "trust_reference",
     "read_reference",
     "beyond_reference",
     "trust_warning",
@@ -107,107 +105,9 @@ def plane_trust(plane, *, uncertain_above: float, block: int = 2048) -> dict:
     return {"disagreement_mean": total / n, "uncertain_fraction": uncertain / n}
 
 
-def trust_reference(
-    task: str,
-    settings: Mapping,
-    checkpoints: Sequence[str | os.PathLike],
-    *,
-    seed: int,
-    n_images: int,
-    uncertain_above: float,
-    tile_px: int = 256,
-    overlap_px: int = 64,
-    margin_px: int = 16,
-    batch_size: int = 8,
-    sigma_scale: float = 0.125,
-    flips: bool = False,
-    device: str = "auto",
-    threads: int = 1,
-) -> dict:
-    """The uncertain fraction of fresh synthetic images: what "in distribution" looks like.
-
-    ``n_images`` new specimens of ``task`` (one image each, drawn from the task's
-    synthesis ``settings`` with ``seed``, which no training job uses) go through
-    the ensemble exactly as a real plane does in
-    :func:`grainflow.inference.stack.infer_stack` (percentile normalisation, tiles,
-    Gaussian blending), and :func:`plane_trust` summarises each.
-
-    Parameters
-    ----------
-    task : {"grains", "phases"}
-    settings : mapping
-        The task's block of the config's ``synthesize`` section.
-    checkpoints : sequence of path-like
-        The folds' ``best.pt`` files of one architecture.
-    seed : int
-        The job's seed.
-    n_images : int
-        Fresh images, at least 1.
-    uncertain_above : float
-        As in :func:`plane_trust`.
-    tile_px, overlap_px, margin_px, batch_size, sigma_scale, flips, device, threads
-        As in :func:`~grainflow.inference.stack.infer_stack`.
-
-    Returns
-    -------
-    reference : dict
-        ``task``, ``uncertain_above``, ``members`` (models x flips), ``seed``,
-        ``n_images``, ``image_size_px``, per image ``uncertain_fraction`` and
-        ``disagreement_mean`` (lists), and the 50th, 95th and 99th percentiles of
-        the uncertain fractions (``uncertain_fraction_p50``, ``_p95``, ``_p99``).
-    """
-    from grainflow.inference.ensemble import load_ensemble
-    from grainflow.inference.predict import FLIPS
-    from grainflow.inference.tiling import check_integers, predict_plane
-    from grainflow.normalize import apply_limits, plane_limits
-    from grainflow.runtime import torch_threads
-    from grainflow.synth.specimen import synthesize_specimen
-
-    check_integers(n_images=(n_images, 1), threads=(threads, 1))
-    ensemble = load_ensemble(checkpoints, task=task, device=device, flips=flips)
-    one_image = {**settings, "sessions_per_specimen": 1, "images_per_session": 1}
-    first = int(settings.get("specimens", 0))  # names after the training specimens'
-    fractions, means = [], []
-    with torch_threads(threads):
-        for i in range(n_images):
-            (sample,), _ = synthesize_specimen(task, f"s{first + i:02d}", one_image, seed=seed)
-            image = np.asarray(sample.image, dtype=np.float32)
-            low, high = plane_limits(image, percentiles=ensemble.norm_percentiles)
-            out = np.zeros((ensemble.n_classes + 1, *image.shape), np.float32)
-            predict_plane(
-                image,
-                ensemble.with_disagreement(),
-                out=out,
-                tile=tile_px,
-                overlap=overlap_px,
-                block=max(image.shape),
-                margin=margin_px,
-                batch_size=batch_size,
-                sigma_scale=sigma_scale,
-                transform=lambda region, lo=low, hi=high: apply_limits(region, lo, hi),
-            )
-            summary = plane_trust(out[-1], uncertain_above=uncertain_above)
-            fractions.append(summary["uncertain_fraction"])
-            means.append(summary["disagreement_mean"])
-    p50, p95, p99 = (float(np.percentile(fractions, q)) for q in (50, 95, 99))
-    return {
-        "task": task,
-        "uncertain_above": float(uncertain_above),
-        "members": len(ensemble.models) * (len(FLIPS) if flips else 1),
-        "checkpoints": ensemble.checkpoints,
-        "seed": int(seed),
-        "n_images": int(n_images),
-        "image_size_px": int(settings["image_size_px"]),
-        "uncertain_fraction": [round(f, 6) for f in fractions],
-        "disagreement_mean": [round(m, 6) for m in means],
-        "uncertain_fraction_p50": p50,
-        "uncertain_fraction_p95": p95,
-        "uncertain_fraction_p99": p99,
-    }
-
-
 def read_reference(path: str | os.PathLike) -> dict:
-    """A reference written by the ``trust_reference`` rule (:func:`trust_reference`)."""
+    """A reference written by the ``trust_reference`` rule
+    (:func:`grainflow.inference.reference.trust_reference`)."""
     with open(path, encoding="utf-8") as f:
         reference = json.load(f)
     missing = {"uncertain_above", "uncertain_fraction_p99"} - set(reference)
@@ -229,7 +129,8 @@ def beyond_reference(fraction: float, reference: Mapping, *, factor: float) -> b
     fraction : float
         The plane's uncertain fraction (:func:`plane_trust`).
     reference : mapping
-        :func:`trust_reference`'s record (its ``uncertain_fraction_p99``).
+        :func:`~grainflow.inference.reference.trust_reference`'s record (its
+        ``uncertain_fraction_p99``).
     factor : float
         The margin, a multiple of the reference's 99th percentile (>= 1).
     """
