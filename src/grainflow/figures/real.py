@@ -188,7 +188,8 @@ def real_trust(
 
     One row per shown plane (:func:`choose_planes`) and model with the trust map:
     the image with its uncertain pixels shaded (disagreement above the store's
-    ``uncertain_above``) and the disagreement itself with a colour bar, at the
+    ``uncertain_above``) and the disagreement itself with a colour bar from 0 to
+    twice that threshold (marked on the bar; higher values saturate), at the
     level of :func:`display_level`, axes in µm (pixels when the pixel size is
     unknown). Titles give the plane's uncertain fraction and the synthetic
     reference's 99th percentile (columns of
@@ -261,15 +262,15 @@ def real_trust(
                 if row.get("beyond_reference") == 1:
                     title += " — beyond"
             ax[0].set_title(title, fontsize=7)
-            shown = ax[1].imshow(
-                d, cmap="viridis", vmin=0, vmax=max(1 - 1 / members, 1e-3), extent=extent
-            )
-            ax[1].set_title(
-                f"disagreement; uncertain above {float(trust['uncertain_above']):g}", fontsize=7
-            )
-            bar = fig.colorbar(shown, ax=ax[1], shrink=0.85)
+            above = float(trust["uncertain_above"])
+            top = min(2 * above, max(1 - 1 / members, 1e-3))  # the threshold mid-bar
+            shown = ax[1].imshow(d, cmap="viridis", vmin=0, vmax=top, extent=extent)
+            ax[1].set_title(f"disagreement; uncertain above {above:g} (line)", fontsize=7)
+            bar = fig.colorbar(shown, ax=ax[1], shrink=0.85, extend="max")
+            bar.ax.axhline(above, color="orange", lw=1.5)
             bar.set_label(
-                f"mean TV distance to the mean\n({members} members; 0 = agree)", fontsize=6
+                f"mean TV distance of a member\nto the mean ({members} members; 0 = agree)",
+                fontsize=6,
             )
             bar.ax.tick_params(labelsize=6)
             for a in ax:
