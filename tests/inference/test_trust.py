@@ -140,6 +140,15 @@ def test_one_job_and_merged_shards_give_the_same_trust_map(tmp_path, stack, chec
     for k in range(3):
         np.testing.assert_array_equal(a[f"disagreement/s{k}"][:], b[f"disagreement/s{k}"][:])
         np.testing.assert_array_equal(a[f"s{k}"][:], b[f"s{k}"][:])
+    # the whole plane in one block: the same map (blocks are computed from whole-plane tiles)
+    whole = {**options, "block_px": 256}
+    infer_stack(stack, checkpoints, tmp_path / "whole.ome.zarr", trust=True, **whole)
+    np.testing.assert_allclose(
+        _group(tmp_path / "whole.ome.zarr")["disagreement/s0"][:],
+        a["disagreement/s0"][:],
+        rtol=0,
+        atol=1e-6,
+    )
     assert merged["trust"] == one["trust"]
     for p, q in zip(merged["planes"], one["planes"]):
         assert p["uncertain_fraction"] == q["uncertain_fraction"]

@@ -835,7 +835,9 @@ def infer_stack(
     Provenance in ``attrs["grainflow"]``: version, stack, task, source store,
     checkpoints (path, SHA-256, fold, epoch), ensemble, test-time flips, tile,
     overlap, margin, block, batch size, blend, normalisation, device, labelling
-    options, and per plane its intensity limits, tiles and labelling mode; a merged
+    options, and per plane its intensity limits, tiles and labelling mode (with ``trust``
+    also ``trust``: the measure, members and threshold, and per plane its
+    ``disagreement_mean`` and ``uncertain_fraction``); a merged
     store (:func:`~grainflow.inference.shards.merge_shards`) also lists its shards.
     The store is written into a temporary folder beside ``out`` and renamed onto it
     only when complete (:func:`grainflow.io.staging.staged_dir`), so no partial
