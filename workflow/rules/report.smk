@@ -22,7 +22,7 @@ SEEDED_JOBS = [
     ),
     *(
         ("trust_reference", t, a)
-        for t in {STACKS.loc[s, "task"] for s in INFERENCE_STORES}
+        for t in dict.fromkeys(STACKS.loc[s, "task"] for s in INFERENCE_STORES)
         for a in archs_for(t)
         if TRUST["enabled"]
     ),
