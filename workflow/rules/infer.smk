@@ -2,12 +2,15 @@
 # (the fold ensemble), then metrology, scores against ground truth and figures per stack.
 # With inference.shards = n > 1 each store is predicted by n infer_shard jobs (disjoint
 # blocks, in parallel on a cluster) and assembled and labelled by one merge_shards job.
+# With inference.trust.enabled the stores also hold the members' disagreement, compared
+# with fresh synthetic images (rule trust_reference) by measure and the trust figure.
 
 from grainflow.evaluation.real import real_headline
 from grainflow.figures.scale import beside_real_headline
 from grainflow.inference.scale import read_scale
 
 INFERENCE = config["inference"]
+TRUST = INFERENCE["trust"]
 #: settings of rule infer that change its result (defaults for the keys added last)
 INFERENCE_OPTIONS = {
     **{
@@ -26,6 +29,8 @@ INFERENCE_OPTIONS = {
     "labels_halo_px": INFERENCE["labels_halo_px"],
     "labels_split_px": INFERENCE["labels_split_px"],
     "labels_fill_holes": INFERENCE["labels_fill_holes"],
+    "trust": TRUST["enabled"],
+    "uncertain_above": TRUST["uncertain_above"],
 }
 #: those of them that the labelling uses (rule merge_shards); the others, the prediction's
 LABEL_OPTIONS = (
@@ -33,6 +38,7 @@ LABEL_OPTIONS = (
     "labels_halo_px",
     "labels_split_px",
     "labels_fill_holes",
+    "uncertain_above",
 )
 SHARDS = INFERENCE["shards"]
 #: inference stores of each stack whose task is run: {stack: {arch: store}}
@@ -182,10 +188,61 @@ else:
             "../scripts/merge_shards.py"
 
 
+rule trust_reference:
+    input:
+        checkpoints=lambda wc: expand(
+            "results/models/{task}/{arch}/fold{fold}/best.pt",
+            task=wc.task,
+            arch=wc.arch,
+            fold=range(config["splits"]["folds"]),
+        ),
+    output:
+        json="results/trust/{task}/{arch}.json",
+    log:
+        "logs/trust_reference/{task}/{arch}.log",
+    benchmark:
+        "benchmarks/rules/trust_reference/{task}/{arch}.tsv"
+    conda:
+        "../../environment.yml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        settings=lambda wc: config["synthesize"][wc.task],
+        # a seed no training job uses: fresh specimens the models never saw
+        seed=lambda wc: job_seed("trust_reference", wc.task, wc.arch),
+        n_images=TRUST["reference_images"],
+        uncertain_above=TRUST["uncertain_above"],
+        options={
+            k: INFERENCE_OPTIONS[k]
+            for k in (
+                "tile_px",
+                "overlap_px",
+                "margin_px",
+                "batch_size",
+                "sigma_scale",
+                "flips",
+            )
+        },
+        device=config["training"]["device"],
+    script:
+        "../scripts/trust_reference.py"
+
+
 rule measure:
     input:
         stack="results/stacks/{stack}.ome.zarr",
         inference=lambda wc: list(INFERENCE_STORES[wc.stack].values()),
+        # the synthetic trust references of its architectures (none without the map)
+        references=lambda wc: (
+            [
+                f"results/trust/{STACKS.loc[wc.stack, 'task']}/{arch}.json"
+                for arch in INFERENCE_STORES[wc.stack]
+            ]
+            if TRUST["enabled"]
+            else []
+        ),
     output:
         metrics=report(
             "results/metrics/real/{stack}.tsv",
@@ -208,6 +265,7 @@ rule measure:
         models=lambda wc: list(INFERENCE_STORES[wc.stack]),
         tolerance_px=config["evaluation"]["boundary_tolerance_px"],
         iou_threshold=config["evaluation"]["match_iou"],
+        flag_factor=TRUST["flag_factor"],
     script:
         "../scripts/measure.py"
 
@@ -241,6 +299,32 @@ rule real_figures:
         headline=lambda wc, input: real_headline(input.metrics),
     script:
         "../scripts/real_figures.py"
+
+
+rule real_trust:
+    input:
+        stack="results/stacks/{stack}.ome.zarr",
+        inference=lambda wc: list(INFERENCE_STORES[wc.stack].values()),
+        metrics="results/metrics/real/{stack}.tsv",
+    output:
+        figure=report(
+            "results/figures/real_trust_{stack}.png",
+            caption="../report/real_trust.rst",
+            category="6. Real stacks",
+            subcategory="{stack}",
+        ),
+    log:
+        "logs/real_trust/{stack}.log",
+    conda:
+        "../../environment.yml"
+    params:
+        models=lambda wc: list(INFERENCE_STORES[wc.stack]),
+        uncertain_above=TRUST["uncertain_above"],
+        flag_factor=TRUST["flag_factor"],
+        # read by the caption: numbers in captions come from the results
+        headline=lambda wc, input: real_headline(input.metrics),
+    script:
+        "../scripts/real_trust.py"
 
 
 rule synthetic_beside_real:
@@ -280,6 +364,11 @@ all_targets.extend(
             f"results/figures/{fig}_{stack}.png"
             for stack in INFERENCE_STORES
             for fig in ("real_overlays", "real_sizes", "synthetic_beside_real")
+        ),
+        *(
+            f"results/figures/real_trust_{stack}.png"
+            for stack in INFERENCE_STORES
+            if TRUST["enabled"]
         ),
     ]
 )

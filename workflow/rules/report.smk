@@ -20,6 +20,12 @@ SEEDED_JOBS = [
         for a in archs_for(t)
         for f in range(config["splits"]["folds"])
     ),
+    *(
+        ("trust_reference", t, a)
+        for t in dict.fromkeys(STACKS.loc[s, "task"] for s in INFERENCE_STORES)
+        for a in archs_for(t)
+        if TRUST["enabled"]
+    ),
     *(("anatomy", name) for name in ANATOMY_SEED_NAMES),
     *(("finetune_curve", s, ADAPT["finetune"]["arch"]) for s in FINETUNE_STACKS),
     *(

@@ -14,6 +14,9 @@ per_plane, sizes = measure_stack(
     dict(zip(snakemake.params.models, snakemake.input.inference)),
     tolerance_px=snakemake.params.tolerance_px,
     iou_threshold=snakemake.params.iou_threshold,
+    # the synthetic trust references, one per model (none without the trust map)
+    references=dict(zip(snakemake.params.models, snakemake.input.references)),
+    flag_factor=snakemake.params.flag_factor,
 )
 write_tsv(per_plane, snakemake.output.metrics)
 write_tsv(sizes, snakemake.output.sizes)

@@ -41,12 +41,14 @@ from grainflow.evaluation.metrology import (
     region_table,
 )
 from grainflow.inference.stack import open_inference
+from grainflow.inference.trust import beyond_reference, read_reference, trust_warning
 from grainflow.stacks.importer import plane_boxes, plane_shapes
 from grainflow.tasks import LABEL_NAMES
 
 __all__ = [
     "META",
     "METROLOGY",
+    "TRUST",
     "truth_labels",
     "measure_plane",
     "measure_stack",
@@ -79,6 +81,13 @@ METROLOGY = {
     ),
     "phases": ("area_fraction", "n_particles", "n_particles_measured", "ecd_mean", "ecd_median"),
 }
+#: trust columns (where the inference stores hold the trust map)
+TRUST = (
+    "disagreement_mean",
+    "uncertain_fraction",
+    "uncertain_fraction_p99_synthetic",
+    "beyond_reference",
+)
 _SIZE_COLUMNS = (
     "stack",
     "model",
@@ -288,6 +297,8 @@ def measure_stack(
     *,
     tolerance_px: float = 2.0,
     iou_threshold: float = 0.5,
+    references: Mapping[str, str | os.PathLike | Mapping] | None = None,
+    flag_factor: float = 2.0,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Metrology (and, with ground truth, scores) of every plane and model of a stack.
 
@@ -299,6 +310,12 @@ def measure_stack(
         Model name -> its inference store (:func:`grainflow.inference.stack.infer_stack`).
     tolerance_px, iou_threshold : float
         As in :func:`grainflow.evaluation.crossval.evaluate_segmentation`.
+    references : mapping of str -> path-like or dict, optional
+        Model name -> its synthetic trust reference
+        (:func:`grainflow.inference.reference.trust_reference`, the ``trust_reference``
+        rule's JSON), for the trust columns.
+    flag_factor : float
+        As in :func:`grainflow.inference.trust.beyond_reference`.
 
     Returns
     -------
@@ -348,6 +365,15 @@ def measure_stack(
     ``iou_threshold`` (:func:`grainflow.evaluation.detection.score_detection`);
     the ``all`` row sums the counts and scores them once.
 
+    Where the inference stores hold the trust map (``infer_stack(trust=True)``),
+    the rows also hold :data:`TRUST`: ``disagreement_mean`` and
+    ``uncertain_fraction`` of the plane (from the store; the ``all`` row: over
+    all planes' pixels), ``uncertain_fraction_p99_synthetic`` (the 99th
+    percentile of the fresh synthetic images' uncertain fractions, NaN without
+    a reference) and ``beyond_reference`` (1 where the plane's fraction exceeds
+    ``flag_factor`` times that, :func:`~grainflow.inference.trust.beyond_reference`;
+    the ``all`` row: the number of such planes).
+
     Planes padded to the stack's size (images of different sizes,
     :func:`grainflow.stacks.importer.plane_shapes`) are measured and scored on
     their own rectangle only: the padding holds no object, no area and no edge.
@@ -382,8 +408,17 @@ def measure_stack(
         table = table.assign(stack=name, model=model, plane=z, length_unit=unit)
         size_tables.append(table[list(_SIZE_COLUMNS)])
 
+    references = {
+        m: (dict(r) if isinstance(r, Mapping) else read_reference(r))
+        for m, r in (references or {}).items()
+    }
+    with_trust = False
     for model, path in inference.items():
         attrs, _, labels = open_inference(path)
+        trusted = bool(attrs.get("trust"))
+        with_trust |= trusted
+        reference = references.get(model)
+        p99 = math.nan if reference is None else float(reference["uncertain_fraction_p99"])
         if attrs["task"] != task or attrs["stack"] != name:
             raise ValueError(
                 f"inference store {path} holds task {attrs['task']!r} of stack "
@@ -434,6 +469,19 @@ def measure_stack(
                         pred[LABEL_NAMES[task][1]], truth_boxes[z], iou_threshold=iou_threshold
                     )
                 )
+            if trusted:
+                record = attrs["planes"][z]
+                fraction = float(record["uncertain_fraction"])
+                row.update(
+                    disagreement_mean=float(record["disagreement_mean"]),
+                    uncertain_fraction=fraction,
+                    uncertain_fraction_p99_synthetic=p99,
+                    beyond_reference=int(
+                        reference is not None
+                        and beyond_reference(fraction, reference, factor=flag_factor)
+                    ),
+                    _area_px=shapes[z][0] * shapes[z][1],
+                )
             model_rows.append({**meta, **row})
         table = pd.DataFrame(model_rows)
         model_sizes = pd.concat([t for t in size_tables if (t["model"] == model).all()])
@@ -447,6 +495,14 @@ def measure_stack(
             "group": None,
             **_pool(task, table, model_sizes, known),
         }
+        if trusted:
+            area = table["_area_px"].to_numpy(float)
+            pooled.update(
+                disagreement_mean=float((table["disagreement_mean"] * area).sum() / area.sum()),
+                uncertain_fraction=float((table["uncertain_fraction"] * area).sum() / area.sum()),
+                uncertain_fraction_p99_synthetic=p99,
+                beyond_reference=int(table["beyond_reference"].sum()),
+            )
         if truth_store is not None:
             score_table = table.assign(n_images=1)
             summary = summarize(score_table, task=task, by=["model"]).iloc[0]
@@ -462,6 +518,8 @@ def measure_stack(
         columns += [*COUNTS[task], *SCORES[task]]
     if truth_boxes is not None:
         columns += [*DETECTION_COUNTS, *DETECTION_SCORES]
+    if with_trust:
+        columns += list(TRUST)
     per_plane = pd.DataFrame(rows)[columns]
     sizes = (
         pd.concat(size_tables, ignore_index=True)
@@ -483,7 +541,10 @@ def real_headline(path: str | os.PathLike) -> dict:
         mean_intercept, ecd_median, n_grains``; for phases ``area_fraction,
         ecd_median, n_particles``; with ground truth also ``iou`` (phases,
         pooled) or ``boundary_f1`` (grains, pooled); with boxes ``det_f1``,
-        ``det_precision``, ``det_recall`` and ``count_true`` (pooled).
+        ``det_precision``, ``det_recall`` and ``count_true`` (pooled); with the
+        trust columns also ``uncertain_fraction`` (pooled, formatted),
+        ``uncertain_p99`` (the synthetic reference's) and ``warning`` (the
+        sentence of :func:`grainflow.inference.trust.trust_warning`, "" for none).
     """
     table = pd.read_csv(
         path,
@@ -520,6 +581,17 @@ def real_headline(path: str | os.PathLike) -> dict:
                     det_recall=fmt(row.det_recall, 3),
                     count_true=int(row.count_true),
                 )
+        if "uncertain_fraction" in table.columns:
+            n_beyond = row.beyond_reference
+            entry.update(
+                uncertain_fraction=fmt(row.uncertain_fraction, 3),
+                uncertain_p99=fmt(row.uncertain_fraction_p99_synthetic, 3),
+                warning=trust_warning(
+                    str(row.stack),
+                    0 if pd.isna(n_beyond) else int(n_beyond),
+                    int((table["model"] == row.model).sum() - 1),
+                ),
+            )
         models.append(entry)
     return {
         "stack": str(table["stack"].iloc[0]),

@@ -14,10 +14,17 @@ from grainflow.evaluation.real import truth_labels
 from grainflow.stacks.importer import plane_boxes, plane_shapes
 from grainflow.tasks import CLASS_NAMES, LABEL_NAMES, TASKS
 
-__all__ = ["display_level", "choose_planes", "real_overlays", "real_size_histogram"]
+__all__ = [
+    "display_level",
+    "choose_planes",
+    "real_overlays",
+    "real_trust",
+    "real_size_histogram",
+]
 
 _ERRORS = ListedColormap([(0, 0, 0, 0), (0.9, 0.1, 0.1, 0.9), (0.1, 0.3, 1.0, 0.9)])
 _MASK = ListedColormap([(0, 0, 0, 0), (1.0, 0.1, 0.8, 0.75)])
+_UNCERTAIN = ListedColormap([(0, 0, 0, 0), (1.0, 0.55, 0.0, 0.6)])
 
 
 def display_level(shapes, *, max_px: int = 1024) -> int:
@@ -166,6 +173,126 @@ def real_overlays(
         a.set_xlabel(f"x ({unit})", fontsize=7)
     shown = "" if level == 0 else f", shown at 1/{2**level} resolution"
     fig.suptitle(f"{name} ({task}){shown}", fontsize=9)
+    return fig
+
+
+def real_trust(
+    stack: str | os.PathLike,
+    inference: Mapping[str, str | os.PathLike],
+    metrics: pd.DataFrame,
+    *,
+    n_planes: int = 4,
+    max_px: int = 1024,
+) -> Figure:
+    """The trust map: where the ensemble's members disagree, per shown plane and model.
+
+    One row per shown plane (:func:`choose_planes`) and model with the trust map:
+    the image with its uncertain pixels shaded (disagreement above the store's
+    ``uncertain_above``) and the disagreement itself with a colour bar from 0 to
+    twice that threshold (marked on the bar; higher values saturate), at the
+    level of :func:`display_level`, axes in µm (pixels when the pixel size is
+    unknown). Titles give the plane's uncertain fraction and the synthetic
+    reference's 99th percentile (columns of
+    :func:`grainflow.evaluation.real.measure_stack`); the title of the figure
+    carries the warning of :func:`grainflow.inference.trust.trust_warning`.
+
+    Parameters
+    ----------
+    stack : path-like
+        The stack's OME-Zarr store.
+    inference : mapping of str -> path-like
+        Model name -> inference store written with the trust map.
+    metrics : DataFrame
+        The stack's per-plane table, with the trust columns.
+    """
+    import zarr
+
+    from grainflow.inference.trust import trust_warning
+
+    root = zarr.open_group(str(stack), mode="r")
+    info = dict(root.attrs)["grainflow"]
+    task, name = info["task"], info["stack"]
+    pixel = info.get("pixel_size_um")
+    unit = "µm" if pixel else "px"
+    shapes = [tuple(s) for s in info["levels"]]
+    level = display_level(shapes, max_px=max_px)
+    step = 2**level * (pixel or 1.0)
+    own = plane_shapes(info, root["s0"].shape)
+    planes = choose_planes(metrics, task=task, n=n_planes)
+    stores = {m: zarr.open_group(str(p), mode="r") for m, p in inference.items()}
+    rows = metrics.assign(plane=metrics["plane"].astype(str)).set_index(["model", "plane"])
+    fig = Figure(figsize=(6.4, 2.5 * len(planes) * len(stores) + 0.5), layout="constrained")
+    axes = fig.subplots(len(planes) * len(stores), 2, squeeze=False)
+    warnings = []
+    r = 0
+    for z in planes:
+        part = (z, *(slice(0, -(-side // 2**level)) for side in own[z]))
+        image = np.asarray(root[f"s{level}"][part], dtype=np.float32)
+        lo, hi = np.percentile(image, (1, 99))
+        extent = _extent(image.shape, step)
+        for model, store in stores.items():
+            ax = axes[r]
+            trust = dict(store.attrs)["grainflow"].get("trust")
+            if not trust or "disagreement" not in store:
+                for a in ax:
+                    a.text(0.5, 0.5, "no trust map", ha="center", transform=a.transAxes)
+                    a.set_axis_off()
+                r += 1
+                continue
+            members = int(trust.get("members", 2))
+            d = np.asarray(store["disagreement"][f"s{level}"][part], dtype=np.float32)
+            uncertain = d > float(trust["uncertain_above"])
+            ax[0].imshow(image, cmap="gray", vmin=lo, vmax=hi, extent=extent)
+            ax[0].imshow(
+                uncertain.astype(np.uint8),
+                cmap=_UNCERTAIN,
+                vmin=0,
+                vmax=1,
+                extent=extent,
+                interpolation="nearest",
+            )
+            title = f"{info['planes'][z].get('file') or f'plane {z}'}, {model}"
+            if (model, str(z)) in rows.index and "uncertain_fraction" in rows.columns:
+                row = rows.loc[(model, str(z))]
+                title += f"\nuncertain (orange) {100 * row['uncertain_fraction']:.1f} % of pixels"
+                if pd.notna(row["uncertain_fraction_p99_synthetic"]):
+                    title += (
+                        f" (synthetic p99 {100 * row['uncertain_fraction_p99_synthetic']:.1f} %)"
+                    )
+                if row.get("beyond_reference") == 1:
+                    title += " — beyond"
+            ax[0].set_title(title, fontsize=7)
+            above = float(trust["uncertain_above"])
+            top = min(2 * above, max(1 - 1 / members, 1e-3))  # the threshold mid-bar
+            shown = ax[1].imshow(d, cmap="viridis", vmin=0, vmax=top, extent=extent)
+            ax[1].set_title(f"disagreement; uncertain above {above:g} (line)", fontsize=7)
+            bar = fig.colorbar(shown, ax=ax[1], shrink=0.85, extend="max")
+            bar.ax.axhline(above, color="orange", lw=1.5)
+            bar.set_label(
+                f"mean TV distance of a member\nto the mean ({members} members; 0 = agree)",
+                fontsize=6,
+            )
+            bar.ax.tick_params(labelsize=6)
+            for a in ax:
+                a.tick_params(labelsize=6)
+            ax[0].set_ylabel(f"y ({unit})", fontsize=7)
+            r += 1
+    for model in stores:
+        pooled = rows.loc[(model, "all")] if (model, "all") in rows.index else None
+        if pooled is not None and "beyond_reference" in rows.columns:
+            n_beyond = pooled["beyond_reference"]
+            n_all = int((metrics["model"] == model).sum() - 1)
+            text = trust_warning(name, 0 if pd.isna(n_beyond) else int(n_beyond), n_all)
+            if text:
+                warnings.append(f"{model}: {text}")
+    for a in axes[-1]:
+        if a.axison:
+            a.set_xlabel(f"x ({unit})", fontsize=7)
+    shown_at = "" if level == 0 else f", shown at 1/{2**level} resolution"
+    title = f"{name} ({task}): trust map{shown_at}"
+    if warnings:
+        title += "\nWARNING " + "\nWARNING ".join(warnings)
+    fig.suptitle(title, fontsize=8, color="firebrick" if warnings else "black", wrap=True)
     return fig
 
 

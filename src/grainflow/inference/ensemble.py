@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -10,6 +11,7 @@ import numpy as np
 
 from grainflow.checkpoint import load_checkpoint, model_from_checkpoint, sha256_file
 from grainflow.inference.predict import FLIPS
+from grainflow.inference.trust import disagreement as member_disagreement
 from grainflow.models.registry import fold_batch_norm
 from grainflow.runtime import resolve_device
 
@@ -21,7 +23,10 @@ class Ensemble:
     """Fold models whose softmax probabilities are averaged; callable on tile batches.
 
     ``ensemble(batch)`` maps a float32 ndarray of shape (N, 1, h, w) to the mean
-    probabilities (N, C, h, w), float32, on the CPU (the models run on ``device``).
+    probabilities (N, C, h, w), float32, on the CPU (the models run on ``device``);
+    with ``disagreement`` to (N, C + 1, h, w): the mean probabilities, then the
+    members' disagreement (:func:`grainflow.inference.trust.disagreement`), so
+    that tiling blends it like a probability, in the same pass.
 
     Attributes
     ----------
@@ -36,6 +41,9 @@ class Ensemble:
     device : torch.device
     checkpoints : list of dict
         Provenance: path, sha256, fold, epoch, model_name, version.
+    disagreement : bool
+        Also return the disagreement of the members (each model x each flip) as
+        a last channel; the probabilities are the same, bit for bit.
     """
 
     models: list
@@ -45,6 +53,16 @@ class Ensemble:
     flips: bool
     device: object
     checkpoints: list[dict] = field(default_factory=list)
+    disagreement: bool = False
+
+    @property
+    def n_members(self) -> int:
+        """Members averaged: models x test-time flips."""
+        return len(self.models) * (len(FLIPS) if self.flips else 1)
+
+    def with_disagreement(self, on: bool = True) -> Ensemble:
+        """The same ensemble, returning the disagreement channel (or not)."""
+        return dataclasses.replace(self, disagreement=bool(on))
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         import torch
@@ -52,7 +70,7 @@ class Ensemble:
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
             x = x.contiguous(memory_format=torch.channels_last)
-            total = None
+            total, members = None, []
             flips = FLIPS if self.flips else FLIPS[:1]
             for model in self.models:
                 for dims in flips:
@@ -60,7 +78,11 @@ class Ensemble:
                     p = torch.softmax(model(xi).float(), dim=1)
                     p = torch.flip(p, dims) if dims else p
                     total = p if total is None else total + p
+                    if self.disagreement:
+                        members.append(p)
             mean = total / (len(self.models) * len(flips))
+            if self.disagreement:
+                mean = torch.cat([mean, member_disagreement(members, mean)[:, None]], dim=1)
             return mean.contiguous().cpu().numpy()
 
 

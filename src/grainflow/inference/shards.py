@@ -12,7 +12,10 @@ import numpy as np
 
 from grainflow import __version__
 from grainflow.inference.stack import (
+    WithTrust,
+    check_uncertain_above,
     create_output,
+    create_trust,
     finish_store,
     load_checked_ensemble,
     open_source,
@@ -47,6 +50,7 @@ def infer_shard(
     flips: bool = False,
     device: str = "auto",
     threads: int = 1,
+    trust: bool = False,
     progress: bool = True,
 ) -> dict:
     """Predict shard ``shard`` of ``shards`` of a stack: the probabilities of its blocks.
@@ -64,6 +68,8 @@ def infer_shard(
                      tiles, predict_s), seconds
         s0           (C, Z, Y, X) float32 probabilities, the stack's shape and
                      chunks; only the shard's chunks are stored
+        disagreement with ``trust``: (Z, Y, X) float32 disagreement of the members,
+                     likewise
 
     Returns
     -------
@@ -119,8 +125,27 @@ def infer_shard(
             fill_value=0.0,
             dimension_names=["c", "z", "y", "x"],
         )
+        target = probs
+        if trust:
+            target = WithTrust(
+                probs,
+                root.create_array(
+                    "disagreement",
+                    shape=s0.shape,
+                    dtype=np.float32,
+                    chunks=s0.chunks,
+                    fill_value=0.0,
+                    dimension_names=["z", "y", "x"],
+                ),
+            )
         predicted = predict_blocks(
-            source, ensemble, probs, owned, threads=threads, progress=progress, **tiling
+            source,
+            ensemble.with_disagreement(trust),
+            target,
+            owned,
+            threads=threads,
+            progress=progress,
+            **tiling,
         )
         record = {
             "version": __version__,
@@ -130,7 +155,9 @@ def infer_shard(
             "model": model,
             "shard": int(shard),
             "shards": int(shards),
-            "prediction": prediction_record(ensemble, block=source.block, flips=flips, **tiling),
+            "prediction": prediction_record(
+                ensemble, block=source.block, flips=flips, trust=trust, **tiling
+            ),
             "blocks": [
                 [z, b.rows.start, b.rows.stop, b.cols.start, b.cols.stop]
                 for z, indices in owned.items()
@@ -154,6 +181,7 @@ def merge_shards(
     labels_halo_px: int = 64,
     labels_split_px: float | Mapping[str, float] = 0.0,
     labels_fill_holes: bool = False,
+    uncertain_above: float = 0.1,
 ) -> dict:
     """Assemble the shards of :func:`infer_shard` into the store of :func:`infer_stack`.
 
@@ -176,6 +204,9 @@ def merge_shards(
     threshold, min_grain_px, whole_plane_max_px, labels_halo_px, labels_split_px,
     labels_fill_holes
         The labelling, as in :func:`infer_stack`.
+    uncertain_above : float
+        As in :func:`infer_stack`; used where the shards hold the trust map
+        (``infer_shard(trust=True)``).
 
     Returns
     -------
@@ -187,9 +218,10 @@ def merge_shards(
     import zarr
 
     check_integers(labels_halo_px=(labels_halo_px, 0), whole_plane_max_px=(whole_plane_max_px, 0))
+    check_uncertain_above(uncertain_above)
     if not shards:
         raise ValueError("need at least one shard store, got none")
-    records, arrays = [], []
+    records, arrays, trusts = [], [], []
     for path in shards:
         if not (Path(path) / "zarr.json").is_file():
             raise FileNotFoundError(f"shard store {path} does not exist; run rule infer_shard")
@@ -198,8 +230,10 @@ def merge_shards(
             raise ValueError(f"{path} is not a shard store written by infer_shard")
         records.append(dict(group.attrs["grainflow_shard"]))
         arrays.append(group["s0"])
+        trusts.append(group["disagreement"] if "disagreement" in group else None)
     order = np.argsort([r["shard"] for r in records])
     records, arrays = [records[i] for i in order], [arrays[i] for i in order]
+    trusts = [trusts[i] for i in order]
     first = records[0]
     same = ("stack", "task", "model", "shards", "prediction")
     for path, record in zip(shards, records):
@@ -257,9 +291,16 @@ def merge_shards(
                 f"the shards hold probabilities of shape {arrays[0].shape}, the "
                 f"stack needs {probs[0].shape}"
             )
-        for record, array in zip(records, arrays):
+        trust_levels = create_trust(root, source) if prediction.get("trust") else None
+        for record, array, disagreement in zip(records, arrays, trusts):
+            if trust_levels is not None and disagreement is None:
+                raise ValueError(
+                    f"shard {record['shard']} has no disagreement array; rerun infer_shard"
+                )
             for z, r0, r1, c0, c1 in record["blocks"]:
                 probs[0][:, z, r0:r1, c0:c1] = array[:, z, r0:r1, c0:c1]
+                if trust_levels is not None:
+                    trust_levels[0][z, r0:r1, c0:c1] = disagreement[z, r0:r1, c0:c1]
         summary = finish_store(
             root,
             source,
@@ -274,6 +315,8 @@ def merge_shards(
             labels_halo_px=labels_halo_px,
             labels_split_px=labels_split_px,
             labels_fill_holes=labels_fill_holes,
+            trust_levels=trust_levels,
+            uncertain_above=uncertain_above,
         )
         seconds = time.perf_counter() - start + sum(r["seconds"] for r in records)
         summary["seconds"] = round(seconds, 3)

@@ -24,6 +24,7 @@ from grainflow.inference.tiling import (
     predict_plane,
     shard_blocks,
 )
+from grainflow.inference.trust import plane_trust
 from grainflow.io.ome_zarr import block_slices, check_ome_zarr, downsample, ngff_writer
 from grainflow.io.staging import staged_dir
 from grainflow.logs import Progress
@@ -32,7 +33,7 @@ from grainflow.runtime import torch_threads
 from grainflow.stacks.importer import plane_shapes
 from grainflow.tasks import CLASS_NAMES, LABEL_NAMES, TASKS
 
-__all__ = ["upsample_probabilities", "infer_stack", "open_inference"]
+__all__ = ["WithTrust", "upsample_probabilities", "infer_stack", "open_inference"]
 
 
 logger = logging.getLogger(__name__)
@@ -77,6 +78,45 @@ class _Crop:
 
     def __setitem__(self, key, value):
         self.array[self._key(key)] = value
+
+
+class WithTrust:
+    """Probabilities (C, Z, Y, X) and a disagreement map (Z, Y, X) seen as one (C + 1, Z, Y, X) array.
+
+    What an :class:`~grainflow.inference.ensemble.Ensemble` with ``disagreement``
+    returns per tile (C probabilities, then the disagreement) is written through
+    it into two arrays, so that the probability array keeps exactly C channels.
+    Keys must take every channel (``[:, ...]``).
+    """
+
+    def __init__(self, probs, trust):
+        if tuple(probs.shape[1:]) != tuple(trust.shape):
+            raise ValueError(
+                f"the disagreement map must have the probabilities' plane shape "
+                f"{tuple(probs.shape[1:])}, got {tuple(trust.shape)}"
+            )
+        self.probs, self.trust = probs, trust
+        self.shape = (int(probs.shape[0]) + 1, *(int(n) for n in probs.shape[1:]))
+        self.dtype = probs.dtype
+        self.chunks = getattr(probs, "chunks", None)
+
+    def _rest(self, key) -> tuple:
+        key = key if isinstance(key, tuple) else (key,)
+        if not key or key[0] != slice(None):
+            raise IndexError(f"a key must take every channel ([:, ...]), got {key!r}")
+        return key[1:]
+
+    def __getitem__(self, key):
+        rest = self._rest(key)
+        probs = np.asarray(self.probs[(slice(None), *rest)])
+        trust = np.asarray(self.trust[rest])
+        return np.concatenate([probs, trust[None]], axis=0)
+
+    def __setitem__(self, key, value):
+        rest = self._rest(key)
+        value = np.asarray(value)
+        self.probs[(slice(None), *rest)] = value[:-1]
+        self.trust[rest] = value[-1]
 
 
 def _own_blocks(shape, own, block: int, indices) -> list[int]:
@@ -221,11 +261,16 @@ def prediction_record(
     batch_size: int,
     sigma_scale: float,
     flips: bool,
+    trust: bool = False,
 ) -> dict:
-    """Provenance of the probabilities: models, tiling, blending, normalisation, device."""
+    """Provenance of the probabilities: models, tiling, blending, normalisation, device.
+
+    With ``trust``, also that of the disagreement map (``trust``: the array, the
+    measure and the number of members).
+    """
     import torch
 
-    return {
+    record = {
         "checkpoints": ensemble.checkpoints,
         "ensemble": f"mean of the softmax probabilities of {len(ensemble.models)} fold model(s)",
         "test_time_flips": bool(flips),
@@ -247,6 +292,17 @@ def prediction_record(
         "device": str(ensemble.device),
         "torch": torch.__version__,
     }
+    if trust:
+        record["trust"] = {
+            "array": "disagreement",
+            "measure": (
+                "mean over the members (fold models x test-time flips) of the total-variation "
+                "distance of a member's probabilities from the ensemble mean, in [0, 1 - 1/members]; "
+                "Gaussian-blended across tiles like the probabilities"
+            ),
+            "members": ensemble.n_members,
+        }
+    return record
 
 
 def predict_blocks(
@@ -361,6 +417,28 @@ def create_output(root, source: _Stack, n_classes: int) -> tuple[list, dict[str,
     return probs, label_levels
 
 
+def check_uncertain_above(value: float) -> None:
+    """``uncertain_above`` must lie in [0, 1): a disagreement is below 1."""
+    if not 0 <= value < 1:
+        raise ValueError(f"uncertain_above must be in [0, 1), got {value=}")
+
+
+def create_trust(root, source: _Stack) -> list:
+    """The disagreement levels (Z, Y, X) of an inference store: ``disagreement/s0, s1, ...``."""
+    group = root.create_group("disagreement")
+    return [
+        group.create_array(
+            f"s{k}",
+            shape=lv.shape,
+            dtype=np.float32,
+            chunks=lv.chunks,
+            fill_value=0.0,
+            dimension_names=["z", "y", "x"],
+        )
+        for k, lv in enumerate(source.levels)
+    ]
+
+
 def finish_store(
     root,
     source: _Stack,
@@ -377,11 +455,17 @@ def finish_store(
     labels_split_px: float | Mapping[str, float] = 0.0,
     labels_fill_holes: bool = False,
     scale: Mapping | None = None,
+    trust_levels: list | None = None,
+    uncertain_above: float = 0.1,
 ) -> dict:
     """Label every plane from ``probs[0]``, fill the pyramids, write metadata and provenance.
 
     ``predicted`` holds each plane's prediction record (:func:`predict_blocks`),
     ``prediction`` the provenance of the probabilities (:func:`prediction_record`).
+    With ``trust_levels`` (:func:`create_trust`, level 0 filled), each plane's
+    record gets its ``disagreement_mean`` and ``uncertain_fraction`` (disagreement
+    above ``uncertain_above``; :func:`grainflow.inference.trust.plane_trust`) over its
+    own part, and the disagreement gets its pyramid.
     Returns the ``grainflow`` attributes written, without the timings.
     """
     fmt, write_multiscales_metadata, write_label_metadata = ngff_writer()
@@ -417,6 +501,13 @@ def finish_store(
         )
         seconds = time.perf_counter() - t0
         meta = plane_meta[z] if z < len(plane_meta) else {}
+        trusted = {}
+        if trust_levels is not None:
+            trusted = plane_trust(
+                _Crop(PlaneView(trust_levels[0], z), *own),
+                uncertain_above=uncertain_above,
+                block=source.block,
+            )
         planes.append(
             {
                 "index": z,
@@ -427,6 +518,7 @@ def finish_store(
                 "labelling": labelled["mode"],
                 "n_objects": labelled["n_objects"],
                 "label_s": round(seconds, 3),
+                **trusted,
             }
         )
         logger.info(
@@ -447,6 +539,8 @@ def finish_store(
             downsample(PlaneView(probs[k - 1], c), PlaneView(probs[k], c), step=half, mean=True)
         for lv in label_levels.values():
             downsample(lv[k - 1], lv[k], step=half, mean=False)
+        if trust_levels is not None:
+            downsample(trust_levels[k - 1], trust_levels[k], step=half, mean=True)
 
     scale0 = _level0_scale(source.datasets)
     axes = [
@@ -509,6 +603,24 @@ def finish_store(
         )
         write_label_metadata(label_root, label_name, fmt=fmt, source={"image": "../../"})
     label_root.attrs["ome"] = {**label_root.attrs["ome"], "version": fmt.version}
+    trust = None
+    if trust_levels is not None:
+        write_multiscales_metadata(
+            root["disagreement"],
+            datasets=[
+                {
+                    "path": f"s{k}",
+                    "coordinateTransformations": [
+                        {"type": "scale", "scale": [scale0[0], scale0[1] * 2**k, scale0[2] * 2**k]}
+                    ],
+                }
+                for k in range(len(trust_levels))
+            ],
+            fmt=fmt,
+            axes=list(source.axes),
+            name="disagreement",
+        )
+        trust = {**prediction.get("trust", {}), "uncertain_above": float(uncertain_above)}
     units = {a["name"]: a.get("unit") for a in source.axes if isinstance(a, dict)}
     return {
         "version": __version__,
@@ -536,6 +648,7 @@ def finish_store(
         "pixel_size_um": source.info.get("pixel_size_um"),
         "unit": units.get("x"),
         "scale": {"level": 0, "factor": 1, **dict(scale or {})},
+        **({"trust": trust} if trust else {}),
         "planes": planes,
     }
 
@@ -605,6 +718,8 @@ def infer_stack(
     labels_fill_holes: bool = False,
     level: int = 0,
     scale: Mapping | None = None,
+    trust: bool = False,
+    uncertain_above: float = 0.1,
     progress: bool = True,
 ) -> dict:
     """Predict a stack with a fold ensemble and write probabilities and labels as OME-Zarr.
@@ -660,6 +775,13 @@ def infer_stack(
     scale : mapping, optional
         How ``level`` was chosen (feature lengths, factor), recorded with it in the
         output's attributes.
+    trust : bool
+        Also write the trust map: the disagreement of the ensemble's members
+        (:func:`grainflow.inference.trust.disagreement`), blended in the same pass
+        as the probabilities (which it leaves unchanged, bit for bit), with each
+        plane's mean disagreement and uncertain fraction.
+    uncertain_above : float
+        A pixel is uncertain when its disagreement exceeds this.
     progress : bool
         Log the blocks done and the time left, a line at most every 30 s.
 
@@ -685,6 +807,9 @@ def infer_stack(
             labels/zarr.json ome: labels, e.g. ["boundaries", "grain_ids"]
             labels/{name}/s0, s1, ...
                              (Z, Y, X) label images (axes z, y, x), s{k+1} = s{k}[::2, ::2]
+            disagreement/s0, s1, ...
+                             with ``trust``: (Z, Y, X) float32 disagreement of the members,
+                             the probabilities' chunks and pyramid (2 x 2 mean)
 
     Labels per task are those of
     :func:`~grainflow.inference.labels.labels_from_probability`, as in the
@@ -710,7 +835,9 @@ def infer_stack(
     Provenance in ``attrs["grainflow"]``: version, stack, task, source store,
     checkpoints (path, SHA-256, fold, epoch), ensemble, test-time flips, tile,
     overlap, margin, block, batch size, blend, normalisation, device, labelling
-    options, and per plane its intensity limits, tiles and labelling mode; a merged
+    options, and per plane its intensity limits, tiles and labelling mode (with ``trust``
+    also ``trust``: the measure, members and threshold, and per plane its
+    ``disagreement_mean`` and ``uncertain_fraction``); a merged
     store (:func:`~grainflow.inference.shards.merge_shards`) also lists its shards.
     The store is written into a temporary folder beside ``out`` and renamed onto it
     only when complete (:func:`grainflow.io.staging.staged_dir`), so no partial
@@ -729,6 +856,7 @@ def infer_stack(
         whole_plane_max_px=(whole_plane_max_px, 0),
     )
     check_integers(level=(level, 0))
+    check_uncertain_above(uncertain_above)
     source = open_source(stack, task=task, block_px=block_px)
     if level >= len(source.levels):
         raise ValueError(
@@ -771,24 +899,28 @@ def infer_stack(
     with staged_dir(out, check=check_ome_zarr) as tmp:
         root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
         probs, label_levels = create_output(root, source, ensemble.n_classes)
+        trust_levels = create_trust(root, source) if trust else None
+        target = WithTrust(probs[0], trust_levels[0]) if trust else probs[0]
+        channels = ensemble.n_classes + bool(trust)  # the disagreement last
+        members = ensemble.with_disagreement(trust)
         if level == 0:
             predicted = predict_blocks(
-                read, ensemble, probs[0], every_block, threads=threads, progress=progress, **tiling
+                read, members, target, every_block, threads=threads, progress=progress, **tiling
             )
         else:
             coarse = root.create_array(
                 "scratch_probabilities",
-                shape=(ensemble.n_classes, *read.shape),
+                shape=(channels, *read.shape),
                 dtype=np.float32,
-                chunks=(ensemble.n_classes, *read.levels[0].chunks),
+                chunks=(channels, *read.levels[0].chunks),
                 fill_value=0.0,
             )
             predicted = predict_blocks(
-                read, ensemble, coarse, every_block, threads=threads, progress=progress, **tiling
+                read, members, coarse, every_block, threads=threads, progress=progress, **tiling
             )
             upsample_probabilities(
                 coarse,
-                probs[0],
+                target,
                 factor=2**level,
                 block=source.block,
                 shapes=source.plane_shapes,
@@ -801,7 +933,9 @@ def infer_stack(
             label_levels,
             predicted=predicted,
             model=model,
-            prediction=prediction_record(ensemble, block=source.block, flips=flips, **tiling),
+            prediction=prediction_record(
+                ensemble, block=source.block, flips=flips, trust=trust, **tiling
+            ),
             threshold=threshold,
             min_grain_px=min_grain_px,
             whole_plane_max_px=whole_plane_max_px,
@@ -809,6 +943,8 @@ def infer_stack(
             labels_split_px=labels_split_px,
             labels_fill_holes=labels_fill_holes,
             scale={**dict(scale or {}), "level": int(level), "factor": 2**level},
+            trust_levels=trust_levels,
+            uncertain_above=uncertain_above,
         )
         seconds = time.perf_counter() - start
         megapixels = sum(r * c for r, c in source.plane_shapes) / 1e6  # padding left out

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from grainflow.inference.trust import trust_warning
 from grainflow.io.staging import atomic_path
 from grainflow.tasks import SEGMENTATION, TASKS
 
@@ -174,7 +175,18 @@ def _real_row(path: str | os.PathLike, best: Mapping[str, str]) -> dict:
                 real_unit="",
             )
     entry["real_details"] = f"{planes} plane(s), {row['model']}: {details}"
+    warning = _warning(table, row)
+    if warning:
+        entry["real_details"] += f". WARNING: {warning}"
     return entry
+
+
+def _warning(table: pd.DataFrame, row) -> str:
+    """The trust warning of one model's ``all`` row of a real-stack table ("" for none)."""
+    if "beyond_reference" not in row.index or pd.isna(row["beyond_reference"]):
+        return ""
+    n_planes = int(((table["model"] == row["model"]) & (table["plane"] != "all")).sum())
+    return trust_warning(str(row["stack"]), int(row["beyond_reference"]), n_planes)
 
 
 def summary_table(
@@ -418,7 +430,12 @@ def _real_numbers(path: Path, model: str) -> str:
             parts.append(f"area fraction {_number(row, 'area_fraction')}")
         count = _number(row, "n_particles", 0)
     noun = TASKS[row["task"]].objects if row["task"] in TASKS else "objects"
-    return f"{row['stack']} {', '.join(parts)}" + (f" ({count} {noun})" if count else "")
+    warning = _warning(table, row)
+    return (
+        f"{row['stack']} {', '.join(parts)}"
+        + (f" ({count} {noun})" if count else "")
+        + (f" [WARNING: {warning}]" if warning else "")
+    )
 
 
 def run_summary(
@@ -441,7 +458,8 @@ def run_summary(
         (mean ± std across folds, the classical baseline's mean beside it); the real
         stacks (grains: ASTM E112 G, planimetric and lineal intercept; phases:
         IoU or detection F1 where there is ground truth, else the area
-        fraction); the crystal-system accuracy; and, only when needed, a last
+        fraction; a stack out of the training distribution by the trust map gets
+        its warning); the crystal-system accuracy; and, only when needed, a last
         line naming the tables that are missing or unreadable. Never raises for
         a missing or broken table.
     """
