@@ -118,3 +118,21 @@ def split_settings(task):
 
 #: final outputs; each rule file adds its own
 all_targets = []
+
+
+#: an inference store's model name for the fold models adapted to its stack (rule adapt)
+ADAPTED = "-adapted"
+#: the model names rules infer and infer_shard take: an architecture, adapted or not
+INFER_MODELS = "(?:{})(?:{})?".format("|".join(config["training"]["archs"]), ADAPTED)
+
+
+def infer_checkpoints(wc):
+    """The fold checkpoints an inference store is predicted with: trained, or adapted."""
+    task, folds = STACKS.loc[wc.stack, "task"], range(config["splits"]["folds"])
+    if wc.arch.endswith(ADAPTED):
+        arch = wc.arch.removesuffix(ADAPTED)
+        return [
+            f"results/models/{task}/{arch}{ADAPTED}/{wc.stack}/fold{k}/best.pt"
+            for k in folds
+        ]
+    return [f"results/models/{task}/{wc.arch}/fold{k}/best.pt" for k in folds]
