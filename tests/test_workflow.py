@@ -177,4 +177,4 @@ def test_one_hyperparameter_reruns_only_the_jobs_it_affects(tiny_run, tmp_path):
     }
     assert not rules & upstream, sorted(rules & upstream)
     assert not [j for j in jobs if j[1].get("model") == "classical"], jobs
-    assert all(w.get("arch", "unet") == "unet" for _, w in jobs)
+    assert all(w.get("arch", "unet") in ("unet", "unet-adapted") for _, w in jobs)

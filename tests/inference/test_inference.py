@@ -412,7 +412,12 @@ def test_the_workflow_infers_every_stack_with_every_architecture_of_its_task(tmp
         for line in table.splitlines()[2:]
         if len(line.split()) == 2 and line.split()[1].isdigit()
     }
-    assert counts["infer"] == 2 and counts["measure"] == 2 and counts["real_figures"] == 1
+    # the tiny config adapts the fold models to nasa_superalloy: that stack is also inferred
+    # with the adapted models (rule adapt), beside the trained ones
+    assert counts["infer"] == 3 and counts["measure"] == 2 and counts["real_figures"] == 1
+    assert counts["adapt"] == 1
+    assert "results/inference/nasa_superalloy/unet-adapted.ome.zarr" in out
+    assert "results/models/phases/unet-adapted/nasa_superalloy/fold2/best.pt" in out
     assert counts["train"] == 6  # both tasks' folds: each stack waits for its own task's models
     assert "results/inference/nist_steel/unet.ome.zarr" in out
     assert "results/models/grains/unet/fold2/best.pt" in out

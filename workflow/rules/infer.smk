@@ -218,10 +218,11 @@ rule measure:
     input:
         stack="results/stacks/{stack}.ome.zarr",
         inference=lambda wc: list(INFERENCE_STORES[wc.stack].values()),
-        # the synthetic trust references of its architectures (none without the map)
+        # the synthetic trust references of its architectures (none without the map);
+        # models adapted to the stack are compared with their architecture's reference
         references=lambda wc: (
             [
-                f"results/trust/{STACKS.loc[wc.stack, 'task']}/{arch}.json"
+                f"results/trust/{STACKS.loc[wc.stack, 'task']}/{arch.removesuffix(ADAPTED)}.json"
                 for arch in INFERENCE_STORES[wc.stack]
             ]
             if TRUST["enabled"]
