@@ -7,6 +7,7 @@
 
 from grainflow.diffraction.evaluate import abstention_headline, headline
 from grainflow.diffraction.representation import representation_of
+from grainflow.diffraction.simulate import pattern_size
 from grainflow.stacks.frames import frame_files
 
 DIFFRACTION = config["diffraction"]
@@ -451,7 +452,9 @@ rule diffraction_scan_map:
     threads: 1
     params:
         modality=DIFFRACTION["scan"]["modality"],
-        size=lambda wc: config["synthesize"]["diffraction"]["image_size_px"],
+        size=lambda wc: pattern_size(
+            config["synthesize"]["diffraction"], DIFFRACTION["scan"]["modality"]
+        ),
         scan_step_um=DIFFRACTION["scan"]["step_um"],
         device=DEVICE,
     script:

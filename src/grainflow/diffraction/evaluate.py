@@ -12,8 +12,13 @@ import torch
 from torch import nn
 
 from grainflow.checkpoint import load_checkpoint, model_from_checkpoint
-from grainflow.diffraction.data import CLASSES, fold_rows, load_patterns
-from grainflow.diffraction.representation import checkpoint_representation, represent
+from grainflow.diffraction.data import CLASSES, fold_rows, load_patterns, patterns_of_kinds
+from grainflow.diffraction.representation import (
+    checkpoint_form_px,
+    checkpoint_kinds,
+    checkpoint_representation,
+    represent,
+)
 from grainflow.runtime import resolve_device
 from grainflow.splits import read_manifest
 
@@ -45,7 +50,11 @@ def predict_proba(
     batch_size: int = 256,
     device: str | torch.device = "cpu",
 ) -> np.ndarray:
-    """Class probabilities (N, C) of patterns ``images`` (N, H, W), under ``inference_mode``."""
+    """Class probabilities (N, C) of model inputs ``images`` (N, H, W), under ``inference_mode``.
+
+    ``images`` are the patterns' forms (:func:`~grainflow.diffraction.representation.represent`):
+    (N, h, w) for the 2-D models, (N, 1, bins) for ``ring_profile``.
+    """
     images = np.asarray(images, dtype=np.float32)
     if images.ndim != 3:
         raise ValueError(f"images must be (N, H, W), got {images.shape=}")
@@ -69,6 +78,10 @@ def predict_rows(
 ) -> pd.DataFrame:
     """One row per pattern of manifest ``rows``: metadata, true and predicted system, probabilities.
 
+    Only the patterns of the kinds the checkpoint reads are predicted
+    (:func:`~grainflow.diffraction.representation.checkpoint_kinds`: a
+    ``ring_profile`` model's rows are ring patterns only).
+
     Columns: ``image_id, fold, specimen, session, modality, crystal_system,
     bravais, class_index, bravais_index, dose_counts, zone_family, true, pred,
     confidence, p_cubic, p_hexagonal, p_orthorhombic`` (``fold`` the rows' own).
@@ -80,7 +93,17 @@ def predict_rows(
         raise ValueError(f"{checkpoint} predicts {classes}, not the crystal systems {CLASSES}")
     model = model_from_checkpoint(ckpt)
     images, meta = load_patterns(rows, root=root)
-    images = represent(images, meta["modality"].tolist(), checkpoint_representation(ckpt))
+    images, meta = patterns_of_kinds(images, meta, checkpoint_kinds(ckpt))
+    if meta.empty:
+        raise ValueError(
+            f"{checkpoint} reads {checkpoint_kinds(ckpt)} patterns; the rows hold none"
+        )
+    images = represent(
+        images,
+        meta["modality"].tolist(),
+        checkpoint_representation(ckpt),
+        px=checkpoint_form_px(ckpt),
+    )
     probs = predict_proba(model, images, device=device, batch_size=batch_size)
     meta = meta.assign(
         true=[CLASSES[i] for i in meta["class_index"]],
@@ -286,10 +309,12 @@ def summarize_predictions(pred: pd.DataFrame, *, bins: int = 10, dose_bin_count:
 
 
 def first_layer_weights(model: nn.Module) -> np.ndarray:
-    """Weights of the first convolution, (filters, in_channels, kh, kw), as NumPy."""
+    """Weights of the first convolution, (filters, in_channels, kh, kw), as NumPy (1-D: kh = 1)."""
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             return module.weight.detach().cpu().numpy()
+        if isinstance(module, nn.Conv1d):
+            return module.weight.detach().cpu().numpy()[:, :, None, :]
     raise ValueError(f"{type(model).__name__} has no convolution")
 
 
