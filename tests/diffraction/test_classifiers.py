@@ -14,6 +14,8 @@ from grainflow.diffraction.evaluate import (
     confusion_matrix,
     evaluate_classifier,
     expected_calibration_error,
+    model_choice,
+    model_choice_headline,
     per_class_table,
     predict_proba,
     reliability_table,
@@ -458,3 +460,31 @@ def test_radial_profile_ignores_rotations_and_reads_rings_finely():
     np.testing.assert_allclose(turned, profile, atol=1e-4)
     with pytest.raises(ValueError, match="radial_profile is for ring_profile only"):
         represent([ring.image, ring.image], ["ring", "spot"], {"spot": "radial_profile"})
+
+
+def test_model_choice_picks_the_most_accurate_classifier_per_kind(tmp_path):
+    def breakdown(name, rows):
+        path = tmp_path / f"{name}.tsv"
+        pd.DataFrame(
+            [{"by": "modality", "modality": m, "patterns": n, "accuracy": a} for m, n, a in rows]
+            + [{"by": "dose_bin", "modality": "", "patterns": 9, "accuracy": 1.0}]
+        ).to_csv(path, sep="\t", index=False)
+        return path
+
+    paths = {
+        "diffraction_cnn": breakdown("cnn", [("ring", 48, 0.5), ("spot", 48, 0.9)]),
+        "resnet18": breakdown("resnet", [("ring", 48, 0.45), ("spot", 48, 1.0)]),
+        "ring_profile": breakdown("profile", [("ring", 48, 0.75)]),  # rings only
+    }
+    table = model_choice(paths)
+    assert table["modality"].tolist() == ["spot", "spot", "ring", "ring", "ring"]
+    use = table[table["use"]].set_index("modality")["classifier"].to_dict()
+    assert use == {"spot": "resnet18", "ring": "ring_profile"}
+    h = model_choice_headline(table)
+    assert h["ring"] == {
+        "use": "ring_profile",
+        "accuracy": 75.0,
+        "patterns": 48,
+        "all": {"diffraction_cnn": 50.0, "resnet18": 45.0, "ring_profile": 75.0},
+    }
+    assert set(h["spot"]["all"]) == {"diffraction_cnn", "resnet18"}

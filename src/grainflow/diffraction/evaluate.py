@@ -40,6 +40,8 @@ __all__ = [
     "abstention_threshold",
     "abstention_tables",
     "abstention_headline",
+    "model_choice",
+    "model_choice_headline",
 ]
 
 
@@ -567,5 +569,61 @@ def abstention_headline(abstention: Mapping[str, str | os.PathLike]) -> dict:
             "accuracy_all": round(100 * float(pooled["accuracy_all"]), 1),
             "val_coverage": round(100 * float(pooled["val_coverage"]), 1),
             "patterns": int(pooled["patterns"]),
+        }
+    return out
+
+
+def model_choice(breakdowns: Mapping[str, str | os.PathLike]) -> pd.DataFrame:
+    """Which classifier to use for which pattern kind, from their held-out accuracies.
+
+    Parameters
+    ----------
+    breakdowns : mapping of classifier name -> path
+        Each classifier's ``breakdown.tsv`` (:func:`summarize_predictions`).
+
+    Returns
+    -------
+    DataFrame
+        One row per pattern kind and classifier that reads it: ``modality``,
+        ``classifier``, ``patterns`` (held-out patterns of that kind),
+        ``accuracy`` and ``use`` (True for the most accurate classifier of the
+        kind; ties go to the first named). A classifier that reads only some
+        kinds (``ring_profile``) has rows for those only.
+    """
+    rows = []
+    for name, path in breakdowns.items():
+        b = pd.read_csv(path, sep="\t", keep_default_na=False, na_values=[""])
+        for _, r in b[b["by"] == "modality"].iterrows():
+            rows.append(
+                {
+                    "modality": r["modality"],
+                    "classifier": name,
+                    "patterns": int(r["patterns"]),
+                    "accuracy": float(r["accuracy"]),
+                }
+            )
+    table = pd.DataFrame(rows, columns=["modality", "classifier", "patterns", "accuracy"])
+    table["use"] = False
+    for _, group in table.groupby("modality", sort=False):
+        table.loc[group["accuracy"].idxmax(), "use"] = True
+    order = {m: k for k, m in enumerate(("spot", "ring"))}
+    return table.sort_values(
+        "modality", key=lambda m: m.map(order).fillna(len(order)), kind="stable"
+    ).reset_index(drop=True)
+
+
+def model_choice_headline(table: pd.DataFrame) -> dict:
+    """Numbers for the caption: per pattern kind, the classifier to use and every one's accuracy (%)."""
+    out = {}
+    for modality, group in table.groupby("modality", sort=False):
+        best = group[group["use"]].iloc[0]
+        out[str(modality)] = {
+            "use": str(best["classifier"]),
+            "accuracy": round(100 * float(best["accuracy"]), 1),
+            "patterns": int(best["patterns"]),
+            "all": {
+                str(r["classifier"]): round(100 * float(r["accuracy"]), 1)
+                for _, r in group.iterrows()
+            },
         }
     return out

@@ -25,6 +25,7 @@ __all__ = [
     "radial_profile",
     "representation_of",
     "model_representation",
+    "model_kinds",
     "form_px",
     "represent",
     "checkpoint_representation",
@@ -335,6 +336,11 @@ def model_representation(model: str, representation=None) -> dict[str, str]:
     if model in MODEL_FORMS:
         return dict(MODEL_FORMS[model])
     return representation_of(representation)
+
+
+def model_kinds(model: str, modalities: Sequence[str]) -> list[str]:
+    """The pattern kinds of ``modalities`` that ``model`` reads (``ring_profile``: rings only)."""
+    return [m for m in modalities if m in MODEL_FORMS.get(model, modalities)]
 
 
 def form_px(images) -> int:
