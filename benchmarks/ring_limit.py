@@ -14,7 +14,13 @@ and ``--test`` crystals of their own, each classified by
     parameters) on the sub-pixel azimuthal profile over log radius: all that a
     ring pattern holds about the crystal system but the texture, read with a
     receptive field as wide as the profile. What it reaches bounds what the
-    pattern size allows better than any single 2-D form does.
+    pattern size allows better than any single 2-D form does;
+``ring_profile``
+    the workflow's ring model (``ring_profile`` in the models registry,
+    :class:`grainflow.models.ring_profile.RingProfileNet`: dilated 1-D convolutions
+    whose receptive field spans the whole profile) on the workflow's profile form
+    (:func:`grainflow.diffraction.representation.radial_profile`), without the
+    shift augmentation of ``profile``, as the workflow trains it.
 
 ``--size 128`` samples the same physics twice as finely: the detector pixel is
 halved (``detector_pixel_mm``), so every length on the detector — the first
@@ -24,6 +30,9 @@ broadening (``ring_sigma_px``) stays one to two pixels, as binning sets it.
 
     OMP_NUM_THREADS=2 python benchmarks/ring_limit.py --size 64 --train 3000 --test 900 \\
         --out benchmarks/results/ring_limit_64.json
+    python benchmarks/ring_limit.py --size 128 --train 1500 --test 600 --models ring_profile \\
+        --epochs-profile 30 --processes 1 --threads 1 \\
+        --out benchmarks/results/ring_limit_128_ring_profile.json
 
 Writes JSON (per model and training size: accuracy on the training and the
 held-out crystals, per system, seconds) and prints a markdown table;
@@ -46,10 +55,11 @@ from tqdm import tqdm
 
 from grainflow import __version__
 from grainflow.diffraction.crystal import SYSTEMS
-from grainflow.diffraction.representation import log_polar_highpass
-from grainflow.diffraction.simulate import DEFAULT_SETTINGS, synthesize_diffraction_specimen
+from grainflow.diffraction.representation import log_polar_highpass, radial_profile
+from grainflow.diffraction.simulate import synthesize_diffraction_specimen
 from grainflow.io.staging import atomic_path
 from grainflow.models.diffraction_cnn import DiffractionCNN
+from grainflow.models.registry import build_model
 from grainflow.report.provenance import hardware
 from grainflow.seeds import derive_seed
 
@@ -60,17 +70,23 @@ PROFILE_BACKGROUND_BINS = 6.0
 BATCH = 64
 
 
+RING_FIRST_ORDER_64 = (5.0, 9.0)  # px: the first ring's radius range on a 64-px ring pattern
+
+
 def ring_settings(size: int) -> dict:
-    """Ring-only settings of one pattern per crystal at ``size`` px, the physics unchanged."""
+    """Ring-only settings of one pattern per crystal at ``size`` px, the physics unchanged.
+
+    The same detector as the default spot patterns (``detector_pixel_mm`` at
+    ``image_size_px``), binned to ``size`` px for the rings
+    (:func:`grainflow.diffraction.simulate.pattern_size`).
+    """
     zoom = size / BASE_SIZE
     return {
         "modalities": ["ring"],
         "sessions_per_specimen": 1,
         "images_per_session": 1,
-        "image_size_px": size,
-        "detector_pixel_mm": DEFAULT_SETTINGS["detector_pixel_mm"] / zoom,
-        "ring_first_order_px": [v * zoom for v in DEFAULT_SETTINGS["ring_first_order_px"]],
-        "first_order_px": [v * zoom for v in DEFAULT_SETTINGS["first_order_px"]],
+        "ring_image_size_px": size,
+        "ring_first_order_px": [v * zoom for v in RING_FIRST_ORDER_64],
     }
 
 
@@ -143,6 +159,8 @@ class ProfileNet(nn.Module):
 
 
 def _augment(model: str, x: torch.Tensor) -> torch.Tensor:
+    if model == "ring_profile":  # as in the workflow: the form ignores rotations and mirrors
+        return x
     if model == "profile":  # camera length: a shift of the log-radius axis
         return torch.roll(x, int(torch.randint(-6, 7, ())), -1)
     x = torch.roll(x, int(torch.randint(x.shape[-2], ())), -2)  # rotation: cyclic row shift
@@ -157,7 +175,9 @@ def _predict(net: nn.Module, x: torch.Tensor) -> np.ndarray:
 
 def fit(model: str, x_train, y_train, x_test, y_test, epochs: int, seed: int) -> dict:
     torch.manual_seed(seed)
-    net = DiffractionCNN() if model == "cnn" else ProfileNet()
+    net = {"cnn": DiffractionCNN, "profile": ProfileNet}.get(
+        model, lambda: build_model("ring_profile")
+    )()
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
     x_train, y_t = torch.from_numpy(x_train), torch.from_numpy(y_train)
@@ -188,7 +208,11 @@ def fit(model: str, x_train, y_train, x_test, y_test, epochs: int, seed: int) ->
     }
 
 
-MODEL_NAMES = {"cnn": "DiffractionCNN (log-polar form)", "profile": "1-D net (profile)"}
+MODEL_NAMES = {
+    "cnn": "DiffractionCNN (log-polar form)",
+    "profile": "1-D net (profile)",
+    "ring_profile": "ring_profile (registry)",
+}
 
 
 def markdown_table(results: list[dict]) -> str:
@@ -225,6 +249,7 @@ def main(argv=None) -> int:
     p.add_argument("--epochs-cnn", type=int, default=15)
     p.add_argument("--epochs-profile", type=int, default=40)
     p.add_argument("--processes", type=int, default=2)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--seed", type=int, default=20261203)
     args = p.parse_args(argv)
     if args.table:
@@ -234,14 +259,17 @@ def main(argv=None) -> int:
         p.error("--out is required unless --table is given")
     sizes = sorted(int(v) for v in args.train.split(","))
     models = [m for m in args.models.split(",") if m]
-    if set(models) - {"cnn", "profile"} or not sizes or sizes[0] < 3 or args.size < 32:
-        p.error("--models from cnn,profile; --train sizes >= 3; --size >= 32")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if set(models) - set(MODEL_NAMES) or not sizes or sizes[0] < 3 or args.size < 32:
+        p.error(f"--models from {','.join(MODEL_NAMES)}; --train sizes >= 3; --size >= 32")
     t0 = time.perf_counter()
     img_train, y_train = synthesize(sizes[-1], args.size, args.seed, "train", args.processes)
     img_test, y_test = synthesize(args.test, args.size, args.seed, "test", args.processes)
     synth_s = time.perf_counter() - t0
     forms = {
         "profile": radial_profiles,
+        "ring_profile": lambda ims: np.stack([radial_profile(im) for im in ims]),
         "cnn": lambda ims: np.stack([log_polar_highpass(im) for im in ims])[:, None],
     }
     runs = []

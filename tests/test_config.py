@@ -79,6 +79,16 @@ def _broken(path, value):
             [30, 10],
             "synthesize.grains.grain_diameter_px: range [30, 10] has low > high",
         ),
+        (
+            "synthesize.diffraction.ring_image_size_px",
+            16,
+            "synthesize.diffraction.ring_image_size_px: 16 is out of range",
+        ),
+        (
+            "synthesize.diffraction.ring_image_size_px",
+            128.5,
+            "synthesize.diffraction.ring_image_size_px: 128.5 is not of type 'integer'",
+        ),
         # a required key deleted
         ("seed", KeyError, "seed: missing; this key is required"),
         ("synthesize.grains.specimens", KeyError, "synthesize.grains.specimens: missing"),
@@ -161,6 +171,35 @@ def test_missing_stacks_sheet(tmp_path):
         (
             {"inference.shards": 3, "inference.scale": "auto"},
             "inference.scale: 'auto' is not yet supported with inference.shards 3",
+        ),
+        # each pattern kind's size must hold several orders of its first-order range
+        (
+            {"synthesize.diffraction.ring_image_size_px": 48},
+            r"synthesize.diffraction.ring_first_order_px: a first order at up to 18 px leaves "
+            r"fewer than four orders inside a 48-px ring pattern \(ring_image_size_px\); keep it "
+            r"at most 12 px or raise ring_image_size_px",
+        ),
+        (
+            {
+                "synthesize.diffraction.image_size_px": 32,
+                "synthesize.diffraction.first_order_px": [6, 9],
+            },
+            r"synthesize.diffraction.first_order_px: .* inside a 32-px spot pattern",
+        ),
+        # a ring-only model cannot map a spot scan, nor learn without rings
+        (
+            {
+                "diffraction.archs.ring": {"model": "ring_profile", "epochs": 1},
+                "diffraction.scan.arch": "ring",
+            },
+            r"diffraction.scan.arch: 'ring' \(ring_profile\) reads \['ring'\] patterns only",
+        ),
+        (
+            {
+                "diffraction.archs.ring": {"model": "ring_profile", "epochs": 1},
+                "synthesize.diffraction.modalities": ["spot"],
+            },
+            r"diffraction.archs.ring: ring_profile reads \['ring'\] patterns",
         ),
     ],
 )

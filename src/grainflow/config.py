@@ -297,6 +297,7 @@ def _cross_key_problems(config: Mapping) -> list[tuple[tuple, str]]:
                 f"inference.shards {inference['shards']}; set inference.scale: none",
             )
         )
+    problems += _pattern_size_problems(config)
     diffraction = config["diffraction"]
     if diffraction["enabled"]:
         classifiers = set(diffraction["archs"])
@@ -309,7 +310,33 @@ def _cross_key_problems(config: Mapping) -> list[tuple[tuple, str]]:
                     "classifiers other names (they name folders beside the U-Nets')",
                 )
             )
+        from grainflow.diffraction.representation import MODEL_FORMS
+
+        modalities = config["synthesize"]["diffraction"]["modalities"]
+        for name, arch in diffraction["archs"].items():
+            kinds = sorted(MODEL_FORMS.get(arch["model"], modalities))
+            if not set(kinds) & set(modalities):
+                problems.append(
+                    (
+                        ("diffraction", "archs", name, "model"),
+                        f"diffraction.archs.{name}: {arch['model']} reads {kinds} patterns, and "
+                        f"synthesize.diffraction.modalities ({modalities}) makes none; add them "
+                        "or drop the architecture",
+                    )
+                )
         for block in ("scan", "stacks"):
+            arch = diffraction["archs"].get(diffraction[block]["arch"])
+            kinds = MODEL_FORMS.get(arch["model"]) if arch else None
+            if kinds and diffraction[block]["modality"] not in kinds:
+                problems.append(
+                    (
+                        ("diffraction", block, "arch"),
+                        f"diffraction.{block}.arch: {diffraction[block]['arch']!r} "
+                        f"({arch['model']}) reads {sorted(kinds)} patterns only, and "
+                        f"diffraction.{block}.modality is {diffraction[block]['modality']!r}; "
+                        "choose another architecture or modality",
+                    )
+                )
             if diffraction[block]["arch"] not in classifiers:
                 problems.append(
                     (
@@ -319,6 +346,29 @@ def _cross_key_problems(config: Mapping) -> list[tuple[tuple, str]]:
                     )
                 )
     return problems + _training_problems(config)
+
+
+def _pattern_size_problems(config: Mapping) -> list[tuple[tuple, str]]:
+    """Each pattern kind's first order must leave several orders inside its pattern size."""
+    problems = []
+    settings = config["synthesize"].get("diffraction")
+    if not settings:
+        return problems
+    for kind, size_key, range_key in (
+        ("spot", "image_size_px", "first_order_px"),
+        ("ring", "ring_image_size_px", "ring_first_order_px"),
+    ):
+        size, high = settings[size_key], settings[range_key][1]
+        if high > size / 4:
+            problems.append(
+                (
+                    ("synthesize", "diffraction", range_key),
+                    f"synthesize.diffraction.{range_key}: a first order at up to {high:g} px "
+                    f"leaves fewer than four orders inside a {size}-px {kind} pattern "
+                    f"({size_key}); keep it at most {size / 4:g} px or raise {size_key}",
+                )
+            )
+    return problems
 
 
 def _training_problems(config: Mapping) -> list[tuple[tuple, str]]:

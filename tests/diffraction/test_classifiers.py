@@ -14,6 +14,8 @@ from grainflow.diffraction.evaluate import (
     confusion_matrix,
     evaluate_classifier,
     expected_calibration_error,
+    model_choice,
+    model_choice_headline,
     per_class_table,
     predict_proba,
     reliability_table,
@@ -22,6 +24,7 @@ from grainflow.diffraction.representation import (
     angular_spectrum,
     log_polar,
     log_polar_highpass,
+    radial_profile,
     represent,
     representation_of,
     rotate_pattern,
@@ -308,6 +311,34 @@ def test_tiny_training_is_deterministic_and_evaluates(data, tmp_path):
     pooled = tables["confusion"].query("fold == 'all'")["count"].sum()
     assert pooled == len(manifest)
     assert set(tables["breakdown"]["by"]) >= {"modality", "dose_bin", "modality+dose_bin"}
+    # spots at 64 px and rings at 128 px in one dataset: every form 64 x 64
+    assert a["extra"]["form_px"] == 64 and a["extra"]["kinds"] == ["ring", "spot"]
+
+
+def test_ring_profile_trains_on_rings_and_is_scored_on_rings_only(data, tmp_path):
+    root, manifest = data
+    out = tmp_path / "ring_profile"
+    train_diffraction_fold(
+        root / "split.tsv",
+        0,
+        arch={"model": "ring_profile", "epochs": 1},
+        shared=SHARED,
+        best_path=out / "best.pt",
+        history_path=out / "history.tsv",
+        last_path=out / "last.pt",
+        seed=5,
+        validation_seed=3,
+    )
+    ckpt = load_checkpoint(out / "best.pt")
+    assert ckpt["extra"]["kinds"] == ["ring"]
+    assert ckpt["extra"]["representation"]["ring"] == "radial_profile"
+    pred, tables = evaluate_classifier(root / "split.tsv", {0: out / "best.pt"}, bins=5)
+    assert set(pred["modality"]) == {"ring"}
+    assert len(pred) == (manifest["fold"] == 0).sum() // 2  # a ring session per crystal
+    assert set(tables["breakdown"].query("by == 'modality'")["modality"]) == {"ring"}
+    scan = synthetic_scan(SETTINGS, scan_shape=(2, 2), modality="spot", rng=0)[0]
+    with pytest.raises(ValueError, match="reads \\['ring'\\] patterns, not 'spot'"):
+        classify_scan(scan, [out / "best.pt"], modality="spot", size=64)
 
 
 def test_frozen_transfer_from_a_local_file_trains_only_the_head(data, tmp_path):
@@ -400,3 +431,60 @@ def test_scan_map_is_pattern_by_pattern_and_ome_zarr(data, tmp_path):
     label = next(n for n in nodes if any(type(s).__name__ == "Label" for s in n.specs))
     assert nodes[0].data[0].shape == (3, 3, 5)
     assert np.array_equal(np.asarray(label.data[0]), labels)
+
+
+def test_mixed_pattern_sizes_reach_a_2d_model_at_one_side():
+    (spot, ring), _ = synthesize_diffraction_specimen(
+        "s00", {"sessions_per_specimen": 2, "images_per_session": 1}, seed=1
+    )
+    assert (spot.modality, spot.image.shape, ring.image.shape) == ("spot", (64, 64), (128, 128))
+    forms = represent([spot.image, ring.image], ["spot", "ring"])
+    assert forms.shape == (2, 64, 64)  # the smaller side, for both kinds
+    # a 128-px ring's 64-px log-polar form spans the radius ratios of a 64-px ring's
+    binned = ring.image.reshape(64, 2, 64, 2).mean(axis=(1, 3))
+    assert np.corrcoef(forms[1].ravel(), log_polar_highpass(binned).ravel())[0, 1] > 0.8
+    ds = PatternDataset(
+        [spot.image, ring.image], [0, 0], ["a", "b"], modalities=["spot", "ring"], rotate=True
+    )
+    assert ds[0][0].shape == ds[1][0].shape == (1, 64, 64)
+
+
+def test_radial_profile_ignores_rotations_and_reads_rings_finely():
+    (ring,), _ = synthesize_diffraction_specimen(
+        "s01", {"modalities": ["ring"], "sessions_per_specimen": 1, "images_per_session": 1}, seed=2
+    )
+    profile = radial_profile(ring.image)
+    assert profile.shape == (1, 128) and profile.dtype == np.float32
+    assert abs(profile.mean()) < 1e-5 and profile.std() == pytest.approx(1.0, rel=1e-4)
+    turned = radial_profile(np.rot90(ring.image))
+    np.testing.assert_allclose(turned, profile, atol=1e-4)
+    with pytest.raises(ValueError, match="radial_profile is for ring_profile only"):
+        represent([ring.image, ring.image], ["ring", "spot"], {"spot": "radial_profile"})
+
+
+def test_model_choice_picks_the_most_accurate_classifier_per_kind(tmp_path):
+    def breakdown(name, rows):
+        path = tmp_path / f"{name}.tsv"
+        pd.DataFrame(
+            [{"by": "modality", "modality": m, "patterns": n, "accuracy": a} for m, n, a in rows]
+            + [{"by": "dose_bin", "modality": "", "patterns": 9, "accuracy": 1.0}]
+        ).to_csv(path, sep="\t", index=False)
+        return path
+
+    paths = {
+        "diffraction_cnn": breakdown("cnn", [("ring", 48, 0.5), ("spot", 48, 0.9)]),
+        "resnet18": breakdown("resnet", [("ring", 48, 0.45), ("spot", 48, 1.0)]),
+        "ring_profile": breakdown("profile", [("ring", 48, 0.75)]),  # rings only
+    }
+    table = model_choice(paths)
+    assert table["modality"].tolist() == ["spot", "spot", "ring", "ring", "ring"]
+    use = table[table["use"]].set_index("modality")["classifier"].to_dict()
+    assert use == {"spot": "resnet18", "ring": "ring_profile"}
+    h = model_choice_headline(table)
+    assert h["ring"] == {
+        "use": "ring_profile",
+        "accuracy": 75.0,
+        "patterns": 48,
+        "all": {"diffraction_cnn": 50.0, "resnet18": 45.0, "ring_profile": 75.0},
+    }
+    assert set(h["spot"]["all"]) == {"diffraction_cnn", "resnet18"}

@@ -135,7 +135,8 @@ def reference(modality, truth, *, first_order_px, dose):
 )
 def test_prepared_frame_is_centred_scaled_and_like_the_simulated_pattern(modality, stop, saturate):
     frame, truth = detector_frame(modality, stop=stop, saturate=saturate)
-    pattern, record = prepare_frame(frame, modality=modality)
+    # at 64 px for both kinds (rings are trained at 128 px; the target scales with the size)
+    pattern, record = prepare_frame(frame, modality=modality, size=64)
 
     # the direct beam within a pixel, by its disc when it shows, by symmetry behind a stop
     assert math.dist(record["centre"], BEAM) < 1.0
@@ -143,7 +144,7 @@ def test_prepared_frame_is_centred_scaled_and_like_the_simulated_pattern(modalit
     assert (record["saturated_px"] > 0) == saturate
     # the first order found, and where it lands in the 64-px pattern: the trained range
     assert record["first_order_found_px"] == pytest.approx(truth["radius_px"], rel=0.05)
-    low, high = target_first_order_px(modality)
+    low, high = target_first_order_px(modality, size=64)
     landed = truth["radius_px"] * record["scale"]
     assert low <= landed <= high
     assert record["bin"] == math.floor(1 / record["scale"])
@@ -157,6 +158,17 @@ def test_prepared_frame_is_centred_scaled_and_like_the_simulated_pattern(modalit
     )
     seen = hidden < 0.01 * hidden.max() if stop else np.ones((64, 64), bool)
     assert np.corrcoef(pattern[seen], ref[seen])[0, 1] > 0.9
+
+
+def test_each_kind_is_prepared_at_its_trained_size_and_first_order():
+    frame, truth = detector_frame("ring")
+    pattern, record = prepare_frame(frame, modality="ring")
+    assert pattern.shape == (128, 128)  # ring_image_size_px
+    assert target_first_order_px("ring") == (10.0, 18.0)
+    assert target_first_order_px("ring", size=64) == (5.0, 9.0)
+    assert 10.0 <= truth["radius_px"] * record["scale"] <= 18.0
+    spot, _ = prepare_frame(detector_frame("spot")[0], modality="spot")
+    assert spot.shape == (64, 64)  # image_size_px
 
 
 def test_centre_behind_a_stop_is_the_centre_of_symmetry_not_the_brightest_spot():

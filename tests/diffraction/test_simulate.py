@@ -20,6 +20,7 @@ from grainflow.diffraction.crystal import (
 )
 from grainflow.diffraction.simulate import (
     detector_counts,
+    pattern_size,
     ring_intensity,
     spot_intensity,
     synthesize_diffraction_specimen,
@@ -262,7 +263,9 @@ def test_specimen_is_deterministic_labelled_and_round_trips(tmp_path):
     ]
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x.image, y.image)
-        assert x.labels == {} and x.image.dtype == np.float32 and x.image.shape == (64, 64)
+        # each pattern kind at its own size: spots 64 px, rings 128 px (the defaults)
+        side = {"spot": 64, "ring": 128}[x.modality]
+        assert x.labels == {} and x.image.dtype == np.float32 and x.image.shape == (side, side)
         assert 0.0 <= x.image.min() and x.image.max() == pytest.approx(1.0)
     assert spec["crystal_system"] == "hexagonal" and spec["class_index"] == 1  # 4 % 3
     assert {s.modality for s in a} == {"spot", "ring"}
@@ -271,7 +274,24 @@ def test_specimen_is_deterministic_labelled_and_round_trips(tmp_path):
     write_specimen(tmp_path / "s04.h5", a, task="diffraction", specimen="s04", specimen_params=spec)
     back = read_specimen(tmp_path / "s04.h5")
     assert back.samples[2].params["crystal_system"] == "hexagonal" and back.samples[2].labels == {}
-    np.testing.assert_array_equal(back.samples[3].image, a[3].image)
+    for x, y in zip(back.samples, a):  # one file holds both sizes, read back at their own
+        np.testing.assert_array_equal(x.image, y.image)
+    subset = read_specimen(tmp_path / "s04.h5", indices=[3, 0]).samples
+    assert [x.image.shape for x in subset] == [a[3].image.shape, a[0].image.shape]
+
+
+def test_pattern_sizes_per_kind():
+    settings = {"images_per_session": 1, "sessions_per_specimen": 2}
+    sizes = {"image_size_px": 48, "ring_image_size_px": 96, "ring_first_order_px": [8.0, 12.0]}
+    samples, _ = synthesize_diffraction_specimen("s01", {**settings, **sizes}, seed=5)
+    assert {s.modality: s.image.shape for s in samples} == {"spot": (48, 48), "ring": (96, 96)}
+    assert pattern_size(sizes, "spot") == 48 and pattern_size(sizes, "ring") == 96
+    # the same detector: a ring pattern's binned pixel is finer by the ratio of the sizes
+    ring = next(s for s in samples if s.modality == "ring")
+    spot = next(s for s in samples if s.modality == "spot")
+    assert ring.params["detector_pixel_mm"] == pytest.approx(spot.params["detector_pixel_mm"] / 2)
+    with pytest.raises(ValueError, match="modality"):
+        pattern_size(sizes, "powder")
 
 
 def test_bad_settings_are_rejected():

@@ -187,7 +187,8 @@ def test_the_generator_is_deterministic_and_covers_every_zone_family():
         zone_representatives("hexagonal")
     )
     for s in first:
-        assert s.image.shape == (64, 64) and s.image.dtype == np.float32
+        side = 64 if s.modality == "spot" else 128  # each kind at its own size
+        assert s.image.shape == (side, side) and s.image.dtype == np.float32
         assert 0.0 <= s.image.min() and s.image.max() <= 1.0
         assert s.params["crystal_system"] == structure_by_name(s.specimen).system
     shared = [s for s in spots if s.params["zone_family"] in ("<111>", "<0001>")]
@@ -293,7 +294,15 @@ def test_score_real_structures_averages_the_folds(tmp_path):
     pred, table, summary = score_real_structures(tmp_path / "p.h5", paths, abstention, coverage=0.9)
     assert len(pred) == len(samples) == 4 and len(table) == 4
     assert (summary["threshold"] == 0.3).all()
-    images = np.stack([s.image for s in samples])
-    mean = np.mean([predict_proba(model_from_checkpoint(p), images) for p in paths], axis=0)
+    # spots (64 px) and rings (128 px) differ in size: each pattern through each fold's model
+    mean = np.mean(
+        [
+            np.concatenate(
+                [predict_proba(model_from_checkpoint(p), s.image[None]) for s in samples]
+            )
+            for p in paths
+        ],
+        axis=0,
+    )
     got = pred[[f"p_{c}" for c in SYSTEMS]].to_numpy()
     np.testing.assert_allclose(got, mean, rtol=1e-5, atol=1e-6)

@@ -276,7 +276,7 @@ def test_load_pretrained_errors_name_the_file(tmp_path):
 
 
 def test_registry_builds_each_model():
-    assert set(MODELS) == {"unet", "resunet", "diffraction_cnn", "resnet18"}
+    assert set(MODELS) == {"unet", "resunet", "diffraction_cnn", "resnet18", "ring_profile"}
     assert isinstance(build_model("unet", depth=2, base_channels=4), UNet)
     resunet = build_model("resunet", depth=2, base_channels=4)
     assert resunet.hparams["residual"] is True
@@ -288,7 +288,8 @@ def test_registry_builds_each_model():
 def test_registry_errors():
     with pytest.raises(
         ValueError,
-        match="unknown model 'vgg'; known models: diffraction_cnn, resnet18, resunet, unet",
+        match="unknown model 'vgg'; known models: diffraction_cnn, resnet18, resunet, "
+        "ring_profile, unet",
     ):
         build_model("vgg")
     with pytest.raises(ValueError, match="bad arguments for model 'unet'"):

@@ -1,12 +1,19 @@
-# Diffraction patterns: crystal-system classification with the DiffractionCNN and
-# ResNet-18 by transfer, cross-validated over crystals; pretraining on a large
+# Diffraction patterns: crystal-system classification with the DiffractionCNN,
+# ResNet-18 by transfer and the ring-profile network, cross-validated over crystals;
+# which to use for which pattern kind; pretraining on a large
 # synthetic set; transfer strategies against labelled-set size; a scan map; real
 # diffraction stacks (sheet rows with task diffraction) prepared, classified and mapped.
 # The patterns come from the synthesize rule, their folds from the split rule
 # (task "diffraction").
 
-from grainflow.diffraction.evaluate import abstention_headline, headline
-from grainflow.diffraction.representation import representation_of
+from grainflow.diffraction.evaluate import (
+    abstention_headline,
+    headline,
+    model_choice,
+    model_choice_headline,
+)
+from grainflow.diffraction.representation import model_kinds, representation_of
+from grainflow.diffraction.simulate import pattern_size
 from grainflow.stacks.frames import frame_files
 
 DIFFRACTION = config["diffraction"]
@@ -268,6 +275,32 @@ rule diffraction_coverage:
         "../scripts/diffraction_coverage.py"
 
 
+rule diffraction_models:
+    input:
+        breakdown=expand(
+            "results/metrics/diffraction/{classifier}/breakdown.tsv",
+            classifier=DIFF_ARCHS,
+        ),
+    output:
+        table=report(
+            "results/tables/diffraction_models.tsv",
+            caption="../report/diffraction_models.rst",
+            category="7. Diffraction",
+        ),
+    log:
+        "logs/diffraction_models.log",
+    conda:
+        "../../environment.yml"
+    params:
+        classifiers=DIFF_ARCHS,
+        # read by the caption: the measured choice, not a typed one
+        headline=lambda wc, input: model_choice_headline(
+            model_choice(dict(zip(DIFF_ARCHS, input.breakdown)))
+        ),
+    script:
+        "../scripts/diffraction_models.py"
+
+
 rule diffraction_confusion:
     input:
         confusion="results/metrics/diffraction/{classifier}/confusion.tsv",
@@ -287,6 +320,10 @@ rule diffraction_confusion:
     params:
         # read by the caption: numbers in captions come from the results
         headline=lambda wc, input: headline(input.summary, input.per_class),
+        kinds=lambda wc: model_kinds(
+            DIFFRACTION["archs"][wc.classifier]["model"],
+            config["synthesize"]["diffraction"]["modalities"],
+        ),
     script:
         "../scripts/diffraction_confusion.py"
 
@@ -451,7 +488,9 @@ rule diffraction_scan_map:
     threads: 1
     params:
         modality=DIFFRACTION["scan"]["modality"],
-        size=lambda wc: config["synthesize"]["diffraction"]["image_size_px"],
+        size=lambda wc: pattern_size(
+            config["synthesize"]["diffraction"], DIFFRACTION["scan"]["modality"]
+        ),
         scan_step_um=DIFFRACTION["scan"]["step_um"],
         device=DEVICE,
     script:
@@ -642,6 +681,7 @@ if DIFFRACTION["enabled"]:
             "results/figures/diffraction_forms.png",
             "results/figures/folds_diffraction.png",
             "results/figures/diffraction_coverage.png",
+            "results/tables/diffraction_models.tsv",
             *expand(
                 "results/metrics/diffraction/real_structures_{classifier}_summary.tsv",
                 classifier=DIFF_ARCHS,

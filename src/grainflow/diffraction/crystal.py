@@ -105,7 +105,8 @@ DEFAULT_SETTINGS: dict = {
     "specimens": 30,  # crystals; systems assigned in turn: cubic, hexagonal, orthorhombic
     "sessions_per_specimen": 2,  # sessions; kinds (modalities) assigned in turn
     "images_per_session": 12,  # patterns per session, each in a new orientation
-    "image_size_px": 64,
+    "image_size_px": 64,  # side of spot patterns
+    "ring_image_size_px": 128,  # side of ring patterns (their rings need the finer sampling)
     "modalities": ["spot", "ring"],
     "zone_axes": "principal",  # principal | low_index | random
     "max_zone_index": 1,  # largest |u|, |v|, |w| of a low-index zone axis
@@ -118,8 +119,8 @@ DEFAULT_SETTINGS: dict = {
     "debye_waller_A2": [0.3, 1.0],
     "voltage_kv": 200.0,
     "first_order_px": [3.5, 5.0],  # radius of a spot pattern's first spot; sets the camera length
-    "ring_first_order_px": [5.0, 9.0],  # radius of the first ring (ring patterns)
-    "detector_pixel_mm": 0.48,  # binned pixel of the 64-px pattern (30.7 mm detector)
+    "ring_first_order_px": [10.0, 18.0],  # radius of the first ring, pixels of a ring pattern
+    "detector_pixel_mm": 0.48,  # binned pixel of the 64-px spot pattern (30.7 mm detector)
     "tilt_mrad": 5.0,  # largest tilt of the beam off the zone axis
     "relrod_inv_A": [0.02, 0.05],  # effective relrod length σ_s, 1/Å
     "spot_sigma_px": [0.4, 0.7],  # spots stay resolved at 3.5 px spacing

@@ -15,6 +15,7 @@ from grainflow.diffraction.crystal import BRAVAIS, SYSTEMS
 from grainflow.diffraction.representation import (
     INVARIANT_FORMS,
     _form,
+    form_px,
     representation_of,
     rotate_pattern,
 )
@@ -30,6 +31,8 @@ __all__ = [
     "load_patterns",
     "fold_rows",
     "subsample_per_class",
+    "stack_patterns",
+    "patterns_of_kinds",
 ]
 
 
@@ -52,13 +55,30 @@ META = (
 )
 
 
+def stack_patterns(images) -> np.ndarray | list[np.ndarray]:
+    """Patterns as one float32 array (N, H, W) when they share a shape, else a list of (H_i, W_i)."""
+    images = [np.asarray(im, dtype=np.float32) for im in images]
+    if len({im.shape for im in images}) <= 1:
+        return np.stack(images) if images else np.zeros((0, 0, 0), dtype=np.float32)
+    return images
+
+
+def patterns_of_kinds(images, meta: pd.DataFrame, kinds) -> tuple[object, pd.DataFrame]:
+    """The patterns of :func:`load_patterns` (and their ``meta`` rows) whose ``modality`` is in ``kinds``."""
+    keep = meta["modality"].isin(list(kinds)).to_numpy()
+    if keep.all():
+        return images, meta
+    kept = stack_patterns([im for im, k in zip(images, keep) if k])
+    return kept, meta[keep].reset_index(drop=True)
+
+
 class PatternDataset(Dataset):
-    """Patterns and class indices in memory; items ``(image (1, H, W) float32, class int64)``.
+    """Patterns and class indices in memory; items ``(form (1, h, w) float32, class int64)``.
 
     Parameters
     ----------
-    images : ndarray of shape (N, H, W), float32 in [0, 1]
-        Cartesian patterns, centred.
+    images : ndarray of shape (N, H, W) or sequence of (H_i, W_i) arrays, float32 in [0, 1]
+        Cartesian patterns, centred; spot and ring patterns may differ in size.
     targets : ndarray of shape (N,), int
     ids : sequence of str
         Image ids (enter the resume fingerprint of :func:`grainflow.training.loop.train`).
@@ -76,6 +96,9 @@ class PatternDataset(Dataset):
         that ignores rotations and mirrors (:data:`INVARIANT_FORMS`) are
         prepared once and not augmented. Random numbers come from torch's
         global generator.
+    px : int, optional
+        Side of the 2-D forms (default :func:`form_px`, the smallest pattern
+        side): every item has one shape, whatever the pattern sizes.
 
     Notes
     -----
@@ -101,11 +124,17 @@ class PatternDataset(Dataset):
         flips: bool = False,
         modalities: Sequence[str] | None = None,
         representation: str | Mapping[str, str] | None = "cartesian",
+        px: int | None = None,
     ):
-        images = np.asarray(images, dtype=np.float32)
-        if images.ndim != 3 or len(images) != len(targets) or len(ids) != len(images):
+        images = stack_patterns(images)
+        if (
+            any(np.ndim(im) != 2 for im in images)
+            or len(images) != len(targets)
+            or len(ids) != len(images)
+        ):
             raise ValueError(
-                f"need images (N, H, W) with N targets and ids, got {images.shape=}, "
+                f"need images: N patterns (H, W) with N targets and ids, got "
+                f"{[np.shape(im) for im in images[:3]]}..., {len(images)=}, "
                 f"{len(targets)=}, {len(ids)=}"
             )
         modalities = ["spot"] * len(images) if modalities is None else list(modalities)
@@ -118,11 +147,12 @@ class PatternDataset(Dataset):
         self.ids = list(ids)
         self.rotate, self.flips = rotate, flips
         self.modalities, self.representation = modalities, representation_of(representation)
+        self.px = (form_px(images) if len(images) else 0) if px is None else int(px)
         self._forms = [self.representation[m] for m in modalities]
         augment = rotate or flips
         # items that augmentation cannot change are prepared once
         self._fixed = {
-            i: _form(images[i], f)
+            i: _form(images[i], f, self.px)
             for i, f in enumerate(self._forms)
             if not augment or f in INVARIANT_FORMS
         }
@@ -140,7 +170,7 @@ class PatternDataset(Dataset):
                 image = rotate_pattern(image, 360.0 * float(torch.rand(())))
             elif self.flips:
                 image = np.rot90(image, int(torch.randint(4, ())))
-            image = _form(image, self._forms[i])
+            image = _form(image, self._forms[i], self.px)
         return torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None], torch.tensor(
             self.targets[i]
         )
@@ -152,10 +182,12 @@ class PatternDataset(Dataset):
         """SHA-256 of the patterns, targets, kinds and representation (the resume fingerprint)."""
         import hashlib
 
-        h = hashlib.sha256(np.ascontiguousarray(self.images).tobytes())
+        h = hashlib.sha256()
+        for image in self.images if isinstance(self.images, list) else [self.images]:
+            h.update(np.ascontiguousarray(image).tobytes())
         h.update(self.targets.tobytes())
         h.update(",".join(self._forms).encode())
-        h.update(f"rotate={self.rotate} flips={self.flips}".encode())
+        h.update(f"rotate={self.rotate} flips={self.flips} px={self.px}".encode())
         return h.hexdigest()
 
 
@@ -166,7 +198,8 @@ def load_patterns(
 
     Returns
     -------
-    images : ndarray of shape (N, H, W), float32
+    images : ndarray of shape (N, H, W), float32, or a list of (H_i, W_i) patterns
+        A list when the rows hold patterns of several sizes (:func:`stack_patterns`).
     meta : DataFrame
         ``image_id``, ``fold`` (when present), the :data:`META` columns,
         ``class_index`` and ``bravais_index``, one row per image.
@@ -207,7 +240,7 @@ def load_patterns(
     meta = pd.DataFrame.from_records(records)
     if "fold" in rows:
         meta.insert(1, "fold", rows["fold"].to_numpy())
-    return np.stack(images).astype(np.float32), meta
+    return stack_patterns(images), meta
 
 
 def fold_rows(
@@ -272,9 +305,19 @@ def subsample_per_class(rows: pd.DataFrame, n_per_class: int, *, seed: int) -> p
 
 
 def _dataset(
-    rows: pd.DataFrame, *, target: str, rotate: bool, flips: bool, representation, root
+    rows: pd.DataFrame,
+    *,
+    target: str,
+    rotate: bool,
+    flips: bool,
+    representation,
+    root,
+    px=None,
+    kinds=None,
 ) -> PatternDataset:
     images, meta = load_patterns(rows, root=root)
+    if kinds is not None:
+        images, meta = patterns_of_kinds(images, meta, kinds)
     return PatternDataset(
         images,
         meta[target].to_numpy(),
@@ -283,4 +326,5 @@ def _dataset(
         flips=flips,
         modalities=meta["modality"].tolist(),
         representation=representation,
+        px=px,
     )

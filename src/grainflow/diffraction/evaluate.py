@@ -12,8 +12,13 @@ import torch
 from torch import nn
 
 from grainflow.checkpoint import load_checkpoint, model_from_checkpoint
-from grainflow.diffraction.data import CLASSES, fold_rows, load_patterns
-from grainflow.diffraction.representation import checkpoint_representation, represent
+from grainflow.diffraction.data import CLASSES, fold_rows, load_patterns, patterns_of_kinds
+from grainflow.diffraction.representation import (
+    checkpoint_form_px,
+    checkpoint_kinds,
+    checkpoint_representation,
+    represent,
+)
 from grainflow.runtime import resolve_device
 from grainflow.splits import read_manifest
 
@@ -35,6 +40,8 @@ __all__ = [
     "abstention_threshold",
     "abstention_tables",
     "abstention_headline",
+    "model_choice",
+    "model_choice_headline",
 ]
 
 
@@ -45,7 +52,11 @@ def predict_proba(
     batch_size: int = 256,
     device: str | torch.device = "cpu",
 ) -> np.ndarray:
-    """Class probabilities (N, C) of patterns ``images`` (N, H, W), under ``inference_mode``."""
+    """Class probabilities (N, C) of model inputs ``images`` (N, H, W), under ``inference_mode``.
+
+    ``images`` are the patterns' forms (:func:`~grainflow.diffraction.representation.represent`):
+    (N, h, w) for the 2-D models, (N, 1, bins) for ``ring_profile``.
+    """
     images = np.asarray(images, dtype=np.float32)
     if images.ndim != 3:
         raise ValueError(f"images must be (N, H, W), got {images.shape=}")
@@ -69,6 +80,10 @@ def predict_rows(
 ) -> pd.DataFrame:
     """One row per pattern of manifest ``rows``: metadata, true and predicted system, probabilities.
 
+    Only the patterns of the kinds the checkpoint reads are predicted
+    (:func:`~grainflow.diffraction.representation.checkpoint_kinds`: a
+    ``ring_profile`` model's rows are ring patterns only).
+
     Columns: ``image_id, fold, specimen, session, modality, crystal_system,
     bravais, class_index, bravais_index, dose_counts, zone_family, true, pred,
     confidence, p_cubic, p_hexagonal, p_orthorhombic`` (``fold`` the rows' own).
@@ -80,7 +95,17 @@ def predict_rows(
         raise ValueError(f"{checkpoint} predicts {classes}, not the crystal systems {CLASSES}")
     model = model_from_checkpoint(ckpt)
     images, meta = load_patterns(rows, root=root)
-    images = represent(images, meta["modality"].tolist(), checkpoint_representation(ckpt))
+    images, meta = patterns_of_kinds(images, meta, checkpoint_kinds(ckpt))
+    if meta.empty:
+        raise ValueError(
+            f"{checkpoint} reads {checkpoint_kinds(ckpt)} patterns; the rows hold none"
+        )
+    images = represent(
+        images,
+        meta["modality"].tolist(),
+        checkpoint_representation(ckpt),
+        px=checkpoint_form_px(ckpt),
+    )
     probs = predict_proba(model, images, device=device, batch_size=batch_size)
     meta = meta.assign(
         true=[CLASSES[i] for i in meta["class_index"]],
@@ -286,10 +311,12 @@ def summarize_predictions(pred: pd.DataFrame, *, bins: int = 10, dose_bin_count:
 
 
 def first_layer_weights(model: nn.Module) -> np.ndarray:
-    """Weights of the first convolution, (filters, in_channels, kh, kw), as NumPy."""
+    """Weights of the first convolution, (filters, in_channels, kh, kw), as NumPy (1-D: kh = 1)."""
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             return module.weight.detach().cpu().numpy()
+        if isinstance(module, nn.Conv1d):
+            return module.weight.detach().cpu().numpy()[:, :, None, :]
     raise ValueError(f"{type(model).__name__} has no convolution")
 
 
@@ -542,5 +569,61 @@ def abstention_headline(abstention: Mapping[str, str | os.PathLike]) -> dict:
             "accuracy_all": round(100 * float(pooled["accuracy_all"]), 1),
             "val_coverage": round(100 * float(pooled["val_coverage"]), 1),
             "patterns": int(pooled["patterns"]),
+        }
+    return out
+
+
+def model_choice(breakdowns: Mapping[str, str | os.PathLike]) -> pd.DataFrame:
+    """Which classifier to use for which pattern kind, from their held-out accuracies.
+
+    Parameters
+    ----------
+    breakdowns : mapping of classifier name -> path
+        Each classifier's ``breakdown.tsv`` (:func:`summarize_predictions`).
+
+    Returns
+    -------
+    DataFrame
+        One row per pattern kind and classifier that reads it: ``modality``,
+        ``classifier``, ``patterns`` (held-out patterns of that kind),
+        ``accuracy`` and ``use`` (True for the most accurate classifier of the
+        kind; ties go to the first named). A classifier that reads only some
+        kinds (``ring_profile``) has rows for those only.
+    """
+    rows = []
+    for name, path in breakdowns.items():
+        b = pd.read_csv(path, sep="\t", keep_default_na=False, na_values=[""])
+        for _, r in b[b["by"] == "modality"].iterrows():
+            rows.append(
+                {
+                    "modality": r["modality"],
+                    "classifier": name,
+                    "patterns": int(r["patterns"]),
+                    "accuracy": float(r["accuracy"]),
+                }
+            )
+    table = pd.DataFrame(rows, columns=["modality", "classifier", "patterns", "accuracy"])
+    table["use"] = False
+    for _, group in table.groupby("modality", sort=False):
+        table.loc[group["accuracy"].idxmax(), "use"] = True
+    order = {m: k for k, m in enumerate(("spot", "ring"))}
+    return table.sort_values(
+        "modality", key=lambda m: m.map(order).fillna(len(order)), kind="stable"
+    ).reset_index(drop=True)
+
+
+def model_choice_headline(table: pd.DataFrame) -> dict:
+    """Numbers for the caption: per pattern kind, the classifier to use and every one's accuracy (%)."""
+    out = {}
+    for modality, group in table.groupby("modality", sort=False):
+        best = group[group["use"]].iloc[0]
+        out[str(modality)] = {
+            "use": str(best["classifier"]),
+            "accuracy": round(100 * float(best["accuracy"]), 1),
+            "patterns": int(best["patterns"]),
+            "all": {
+                str(r["classifier"]): round(100 * float(r["accuracy"]), 1)
+                for _, r in group.iterrows()
+            },
         }
     return out

@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 
 from grainflow.diffraction.crystal import SYSTEMS
 from grainflow.diffraction.representation import (
+    BASE_PX,
     LOG_POLAR_R_MIN_PX,
     represent,
     representation_of,
@@ -116,12 +117,12 @@ def representation_figure(
             ax = axes[r, 2 * c]
             ax.imshow(sample.image, cmap="inferno", vmin=0, vmax=1, interpolation="nearest")
             zone = sample.params.get("zone_family") or ""
-            ax.set_title(f"{sample.params['bravais']} {kind} {zone}", fontsize=7)
+            ax.set_title(f"{sample.params['bravais']} {kind} {zone} ({size} px)", fontsize=7)
             ax = axes[r, 2 * c + 1]
             ax.set_axis_on()
             extent = None
             if form in ("angular_spectrum", "log_polar", "log_polar_highpass"):
-                radii = (LOG_POLAR_R_MIN_PX, size / 2)
+                radii = (LOG_POLAR_R_MIN_PX * size / BASE_PX, size / 2)
                 top = 2 * harmonics if form == "angular_spectrum" else 180
                 extent = (radii[0], radii[1], top, 0)
                 ax.set_xscale("log")
@@ -137,7 +138,7 @@ def representation_figure(
             ax.set_title(form.replace("_", " "), fontsize=7)
             ax.tick_params(labelsize=6)
             if extent is not None:
-                ticks = [t for t in (2, 4, 8, 16, 32) if extent[0] <= t <= extent[1]]
+                ticks = [t for t in (2, 4, 8, 16, 32, 64) if extent[0] <= t <= extent[1]]
                 ax.set_xticks(ticks, [str(t) for t in ticks])
                 ax.set_xticks([], minor=True)
                 ax.set_xlabel("radius (px, log scale)", fontsize=6)

@@ -19,7 +19,7 @@ from scipy import ndimage as ndi
 from scipy.signal import find_peaks
 
 from grainflow.diffraction.crystal import DEFAULT_SETTINGS
-from grainflow.diffraction.simulate import MODALITIES, log_normalize
+from grainflow.diffraction.simulate import MODALITIES, log_normalize, pattern_size
 
 __all__ = [
     "COARSE_SIDE_PX",
@@ -446,13 +446,22 @@ def first_order_radius(
     }
 
 
-def target_first_order_px(modality: str, settings: Mapping | None = None) -> tuple[float, float]:
-    """The first-order radius range the networks were trained on for ``modality`` (pixels)."""
+def target_first_order_px(
+    modality: str, settings: Mapping | None = None, *, size: int | None = None
+) -> tuple[float, float]:
+    """The first-order radius range the networks were trained on for ``modality`` (pixels).
+
+    In pixels of a ``size``-px output: the trained range (``first_order_px`` of
+    the ``image_size_px`` spot patterns, ``ring_first_order_px`` of the
+    ``ring_image_size_px`` ring patterns) scaled by ``size`` over the trained
+    side (default ``size``: the trained side).
+    """
     if modality not in MODALITIES:
         raise ValueError(f"modality must be one of {MODALITIES}, got {modality=}")
     s = {**DEFAULT_SETTINGS, **dict(settings or {})}
     low, high = s["first_order_px" if modality == "spot" else "ring_first_order_px"]
-    return float(low), float(high)
+    zoom = 1.0 if size is None else int(size) / pattern_size(s, modality)
+    return float(low) * zoom, float(high) * zoom
 
 
 def resample_about(
@@ -533,7 +542,9 @@ def prepare_frame(
     modality : {"spot", "ring"}
         What was recorded: a zone-axis spot pattern or a ring pattern.
     size : int, optional
-        Output side; default ``settings["image_size_px"]`` (64).
+        Output side; default the trained side of ``modality``
+        (:func:`~grainflow.diffraction.simulate.pattern_size`: 64 for spots, 128
+        for rings); the target first order scales with it.
     first_order_px : float or (low, high), optional
         Where the first order should land, pixels; default the middle of the
         trained range of ``modality`` (:func:`target_first_order_px` of
@@ -583,8 +594,8 @@ def prepare_frame(
     """
     frame = _as_frame(frame)
     s = {**DEFAULT_SETTINGS, **dict(settings or {})}
-    size = int(s["image_size_px"] if size is None else size)
-    low, high = target_first_order_px(modality, s)
+    size = pattern_size(s, modality) if size is None else int(size)
+    low, high = target_first_order_px(modality, s, size=size)
     if first_order_px is None:
         target = 0.5 * (low + high)
     elif np.ndim(first_order_px):
@@ -708,7 +719,7 @@ def prepare_frames(
     lead = shape[:-2]
     size = int(
         options.get("size")
-        or {**DEFAULT_SETTINGS, **(options.get("settings") or {})}["image_size_px"]
+        or pattern_size({**DEFAULT_SETTINGS, **(options.get("settings") or {})}, modality)
     )
     if out is None:
         out = np.zeros((*lead, size, size), dtype=np.float32)

@@ -99,7 +99,8 @@ def prepare_stack(
         The stack's name (messages, attributes).
     modality : {"spot", "ring"}
     settings : mapping, optional
-        The config's ``synthesize.diffraction`` block: the output side and the
+        The config's ``synthesize.diffraction`` block: the output side
+        (``image_size_px`` for spots, ``ring_image_size_px`` for rings) and the
         trained first-order range.
     frames_per_block : int
         Frames read and prepared at a time (whole rows of the first scan axis,
@@ -128,12 +129,13 @@ def _prepare(
     import zarr
 
     from grainflow.diffraction.prepare import prepare_frames
+    from grainflow.diffraction.simulate import pattern_size
     from grainflow.io.staging import atomic_path, staged_dir
     from grainflow.stacks.calibration import REL_TOLERANCE
     from grainflow.stacks.reader import StackError
 
     s = {**DEFAULT_SETTINGS, **dict(settings or {})}
-    size = int(s["image_size_px"])
+    size = pattern_size(s, modality)  # the side the models saw patterns of this kind at
     frames = stack.frames()
     lead = tuple(int(n) for n in frames.shape[:-2])
     per_row = int(np.prod(lead[1:], dtype=np.int64)) if len(lead) > 1 else 1

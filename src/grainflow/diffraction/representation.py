@@ -1,4 +1,4 @@
-"""The forms a pattern reaches the networks in: angular spectrum, log-polar."""
+"""The forms a pattern reaches the networks in: angular spectrum, log-polar, radial profile."""
 
 from __future__ import annotations
 
@@ -16,28 +16,51 @@ __all__ = [
     "INVARIANT_FORMS",
     "LOG_POLAR_R_MIN_PX",
     "HIGHPASS_SIGMA_COLUMNS",
+    "PROFILE_BINS",
+    "MODEL_FORMS",
     "rotate_pattern",
     "log_polar",
     "angular_spectrum",
     "log_polar_highpass",
+    "radial_profile",
     "representation_of",
+    "model_representation",
+    "model_kinds",
+    "form_px",
     "represent",
     "checkpoint_representation",
+    "checkpoint_kinds",
+    "checkpoint_form_px",
 ]
 
 
 #: forms in which a pattern can reach the models; see :func:`represent`
-FORMS = ("angular_spectrum", "log_polar_highpass", "log_polar", "cartesian")
+FORMS = ("angular_spectrum", "log_polar_highpass", "log_polar", "cartesian", "radial_profile")
 
 #: the form of each pattern kind unless configured (``diffraction.representation``)
 DEFAULT_REPRESENTATION = {"spot": "angular_spectrum", "ring": "log_polar_highpass"}
 
 #: forms that ignore rotations and mirrors: their items are prepared once, without augmentation
-INVARIANT_FORMS = ("angular_spectrum",)
+INVARIANT_FORMS = ("angular_spectrum", "radial_profile")
+
+#: models that read only some pattern kinds, and the form of each kind they read; every other
+#: model reads every kind in the configured forms (:func:`model_representation`)
+MODEL_FORMS = {"ring_profile": {"ring": "radial_profile"}}
+
+#: pattern side at which the lengths below hold; at other sides they scale with it
+BASE_PX = 64
 
 LOG_POLAR_R_MIN_PX = 2.0  # inside the first ring (>= 5 px) and about the beam stop's radius
 
 HIGHPASS_SIGMA_COLUMNS = 3.0  # radial background of log_polar_highpass: Gaussian over 3 columns
+
+PROFILE_BINS = 128  # log-radius bins of radial_profile, at any pattern side
+PROFILE_R_MIN_PX = 3.0  # inside the first ring (>= 5 px)
+PROFILE_BACKGROUND_BINS = 6.0  # radial background of radial_profile: Gaussian over 6 bins
+
+
+def _r_min(image: np.ndarray, r_min_px: float | None, at_base: float) -> float:
+    return at_base * min(image.shape) / BASE_PX if r_min_px is None else float(r_min_px)
 
 
 def _border_median(image: np.ndarray) -> float:
@@ -78,7 +101,7 @@ def _log_polar_grid(
 def log_polar(
     image: np.ndarray,
     *,
-    r_min_px: float = LOG_POLAR_R_MIN_PX,
+    r_min_px: float | None = None,
     oversample: tuple[int, int] = (4, 2),
     shape: tuple[int, int] | None = None,
 ) -> np.ndarray:
@@ -88,8 +111,10 @@ def log_polar(
     ----------
     image : ndarray of shape (H, W)
         Centred at ``((H - 1) / 2, (W - 1) / 2)`` (the direct beam).
-    r_min_px : float
-        Smallest radius, pixels; the largest is ``min(H, W) / 2``.
+    r_min_px : float, optional
+        Smallest radius, pixels; the largest is ``min(H, W) / 2``. Default
+        :data:`LOG_POLAR_R_MIN_PX` at a 64-px pattern, in proportion at other
+        sides (the same radius ratios at any pattern side).
     oversample : (int, int)
         Samples per output pixel along the azimuth and the radius (bilinear,
         then averaged: anti-aliasing).
@@ -110,6 +135,7 @@ def log_polar(
     image = np.asarray(image, dtype=np.float64)
     if image.ndim != 2 or min(image.shape) < 4:
         raise ValueError(f"log_polar needs one pattern (H, W) with H, W >= 4, got {image.shape=}")
+    r_min_px = _r_min(image, r_min_px, LOG_POLAR_R_MIN_PX)
     if not 0 < r_min_px < min(image.shape) / 2:
         raise ValueError(f"r_min_px must be in (0, {min(image.shape) / 2}), got {r_min_px=}")
     rows, cols = image.shape if shape is None else (int(shape[0]), int(shape[1]))
@@ -122,8 +148,10 @@ def log_polar(
     return v.reshape(rows, oversample[0], cols, oversample[1]).mean(axis=(1, 3)).astype(np.float32)
 
 
-def angular_spectrum(image: np.ndarray, *, r_min_px: float = LOG_POLAR_R_MIN_PX) -> np.ndarray:
-    """Rotation-invariant form of a centred pattern: azimuthal harmonics by log radius, same shape.
+def angular_spectrum(
+    image: np.ndarray, *, r_min_px: float | None = None, shape: tuple[int, int] | None = None
+) -> np.ndarray:
+    """Rotation-invariant form of a centred pattern: azimuthal harmonics by log radius.
 
     The pattern is resampled on a log-polar grid of ``2 H`` azimuths over
     180° (Friedel pairs averaged, :func:`log_polar`) by ``W`` radii; at each
@@ -133,7 +161,7 @@ def angular_spectrum(image: np.ndarray, *, r_min_px: float = LOG_POLAR_R_MIN_PX)
 
     Returns
     -------
-    ndarray of shape (H, W), float32
+    ndarray of shape ``shape`` (default (H, W)), float32
         Row ``k``: harmonic ``m = 2k`` of the full circle (``k = 0``, the
         azimuthal mean, is the radial profile); column ``j``: the radius of
         :func:`log_polar`'s column ``j``. Values are ``log(1 + 10 |c_k| / c̄)``
@@ -142,7 +170,7 @@ def angular_spectrum(image: np.ndarray, *, r_min_px: float = LOG_POLAR_R_MIN_PX)
         puts weight only on harmonics ``m`` divisible by ``n``.
     """
     image = np.asarray(image, dtype=np.float64)
-    rows, cols = image.shape if image.ndim == 2 else (0, 0)
+    rows, cols = (image.shape if image.ndim == 2 else (0, 0)) if shape is None else shape
     polar = log_polar(image, r_min_px=r_min_px, shape=(2 * rows, cols))
     coeff = np.abs(np.fft.rfft(polar.astype(np.float64), axis=0))[:rows] / polar.shape[0]
     scale = coeff[0].mean()
@@ -152,8 +180,9 @@ def angular_spectrum(image: np.ndarray, *, r_min_px: float = LOG_POLAR_R_MIN_PX)
 def log_polar_highpass(
     image: np.ndarray,
     *,
-    r_min_px: float = LOG_POLAR_R_MIN_PX,
+    r_min_px: float | None = None,
     background_px: float = HIGHPASS_SIGMA_COLUMNS,
+    shape: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """:func:`log_polar` without its smooth radial background, scaled to zero mean and unit variance.
 
@@ -161,18 +190,104 @@ def log_polar_highpass(
     ``background_px`` columns (the diffuse inelastic background and the
     tail of the direct beam, which change slowly with the radius, while a
     ring is one to two columns wide) — the background subtraction that
-    precedes every ring-pattern analysis. Same shape as the pattern, float32.
+    precedes every ring-pattern analysis. Of ``shape`` (default the pattern's), float32.
     """
-    polar = log_polar(image, r_min_px=r_min_px).astype(np.float64)
+    polar = log_polar(image, r_min_px=r_min_px, shape=shape).astype(np.float64)
     flat = polar - ndi.gaussian_filter1d(polar, float(background_px), axis=1, mode="nearest")
     std = flat.std()
     return ((flat - flat.mean()) / std if std > 0 else np.zeros_like(flat)).astype(np.float32)
 
 
+@functools.lru_cache(maxsize=8)
+def _profile_weights(shape: tuple[int, int], bins: int, r_min_px: float):
+    centre_r, centre_c = (shape[0] - 1) / 2.0, (shape[1] - 1) / 2.0
+    rr, cc = np.mgrid[: shape[0], : shape[1]]
+    r = np.hypot(rr - centre_r, cc - centre_c).ravel()
+    lo, hi = np.log(r_min_px), np.log(min(shape) / 2.0)
+    u = (np.log(np.maximum(r, 1e-3)) - lo) / (hi - lo) * bins - 0.5
+    i0 = np.floor(u).astype(np.int64)
+    f = u - i0
+    rows, cols, vals = [], [], []
+    for i, w in ((i0, 1.0 - f), (i0 + 1, f)):  # each pixel onto its two nearest radius bins
+        inside = (i >= 0) & (i < bins)
+        rows.append(i[inside])
+        cols.append(np.flatnonzero(inside))
+        vals.append(w[inside])
+    from scipy import sparse
+
+    m = sparse.csr_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+        shape=(bins, r.size),
+    )
+    weight = np.asarray(m.sum(axis=1)).ravel()
+    return sparse.diags(1.0 / np.maximum(weight, 1e-9)) @ m
+
+
+def radial_profile(
+    image: np.ndarray,
+    *,
+    bins: int = PROFILE_BINS,
+    r_min_px: float | None = None,
+    background_bins: float = PROFILE_BACKGROUND_BINS,
+) -> np.ndarray:
+    """The azimuthal mean of a centred pattern over log radius, background removed: (1, bins).
+
+    Parameters
+    ----------
+    image : ndarray of shape (H, W)
+        Centred at ``((H - 1) / 2, (W - 1) / 2)``.
+    bins : int
+        Log-spaced radius bins from ``r_min_px`` to ``min(H, W) / 2``.
+    r_min_px : float, optional
+        Default :data:`PROFILE_R_MIN_PX` at a 64-px pattern, in proportion at
+        other sides.
+    background_bins : float
+        The smooth radial background (Gaussian over this many bins) is
+        subtracted.
+
+    Returns
+    -------
+    ndarray of shape (1, bins), float32
+        Zero mean and unit variance.
+
+    Notes
+    -----
+    Sub-pixel: every pixel adds to its two nearest bins in proportion to its
+    distance from them (linear binning), so that a ring's radius is read to a
+    fraction of a pixel. A rotation or mirror of the pattern leaves the profile
+    unchanged; a change of camera length shifts it. The texture (the azimuthal
+    modulation of a ring) is averaged out.
+    """
+    image = np.asarray(image, dtype=np.float64)
+    if image.ndim != 2 or min(image.shape) < 8:
+        raise ValueError(f"radial_profile needs one pattern (H, W), H, W >= 8, got {image.shape=}")
+    r_min_px = _r_min(image, r_min_px, PROFILE_R_MIN_PX)
+    if not 0 < r_min_px < min(image.shape) / 2:
+        raise ValueError(f"r_min_px must be in (0, {min(image.shape) / 2}), got {r_min_px=}")
+    profile = _profile_weights(image.shape, int(bins), float(r_min_px)) @ image.ravel()
+    profile = profile - ndi.gaussian_filter1d(profile, float(background_bins), mode="nearest")
+    std = profile.std()
+    profile = (profile - profile.mean()) / std if std > 0 else np.zeros_like(profile)
+    return profile[None].astype(np.float32)
+
+
+def _resize(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``image`` binned (an integer factor) or interpolated (bilinear) to ``shape``."""
+    if tuple(image.shape) == tuple(shape):
+        return image
+    fr, fc = image.shape[0] / shape[0], image.shape[1] / shape[1]
+    if fr == fc and fr == int(fr) and fr > 1:
+        f = int(fr)
+        return image.reshape(shape[0], f, shape[1], f).mean(axis=(1, 3))
+    return ndi.zoom(image, (1 / fr, 1 / fc), order=1, grid_mode=True, mode="nearest")
+
+
 _FORM_FUNCTIONS = {
     "angular_spectrum": angular_spectrum,
-    "log_polar": log_polar,
+    "log_polar": lambda image, shape=None: log_polar(image, shape=shape),
     "log_polar_highpass": log_polar_highpass,
+    "cartesian": lambda image, shape=None: _resize(image, image.shape if shape is None else shape),
+    "radial_profile": lambda image, shape=None: radial_profile(image),
 }
 
 
@@ -203,16 +318,68 @@ def representation_of(value: str | Mapping[str, str] | None) -> dict[str, str]:
     return out
 
 
-def _form(image: np.ndarray, form: str) -> np.ndarray:
-    return image if form == "cartesian" else _FORM_FUNCTIONS[form](image)
+def _form(image: np.ndarray, form: str, px: int | None = None) -> np.ndarray:
+    """``image`` in ``form``, a 2-D form ``px × px`` (default the pattern's own side)."""
+    if form == "cartesian" and px is None:
+        return image
+    return _FORM_FUNCTIONS[form](image, shape=None if px is None else (int(px), int(px)))
+
+
+def model_representation(model: str, representation=None) -> dict[str, str]:
+    """The pattern kinds ``model`` reads and the form of each.
+
+    A model of :data:`MODEL_FORMS` reads only its kinds, in its own forms (the
+    ``ring_profile`` network: ring patterns as their radial profile); every
+    other model reads every kind in ``representation``
+    (:func:`representation_of`).
+    """
+    if model in MODEL_FORMS:
+        return dict(MODEL_FORMS[model])
+    return representation_of(representation)
+
+
+def model_kinds(model: str, modalities: Sequence[str]) -> list[str]:
+    """The pattern kinds of ``modalities`` that ``model`` reads (``ring_profile``: rings only)."""
+    return [m for m in modalities if m in MODEL_FORMS.get(model, modalities)]
+
+
+def form_px(images) -> int:
+    """Side of the 2-D forms of a set of patterns: the smallest pattern side among them.
+
+    A dataset holding spot patterns of 64 px and ring patterns of 128 px
+    reaches a 2-D model as 64 × 64 forms (the ring's log-polar form then
+    spans the same radius ratios as at 64 px, each sample averaged over
+    four times the pixels), so that every batch has one shape.
+    """
+    sides = {int(min(np.shape(im))) for im in images}
+    if not sides:
+        raise ValueError("no patterns")
+    return min(sides)
 
 
 def represent(
-    images: np.ndarray,
+    images,
     modalities: Sequence[str],
     representation: str | Mapping[str, str] | None = None,
+    *,
+    px: int | None = None,
 ) -> np.ndarray:
-    """Patterns (N, H, W) as a model sees them: each in its kind's form (:func:`representation_of`).
+    """Patterns as a model sees them: each in its kind's form (:func:`representation_of`).
+
+    Parameters
+    ----------
+    images : ndarray of shape (N, H, W), or a sequence of (H_i, W_i) patterns
+        Patterns of several sides (spots at 64 px, rings at 128 px) may be mixed.
+    modalities : sequence of str
+        ``"spot"`` or ``"ring"`` per pattern.
+    representation : mapping or str, optional
+    px : int, optional
+        Side of the 2-D forms (:func:`form_px`: default the smallest pattern side;
+        a checkpoint records the one it was trained on, :func:`checkpoint_form_px`).
+
+    Returns
+    -------
+    ndarray of shape (N, px, px), or (N, 1, bins) for ``radial_profile``, float32
 
     Notes
     -----
@@ -248,16 +415,35 @@ def represent(
     docs/diffraction.md compares the forms' accuracies.
     """
     forms = representation_of(representation)
-    images = np.asarray(images, dtype=np.float32)
     if len(modalities) != len(images):
         raise ValueError(f"need one modality per pattern, got {len(modalities)} for {len(images)}")
-    out = images.copy()
-    for i, modality in enumerate(modalities):
-        out[i] = _form(images[i], forms[modality])
-    return out
+    if len(images) == 0:
+        return np.zeros((0, 0, 0), dtype=np.float32)
+    px = form_px(images) if px is None else int(px)
+    out = [
+        _form(np.asarray(im, dtype=np.float32), forms[m], px) for im, m in zip(images, modalities)
+    ]
+    shapes = sorted({o.shape for o in out})
+    if len(shapes) > 1:
+        raise ValueError(
+            f"the forms {sorted(set(forms[m] for m in modalities))} give inputs of shapes "
+            f"{shapes}; one model reads one shape (radial_profile is for ring_profile only)"
+        )
+    return np.stack(out).astype(np.float32, copy=False)
 
 
 def checkpoint_representation(checkpoint: Mapping) -> dict[str, str]:
     """The forms a classifier checkpoint was trained on (every kind Cartesian if none recorded)."""
     recorded = checkpoint.get("extra", {}).get("representation", "cartesian")
     return representation_of(recorded)
+
+
+def checkpoint_kinds(checkpoint: Mapping) -> tuple[str, ...]:
+    """The pattern kinds a classifier checkpoint reads (every kind if none recorded)."""
+    return tuple(checkpoint.get("extra", {}).get("kinds", DEFAULT_REPRESENTATION))
+
+
+def checkpoint_form_px(checkpoint: Mapping) -> int | None:
+    """Side of the 2-D forms a classifier was trained on (None: each pattern's own side)."""
+    px = checkpoint.get("extra", {}).get("form_px")
+    return None if px is None else int(px)

@@ -20,13 +20,19 @@ from grainflow.checkpoint import load_checkpoint, model_from_checkpoint, sha256_
 from grainflow.diffraction.crystal import SYSTEMS, random_crystal
 from grainflow.diffraction.data import CLASSES
 from grainflow.diffraction.evaluate import predict_proba
-from grainflow.diffraction.representation import checkpoint_representation, represent
+from grainflow.diffraction.representation import (
+    checkpoint_form_px,
+    checkpoint_kinds,
+    checkpoint_representation,
+    represent,
+)
 from grainflow.diffraction.simulate import (
     _image_params,
     _session_params,
     _settings,
     detector_counts,
     log_normalize,
+    pattern_size,
     ring_intensity,
     spot_intensity,
 )
@@ -90,7 +96,7 @@ def synthetic_scan(
 
     rng = as_rng(rng)
     s = _settings(settings)
-    size = int(s["image_size_px"])
+    size = pattern_size(s, modality)
     grains = polycrystal(tuple(scan_shape), grain_diameter_px=grain_diameter_px, rng=rng)
     session = _session_params(modality, s, rng)
     counts = np.zeros((*scan_shape, size, size), dtype=np.float32)
@@ -252,7 +258,14 @@ def classify_scan(
         classes = ckpt["extra"].get("classes", list(CLASSES))
         if list(classes) != list(CLASSES):
             raise ValueError(f"{path} predicts {classes}, not the crystal systems {CLASSES}")
-        models.append((model_from_checkpoint(ckpt), checkpoint_representation(ckpt)))
+        if modality not in checkpoint_kinds(ckpt):
+            raise ValueError(
+                f"{path} reads {list(checkpoint_kinds(ckpt))} patterns, not {modality!r} ones; "
+                "map this scan with another classifier (diffraction.scan.arch)"
+            )
+        models.append(
+            (model_from_checkpoint(ckpt), checkpoint_representation(ckpt), checkpoint_form_px(ckpt))
+        )
     shape = tuple(scan.shape)
     if len(shape) < 3:
         raise ValueError(f"a scan has at least one scan axis and two pattern axes, got {shape}")
@@ -266,8 +279,10 @@ def classify_scan(
         kinds = [modality] * len(flat)
         p = np.mean(
             [
-                predict_proba(m, represent(flat, kinds, rep), batch_size=batch_size, device=device)
-                for m, rep in models
+                predict_proba(
+                    m, represent(flat, kinds, rep, px=px), batch_size=batch_size, device=device
+                )
+                for m, rep, px in models
             ],
             axis=0,
         )

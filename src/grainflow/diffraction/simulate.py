@@ -33,6 +33,7 @@ __all__ = [
     "BEAM_STOP_RADIUS_PX",
     "FIT_G_MAX",
     "camera_length_mm",
+    "pattern_size",
     "spot_intensity",
     "ring_intensity",
     "detector_counts",
@@ -366,6 +367,25 @@ def render_pattern(params: Mapping, *, shape, seed: int, info: dict | None = Non
     return log_normalize(detector_counts(diffracted, params, rng=rng))
 
 
+def pattern_size(settings: Mapping, modality: str) -> int:
+    """Side (pixels) of the patterns of ``modality``: ``image_size_px`` for spots, ``ring_image_size_px`` for rings.
+
+    Notes
+    -----
+    Each pattern kind has the size it needs. A ring pattern's crystal system is in
+    the ratios of its ring radii, which a ring broadened by the detector (0.5–1.2 px)
+    gives only to a fraction of a pixel: 64-px rings limit even a network that reads
+    the whole profile to about 95 % (docs/diffraction.md), 128-px rings do not. Both
+    kinds cover the same detector: a ring pattern's binned pixel is
+    ``detector_pixel_mm × image_size_px / ring_image_size_px``, and its lengths in
+    pixels (``ring_first_order_px``, ``ring_sigma_px``) are pixels of the ring pattern.
+    """
+    s = {**DEFAULT_SETTINGS, **dict(settings)}
+    if modality not in MODALITIES:
+        raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+    return int(s["image_size_px" if modality == "spot" else "ring_image_size_px"])
+
+
 def _settings(settings: Mapping) -> dict:
     unknown = sorted(set(settings) - set(DEFAULT_SETTINGS))
     if unknown:
@@ -388,7 +408,10 @@ def _session_params(modality: str, s: Mapping, rng) -> dict:
         "first_order_px": uniform_in(
             rng, s["first_order_px" if modality == "spot" else "ring_first_order_px"]
         ),
-        "detector_pixel_mm": float(s["detector_pixel_mm"]),
+        # the same detector for both kinds, binned to each kind's pattern size
+        "detector_pixel_mm": float(s["detector_pixel_mm"])
+        * int(s["image_size_px"])
+        / pattern_size(s, modality),
         "central_ratio": log_uniform_in(rng, (5.0, 50.0)),
         "background": log_uniform_in(rng, s["background"]),
         "background_decay_px": uniform_in(rng, (6.0, 20.0)),
@@ -483,7 +506,6 @@ def synthesize_diffraction_specimen(
 
     s = _settings(settings)
     index = specimen_index(specimen)
-    size = int(s["image_size_px"])
     system = SYSTEMS[index % len(SYSTEMS)]
     crystal = random_crystal(
         system, rng=np.random.default_rng(derive_seed(seed, "specimen", specimen)), settings=s
@@ -507,6 +529,7 @@ def synthesize_diffraction_specimen(
             )
             params = {**spec, **sess, **extra}
             derived: dict = {}
+            size = pattern_size(s, modality)
             image = render_pattern(params, shape=(size, size), seed=img_seed, info=derived)
             params.update(derived)  # the camera length the first order asked for
             samples.append(

@@ -32,6 +32,7 @@ from grainflow.diffraction.simulate import (
     _image_params,
     _session_params,
     _settings,
+    pattern_size,
     render_pattern,
 )
 from grainflow.io.hdf5 import Sample
@@ -463,7 +464,6 @@ def real_structure_samples(
     if patterns_per_zone < 0 or ring_patterns < 0:
         raise ValueError(f"need counts >= 0, got {patterns_per_zone=}, {ring_patterns=}")
     s = _settings(settings)
-    size = int(s["image_size_px"])
     out: list[Sample] = []
     for st in structures:
         jobs = []
@@ -501,6 +501,7 @@ def real_structure_samples(
                 "ambiguity_note": note,
             }
             derived: dict = {}
+            size = pattern_size(s, modality)
             pattern = render_pattern(params, shape=(size, size), seed=img_seed, info=derived)
             params.update(derived)
             session_name = f"{modality}-{family}"
@@ -720,23 +721,26 @@ def score_real_structures(
     coverage : float
         Target coverage of the summary's ``accuracy_at_coverage``.
     """
+    from grainflow.checkpoint import load_checkpoint
+    from grainflow.diffraction.representation import checkpoint_kinds
     from grainflow.diffraction.scan import classify_scan
     from grainflow.io.hdf5 import read_specimen
 
-    samples = read_specimen(patterns).samples
+    kinds = checkpoint_kinds(load_checkpoint(checkpoints[0])) if checkpoints else ()
+    # a model that reads one pattern kind (ring_profile: rings) is scored on that kind only
+    samples = [s for s in read_specimen(patterns).samples if s.modality in kinds]
     if not samples:
-        raise ValueError(f"{patterns} holds no patterns")
-    images = np.stack([s.image for s in samples]).astype(np.float32)
-    size = images.shape[-1]
+        raise ValueError(f"{patterns} holds no patterns of the kinds {list(kinds)} the models read")
     probs = np.zeros((len(samples), len(SYSTEMS)))
     for modality in ("spot", "ring"):
         idx = [i for i, s in enumerate(samples) if s.modality == modality]
         if idx:
+            images = np.stack([samples[i].image for i in idx]).astype(np.float32)
             p = classify_scan(
-                images[idx],
+                images,
                 checkpoints,
                 modality=modality,
-                size=size,
+                size=images.shape[-1],
                 log_scale=False,
                 device=device,
             )

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from grainflow.checkpoint import load_checkpoint
 from grainflow.diffraction.data import (
     TARGETS,
     _dataset,
@@ -19,7 +20,11 @@ from grainflow.diffraction.data import (
     subsample_per_class,
 )
 from grainflow.diffraction.evaluate import predict_proba
-from grainflow.diffraction.representation import represent, representation_of
+from grainflow.diffraction.representation import (
+    checkpoint_form_px,
+    model_representation,
+    represent,
+)
 from grainflow.io.hdf5 import read_specimen
 from grainflow.seeds import derive_seed
 from grainflow.splits import read_manifest
@@ -104,23 +109,46 @@ def train_classifier(
     Returns
     -------
     grainflow.training.config.TrainResult
+
+    Notes
+    -----
+    A model that reads only some pattern kinds (``ring_profile``:
+    :func:`~grainflow.diffraction.representation.model_representation`) trains and
+    validates on the rows of those kinds only, in its own forms; the checkpoint
+    records the kinds (``extra["kinds"]``), the forms and the side of the 2-D forms
+    (``extra["form_px"]``, the smallest pattern side of the training rows), which
+    evaluation, the scan map and the real stacks use again.
     """
     import dataclasses
 
     if target not in TARGETS:
         raise ValueError(f"target must be one of {sorted(TARGETS)}, got {target=}")
     model_kwargs = {"num_classes": len(TARGETS[target]), **dict(model_kwargs)}
+    forms = model_representation(model_name, representation)
     train_set = _dataset(
         train_rows,
         target=target,
         rotate=rotate,
         flips=config.flips,
-        representation=representation,
+        representation=forms,
         root=root,
+        kinds=sorted(forms),
     )
     val_set = _dataset(
-        val_rows, target=target, rotate=False, flips=False, representation=representation, root=root
+        val_rows,
+        target=target,
+        rotate=False,
+        flips=False,
+        representation=forms,
+        root=root,
+        px=train_set.px,
+        kinds=sorted(forms),
     )
+    if not len(train_set) or not len(val_set):
+        raise ValueError(
+            f"{model_name} reads {sorted(forms)} patterns; the training or validation rows "
+            "hold none (synthesize.diffraction.modalities)"
+        )
     augmentation = {"rotate": bool(rotate), "flips": bool(config.flips)}
     config = dataclasses.replace(config, flips=False)
     LOG.info(
@@ -142,7 +170,9 @@ def train_classifier(
         extra={
             "task": "diffraction",
             "target": target,
-            "representation": representation_of(representation),
+            "representation": forms,
+            "kinds": sorted(forms),
+            "form_px": int(train_set.px),
             "augmentation": augmentation,
             "classes": list(TARGETS[target]),
             **dict(extra or {}),
@@ -299,7 +329,8 @@ def transfer_run(
         extra={"fold": int(fold), "strategy": strategy, "n_per_class": int(n_per_class)},
     )
     images, meta = load_patterns(test_rows, root=root)
-    images = represent(images, meta["modality"].tolist(), representation)
+    px = checkpoint_form_px(load_checkpoint(out / "best.pt"))
+    images = represent(images, meta["modality"].tolist(), representation, px=px)
     probs = predict_proba(result.model, images, device=device)
     correct = probs.argmax(axis=1) == meta["class_index"].to_numpy()
     row = {

@@ -85,17 +85,23 @@ def write_specimen(
 ) -> None:
     """Write ``samples`` of one specimen to an HDF5 file, atomically.
 
-    All samples must share the image shape and the set of label names.
+    All samples must share the set of label names; each sample's label maps
+    have its image's shape. Images of several shapes (a crystal's spot
+    patterns at 64 px and its ring patterns at 128 px) are stored padded with
+    zeros to the largest, their own shapes in ``/meta/image_shape``, and read
+    back at their own shapes.
 
     Notes
     -----
     The layout::
 
         /images         float32 (N, H, W), intensities in [0, 1], chunked per image, gzip
+                        (H, W the largest image shape; smaller images padded with zeros)
         /labels/<name>  (N, H, W) per label kind, e.g. grain_ids (uint32), boundaries
                         (uint8), phase (uint8), particle_ids (uint32)
         /meta/<field>   one entry per image: image_id, specimen, session, original_id,
-                        modality (str); seed (int64); params, transform (JSON str)
+                        modality (str); seed (int64); params, transform (JSON str);
+                        image_shape (int64, (N, 2)): each image's own shape
         attrs           task, specimen, grainflow_version, specimen_params (JSON)
 
     The file is written to a temporary file in the same folder that replaces
@@ -104,15 +110,29 @@ def write_specimen(
     """
     if not samples:
         raise ValueError(f"no samples to write for specimen {specimen!r} ({path})")
-    shape = samples[0].image.shape
     names = sorted(samples[0].labels)
     for s in samples:
-        if s.image.shape != shape or sorted(s.labels) != names:
+        if s.image.ndim != 2 or sorted(s.labels) != names:
             raise ValueError(
-                f"sample {s.image_id!r} has shape {s.image.shape} and labels {sorted(s.labels)}, "
-                f"expected {shape} and {names}"
+                f"sample {s.image_id!r} has an image of shape {s.image.shape} and labels "
+                f"{sorted(s.labels)}, expected one (H, W) image and labels {names}"
             )
+        bad = {n: s.labels[n].shape for n in names if s.labels[n].shape != s.image.shape}
+        if bad:
+            raise ValueError(
+                f"sample {s.image_id!r}: label maps {bad} differ from its image's {s.image.shape}"
+            )
+    shapes = np.array([s.image.shape for s in samples], dtype=np.int64)
+    shape = tuple(int(v) for v in shapes.max(axis=0))
     chunks = (1, *shape)
+
+    def stacked(arrays):
+        first = np.asarray(arrays[0])
+        out = np.zeros((len(arrays), *shape), dtype=first.dtype)
+        for k, a in enumerate(arrays):
+            out[k, : a.shape[0], : a.shape[1]] = a
+        return out
+
     gz = dict(compression="gzip", compression_opts=compression_level, shuffle=True)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["task"] = task
@@ -121,13 +141,13 @@ def write_specimen(
         f.attrs["specimen_params"] = _json(specimen_params or {})
         f.create_dataset(
             "images",
-            data=np.stack([s.image for s in samples]).astype(np.float32),
+            data=stacked([s.image for s in samples]).astype(np.float32),
             chunks=chunks,
             **gz,
         )
         f.create_group("labels")  # present even without label maps (diffraction patterns)
         for name in names:
-            data = np.stack([s.labels[name] for s in samples])
+            data = stacked([s.labels[name] for s in samples])
             f.create_dataset(f"labels/{name}", data=data, chunks=chunks, **gz)
         str_dt = h5py.string_dtype()
         for key in STRING_META:
@@ -137,6 +157,7 @@ def write_specimen(
                 f"meta/{key}", data=[_json(getattr(s, key)) for s in samples], dtype=str_dt
             )
         f.create_dataset("meta/seed", data=np.array([s.seed for s in samples], dtype=np.int64))
+        f.create_dataset("meta/image_shape", data=shapes)
 
 
 def read_specimen(path: str | os.PathLike, *, indices: Sequence[int] | None = None) -> SpecimenFile:
@@ -154,9 +175,11 @@ def read_specimen(path: str | os.PathLike, *, indices: Sequence[int] | None = No
         order = {j: k for k, j in enumerate(sorted(set(idx)))}
         labels = {name: f["labels"][name][sorted(set(idx))] for name in f["labels"]}
         meta = {k: f["meta"][k][()] for k in f["meta"]}
+        own = meta.get("image_shape")  # absent in files written before mixed shapes
         samples = []
         for i in idx:
             k = order[i]
+            h, w = images.shape[1:] if own is None else (int(own[i][0]), int(own[i][1]))
             text = {
                 k2: meta[k2][i].decode() if isinstance(meta[k2][i], bytes) else meta[k2][i]
                 for k2 in (*STRING_META, *JSON_META)
@@ -164,8 +187,8 @@ def read_specimen(path: str | os.PathLike, *, indices: Sequence[int] | None = No
             }
             samples.append(
                 Sample(
-                    image=images[k],
-                    labels={name: arr[k] for name, arr in labels.items()},
+                    image=images[k, :h, :w],
+                    labels={name: arr[k, :h, :w] for name, arr in labels.items()},
                     image_id=text["image_id"],
                     specimen=text["specimen"],
                     session=text["session"],

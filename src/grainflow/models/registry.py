@@ -4,6 +4,8 @@
 - ``resunet``: :class:`UNet` with ResNet basic blocks in the encoder; same shapes
 - ``diffraction_cnn``: :class:`DiffractionCNN`, 101,571 parameters; (N, 1, H, W) -> (N, 3)
 - ``resnet18``: :class:`ResNet18`, torchvision's with one input channel; (N, 1, H, W) -> (N, 3)
+- ``ring_profile``: :class:`RingProfileNet`, dilated 1-D convolutions over a ring pattern's
+  azimuthal profile, receptive field spanning it; (N, 1, 1, L) -> (N, 3)
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from torch import nn
 
 from grainflow.models.diffraction_cnn import DiffractionCNN
 from grainflow.models.resnet import ResNet18
+from grainflow.models.ring_profile import RingProfileNet
 from grainflow.models.unet import UNet
 
 __all__ = ["MODELS", "build_model", "fold_batch_norm"]
@@ -32,6 +35,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "resunet": _resunet,
     "diffraction_cnn": DiffractionCNN,
     "resnet18": ResNet18,
+    "ring_profile": RingProfileNet,
 }
 
 
@@ -41,7 +45,8 @@ def build_model(name: str, **kwargs) -> nn.Module:
     Parameters
     ----------
     name : str
-        One of ``MODELS``: "unet", "resunet", "diffraction_cnn", "resnet18".
+        One of ``MODELS``: "unet", "resunet", "diffraction_cnn", "resnet18",
+        "ring_profile".
     **kwargs
         Constructor arguments of that model (e.g. ``depth=4, base_channels=32``).
 
