@@ -166,6 +166,29 @@ def test_summary_adds_diffraction_accuracy_per_arch(tmp_path):
     assert row["metric"] == "crystal-system accuracy"
 
 
+def test_summary_headline_is_a_network_that_reads_every_pattern_kind(tmp_path):
+    def write(name, patterns, accuracy):
+        path = tmp_path / f"{name}.tsv"
+        pd.DataFrame(
+            {
+                "fold": ["0", "1", "all"],
+                "patterns": [patterns, patterns, 2 * patterns],
+                "accuracy": [accuracy, accuracy, accuracy],
+            }
+        ).to_csv(path, sep="\t", index=False)
+        return path
+
+    # ring_profile reads ring patterns only: half the held-out patterns, a higher accuracy
+    table = summary_table(
+        [],
+        diffraction={
+            "diffraction_cnn": write("cnn", 96, 0.67),
+            "ring_profile": write("ring", 48, 0.69),
+        },
+    )
+    assert table.iloc[0]["model"] == "diffraction_cnn"
+
+
 def test_summary_rejects_tables_it_cannot_read(tmp_path):
     bad = tmp_path / "bad.tsv"
     pd.DataFrame({"task": ["grains"], "model": ["unet"], "fold": ["0"]}).to_csv(

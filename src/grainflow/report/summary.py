@@ -91,9 +91,18 @@ def _diffraction_score(arch: str, path: str | os.PathLike) -> dict:
         raise ValueError(
             f"{os.fspath(path)}: expected columns fold and accuracy (rule diffraction_evaluate)"
         )
-    folds = table[~table["fold"].isin(_AGGREGATES)]["accuracy"].astype(float)
+    rows = table[~table["fold"].isin(_AGGREGATES)]
+    folds = rows["accuracy"].astype(float)
     std = float(folds.std(ddof=1)) if len(folds) > 1 else math.nan
-    return {"model": arch, "mean": float(folds.mean()), "std": std, "n_folds": len(folds)}
+    # held-out patterns scored: fewer for a model that reads only some pattern kinds
+    patterns = int(rows["patterns"].sum()) if "patterns" in rows else 0
+    return {
+        "model": arch,
+        "mean": float(folds.mean()),
+        "std": std,
+        "n_folds": len(folds),
+        "patterns": patterns,
+    }
 
 
 def _real_row(path: str | os.PathLike, best: Mapping[str, str]) -> dict:
@@ -240,10 +249,12 @@ def summary_table(
     for arch, path in (diffraction or {}).items():
         networks.setdefault("diffraction", []).append(_diffraction_score(arch, path))
     tasks = list(dict.fromkeys([*networks, *classical]))
-    best = {
-        t: max(networks[t], key=lambda s: -math.inf if math.isnan(s["mean"]) else s["mean"])
-        for t in networks
-    }
+    best = {}
+    for t, candidates in networks.items():
+        # the headline network reads every pattern kind (not ring_profile, rings only)
+        most = max(c.get("patterns", 0) for c in candidates)
+        candidates = [c for c in candidates if c.get("patterns", 0) == most]
+        best[t] = max(candidates, key=lambda s: -math.inf if math.isnan(s["mean"]) else s["mean"])
     real_rows: dict[str, list[dict]] = {}
     for path in real:
         entry = _real_row(path, {t: b["model"] for t, b in best.items()})
