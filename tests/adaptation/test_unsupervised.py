@@ -183,3 +183,35 @@ def test_adapt_stacks_names_the_key_and_the_sheet():
         adapt_stacks(sheet, ["x"], sheet_path="s.tsv")
     with pytest.raises(ValueError, match="a 'diffraction' stack"):
         adapt_stacks(sheet, ["frames"], sheet_path="s.tsv")
+
+
+def test_a_classical_teacher_labels_every_pixel_it_is_given():
+    from grainflow.adaptation.planes import StackPlanes
+    from grainflow.adaptation.unsupervised import adapt_stack
+
+    images, labels = _discs(2, 3, size=32)
+    planes = StackPlanes(
+        name="discs",
+        task="phases",
+        level=0,
+        images=images,
+        truth=None,
+        truth_full=None,
+        groups=["a", "b"],
+        files=["a.png", "b.png"],
+        shapes=[(32, 32)] * 2,
+    )
+    synthetic = [
+        (torch.from_numpy(x[None]), torch.from_numpy(y).long()) for x, y in zip(images, labels)
+    ]
+    settings = AdaptSettings(teacher="classical", fda_beta=0.0, steps=1, batch_size=2)
+    run = dict(norm_percentiles=(1.0, 99.0), seed=0)
+    models = [build_model("unet", depth=2, base_channels=4)]
+    _, records = adapt_stack(
+        planes, models, [synthetic], lambda m, k: 0.0, settings, teacher_labels=labels, **run
+    )
+    assert records[0]["pseudo_label_fraction"] == 1.0 and records[0]["teacher"] == "classical"
+    with pytest.raises(ValueError, match="needs teacher_labels"):
+        adapt_stack(planes, models, [synthetic], lambda m, k: 0.0, settings, **run)
+    with pytest.raises(ValueError, match="'ensemble' or 'classical'"):
+        AdaptSettings(teacher="oracle")

@@ -47,6 +47,12 @@ rule adapt:
             "results/models/{{task}}/{{arch}}/fold{fold}/best.pt",
             fold=range(config["splits"]["folds"]),
         ),
+        # the classical baseline's settings, fitted on synthetic folds (teacher: classical)
+        classical=lambda wc: (
+            f"results/metrics/{wc.task}/classical/fold0.json"
+            if ADAPT["unsupervised"]["teacher"] == "classical"
+            else []
+        ),
     output:
         checkpoints=expand(
             "results/models/{{task}}/{{arch}}-adapted/{{stack}}/fold{fold}/best.pt",

@@ -1,6 +1,8 @@
 """Rule adapt: the fold models adapted, without labels, to one real stack."""
 
+import json
 import logging
+from pathlib import Path
 
 from grainflow.logs import log_to
 
@@ -18,9 +20,11 @@ from grainflow.checkpoint import (
     model_from_checkpoint,
     save_checkpoint,
 )
+from grainflow.evaluation.baseline import apply_baseline
 from grainflow.evaluation.crossval import write_tsv
 from grainflow.inference.scale import read_scale
 from grainflow.runtime import resolve_device
+from grainflow.tasks import TASKS
 from grainflow.training.data import fold_datasets
 from grainflow.training.loop import primary_score, segmentation_metrics
 
@@ -52,14 +56,21 @@ def validation(model, fold):
     return float(score(metrics(truth, pred.cpu().numpy().astype(np.uint8))))
 
 
+settings = AdaptSettings(**p.settings)
+teacher = None
+if settings.teacher == "classical":  # the baseline fitted on the synthetic training folds
+    params = json.loads(Path(snakemake.input.classical).read_text())["params"]
+    target = TASKS[task].target
+    teacher = [apply_baseline(task, np.clip(im, 0, 1), params)[target] for im in planes.images]
 models, records = adapt_stack(
     planes,
     [model_from_checkpoint(c).to(device) for c in checkpoints],
     [train for train, _ in folds],
     validation,
-    AdaptSettings(**p.settings),
+    settings,
     norm_percentiles=percentiles,
     seed=p.seed,
+    teacher_labels=teacher,
     log=logging.getLogger("grainflow.adapt").info,
 )
 for model, source, path, record in zip(models, checkpoints, snakemake.output.checkpoints, records):

@@ -46,6 +46,7 @@ IGNORE = 255
 class AdaptSettings:
     """How a fold model is adapted (config ``adapt.unsupervised``)."""
 
+    teacher: str = "ensemble"  # who pseudo-labels the real planes: "ensemble" or "classical"
     adabn: bool = False  # re-estimate batch-norm statistics on real crops, and let them follow
     # the mixed batches; else batch norm keeps the statistics of the synthetic training
     fda_beta: float = 0.01  # half-width of the swapped amplitude window / image side (0: no FDA)
@@ -59,6 +60,10 @@ class AdaptSettings:
     weight_decay: float = 1e-4
 
     def __post_init__(self):
+        if self.teacher not in ("ensemble", "classical"):
+            raise ValueError(
+                f"adapt.unsupervised.teacher must be 'ensemble' or 'classical', got {self.teacher!r}"
+            )
         if not 0 <= self.fda_beta < 0.5:
             raise ValueError(
                 f"adapt.unsupervised.fda_beta must be in [0, 0.5), got {self.fda_beta}"
@@ -251,6 +256,7 @@ def adapt_stack(
     *,
     norm_percentiles: Sequence[float],
     seed: int,
+    teacher_labels: Sequence[np.ndarray] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> tuple[list[torch.nn.Module], list[dict]]:
     """Adapt each fold model to a stack's planes; return the models and one record per fold.
@@ -258,16 +264,24 @@ def adapt_stack(
     Pseudo-labels come once from the whole ensemble (every fold model x 4 flips) at the
     level ``planes`` was read at. ``training_sets[k]`` holds fold ``k``'s synthetic
     training images; ``validation(model, k)`` scores a model on fold ``k``'s held-out
-    synthetic specimens (the primary score), before and after.
+    synthetic specimens (the primary score), before and after. ``teacher_labels`` (the
+    classical baseline's classes of each plane, ``settings.teacher == "classical"``) replace
+    the ensemble's pseudo-labels: a teacher that does not share the network's mistakes.
     """
     from grainflow.seeds import derive_seed
 
-    labels = [
-        pseudo_labels(
-            member_probabilities(models, image, level=0, shape=image.shape), settings.confidence
-        )
-        for image in planes.images
-    ]
+    if settings.teacher == "classical":
+        if teacher_labels is None:
+            raise ValueError("teacher 'classical' needs teacher_labels, the baseline's classes")
+        labels = [np.asarray(lab, dtype=np.uint8) for lab in teacher_labels]
+    else:
+        labels = [
+            pseudo_labels(
+                member_probabilities(models, image, level=0, shape=image.shape),
+                settings.confidence,
+            )
+            for image in planes.images
+        ]
     covered = sum(int(np.count_nonzero(lab != IGNORE)) for lab in labels)
     pixels = sum(lab.size for lab in labels)
     adapted, records = [], []
