@@ -45,3 +45,9 @@ def test_ruff_passes(command):
         [_tool("ruff"), *command, "."], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_test_module_has_its_own_basename():
+    # pytest imports test modules by basename (no __init__.py): two equal names collide
+    names = [p.name for p in (ROOT / "tests").rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
