@@ -228,6 +228,9 @@ def test_a_diffraction_stack_runs_through_the_workflow(scan_file, tmp_path):
     """The sheet's diffraction row: frames read, prepared, classified, tabled and mapped."""
     config = tiny_config()
     config["diffraction"]["stacks"]["abstain"] = False  # the abstention jobs: a dry run below
+    # this sheet holds only the scan: no image stack to adapt or fine-tune on
+    config["adapt"]["finetune"]["stacks"] = []
+    config["adapt"]["unsupervised"]["stacks"] = []
     workdir = make_workdir(tmp_path / "run", config)
     shutil.copy(scan_file[0], workdir / "scan.hspy")
     (workdir / "config" / "stacks.tsv").write_text(
