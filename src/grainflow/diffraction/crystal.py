@@ -110,7 +110,9 @@ DEFAULT_SETTINGS: dict = {
     "modalities": ["spot", "ring"],
     "zone_axes": "principal",  # principal | low_index | random
     "max_zone_index": 1,  # largest |u|, |v|, |w| of a low-index zone axis
+    "zone_draw": "family",  # family: a zone family uniformly, then one of its axes | axis
     "basis_atoms": [1, 3],  # independent atoms in the basis
+    "nonsymmorphic_fraction": 0.0,  # share of crystals drawn in RANDOM_SPACE_GROUPS
     "cubic_a_A": [3.0, 6.0],
     "hexagonal_a_A": [2.5, 4.0],
     "hexagonal_c_over_a": [1.5, 1.9],
@@ -281,6 +283,7 @@ class Crystal:
     basis: tuple[tuple[int, float, float, float], ...]
     b_factor_A2: float = 0.5
     symmetry: str = "holohedral"
+    space_group: str = ""  # the group a listed basis was drawn in (random_space_group_crystal)
 
     def __post_init__(self):
         if self.system not in SYSTEMS:
@@ -344,6 +347,8 @@ class Crystal:
 
     def to_dict(self) -> dict:
         extra = {} if self.symmetry == "holohedral" else {"basis_symmetry": self.symmetry}
+        if self.space_group:
+            extra["space_group"] = self.space_group
         return {
             "crystal_system": self.system,
             "centring": self.centring,
@@ -369,6 +374,7 @@ class Crystal:
             basis=tuple((int(z), float(x), float(y), float(w)) for z, x, y, w in d["basis"]),
             b_factor_A2=float(d["b_factor_A2"]),
             symmetry=d.get("basis_symmetry", "holohedral"),
+            space_group=str(d.get("space_group", "")),
         )
 
 
@@ -446,6 +452,100 @@ def _too_close(crystal: Crystal) -> bool:
     return bool(dist.min() < MIN_DISTANCE_A)
 
 
+#: space groups that random crystals are also drawn in (``nonsymmorphic_fraction``), with
+#: their centring: screw axes and glide planes (and, for P-6m2, a point group below the
+#: holohedry), whose systematic absences and intensities the symmorphic crystals never show
+RANDOM_SPACE_GROUPS = {
+    "cubic": (("Fd-3m", "F"),),
+    "hexagonal": (("P6_3/mmc", "P"), ("P6_3mc", "P"), ("P-6m2", "P")),
+    "orthorhombic": (("Pnma", "P"), ("Pnnm", "P"), ("Cmcm", "C"), ("Cmce", "C")),
+}
+
+#: special coordinates a random atom of a space-group crystal may sit on (else free)
+_SPECIAL = {
+    "cubic": (0.0, 0.5, 0.125, 0.625),
+    "hexagonal": (0.0, 0.25, 0.5),
+    "orthorhombic": (0.0, 0.25, 0.5),
+}
+
+#: most atoms in the cell of a random space-group crystal
+MAX_CELL_ATOMS = 48
+
+
+def _space_group_position(system: str, rng) -> tuple[float, float, float]:
+    """A random position that is special in some coordinates (so that orbits stay small)."""
+
+    def coordinate():
+        if rng.random() < 0.6:
+            return float(rng.choice(_SPECIAL[system]))
+        return float(rng.uniform(0.05, 0.95))
+
+    x, y, z = coordinate(), coordinate(), coordinate()
+    if system == "cubic" and rng.random() < 0.3:
+        y = z = x  # 32e: x, x, x
+    if system == "hexagonal":
+        u = rng.random()
+        if u < 0.35:
+            x, y = 1 / 3, 2 / 3  # 2b, 2c, 2d, 4f: on the 3-fold axes
+        elif u < 0.5:
+            y = 2 * x % 1.0  # 6h: x, 2x, z
+    return x, y, z
+
+
+def random_space_group_crystal(
+    system: str,
+    abc: tuple[float, float, float],
+    *,
+    rng,
+    n_atoms: int,
+    b_factor_A2: float,
+    max_tries: int = 200,
+) -> tuple[Crystal, str]:
+    """A random crystal in one of the :data:`RANDOM_SPACE_GROUPS` of ``system``.
+
+    Each of ``n_atoms`` independent atoms (element from :data:`ELEMENTS`) sits on
+    a position special in some of its coordinates; the space group's generators
+    fill the cell (:func:`grainflow.diffraction.spacegroups.expand_positions`),
+    and a position is kept when no two atoms come closer than ``MIN_DISTANCE_A``
+    and the cell holds at most :data:`MAX_CELL_ATOMS`. At least one atom is
+    placed. Returns the crystal (``symmetry="listed"``) and the group's name.
+    """
+    from grainflow.diffraction.spacegroups import SPACE_GROUP_GENERATORS, expand_positions
+
+    group, centring = RANDOM_SPACE_GROUPS[system][
+        int(rng.integers(len(RANDOM_SPACE_GROUPS[system])))
+    ]
+    generators = SPACE_GROUP_GENERATORS[group]
+    atoms: list[tuple] = []
+    crystal = None
+    for _ in range(max_tries):
+        if len(atoms) >= n_atoms:
+            break
+        z = int(rng.choice(ELEMENTS))
+        orbit = [
+            (z, *map(float, p))
+            for p in expand_positions(_space_group_position(system, rng), generators)
+        ]
+        trial = Crystal(
+            system,
+            centring,
+            *abc,
+            basis=(*atoms, *orbit),
+            b_factor_A2=b_factor_A2,
+            symmetry="listed",
+            space_group=group,
+        )
+        if len(trial.cell()[0]) <= MAX_CELL_ATOMS and not _too_close(trial):
+            atoms += orbit
+            crystal = trial
+    if crystal is None:
+        raise ValueError(
+            f"no atom of a {group} crystal with a, b, c = {abc} Å fits {MAX_CELL_ATOMS} atoms "
+            f"at least {MIN_DISTANCE_A} Å apart in {max_tries} tries"
+        )
+    return crystal, group
+
+
 def random_crystal(
     system: str,
     *,
@@ -492,11 +592,18 @@ def random_crystal(
     intensities have the full Laue symmetry and the only systematic absences are
     the lattice's (I: h+k+l odd; F: mixed parity; C: h+k odd). Atoms closer than
     1.5 Å (any periodic image) are not placed.
+
+    With ``nonsymmorphic_fraction`` > 0 (and no ``centring`` asked for), that share
+    of the crystals is drawn instead in a space group of :data:`RANDOM_SPACE_GROUPS`
+    (:func:`random_space_group_crystal`): screw axes and glide planes, whose
+    absences real hcp, diamond, wurtzite and cementite show. A cell too small for
+    the group's orbits falls back to the symmorphic draw.
     """
     rng = as_rng(rng)
     s = {**DEFAULT_SETTINGS, **(settings or {})}
     if system not in SYSTEMS:
         raise ValueError(f"system must be one of {SYSTEMS}, got {system=}")
+    centring_given = centring
     centring = centring or str(rng.choice(CENTRINGS[system]))
     if system == "cubic":
         a = uniform_in(rng, s["cubic_a_A"])
@@ -519,6 +626,14 @@ def random_crystal(
     b_factor = uniform_in(rng, s["debye_waller_A2"])
     lo, hi = s["basis_atoms"]
     n_atoms = int(rng.integers(lo, hi + 1))
+    fraction = float(s.get("nonsymmorphic_fraction", 0.0))
+    if centring_given is None and fraction > 0 and rng.random() < fraction:
+        try:
+            return random_space_group_crystal(
+                system, abc, rng=rng, n_atoms=n_atoms, b_factor_A2=b_factor, max_tries=max_tries
+            )[0]
+        except ValueError:  # a cell too small for the group's orbits: a symmorphic crystal
+            pass
     basis = [(int(rng.choice(ELEMENTS)), 0.0, 0.0, 0.0)]
     crystal = Crystal(system, centring, *abc, basis=tuple(basis), b_factor_A2=b_factor)
     tries = 0

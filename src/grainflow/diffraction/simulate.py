@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Mapping
@@ -453,13 +454,36 @@ def _image_params(crystal: Crystal, modality: str, s: Mapping, rng) -> dict:
         )
         return out
     axes = zone_axes(crystal.system, s["zone_axes"], max_index=int(s["max_zone_index"]))
-    uvw = axes[int(rng.integers(len(axes)))] * int(rng.choice([-1, 1]))
+    uvw = axes[_draw_axis(crystal.system, axes, s["zone_draw"], rng)] * int(rng.choice([-1, 1]))
     out.update(
         zone_axis=[int(v) for v in uvw],
         beam_direction=None,
         zone_family=zone_family(crystal.system, uvw),
     )
     return out
+
+
+@functools.cache
+def _families(system: str, axes: tuple[tuple[int, int, int], ...]) -> tuple[str, ...]:
+    return tuple(zone_family(system, uvw) for uvw in axes)
+
+
+def _draw_axis(system: str, axes: np.ndarray, draw: str, rng: np.random.Generator) -> int:
+    """Index of the zone axis drawn: uniformly over the axes, or over the families first.
+
+    ``family`` draws a zone family uniformly, then one of its axes, so that a family
+    of few axes (hexagonal [0001]) is as frequent as one of many (cubic <111>, four
+    axes); with one axis per family (``principal``) both draws are the same.
+    """
+    if draw == "axis":
+        return int(rng.integers(len(axes)))
+    if draw != "family":
+        raise ValueError(f"zone_draw must be 'family' or 'axis', got {draw!r}")
+    families = _families(system, tuple(map(tuple, np.asarray(axes).tolist())))
+    names = list(dict.fromkeys(families))
+    chosen = names[int(rng.integers(len(names)))]
+    members = [i for i, f in enumerate(families) if f == chosen]
+    return members[int(rng.integers(len(members)))] if len(members) > 1 else members[0]
 
 
 def synthesize_diffraction_specimen(
