@@ -9,6 +9,7 @@ from itertools import product
 
 import numpy as np
 
+from grainflow.diffraction.spacegroups import SPACE_GROUP_GENERATORS, expand_positions
 from grainflow.seeds import as_rng
 
 __all__ = [
@@ -500,7 +501,7 @@ def random_space_group_crystal(
     n_atoms: int,
     b_factor_A2: float,
     max_tries: int = 200,
-) -> tuple[Crystal, str]:
+) -> Crystal:
     """A random crystal in one of the :data:`RANDOM_SPACE_GROUPS` of ``system``.
 
     Each of ``n_atoms`` independent atoms (element from :data:`ELEMENTS`) sits on
@@ -508,10 +509,9 @@ def random_space_group_crystal(
     fill the cell (:func:`grainflow.diffraction.spacegroups.expand_positions`),
     and a position is kept when no two atoms come closer than ``MIN_DISTANCE_A``
     and the cell holds at most :data:`MAX_CELL_ATOMS`. At least one atom is
-    placed. Returns the crystal (``symmetry="listed"``) and the group's name.
+    placed. The crystal has ``symmetry="listed"`` and the group's name in
+    ``space_group``.
     """
-    from grainflow.diffraction.spacegroups import SPACE_GROUP_GENERATORS, expand_positions
-
     group, centring = RANDOM_SPACE_GROUPS[system][
         int(rng.integers(len(RANDOM_SPACE_GROUPS[system])))
     ]
@@ -526,6 +526,8 @@ def random_space_group_crystal(
             (z, *map(float, p))
             for p in expand_positions(_space_group_position(system, rng), generators)
         ]
+        if len(atoms) + len(orbit) > MAX_CELL_ATOMS:  # distinct positions: the cell holds more
+            continue
         trial = Crystal(
             system,
             centring,
@@ -543,7 +545,7 @@ def random_space_group_crystal(
             f"no atom of a {group} crystal with a, b, c = {abc} Å fits {MAX_CELL_ATOMS} atoms "
             f"at least {MIN_DISTANCE_A} Å apart in {max_tries} tries"
         )
-    return crystal, group
+    return crystal
 
 
 def random_crystal(
@@ -626,12 +628,12 @@ def random_crystal(
     b_factor = uniform_in(rng, s["debye_waller_A2"])
     lo, hi = s["basis_atoms"]
     n_atoms = int(rng.integers(lo, hi + 1))
-    fraction = float(s.get("nonsymmorphic_fraction", 0.0))
+    fraction = float(s["nonsymmorphic_fraction"])
     if centring_given is None and fraction > 0 and rng.random() < fraction:
         try:
             return random_space_group_crystal(
                 system, abc, rng=rng, n_atoms=n_atoms, b_factor_A2=b_factor, max_tries=max_tries
-            )[0]
+            )
         except ValueError:  # a cell too small for the group's orbits: a symmorphic crystal
             pass
     basis = [(int(rng.choice(ELEMENTS)), 0.0, 0.0, 0.0)]
