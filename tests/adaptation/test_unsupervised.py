@@ -213,5 +213,57 @@ def test_a_classical_teacher_labels_every_pixel_it_is_given():
     assert records[0]["pseudo_label_fraction"] == 1.0 and records[0]["teacher"] == "classical"
     with pytest.raises(ValueError, match="needs teacher_labels"):
         adapt_stack(planes, models, [synthetic], lambda m, k: 0.0, settings, **run)
-    with pytest.raises(ValueError, match="'ensemble' or 'classical'"):
+    with pytest.raises(ValueError, match="teacher must be one of"):
         AdaptSettings(teacher="oracle")
+
+
+def test_an_agreement_teacher_keeps_only_the_pixels_both_teachers_label_alike():
+    from grainflow.adaptation.planes import StackPlanes
+    from grainflow.adaptation.unsupervised import (
+        adapt_stack,
+        agreeing_labels,
+        member_probabilities,
+    )
+
+    pseudo = np.array([[1, 0, IGNORE], [0, 1, 1]], np.uint8)
+    baseline = np.array([[1, 1, 0], [0, 0, 1]], np.uint8)
+    assert agreeing_labels(pseudo, baseline).tolist() == [[1, IGNORE, IGNORE], [0, IGNORE, 1]]
+
+    images, labels = _discs(1, 3, size=32)
+    planes = StackPlanes(
+        name="discs",
+        task="phases",
+        level=0,
+        images=images,
+        truth=None,
+        truth_full=None,
+        groups=["a"],
+        files=["a.png"],
+        shapes=[(32, 32)],
+    )
+    synthetic = [(torch.from_numpy(images[0][None]), torch.from_numpy(labels[0]).long())]
+    settings = AdaptSettings(
+        teacher="agreement", confidence=0.5, fda_beta=0.0, steps=1, batch_size=2
+    )
+    models = [build_model("unet", depth=2, base_channels=4).eval()]
+    ensemble = pseudo_labels(
+        member_probabilities(models, images[0], level=0, shape=(32, 32)), settings.confidence
+    )
+    baseline = np.where(ensemble == IGNORE, 0, ensemble).astype(np.uint8)
+    baseline[:16] = 1 - baseline[:16]  # the baseline disagrees on the top half
+    expected = np.count_nonzero(agreeing_labels(ensemble, baseline) != IGNORE) / ensemble.size
+    assert 0 < expected <= 0.5
+    run = dict(norm_percentiles=(1.0, 99.0), seed=0)
+    _, records = adapt_stack(
+        planes,
+        copy.deepcopy(models),
+        [synthetic],
+        lambda m, k: 0.0,
+        settings,
+        teacher_labels=[baseline],
+        **run,
+    )
+    assert records[0]["teacher"] == "agreement"
+    assert records[0]["pseudo_label_fraction"] == pytest.approx(expected)
+    with pytest.raises(ValueError, match="needs teacher_labels"):
+        adapt_stack(planes, models, [synthetic], lambda m, k: 0.0, settings, **run)

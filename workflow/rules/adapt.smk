@@ -47,10 +47,11 @@ rule adapt:
             "results/models/{{task}}/{{arch}}/fold{fold}/best.pt",
             fold=range(config["splits"]["folds"]),
         ),
-        # the classical baseline's settings, fitted on synthetic folds (teacher: classical)
+        # the classical baseline's settings, fitted on synthetic folds (teacher: classical
+        # or agreement)
         classical=lambda wc: (
             f"results/metrics/{wc.task}/classical/fold0.json"
-            if ADAPT["unsupervised"]["teacher"] == "classical"
+            if ADAPT["unsupervised"]["teacher"] != "ensemble"
             else []
         ),
     output:

@@ -58,7 +58,7 @@ def validation(model, fold):
 
 settings = AdaptSettings(**p.settings)
 teacher = None
-if settings.teacher == "classical":  # the baseline fitted on the synthetic training folds
+if settings.teacher != "ensemble":  # the baseline fitted on the synthetic training folds
     params = json.loads(Path(snakemake.input.classical).read_text())["params"]
     target = TASKS[task].target
     teacher = [apply_baseline(task, np.clip(im, 0, 1), params)[target] for im in planes.images]

@@ -28,10 +28,12 @@ from grainflow.training.losses import DiceCELoss
 
 __all__ = [
     "IGNORE",
+    "TEACHERS",
     "AdaptSettings",
     "fda_transfer",
     "member_probabilities",
     "pseudo_labels",
+    "agreeing_labels",
     "adabn",
     "adapt_model",
     "synthetic_sampler",
@@ -41,12 +43,16 @@ __all__ = [
 #: pseudo-label value of pixels left out of the loss (not confident)
 IGNORE = 255
 
+#: who pseudo-labels the real planes: the ensemble's confident unanimous pixels, the
+#: classical baseline's every pixel, or the ensemble's pixels where the baseline agrees
+TEACHERS = ("ensemble", "classical", "agreement")
+
 
 @dataclass(frozen=True)
 class AdaptSettings:
     """How a fold model is adapted (config ``adapt.unsupervised``)."""
 
-    teacher: str = "ensemble"  # who pseudo-labels the real planes: "ensemble" or "classical"
+    teacher: str = "ensemble"  # who pseudo-labels the real planes: TEACHERS
     adabn: bool = False  # re-estimate batch-norm statistics on real crops, and let them follow
     # the mixed batches; else batch norm keeps the statistics of the synthetic training
     fda_beta: float = 0.01  # half-width of the swapped amplitude window / image side (0: no FDA)
@@ -60,9 +66,9 @@ class AdaptSettings:
     weight_decay: float = 1e-4
 
     def __post_init__(self):
-        if self.teacher not in ("ensemble", "classical"):
+        if self.teacher not in TEACHERS:
             raise ValueError(
-                f"adapt.unsupervised.teacher must be 'ensemble' or 'classical', got {self.teacher!r}"
+                f"adapt.unsupervised.teacher must be one of {TEACHERS}, got {self.teacher!r}"
             )
         if not 0 <= self.fda_beta < 0.5:
             raise ValueError(
@@ -134,6 +140,12 @@ def pseudo_labels(members: np.ndarray, confidence: float) -> np.ndarray:
     unanimous = (members.argmax(axis=1) == label[None]).all(axis=0)
     sure = np.take_along_axis(mean, label[None], axis=0)[0] >= confidence
     return np.where(unanimous & sure, label, IGNORE).astype(np.uint8)
+
+
+def agreeing_labels(pseudo: np.ndarray, baseline: np.ndarray) -> np.ndarray:
+    """``pseudo`` (uint8, :data:`IGNORE` where unsure) kept only where ``baseline`` has its class."""
+    pseudo = np.asarray(pseudo, dtype=np.uint8)
+    return np.where(pseudo == np.asarray(baseline), pseudo, IGNORE).astype(np.uint8)
 
 
 @torch.no_grad()
@@ -265,14 +277,17 @@ def adapt_stack(
     level ``planes`` was read at. ``training_sets[k]`` holds fold ``k``'s synthetic
     training images; ``validation(model, k)`` scores a model on fold ``k``'s held-out
     synthetic specimens (the primary score), before and after. ``teacher_labels`` (the
-    classical baseline's classes of each plane, ``settings.teacher == "classical"``) replace
-    the ensemble's pseudo-labels: a teacher that does not share the network's mistakes.
+    classical baseline's classes of each plane) replace the ensemble's pseudo-labels with
+    ``settings.teacher == "classical"`` (a teacher that does not share the network's
+    mistakes), or keep only those the baseline agrees with (``"agreement"``).
     """
     from grainflow.seeds import derive_seed
 
+    if settings.teacher != "ensemble" and teacher_labels is None:
+        raise ValueError(
+            f"teacher {settings.teacher!r} needs teacher_labels, the baseline's classes"
+        )
     if settings.teacher == "classical":
-        if teacher_labels is None:
-            raise ValueError("teacher 'classical' needs teacher_labels, the baseline's classes")
         labels = [np.asarray(lab, dtype=np.uint8) for lab in teacher_labels]
     else:
         labels = [
@@ -282,6 +297,8 @@ def adapt_stack(
             )
             for image in planes.images
         ]
+    if settings.teacher == "agreement":
+        labels = [agreeing_labels(lab, other) for lab, other in zip(labels, teacher_labels)]
     covered = sum(int(np.count_nonzero(lab != IGNORE)) for lab in labels)
     pixels = sum(lab.size for lab in labels)
     adapted, records = [], []
