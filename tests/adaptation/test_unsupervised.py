@@ -185,22 +185,29 @@ def test_adapt_stacks_names_the_key_and_the_sheet():
         adapt_stacks(sheet, ["frames"], sheet_path="s.tsv")
 
 
-def test_a_classical_teacher_labels_every_pixel_it_is_given():
+def _unlabelled(images):
+    """A stack of ``images`` (one group each, no ground truth), as adapt_stack reads it."""
     from grainflow.adaptation.planes import StackPlanes
-    from grainflow.adaptation.unsupervised import adapt_stack
 
-    images, labels = _discs(2, 3, size=32)
-    planes = StackPlanes(
+    names = "abcdefgh"[: len(images)]
+    return StackPlanes(
         name="discs",
         task="phases",
         level=0,
         images=images,
         truth=None,
         truth_full=None,
-        groups=["a", "b"],
-        files=["a.png", "b.png"],
-        shapes=[(32, 32)] * 2,
+        groups=list(names),
+        files=[f"{n}.png" for n in names],
+        shapes=[im.shape for im in images],
     )
+
+
+def test_a_classical_teacher_labels_every_pixel_it_is_given():
+    from grainflow.adaptation.unsupervised import adapt_stack
+
+    images, labels = _discs(2, 3, size=32)
+    planes = _unlabelled(images)
     synthetic = [
         (torch.from_numpy(x[None]), torch.from_numpy(y).long()) for x, y in zip(images, labels)
     ]
@@ -218,7 +225,6 @@ def test_a_classical_teacher_labels_every_pixel_it_is_given():
 
 
 def test_an_agreement_teacher_keeps_only_the_pixels_both_teachers_label_alike():
-    from grainflow.adaptation.planes import StackPlanes
     from grainflow.adaptation.unsupervised import (
         adapt_stack,
         agreeing_labels,
@@ -230,17 +236,7 @@ def test_an_agreement_teacher_keeps_only_the_pixels_both_teachers_label_alike():
     assert agreeing_labels(pseudo, baseline).tolist() == [[1, IGNORE, IGNORE], [0, IGNORE, 1]]
 
     images, labels = _discs(1, 3, size=32)
-    planes = StackPlanes(
-        name="discs",
-        task="phases",
-        level=0,
-        images=images,
-        truth=None,
-        truth_full=None,
-        groups=["a"],
-        files=["a.png"],
-        shapes=[(32, 32)],
-    )
+    planes = _unlabelled(images)
     synthetic = [(torch.from_numpy(images[0][None]), torch.from_numpy(labels[0]).long())]
     settings = AdaptSettings(
         teacher="agreement", confidence=0.5, fda_beta=0.0, steps=1, batch_size=2
