@@ -60,8 +60,9 @@ def _parse_op(op: str) -> tuple[np.ndarray, tuple[Fraction, ...]]:
 
 
 @functools.cache
-def _group(generators: tuple[str, ...]) -> tuple[tuple[tuple[int, ...], tuple[Fraction, ...]], ...]:
-    """Every operation of the group ``generators`` generate, as (rotation, translation)."""
+def _group_arrays(generators: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, int]:
+    """Every operation of the group ``generators`` generate, closed exactly: rotations
+    (n, 3, 3), translations times their common denominator (n, 3), and that denominator."""
     gens = [_parse_op(g) for g in generators]
     identity = (tuple(np.eye(3, dtype=int).ravel()), (Fraction(0),) * 3)
     seen = {identity}
@@ -80,13 +81,7 @@ def _group(generators: tuple[str, ...]) -> tuple[tuple[tuple[int, ...], tuple[Fr
                     seen.add(key)
                     new.append(key)
         frontier = new
-    return tuple(sorted(seen))
-
-
-@functools.cache
-def _group_arrays(generators: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, int]:
-    """The group's rotations (n, 3, 3), translations times their common denominator (n, 3), and it."""
-    ops = _group(generators)
+    ops = sorted(seen)
     denominator = math.lcm(*(v.denominator for _, t in ops for v in t))
     rotations = np.array([r for r, _ in ops], dtype=np.int64).reshape(-1, 3, 3)
     translations = np.array([[int(v * denominator) for v in t] for _, t in ops], dtype=np.int64)
