@@ -123,6 +123,7 @@ def test_shipped_stacks_sheet_is_valid(tmp_path):
     assert list(stacks.index) == ["nist_steel", "nasa_superalloy"]  # the tiny runs' stacks
     assert stacks.loc["nist_steel", "pixel_size_um"] == pytest.approx(0.2252)
     assert np.isnan(stacks.loc["nasa_superalloy", "pixel_size_um"])  # unknown: sizes in pixels
+    assert stacks.loc["nasa_superalloy", "particles"] == "dark"  # the sheet says: gamma-prime dark
 
 
 @pytest.mark.parametrize(
@@ -137,6 +138,10 @@ def test_shipped_stacks_sheet_is_valid(tmp_path):
         (lambda rows: rows[1].__setitem__(1, "grain"), "'grain' is not one of"),
         (lambda rows: rows[2].__setitem__(0, "nist_steel"), "repeated: ['nist_steel']"),
         (lambda rows: rows[1].__setitem__(0, "steel sample"), "does not match"),
+        # rows[1] is nist_steel (grains), rows[2] nasa_superalloy (phases); column 6: particles
+        (lambda rows: rows[1].__setitem__(6, "dark"), "only phases stacks have particles"),
+        (lambda rows: rows[2].__setitem__(6, "grey"), "column 'particles': 'grey' does not match"),
+        (lambda rows: rows[2].__setitem__(6, "dark:(spot"), "not a regular expression"),
     ],
 )
 def test_bad_stacks_sheet_names_line_and_column(tmp_path, edit, expected):

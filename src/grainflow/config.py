@@ -15,6 +15,7 @@ import functools
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -566,6 +567,28 @@ def _unrun(task: str, tasks: Sequence[str]) -> str:
     return f"{task!r} is not one of the config's tasks ({listed}), so nothing would run on it"
 
 
+def _particles_problem(row: Mapping) -> str | None:
+    """What is wrong with a row's ``particles`` cell (its form the schema checks), or None."""
+    value = row.get("particles")
+    if value is None:
+        return None
+    if row["task"] != "phases":
+        return (
+            f"{value!r} given for a {row['task']!r} stack; only phases stacks have particles "
+            "whose polarity matters: leave the cell empty"
+        )
+    _, _, pattern = value.partition(":")
+    if pattern:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            return (
+                f"{pattern!r} is not a regular expression ({exc}); write e.g. dark:^PtC for "
+                "dark particles in the planes whose file names start with PtC"
+            )
+    return None
+
+
 def read_stacks(
     path: str | os.PathLike,
     *,
@@ -693,6 +716,10 @@ def read_stacks(
                 f"{where}, column 'ground_truth': a diffraction stack takes no ground truth "
                 "(its frames are classified, not scored); leave the cell empty"
             )
+            continue
+        particles = _particles_problem(row)
+        if particles:
+            problems.append(f"{where}, column 'particles': {particles}")
             continue
         if check_paths:
             for col in ("path", "ground_truth"):

@@ -17,10 +17,16 @@ __all__ = [
     "apply_limits",
     "normalize_image",
     "plane_limits",
+    "POLARITIES",
+    "polarity_view",
 ]
 
 #: low and high percentiles (in percent) mapped to 0 and 1
 DEFAULT_PERCENTILES = (1.0, 99.0)
+#: how a phases network meets the particles: ``given`` (always as the brighter phase: the
+#: polarity of each image is known and dark particles are inverted) or ``learned`` (in either
+#: tone, as imaged: the network must tell particles from matrix by their shape)
+POLARITIES = ("given", "learned")
 #: a smaller high - low than this counts as a constant image (mapped to zeros)
 _MIN_SCALE = 1e-12
 
@@ -165,3 +171,28 @@ def plane_limits(
             region = np.asarray(plane[r0 : min(r0 + step, rows), c0 : min(c0 + step, cols)])
             samples.append(region[::stride, ::stride].astype(np.float32).ravel())
     return percentile_limits(np.concatenate(samples), percentiles=percentiles)
+
+
+def polarity_view(image: np.ndarray, *, particles_dark: bool | None, polarity: str) -> np.ndarray:
+    """A normalised image as a network of ``polarity`` (:data:`POLARITIES`) is shown it.
+
+    With ``"given"`` an image whose particles are darker than their matrix becomes
+    ``1 - image``, so the particles are always the brighter phase (exactly the
+    normalised inverted image: the percentile map commutes with inversion); with
+    ``"learned"`` the image is returned as it is.
+
+    Raises
+    ------
+    ValueError
+        An unknown ``polarity``, or ``"given"`` with ``particles_dark`` None (unknown).
+    """
+    if polarity not in POLARITIES:
+        raise ValueError(f"polarity must be one of {POLARITIES}, got {polarity!r}")
+    if polarity == "learned":
+        return image
+    if particles_dark is None:
+        raise ValueError(
+            "this network was trained with the particles' polarity given (training.polarity: "
+            "given), but whether this image's particles are dark is unknown"
+        )
+    return (1 - image).astype(np.float32, copy=False) if particles_dark else image

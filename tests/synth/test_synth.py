@@ -227,3 +227,19 @@ def test_specimen_name_must_be_well_formed():
         synthesize_specimen("grains", "specimen1", tiny_config()["synthesize"]["grains"], seed=1)
     with pytest.raises(ValueError, match="task"):
         synthesize_specimen("grain", "s00", tiny_config()["synthesize"]["grains"], seed=1)
+
+
+@pytest.mark.parametrize("index", [0, 1, 2])  # sem_precipitates, sem_superalloy, stem_particles
+def test_phases_images_record_whether_their_particles_are_dark(index):
+    settings = {**tiny_config()["synthesize"]["phases"], "image_size_px": 96}
+    settings["sessions_per_specimen"] = 8  # both polarities (bright field: one session in four)
+    samples, _ = synthesize_specimen("phases", f"s{index:02d}", settings, seed=6)
+    seen = set()
+    for s in samples:
+        particle = s.labels["phase"].astype(bool)
+        if particle.sum() < 20 or (~particle).sum() < 20:
+            continue
+        inside, outside = s.image[particle].mean(), s.image[~particle].mean()
+        assert s.params["particles_dark"] == (inside < outside), (s.image_id, inside, outside)
+        seen.add(s.params["particles_dark"])
+    assert seen == {True, False}

@@ -780,3 +780,26 @@ def test_cuda_training_with_bf16_channels_last_and_resume(tmp_path):
     resumed, _ = run(tmp_path, "parts", data, config)
     assert resumed.resumed_from_epoch == 1
     assert same_state(resumed.model.state_dict(), whole.model.state_dict())
+
+
+def test_given_polarity_shows_dark_particles_bright(tmp_path):
+    from conftest import tiny_config as workflow_config
+    from grainflow.synth.specimen import synthesize_specimen
+
+    settings = {**workflow_config()["synthesize"]["phases"], "modalities": ["sem_precipitates"]}
+    samples, spec = synthesize_specimen("phases", "s00", settings, seed=3)
+    write_specimen(
+        tmp_path / "s00.h5", samples, task="phases", specimen="s00", specimen_params=spec
+    )
+    table = pd.DataFrame(
+        [(s.image_id, s.image_id, "s00", s.session, 0, "s00.h5", i) for i, s in enumerate(samples)],
+        columns=MANIFEST_COLUMNS,
+    )
+    learned = MicrographDataset(table, target="phase", root=tmp_path)
+    given = MicrographDataset(table, target="phase", root=tmp_path, polarity="given")
+    assert {s.params["particles_dark"] for s in samples} == {True, False}
+    for i, s in enumerate(samples):
+        shown, mask = given[i][0][0].numpy(), given[i][1].numpy().astype(bool)
+        assert shown[mask].mean() > shown[~mask].mean()  # particles always the brighter phase
+        expected = 1 - learned[i][0] if s.params["particles_dark"] else learned[i][0]
+        assert torch.allclose(given[i][0], expected)

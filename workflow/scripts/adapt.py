@@ -34,12 +34,23 @@ torch.set_num_threads(snakemake.threads)
 device = resolve_device(p.device)
 checkpoints = [load_checkpoint(path) for path in snakemake.input.checkpoints]
 percentiles = tuple(checkpoints[0]["config"].get("norm_percentiles", (1.0, 99.0)))
+polarity = checkpoints[0]["config"].get("polarity", "learned")
 level = read_scale(snakemake.input.scale)["level"] if snakemake.input.scale else 0
 planes = read_planes(
-    snakemake.input.stack, level=level, norm_percentiles=percentiles, with_truth=False
+    snakemake.input.stack,
+    level=level,
+    norm_percentiles=percentiles,
+    polarity=polarity,
+    with_truth=False,
 )
 folds = [
-    fold_datasets(snakemake.input.manifest, k, task=task, norm_percentiles=percentiles)
+    fold_datasets(
+        snakemake.input.manifest,
+        k,
+        task=task,
+        norm_percentiles=percentiles,
+        polarity=polarity,
+    )
     for k in range(len(checkpoints))
 ]
 metrics = segmentation_metrics(task, tolerance_px=p.tolerance_px)
@@ -61,7 +72,10 @@ teacher = None
 if settings.teacher != "ensemble":  # the baseline fitted on the synthetic training folds
     params = json.loads(Path(snakemake.input.classical).read_text())["params"]
     target = TASKS[task].target
-    teacher = [apply_baseline(task, np.clip(im, 0, 1), params)[target] for im in planes.images]
+    teacher = [  # on the planes in their own tones, as the baseline was fitted
+        apply_baseline(task, np.clip(planes.as_imaged(z), 0, 1), params)[target]
+        for z in range(len(planes.images))
+    ]
 models, records = adapt_stack(
     planes,
     [model_from_checkpoint(c).to(device) for c in checkpoints],

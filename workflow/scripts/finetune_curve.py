@@ -26,6 +26,7 @@ planes = read_planes(
     snakemake.input.stack,
     level=level,
     norm_percentiles=checkpoint["config"].get("norm_percentiles", (1.0, 99.0)),
+    polarity=checkpoint["config"].get("polarity", "learned"),
 )
 inits = {
     "synthetic": lambda: model_from_checkpoint(checkpoint),

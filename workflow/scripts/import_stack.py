@@ -18,6 +18,7 @@ summary = import_stack(
     ground_truth=sheet["ground_truth"],
     group=sheet["group"],
     description=sheet["description"],
+    particles=sheet["particles"],
     chunk=params.chunk_px,
     pyramid_min_px=params.pyramid_min_px,
     block=params.block_px,

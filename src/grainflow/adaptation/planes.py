@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from grainflow.normalize import normalize_image
+from grainflow.normalize import normalize_image, polarity_view
 from grainflow.stacks.importer import plane_shapes
 from grainflow.tasks import TASKS
 
@@ -25,7 +25,8 @@ class StackPlanes:
     level : int
         Pyramid level read (0 = full resolution; level k is 2**k times coarser).
     images : list of ndarray (h, w), float32
-        Each plane's own rectangle (padding cut off), normalised per plane.
+        Each plane's own rectangle (padding cut off), normalised per plane and shown
+        with ``polarity`` (:func:`~grainflow.normalize.polarity_view`).
     truth : list of ndarray (h, w), uint8, or None
         The network's target classes (``TASKS[task].target``) from the stack's mask
         ground truth at the same level; None without mask ground truth.
@@ -36,6 +37,10 @@ class StackPlanes:
     files : list of str
     shapes : list of (int, int)
         Each plane's own (rows, cols) at level 0.
+    particles_dark : list of bool or None
+        Whether each plane's particles are dark, as its import recorded (None: grains).
+    polarity : str
+        How ``images`` are shown: ``given`` (particles bright) or ``learned`` (as imaged).
     """
 
     name: str
@@ -47,6 +52,13 @@ class StackPlanes:
     groups: list
     files: list
     shapes: list
+    particles_dark: list | None = None
+    polarity: str = "learned"
+
+    def as_imaged(self, z: int) -> np.ndarray:
+        """Plane ``z`` normalised, in its own tones (not inverted)."""
+        dark = None if self.particles_dark is None else self.particles_dark[z]
+        return polarity_view(self.images[z], particles_dark=dark, polarity=self.polarity)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -65,6 +77,7 @@ def read_planes(
     *,
     level: int = 0,
     norm_percentiles: Sequence[float] = (1.0, 99.0),
+    polarity: str = "learned",
     with_truth: bool = True,
 ) -> StackPlanes:
     """Read every plane of an imported stack (:func:`grainflow.stacks.importer.import_stack`).
@@ -72,10 +85,15 @@ def read_planes(
     Ground truth is read only when the stack holds a label image
     (``labels/ground_truth``); box labels give ``truth=None``.
 
+    ``polarity`` is that of the networks the planes are for (their checkpoint's
+    ``training.polarity``): with ``given``, planes whose particles are dark (recorded at
+    import) are inverted.
+
     Raises
     ------
     ValueError
-        A level the stack's pyramid does not have, or a task without a network.
+        A level the stack's pyramid does not have, a task without a network, or
+        ``given`` for a phases stack imported without its particles' polarity.
     """
     import zarr
 
@@ -97,11 +115,20 @@ def read_planes(
     planes = info.get("planes") or [{} for _ in range(images.shape[0])]
     has_truth = with_truth and "labels" in root and "ground_truth" in root["labels"]
     target = TASKS[task].target
-    out = {"images": [], "truth": [], "truth_full": []}
+    out = {"images": [], "truth": [], "truth_full": [], "dark": []}
     for z, shape in enumerate(shapes):
         rows, cols = level_shape(shape, level)
         image = np.asarray(images[z, :rows, :cols], dtype=np.float32)
-        out["images"].append(normalize_image(image, percentiles=norm_percentiles))
+        dark = planes[z].get("particles_dark") if task == "phases" else False
+        if dark is None and polarity == "given":
+            raise ValueError(
+                f"stack {stack}: plane {z} records no particles_dark, but the networks were "
+                "trained with the particles shown bright (training.polarity: given); "
+                "re-import the stack (rule import_stack)"
+            )
+        out["dark"].append(dark)
+        image = normalize_image(image, percentiles=norm_percentiles)
+        out["images"].append(polarity_view(image, particles_dark=dark, polarity=polarity))
         if has_truth:
             gt = root["labels"]["ground_truth"]
             coarse = np.asarray(gt[f"s{level}"][z, :rows, :cols])
@@ -118,4 +145,6 @@ def read_planes(
         groups=[str(p.get("group") or p.get("file") or z) for z, p in enumerate(planes)],
         files=[str(p.get("file") or z) for z, p in enumerate(planes)],
         shapes=[tuple(int(v) for v in s) for s in shapes],
+        particles_dark=out["dark"],
+        polarity=polarity,
     )

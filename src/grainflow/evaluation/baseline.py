@@ -28,6 +28,7 @@ __all__ = [
     "grains_from_strength",
     "segment_grains",
     "segment_phases",
+    "particles_bright",
     "apply_baseline",
     "grid_scores",
     "fit_baseline",
@@ -242,6 +243,18 @@ def _particles_side(mask: np.ndarray) -> bool:
         return np.bincount(comp.ravel())[1:].max() / m.sum()
 
     return largest_share(mask) <= largest_share(~mask)
+
+
+def particles_bright(image: np.ndarray, *, sigma_px: float = 1.0) -> bool:
+    """Whether the particles of a two-phase image are its brighter phase, from topology alone.
+
+    The image, smoothed by ``sigma_px``, is split at its Otsu threshold; the side that
+    falls into many small pieces is the particles, the side whose largest piece holds
+    most of it the matrix (the classical baseline's ``polarity: auto``). Label-free; it
+    fails where a third region (a vacuum, a support) takes one side of the threshold.
+    """
+    smooth = _smooth(_check_image(image), sigma_px)
+    return _particles_side(smooth > _threshold(smooth, "otsu", 0.0))
 
 
 def segment_phases(image: np.ndarray, params: Mapping | None = None) -> dict[str, np.ndarray]:

@@ -659,9 +659,15 @@ def run_model_fold(
             f"{trained.get('fold')}, not {task!r} fold {fold}; rerun the train rule"
         )
     net = model_from_checkpoint(ckpt)
-    percentiles = ckpt.get("config", {}).get("norm_percentiles", (1.0, 99.0))
+    trained_with = ckpt.get("config") or {}
     probs = predict_probabilities(
-        net, [s.image for s in test], norm_percentiles=percentiles, flips=flips, device=device
+        net,
+        [s.image for s in test],
+        norm_percentiles=trained_with.get("norm_percentiles", (1.0, 99.0)),
+        polarity=trained_with.get("polarity", "learned"),
+        particles_dark=[s.params.get("particles_dark", False) for s in test],
+        flips=flips,
+        device=device,
     )
     fg = foreground(probs)
     preds = [labels_from_probability(task, p, split_px=split_px, fill_holes=fill_holes) for p in fg]

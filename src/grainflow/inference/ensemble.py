@@ -36,6 +36,8 @@ class Ensemble:
     n_classes : int
     norm_percentiles : (float, float)
         Per-image percentiles the models were trained with.
+    polarity : {"learned", "given"}
+        How the models were shown the particles (:func:`grainflow.normalize.polarity_view`).
     flips : bool
         Also average over the 4 flips of each tile (test-time augmentation).
     device : torch.device
@@ -54,6 +56,7 @@ class Ensemble:
     device: object
     checkpoints: list[dict] = field(default_factory=list)
     disagreement: bool = False
+    polarity: str = "learned"
 
     @property
     def n_members(self) -> int:
@@ -109,15 +112,15 @@ def load_ensemble(
     Raises
     ------
     ValueError
-        No checkpoint, or checkpoints of another task, with other class counts
-        or other normalisation percentiles.
+        No checkpoint, or checkpoints of another task, with other class counts,
+        other normalisation percentiles or other polarities.
     """
     import torch
 
     if not checkpoints:
         raise ValueError("need at least one checkpoint, got none")
     dev = resolve_device(device)
-    models, info, tasks, percentiles, classes = [], [], set(), set(), set()
+    models, info, tasks, percentiles, classes, polarities = [], [], set(), set(), set(), set()
     for path in checkpoints:
         ckpt = load_checkpoint(path, map_location="cpu")
         extra, config = ckpt.get("extra") or {}, ckpt.get("config") or {}
@@ -129,6 +132,7 @@ def load_ensemble(
             )
         tasks.add(ckpt_task)
         percentiles.add(tuple(float(p) for p in config.get("norm_percentiles", (1.0, 99.0))))
+        polarities.add(config.get("polarity", "learned"))
         # batch norm folded into the convolutions, channels_last: the trained model's function
         # to ~1e-5, and on the CPU twice as fast as the plain model (benchmarks/infer_vs_monai.py)
         model = fold_batch_norm(model_from_checkpoint(ckpt).eval())
@@ -154,6 +158,11 @@ def load_ensemble(
             f"the checkpoints were trained with different normalisations "
             f"(norm_percentiles {sorted(percentiles)}); an ensemble needs one"
         )
+    if len(polarities) != 1:
+        raise ValueError(
+            f"the checkpoints were trained with different polarities {sorted(polarities)} "
+            "(training.polarity); an ensemble needs one"
+        )
     if len(classes) != 1:
         raise ValueError(f"the checkpoints predict different numbers of classes {sorted(classes)}")
     tasks.discard(None)
@@ -166,6 +175,7 @@ def load_ensemble(
         task=task,
         n_classes=classes.pop(),
         norm_percentiles=percentiles.pop(),
+        polarity=polarities.pop(),
         flips=bool(flips),
         device=dev,
         checkpoints=info,

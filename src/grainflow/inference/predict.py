@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from grainflow.normalize import normalize_image
+from grainflow.normalize import normalize_image, polarity_view
 
 __all__ = ["FLIPS", "predict_probabilities", "foreground"]
 
@@ -22,6 +22,8 @@ def predict_probabilities(
     images: Sequence[np.ndarray],
     *,
     norm_percentiles: Sequence[float] = (1.0, 99.0),
+    polarity: str = "learned",
+    particles_dark: Sequence[bool] | None = None,
     batch_size: int = 8,
     flips: bool = False,
     device: str | torch.device = "cpu",
@@ -35,6 +37,9 @@ def predict_probabilities(
     images : sequence of ndarray of shape (H, W)
     norm_percentiles : (float, float)
         Per-image normalisation, as in training.
+    polarity : {"learned", "given"}, particles_dark : sequence of bool, optional
+        How the model was shown the particles, and whether each image's are dark
+        (:func:`~grainflow.normalize.polarity_view`; needed with ``"given"``).
     flips : bool
         Average the probabilities over the four flips of :data:`FLIPS`
         (test-time augmentation, 4x the compute), as the ``infer`` rule's
@@ -45,10 +50,22 @@ def predict_probabilities(
     probs : ndarray of shape (N, C, H, W), float32
     """
     model = model.eval().to(device)
+    dark = [None] * len(images) if particles_dark is None else list(particles_dark)
+    if len(dark) != len(images):
+        raise ValueError(f"got {len(images)} images but {len(dark)} particles_dark values")
     out = []
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
-        x = np.stack([normalize_image(im, percentiles=norm_percentiles) for im in chunk])
+        x = np.stack(
+            [
+                polarity_view(
+                    normalize_image(im, percentiles=norm_percentiles),
+                    particles_dark=d,
+                    polarity=polarity,
+                )
+                for im, d in zip(chunk, dark[start : start + batch_size])
+            ]
+        )
         x = torch.from_numpy(x[:, None].astype(np.float32)).to(device)
         total = 0
         for dims in FLIPS if flips else FLIPS[:1]:

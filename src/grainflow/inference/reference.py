@@ -11,7 +11,7 @@ from grainflow.inference.ensemble import load_ensemble
 from grainflow.inference.predict import FLIPS
 from grainflow.inference.tiling import check_integers, predict_plane
 from grainflow.inference.trust import plane_trust
-from grainflow.normalize import apply_limits, plane_limits
+from grainflow.normalize import apply_limits, plane_limits, polarity_view
 from grainflow.runtime import torch_threads
 from grainflow.synth.specimen import synthesize_specimen
 
@@ -88,7 +88,11 @@ def trust_reference(
                 margin=margin_px,
                 batch_size=batch_size,
                 sigma_scale=sigma_scale,
-                transform=lambda region, lo=low, hi=high: apply_limits(region, lo, hi),
+                transform=lambda region, lo=low, hi=high, s=sample: polarity_view(
+                    apply_limits(region, lo, hi),
+                    particles_dark=s.params.get("particles_dark", False),
+                    polarity=ensemble.polarity,
+                ),
             )
             summary = plane_trust(out[-1], uncertain_above=uncertain_above)
             fractions.append(summary["uncertain_fraction"])

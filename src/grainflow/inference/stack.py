@@ -28,7 +28,7 @@ from grainflow.inference.trust import plane_trust
 from grainflow.io.ome_zarr import block_slices, check_ome_zarr, downsample, ngff_writer
 from grainflow.io.staging import staged_dir
 from grainflow.logs import Progress
-from grainflow.normalize import apply_limits, plane_limits
+from grainflow.normalize import apply_limits, plane_limits, polarity_view
 from grainflow.runtime import torch_threads
 from grainflow.stacks.importer import plane_shapes
 from grainflow.tasks import CLASS_NAMES, LABEL_NAMES, TASKS
@@ -187,6 +187,11 @@ class _Stack:
             for r, c in plane_shapes(self.info, (n, rows * f, cols * f))
         ]
 
+    def particles_dark(self, z: int) -> bool | None:
+        """Whether plane ``z``'s particles are dark (recorded at import, phases stacks only)."""
+        planes = self.info.get("planes") or []
+        return planes[z].get("particles_dark") if z < len(planes) else None
+
     def blocks(self, *, tile: int, overlap: int) -> list:
         """The output blocks of a plane (:func:`~grainflow.inference.tiling.iter_blocks` order)."""
         return list(iter_blocks(self.shape[1:], block=self.block, tile=tile, overlap=overlap))
@@ -242,6 +247,16 @@ def load_checked_ensemble(
             f"the checkpoints predict {ensemble.n_classes} classes; task "
             f"{source.task!r} needs {len(CLASS_NAMES[source.task])}"
         )
+    if ensemble.polarity == "given" and source.task == "phases":
+        unknown = [z for z in range(source.shape[0]) if source.particles_dark(z) is None]
+        if unknown:
+            raise ValueError(
+                f"stack {source.name!r}: the {source.task} networks were trained with the "
+                f"particles shown bright (training.polarity: given), but planes {unknown} of "
+                f"{source.path} record no particles_dark; re-import the stack (rule "
+                "import_stack) with this grainflow, which records it from the stacks sheet's "
+                "particles column or estimates it"
+            )
     multiple = max(getattr(m, "size_multiple", 1) for m in ensemble.models)
     if tile_px % multiple:
         raise ValueError(
@@ -288,6 +303,12 @@ def prediction_record(
         "normalization": {
             "method": "per-plane percentiles mapped to 0 and 1",
             "percentiles": list(ensemble.norm_percentiles),
+            "polarity": ensemble.polarity,
+            **(
+                {"inverted": "planes whose particles are dark (planes[z].inverted), 1 - image"}
+                if ensemble.polarity == "given"
+                else {}
+            ),
         },
         "device": str(ensemble.device),
         "torch": torch.__version__,
@@ -354,6 +375,7 @@ def predict_blocks(
             low, high = plane_limits(
                 reader, percentiles=ensemble.norm_percentiles, block=source.block
             )
+            dark = source.particles_dark(z) if source.task == "phases" else False
             tiles = predict_plane(
                 reader,
                 ensemble,
@@ -364,7 +386,9 @@ def predict_blocks(
                 margin=margin_px,
                 batch_size=batch_size,
                 sigma_scale=sigma_scale,
-                transform=lambda region, lo=low, hi=high: apply_limits(region, lo, hi),
+                transform=lambda region, lo=low, hi=high, dark=dark: polarity_view(
+                    apply_limits(region, lo, hi), particles_dark=dark, polarity=ensemble.polarity
+                ),
                 progress=meter or False,
                 block_indices=indices,
             )
@@ -372,6 +396,7 @@ def predict_blocks(
             records[z] = {
                 "norm_low": low,
                 "norm_high": high,
+                **({"inverted": bool(dark)} if ensemble.polarity == "given" else {}),
                 **tiles,
                 "predict_s": round(seconds, 3),
             }

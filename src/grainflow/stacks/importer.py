@@ -25,7 +25,14 @@ from grainflow.stacks.boxes import is_box_folder, pair_box_files, read_yolo_boxe
 from grainflow.stacks.calibration import REL_TOLERANCE
 from grainflow.stacks.reader import StackError, open_stack
 
-__all__ = ["LABEL_NAME", "plane_groups", "plane_shapes", "plane_boxes", "import_stack"]
+__all__ = [
+    "LABEL_NAME",
+    "plane_groups",
+    "plane_particles",
+    "plane_shapes",
+    "plane_boxes",
+    "import_stack",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +70,46 @@ def plane_groups(files: Sequence[str], pattern: str | None, *, name: str) -> lis
             )
         groups.append(m.group(1))
     return groups
+
+
+def plane_particles(files: Sequence[str], particles: str | None, *, name: str) -> list:
+    """Whether each plane's particles are dark, from the stacks sheet's ``particles`` cell.
+
+    ``bright`` or ``dark`` holds for every plane; ``dark:REGEX`` (``bright:REGEX``) for
+    the planes whose file names the expression finds, the others the opposite. None for
+    every plane with ``auto`` or no cell: to be estimated from the image.
+    """
+    if particles is None or particles in ("", "auto"):
+        return [None] * len(files)
+    tone, _, pattern = str(particles).partition(":")
+    if tone not in ("bright", "dark"):
+        raise StackError(
+            f"stack {name!r}: particles {particles!r} is not bright, dark, bright:REGEX, "
+            "dark:REGEX or auto"
+        )
+    if not pattern:
+        return [tone == "dark"] * len(files)
+    try:
+        regex = re.compile(pattern)
+    except re.error as exc:
+        raise StackError(
+            f"stack {name!r}: particles {particles!r}: {pattern!r} is not a regular "
+            f"expression: {exc}"
+        ) from exc
+    return [(regex.search(f) is not None) == (tone == "dark") for f in files]
+
+
+def _estimate_particles(levels, shapes, plane_shape, z: int, *, max_px: int = 1024) -> bool:
+    """Whether plane ``z``'s particles are dark, by the topology of its threshold
+    (:func:`grainflow.evaluation.baseline.particles_bright`), read at the finest level whose
+    larger side is at most ``max_px``."""
+    from grainflow.evaluation.baseline import particles_bright
+    from grainflow.normalize import normalize_image
+
+    k = next((k for k, s in enumerate(shapes) if max(s) <= max_px), len(shapes) - 1)
+    rows, cols = (-(-int(n) // 2**k) for n in plane_shape)
+    image = np.asarray(levels[k][z, :rows, :cols], dtype=np.float32)
+    return not particles_bright(normalize_image(image))
 
 
 def plane_shapes(info: Mapping, shape: Sequence[int]) -> list[tuple[int, int]]:
@@ -263,6 +310,7 @@ def import_stack(
     pyramid_min_px: int = 512,
     block: int = 2048,
     description: str | None = None,
+    particles: str | None = None,
 ) -> dict:
     """Import a stack as an OME-Zarr image, streaming it block by block.
 
@@ -295,6 +343,11 @@ def import_stack(
     group : str, optional
         Regular expression whose first group, searched in each plane's file
         name, gives the plane's group (for honest splits).
+    particles : str, optional
+        Task phases: the stacks sheet's ``particles`` cell (:func:`plane_particles`);
+        where it gives no tone, each plane's is estimated from its image. Recorded per
+        plane as ``particles_dark`` and ``particles_from`` (``stacks sheet`` or
+        ``estimated``).
     chunk : int
         Chunk side in pixels; chunks are (1, chunk, chunk).
     pyramid_min_px : int
@@ -418,6 +471,7 @@ def import_stack(
                         f"(rows, cols) but its image {image.files[z]} has {own}"
                     )
         groups = plane_groups(image.files, group, name=stack)
+        dark = plane_particles(image.files, particles, name=stack) if task == "phases" else None
         if image.dtype.kind not in "biuf":
             raise StackError(
                 f"stack {stack!r}: {path} holds {image.dtype} values; grainflow "
@@ -473,6 +527,14 @@ def import_stack(
                 if image.padded:
                     _repeat_edges(levels[k - 1], image.plane_shapes, k - 1)
                 downsample(levels[k - 1], levels[k], step=half, mean=True)
+            for z in range(n_planes if dark is not None else 0):
+                estimated = dark[z] is None
+                if estimated:
+                    dark[z] = _estimate_particles(levels, shapes, image.plane_shapes[z], z)
+                planes[z].update(
+                    particles_dark=bool(dark[z]),
+                    particles_from="estimated" if estimated else "stacks sheet",
+                )
             pixel = 1.0 if pixel_size_um is None else float(pixel_size_um)
             write_multiscales_metadata(
                 root,

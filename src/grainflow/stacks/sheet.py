@@ -9,7 +9,15 @@ from grainflow.stacks.reader import StackError, source_files
 __all__ = ["sheet_row", "sheet_inputs"]
 
 
-_SHEET_COLUMNS = ("path", "task", "pixel_size_um", "ground_truth", "group", "description")
+_SHEET_COLUMNS = (
+    "path",
+    "task",
+    "pixel_size_um",
+    "ground_truth",
+    "group",
+    "particles",
+    "description",
+)
 
 
 def sheet_row(table, stack: str) -> dict:

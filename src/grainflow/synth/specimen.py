@@ -135,6 +135,7 @@ def _session_params(task: str, index: int, session: int, s: Mapping, rng) -> dic
         # detector settings), so every specimen imaged twice shows both polarities
         dark_precipitates = (session + index) % 2 == 0
         tones = {
+            "particles_dark": dark_precipitates,
             "precipitate_tone": a if dark_precipitates else b,
             "matrix_tone": b if dark_precipitates else a,
         }
@@ -143,6 +144,7 @@ def _session_params(task: str, index: int, session: int, s: Mapping, rng) -> dic
             # TEM of the same specimen (particles dark, vacuum bright)
             bright_field = bool(rng.random() < 0.25)
             return {
+                "particles_dark": bright_field,
                 "bright_field": bright_field,
                 "support_signal": float(rng.uniform(0.2, 0.6)),
                 "particle_signal": float(rng.uniform(0.02, 0.1)),

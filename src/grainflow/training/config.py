@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from torch import nn
 
+from grainflow.normalize import POLARITIES
 from grainflow.runtime import AMP, DEVICES
 
 __all__ = [
@@ -59,6 +60,7 @@ class TrainConfig:
     # data
     flips: bool = True  # online random flips and 90° rotations of each training image
     norm_percentiles: tuple[float, float] = (1.0, 99.0)  # per-image percentiles mapped to 0 and 1
+    polarity: str = "learned"  # phases: "given" shows particles bright (dark ones inverted)
     # transfer learning (resnet18 only)
     transfer: str = "full"  # "full", "frozen" (head only) or "finetune" (last blocks + head)
     finetune_lr: float = 1e-5  # learning rate of the unfrozen backbone blocks with "finetune"
@@ -106,6 +108,7 @@ class TrainConfig:
             ("device", DEVICES),
             ("amp", AMP),
             ("transfer", TRANSFER),
+            ("polarity", POLARITIES),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(

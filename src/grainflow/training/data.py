@@ -17,7 +17,10 @@ from torch.utils.data.distributed import DistributedSampler
 
 from grainflow import splits
 from grainflow.io.hdf5 import Sample, read_specimen
-from grainflow.normalize import normalize_image  # one definition, shared with inference
+from grainflow.normalize import (  # one definition, shared with inference
+    normalize_image,
+    polarity_view,
+)
 from grainflow.seeds import derive_seed
 from grainflow.splits import MANIFEST_COLUMNS
 from grainflow.tasks import TASKS
@@ -159,6 +162,10 @@ class MicrographDataset(Dataset):
         workflow's working directory).
     norm_percentiles : (float, float)
         See :func:`normalize_image`.
+    polarity : {"learned", "given"}
+        ``"given"`` shows every image with its particles bright (an image whose
+        ``/meta`` says ``particles_dark`` is inverted, :func:`polarity_view`); images
+        without that key (grains) are shown as they are.
     cache : bool
         Read every image once, at construction, one file at a time (default);
         else read each image when asked for.
@@ -175,12 +182,14 @@ class MicrographDataset(Dataset):
         target: Target,
         root: str | os.PathLike = ".",
         norm_percentiles: Sequence[float] = (1.0, 99.0),
+        polarity: str = "learned",
         cache: bool = True,
     ):
         self.rows = rows.reset_index(drop=True)
         self.target = target
         self.root = Path(root)
         self.norm_percentiles = tuple(norm_percentiles)
+        self.polarity = polarity
         self.ids = list(self.rows["image_id"])
         self._cache: list[tuple[np.ndarray, np.ndarray]] | None = None
         if cache:
@@ -231,6 +240,8 @@ class MicrographDataset(Dataset):
         if target.size and target.min() >= 0 and target.max() < 256:
             target = target.astype(np.uint8)  # 8× less memory in the cache
         image = normalize_image(sample.image, percentiles=self.norm_percentiles)
+        dark = sample.params.get("particles_dark", False)
+        image = polarity_view(image, particles_dark=dark, polarity=self.polarity)
         return image[None], target
 
     def _load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -274,6 +285,7 @@ def fold_datasets(
     target: Target | None = None,
     root: str | os.PathLike = ".",
     norm_percentiles: Sequence[float] = (1.0, 99.0),
+    polarity: str = "learned",
     cache: bool = True,
 ) -> tuple[MicrographDataset, MicrographDataset]:
     """Training set (rows of the other folds) and validation set (originals of ``fold``).
@@ -289,7 +301,13 @@ def fold_datasets(
     folds = sorted(set(table["fold"]))
     if fold not in folds:
         raise ValueError(f"fold {fold} is not in {manifest} (folds {folds}); check n_folds")
-    kwargs = dict(target=target, root=root, norm_percentiles=norm_percentiles, cache=cache)
+    kwargs = dict(
+        target=target,
+        root=root,
+        norm_percentiles=norm_percentiles,
+        polarity=polarity,
+        cache=cache,
+    )
     train_set = MicrographDataset.from_manifest(table, exclude_folds=[fold], **kwargs)
     val_set = MicrographDataset.from_manifest(table, folds=[fold], originals_only=True, **kwargs)
     if not len(train_set) or not len(val_set):

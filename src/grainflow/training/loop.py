@@ -858,6 +858,7 @@ def train_fold(
         target=target,
         root=root,
         norm_percentiles=config.norm_percentiles,
+        polarity=config.polarity,
     )
     LOG.info(
         "task %s, fold %d: %d training images, %d validation images",
