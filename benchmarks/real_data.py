@@ -57,7 +57,10 @@ HEADLINES = {
 
 def classical_store(stack: Path, params: dict, level: int, out: Path) -> Path:
     """Segment every plane of ``stack`` with the classical pipeline at pyramid ``level`` and
-    write its labels, back at full resolution, as an inference-like store."""
+    write its labels, back at full resolution, as an inference-like store.
+
+    A phases plane whose import recorded ``particles_dark`` tells the pipeline which side of
+    its threshold is the particles, as the networks are told."""
     root = zarr.open_group(str(stack), mode="r")
     info = dict(root.attrs)["grainflow"]
     task = info["task"]
@@ -70,7 +73,11 @@ def classical_store(stack: Path, params: dict, level: int, out: Path) -> Path:
     for z, (rows, cols) in enumerate(shapes):
         own = np.asarray(coarse[z, : -(-rows // f), : -(-cols // f)], dtype=np.float32)
         image = np.clip(normalize_image(own), 0, 1)
-        seg = apply_baseline(task, image, params)
+        dark = (info.get("planes") or [{}] * len(shapes))[z].get("particles_dark")
+        told = (
+            {} if task != "phases" or dark is None else {"polarity": "dark" if dark else "bright"}
+        )
+        seg = apply_baseline(task, image, {**params, **told})
         for name in (mask_name, ids_name):
             full = np.kron(seg[name], np.ones((f, f), seg[name].dtype))[:rows, :cols]
             labels[name][z, :rows, :cols] = full
