@@ -98,6 +98,8 @@ def test_phases_metrology_and_scores_against_the_masks(tmp_path, phases_stack):
     a = table[table["model"] == "a"].set_index("plane")
     assert (a["iou"] == 1.0).all() and (a["object_f1"] == 1.0).all()
     assert (table["length_unit"] == "px").all() and table["pixel_size_um"].isna().all()
+    # bright discs: the import's estimate says the particles are not dark, and the table shows it
+    assert list(a.loc[["0", "1"], "particles_dark"]) == [False, False]
     np.testing.assert_allclose(a.loc[["0", "1"], "area_fraction"], masks.mean(axis=(1, 2)))
     # the 'all' row sums the counts of the planes and scores them once
     b = table[table["model"] == "b"].set_index("plane")

@@ -330,7 +330,8 @@ def measure_stack(
 
     Notes
     -----
-    Columns of ``per_plane``: :data:`META`, then
+    Columns of ``per_plane``: :data:`META` (phases: and ``particles_dark``, each plane's
+    polarity as imported), then
 
     - grains: ``n_grains`` (labels), ``n_grains_measured`` (not cut by the field
       edge), ``astm_g_planimetric`` and ``na_per_mm2`` (ASTM E112 Jeffries count),
@@ -444,6 +445,8 @@ def measure_stack(
                 "group": planes[z].get("group"),
                 "pixel_size_um": pixel if known else math.nan,
                 "length_unit": unit,
+                # the polarity the plane was imported with (shown inverted to given networks)
+                **({"particles_dark": planes[z].get("particles_dark")} if task == "phases" else {}),
             }
             if truth_store is not None:
                 if z not in truths:
@@ -513,7 +516,7 @@ def measure_stack(
             pooled.update({**counts.as_dict(), **counts.scores()})
         rows.extend(model_rows)
         rows.append(pooled)
-    columns = [*META, *METROLOGY[task]]
+    columns = [*META, *(["particles_dark"] if task == "phases" else []), *METROLOGY[task]]
     if truth_store is not None:
         columns += [*COUNTS[task], *SCORES[task]]
     if truth_boxes is not None:
