@@ -87,3 +87,35 @@ def test_tertiary_gamma_prime_is_labelled_as_the_config_says(label_tertiary):
         assert not (extra & ndimage.binary_dilation(secondary, iterations=2)).any()
         extras.append(extra.sum())
     assert sum(extras) > 0
+
+
+def test_tertiary_contrast_darkens_the_fine_gamma_prime_and_keeps_the_labels():
+    phase = superalloy_phase((96, 96), area_fraction=0.4, particle_diameter_px=24, rng=5)
+    tertiary = tertiary_particles(phase, per_10k_px=20, rng=2)
+    quiet = dict(
+        rng=0,
+        matrix_tone=0.7,
+        precipitate_tone=0.4,
+        rim_gain=0,
+        texture=0,
+        precipitate_speckle=0,
+        matrix_speckle=0,
+        charging=0,
+        dose=1e12,
+        read_noise=0,
+    )
+    same = render_sem_superalloy(phase, tertiary, tertiary_contrast=0.0, **quiet)
+    darker = render_sem_superalloy(phase, tertiary, tertiary_contrast=0.5, **quiet)
+    core = ndimage.binary_erosion(tertiary, iterations=1)
+    # the dots' tone: 0.4 + 0.5 x (0.4 - 0.7) = 0.25 instead of the secondary's 0.4
+    assert darker[core].mean() < same[core].mean() - 0.05
+    far = ~ndimage.binary_dilation(tertiary, iterations=5)
+    np.testing.assert_allclose(darker[far], same[far], atol=1e-4)  # nothing else changes
+    settings = {**SETTINGS, "label_tertiary": False}
+    plain, _ = synthesize_specimen("phases", "s00", {**settings, "tertiary_contrast": 0.0}, seed=4)
+    dark, spec = synthesize_specimen(
+        "phases", "s00", {**settings, "tertiary_contrast": 0.5}, seed=4
+    )
+    assert spec["tertiary_contrast"] == 0.5
+    for a, b in zip(plain, dark):
+        assert all(np.array_equal(a.labels[k], b.labels[k]) for k in a.labels)

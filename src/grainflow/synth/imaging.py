@@ -338,6 +338,7 @@ def render_sem_superalloy(
     precipitate_tone: float = 0.4,
     rim_gain: float = 0.05,
     rim_px: float = 2.0,
+    tertiary_contrast: float = 0.0,
     texture: float = 0.02,
     texture_px: float = 6.0,
     precipitate_speckle: float = 0.05,
@@ -353,8 +354,10 @@ def render_sem_superalloy(
     Parameters
     ----------
     phase, tertiary : ndarray of shape (M, N), bool
-        Secondary and tertiary γ′; both take ``precipitate_tone`` (either phase
-        may be darker).
+        Secondary and tertiary γ′. The secondary take ``precipitate_tone`` (either
+        phase may be darker); the tertiary that tone pushed further from the
+        matrix's by ``tertiary_contrast`` times their difference (0: the same tone;
+        fine etched γ′ often look darker than the large ones), within [0, 1].
     rim_gain, rim_px : float
         Secondary-electron edge effect: the γ next to a precipitate is shifted
         away from the precipitate's tone by ``rim_gain``, falling off over
@@ -368,7 +371,10 @@ def render_sem_superalloy(
         the γ channels smoother.
     """
     rng = as_rng(rng)
-    image = np.where(phase | tertiary, precipitate_tone, matrix_tone).astype(float)
+    step = tertiary_contrast * (precipitate_tone - matrix_tone)
+    tertiary_tone = float(np.clip(precipitate_tone + step, 0, 1))
+    image = np.where(phase, precipitate_tone, np.where(tertiary, tertiary_tone, matrix_tone))
+    image = image.astype(float)
     outside = ndi.distance_transform_edt(~phase)
     rim = np.exp(-outside / max(rim_px, 1e-3)) * ~phase
     image += rim_gain * np.sign(matrix_tone - precipitate_tone) * rim

@@ -59,6 +59,7 @@ def _specimen_params(task: str, index: int, s: Mapping, rng) -> dict:
                 "tertiary_radius_px": [1.0, 3.0],
                 "tertiary_gap_px": 2.0,
                 "label_tertiary": bool(s.get("label_tertiary", False)),
+                "tertiary_contrast": float(s.get("tertiary_contrast", 0.0)),
             }
         if modality == "stem_particles":
             lo, hi = s.get("nanoparticle_diameter_px", (3.0, 64.0))
@@ -289,6 +290,7 @@ def render(task: str, params: Mapping, *, shape, boundary_width_px: int, seed: i
             rng=rng,
             matrix_tone=p["matrix_tone"],
             precipitate_tone=p["precipitate_tone"],
+            tertiary_contrast=p.get("tertiary_contrast", 0.0),
             rim_gain=p["rim_gain"],
             rim_px=p["rim_px"],
             texture=p["texture"],
