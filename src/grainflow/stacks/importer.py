@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from grainflow import __version__
+from grainflow.evaluation.baseline import particles_bright
 from grainflow.io.ome_zarr import (
     block_slices,
     check_ome_zarr,
@@ -21,6 +22,7 @@ from grainflow.io.ome_zarr import (
     pyramid_shapes,
 )
 from grainflow.io.staging import staged_dir
+from grainflow.normalize import normalize_image
 from grainflow.stacks.boxes import is_box_folder, pair_box_files, read_yolo_boxes
 from grainflow.stacks.calibration import REL_TOLERANCE
 from grainflow.stacks.reader import StackError, open_stack
@@ -103,9 +105,6 @@ def _estimate_particles(levels, shapes, plane_shape, z: int, *, max_px: int = 10
     """Whether plane ``z``'s particles are dark, by the topology of its threshold
     (:func:`grainflow.evaluation.baseline.particles_bright`), read at the finest level whose
     larger side is at most ``max_px``."""
-    from grainflow.evaluation.baseline import particles_bright
-    from grainflow.normalize import normalize_image
-
     k = next((k for k, s in enumerate(shapes) if max(s) <= max_px), len(shapes) - 1)
     rows, cols = (-(-int(n) // 2**k) for n in plane_shape)
     image = np.asarray(levels[k][z, :rows, :cols], dtype=np.float32)
