@@ -11,12 +11,24 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["DEVICES", "AMP", "Runtime", "resolve_device", "runtime", "torch_threads"]
+__all__ = [
+    "DEVICES",
+    "AMP",
+    "CPU_AMP",
+    "Runtime",
+    "cpu_amp_dtype",
+    "cpu_bf16_native",
+    "loop_autocast",
+    "resolve_device",
+    "runtime",
+    "torch_threads",
+]
 
 LOG = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda")
 AMP = ("bf16", "fp16", "off")
+CPU_AMP = ("auto", "bf16", "off")
 
 
 @dataclass
@@ -24,7 +36,7 @@ class Runtime:
     """Where and how the loop computes."""
 
     device: torch.device
-    amp_dtype: torch.dtype | None = None  # autocast dtype (CUDA only)
+    amp_dtype: torch.dtype | None = None  # autocast dtype
     channels_last: bool = False
     scaler: torch.amp.GradScaler | None = None  # fp16 only
 
@@ -64,6 +76,25 @@ def resolve_device(name: str | torch.device, *, key: str = "device") -> torch.de
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"{key} is {name!r} but no CUDA GPU is visible; use 'auto' or 'cpu'")
     return torch.device(name)
+
+
+def cpu_bf16_native() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AMX tiles or AVX-512 BF16)."""
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
+def cpu_amp_dtype(cpu_amp: str) -> torch.dtype | None:
+    """The CPU autocast dtype of ``training.cpu_amp`` (auto: bf16 where the CPU has it natively)."""
+    if cpu_amp == "bf16" or (cpu_amp == "auto" and cpu_bf16_native()):
+        return torch.bfloat16
+    return None
+
+
+def loop_autocast(device: torch.device | str, cpu_amp: str = "off"):
+    """Autocast for the small fine-tuning loops: bf16 on the CPU by ``cpu_amp``, else none."""
+    dtype = cpu_amp_dtype(cpu_amp) if torch.device(device).type == "cpu" else None
+    return contextlib.nullcontext() if dtype is None else torch.autocast("cpu", dtype=dtype)
 
 
 @contextlib.contextmanager
@@ -113,8 +144,10 @@ def runtime(config) -> Iterator[Runtime]:
     gradient scaling on request), ``channels_last``, TF32 for float32 work and cuDNN
     autotuning, optionally ``torch.compile``, and the training loop's DataLoader uses
     pinned memory, workers and prefetching. On the CPU:
-    ``torch.set_num_threads(threads)`` and optionally ``torch.compile`` (worth it
-    only for runs much longer than its compile of minutes).
+    ``torch.set_num_threads(threads)``, ``channels_last``, bf16 autocast by
+    ``cpu_amp`` (``auto``: only where the CPU multiplies bf16 in hardware, AMX or
+    AVX-512 BF16; elsewhere bf16 is emulated and slower than float32), and optionally
+    ``torch.compile`` (worth it only for runs much longer than its compile of minutes).
 
     With ``deterministic: true`` a CPU run is bit-for-bit reproducible (same machine,
     torch build and thread count; a different thread count may change the last bits
@@ -165,10 +198,15 @@ def runtime(config) -> Iterator[Runtime]:
             )
         else:
             torch.set_num_threads(config.threads)
+            amp_dtype = cpu_amp_dtype(config.cpu_amp)
             LOG.info(
-                "device cpu: %d threads, float32 (autocast, channels_last and TF32 apply to "
-                "CUDA only), compile %s",
+                "device cpu: %d threads, autocast %s (cpu_amp %s; native bf16 %s), "
+                "channels_last %s, compile %s",
                 torch.get_num_threads(),
+                amp_dtype,
+                config.cpu_amp,
+                cpu_bf16_native(),
+                config.channels_last,
                 config.compile,
             )
         if config.deterministic:
@@ -179,7 +217,7 @@ def runtime(config) -> Iterator[Runtime]:
         yield Runtime(
             device=device,
             amp_dtype=amp_dtype,
-            channels_last=cuda and config.channels_last,
+            channels_last=config.channels_last,
             scaler=scaler,
         )
     finally:

@@ -105,7 +105,8 @@ def _disc_planes(n=6, size=48, seed=0) -> StackPlanes:
     )
 
 
-def test_learning_curve_learns_and_is_deterministic():
+@pytest.mark.parametrize("cpu_amp", ["off", "bf16"])
+def test_learning_curve_learns_and_is_deterministic(cpu_amp):
     torch.set_num_threads(1)
     planes = _disc_planes()
 
@@ -117,6 +118,7 @@ def test_learning_curve_learns_and_is_deterministic():
         sizes=[1],
         n_folds=2,
         seed=5,
+        cpu_amp=cpu_amp,
     )
     config = FinetuneSettings(steps=40, batch_size=4, crop_px=32, lr=1e-2)
     table = learning_curve(planes, {"random": make}, config, **run)

@@ -21,7 +21,7 @@ from grainflow import checkpoint as ckpt
 from grainflow.io.hdf5 import Sample, write_specimen
 from grainflow.models.registry import build_model
 from grainflow.normalize import normalize_image
-from grainflow.runtime import runtime
+from grainflow.runtime import CPU_AMP, cpu_bf16_native, runtime
 from grainflow.splits import MANIFEST_COLUMNS, write_manifest
 from grainflow.training.config import TrainConfig, arch_settings
 from grainflow.training.data import (
@@ -385,11 +385,30 @@ def test_arch_settings_from_the_config_blocks():
 
 def test_runtime_restores_global_torch_state():
     threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    with runtime(tiny_config(threads=1, deterministic=True)) as rt:
+    with runtime(tiny_config(threads=1, deterministic=True, channels_last=False)) as rt:
         assert rt.device.type == "cpu" and rt.amp_dtype is None and not rt.channels_last
         assert torch.get_num_threads() == 1 and torch.are_deterministic_algorithms_enabled()
     assert torch.get_num_threads() == threads
     assert torch.are_deterministic_algorithms_enabled() == det
+
+
+@pytest.mark.parametrize("cpu_amp", CPU_AMP)
+def test_cpu_autocast_follows_cpu_amp(cpu_amp):
+    native = cpu_bf16_native()
+    bf16 = cpu_amp == "bf16" or (cpu_amp == "auto" and native)
+    with runtime(tiny_config(cpu_amp=cpu_amp)) as rt:
+        assert rt.amp_dtype == (torch.bfloat16 if bf16 else None) and rt.channels_last
+        conv = torch.nn.Conv2d(1, 2, 3)
+        x = rt.to_device(torch.ones(1, 1, 5, 5))
+        with rt.autocast():
+            y = conv(x)
+    assert y.dtype == (torch.bfloat16 if bf16 else torch.float32)
+    assert x.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_cpu_amp_must_be_known():
+    with pytest.raises(ValueError, match=r"training.cpu_amp must be one of .*'fp8'"):
+        tiny_config(cpu_amp="fp8")
 
 
 # ----------------------------------------------------------------------------- data
@@ -549,14 +568,17 @@ def test_best_checkpoint_follows_the_injected_score(tmp_path):
     assert best["optimizer_state"] is None
 
 
-def test_cpu_training_is_bit_for_bit_reproducible(tmp_path):
+@pytest.mark.parametrize("cpu_amp", ["off", "bf16"])
+def test_cpu_training_is_bit_for_bit_reproducible(tmp_path, cpu_amp):
     data = (line_data(6, size=16, seed=4), line_data(2, size=16, seed=5))
-    first, _ = run(tmp_path, "a", data, tiny_config(epochs=2))
-    second, _ = run(tmp_path, "b", data, tiny_config(epochs=2))
+    first, _ = run(tmp_path, "a", data, tiny_config(epochs=2, cpu_amp=cpu_amp))
+    second, _ = run(tmp_path, "b", data, tiny_config(epochs=2, cpu_amp=cpu_amp))
     assert same_state(first.model.state_dict(), second.model.state_dict())
     assert drop_timing(first.history) == drop_timing(second.history)
-    other, _ = run(tmp_path, "c", data, tiny_config(epochs=2, seed=4))
+    other, _ = run(tmp_path, "c", data, tiny_config(epochs=2, seed=4, cpu_amp=cpu_amp))
     assert not same_state(first.model.state_dict(), other.model.state_dict())
+    # the weights stay float32 under bf16 autocast; only the arithmetic is rounded
+    assert all(v.dtype != torch.bfloat16 for v in first.model.state_dict().values())
 
 
 def sha256(path):

@@ -85,6 +85,7 @@ models, records = adapt_stack(
     norm_percentiles=percentiles,
     seed=p.seed,
     teacher_labels=teacher,
+    cpu_amp=checkpoints[0]["config"].get("cpu_amp", "off"),  # the precision the folds trained in
     log=logging.getLogger("grainflow.adapt").info,
 )
 for model, source, path, record in zip(models, checkpoints, snakemake.output.checkpoints, records):

@@ -41,6 +41,7 @@ table = learning_curve(
     n_folds=p.settings["folds"],
     seed=p.seed,
     device=resolve_device(p.device),
+    cpu_amp=checkpoint["config"].get("cpu_amp", "off"),  # the precision the model trained in
     log=logging.getLogger("grainflow.finetune_curve").info,
 )
 write_tsv(table, snakemake.output.table)

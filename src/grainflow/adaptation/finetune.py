@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from sklearn.model_selection import GroupKFold
 
 from grainflow.adaptation.planes import StackPlanes
+from grainflow.runtime import loop_autocast
 from grainflow.seeds import derive_seed
 from grainflow.training.losses import DiceCELoss
 
@@ -154,11 +155,13 @@ def finetune(
     settings: FinetuneSettings,
     *,
     loss_fn: torch.nn.Module | None = None,
+    cpu_amp: str = "off",
 ) -> torch.nn.Module:
     """Train ``model`` in place for ``settings.steps`` steps on ``batches(step)``.
 
     AdamW, learning rate on a cosine from ``settings.lr`` to 0; batch norm in training
-    mode (its statistics follow the new images).
+    mode (its statistics follow the new images); bf16 autocast on the CPU by ``cpu_amp``
+    (:func:`grainflow.runtime.loop_autocast`).
     """
     loss_fn = loss_fn or DiceCELoss()
     optimizer = torch.optim.AdamW(
@@ -171,7 +174,9 @@ def finetune(
         for group in optimizer.param_groups:
             group["lr"] = settings.lr * 0.5 * (1 + math.cos(math.pi * step / settings.steps))
         x, y = batches(step)
-        loss = loss_fn(model(x.to(device)), y.to(device))
+        with loop_autocast(device, cpu_amp):
+            logits = model(x.to(device))
+        loss = loss_fn(logits.float(), y.to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -234,6 +239,7 @@ def learning_curve(
     seed: int,
     class_weights: Sequence[float] | None = None,
     device: str | torch.device = "cpu",
+    cpu_amp: str = "off",
     log: Callable[[str], None] | None = None,
 ) -> pd.DataFrame:
     """Scores of fine-tuned networks on held-out groups, one row per init x size x fold.
@@ -253,6 +259,8 @@ def learning_curve(
         Seeds the subsets, the crops and the random weights, per fold, size and init.
     device : str or torch.device
         Where the networks train.
+    cpu_amp : str
+        CPU autocast of the fine-tuning steps (``training.cpu_amp``; the scores are float32).
 
     Returns
     -------
@@ -296,6 +304,7 @@ def learning_curve(
                         ),
                         settings,
                         loss_fn=loss_fn,
+                        cpu_amp=cpu_amp,
                     )
                 scores = score(model, test)
                 rows.append(

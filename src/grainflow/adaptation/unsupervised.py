@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from grainflow.adaptation.finetune import predict_full, random_crops
 from grainflow.inference.predict import FLIPS
 from grainflow.normalize import normalize_image
+from grainflow.runtime import loop_autocast
 from grainflow.training.losses import DiceCELoss
 
 __all__ = [
@@ -176,8 +177,11 @@ def adapt_model(
     crop_px: int,
     norm_percentiles: Sequence[float],
     seed: int,
+    cpu_amp: str = "off",
 ) -> torch.nn.Module:
     """Adapt ``model`` in place: AdaBN, then mixed synthetic (FDA) and pseudo-labelled steps.
+
+    The steps run under bf16 autocast on the CPU by ``cpu_amp`` (``training.cpu_amp``).
 
     Parameters
     ----------
@@ -228,10 +232,13 @@ def adapt_model(
                     ]
                 )
             )
-        loss = dice_ce(model(xs.to(device)), ys.to(device))
+        with loop_autocast(device, cpu_amp):
+            logits = model(xs.to(device))
+        loss = dice_ce(logits.float(), ys.to(device))
         if n_real:
             xr, yr = random_crops(real_images, real_labels, n=n_real, crop=crop_px, rng=rng)
-            logits = model(xr.to(device))
+            with loop_autocast(device, cpu_amp):
+                logits = model(xr.to(device)).float()
             yr = yr.to(device)
             if (yr != IGNORE).any():
                 loss = loss + F.cross_entropy(logits, yr, ignore_index=IGNORE)
@@ -269,6 +276,7 @@ def adapt_stack(
     norm_percentiles: Sequence[float],
     seed: int,
     teacher_labels: Sequence[np.ndarray] | None = None,
+    cpu_amp: str = "off",
     log: Callable[[str], None] | None = None,
 ) -> tuple[list[torch.nn.Module], list[dict]]:
     """Adapt each fold model to a stack's planes; return the models and one record per fold.
@@ -314,6 +322,7 @@ def adapt_stack(
             crop_px=crop,
             norm_percentiles=norm_percentiles,
             seed=derive_seed(seed, fold),
+            cpu_amp=cpu_amp,
         )
         after = validation(model, fold)
         records.append(

@@ -10,7 +10,7 @@ import numpy as np
 from torch import nn
 
 from grainflow.normalize import POLARITIES
-from grainflow.runtime import AMP, DEVICES
+from grainflow.runtime import AMP, CPU_AMP, DEVICES
 
 __all__ = [
     "OPTIMIZERS",
@@ -69,7 +69,8 @@ class TrainConfig:
     # hardware
     device: str = "auto"  # "auto" (CUDA when present), "cuda" or "cpu"
     amp: str = "bf16"  # CUDA autocast: "bf16", "fp16" (with gradient scaling) or "off"
-    channels_last: bool = True  # NHWC memory layout on CUDA (tensor-core convolutions)
+    cpu_amp: str = "off"  # CPU autocast: "bf16", "auto" (bf16 where the CPU has it natively), "off"
+    channels_last: bool = True  # NHWC memory layout (tensor cores on CUDA, oneDNN on the CPU)
     tf32: bool = True  # TF32 for the float32 matmuls/convolutions left outside autocast, CUDA
     compile: bool = False  # torch.compile the model (CUDA or CPU; the first epoch compiles)
     threads: int = 1  # CPU threads for torch (Snakemake's threads)
@@ -107,6 +108,7 @@ class TrainConfig:
             ("loss", LOSSES),
             ("device", DEVICES),
             ("amp", AMP),
+            ("cpu_amp", CPU_AMP),
             ("transfer", TRANSFER),
             ("polarity", POLARITIES),
         ):
