@@ -102,3 +102,69 @@ def test_specimen_statistics_read_a_nanoparticle_specimen(tmp_path):
     assert row["morphology"] == "supported" and np.isnan(row["requested_area_fraction"])
     lo, hi = spec["diameter_px"]
     assert lo <= row["requested_diameter_px"] <= hi
+
+
+def test_particle_snr_hand_worked_and_falls_with_the_dose():
+    from grainflow.synth.nanoparticles import particle_snr
+
+    ids = np.zeros((40, 40), np.uint32)
+    ids[10:16, 10:16] = 1  # 36 px
+    ids[25:27, 25:27] = 2  # 4 px
+    support = np.ones(ids.shape)
+    thickness = 4.0 * (ids > 0)
+    settings = dict(support_signal=0.3, particle_signal=0.05, saturation=0.9, background=0.03)
+    clean = dict(speckle=0.0, blur_px=0.0, read_noise=0.01)
+
+    def tone(mass):
+        return 0.03 + 0.9 * (1 - np.exp(-mass / 0.9))
+
+    contrast, around = tone(0.3 + 0.05 * 4) - tone(0.3), tone(0.3)
+    for dose in (20.0, 500.0):
+        snr = particle_snr(ids, support, thickness, **settings, **clean, dose=dose)
+        for k, n in ((1, 36), (2, 4)):
+            expected = contrast / np.sqrt((around / dose + 0.01**2) / n)
+            assert snr[k] == pytest.approx(expected, rel=1e-9)
+    assert snr[0] == 0
+    # speckle on the support hides a small particle more than a large one
+    speckled = particle_snr(
+        ids, support, thickness, **settings, speckle=0.2, blur_px=0.0, dose=500.0
+    )
+    assert speckled[2] / snr[2] < speckled[1] / snr[1] < 1
+
+
+def test_visible_particles_drop_the_faint_and_renumber():
+    from grainflow.synth.nanoparticles import visible_particles
+
+    ids = np.array([[0, 1, 1], [2, 0, 3], [3, 3, 0]], np.uint32)
+    kept = visible_particles(ids, np.array([0.0, 7.0, 2.0, 5.0]), 5.0)
+    np.testing.assert_array_equal(kept, [[0, 1, 1], [0, 0, 2], [2, 2, 0]])
+
+
+def test_labels_keep_only_visible_particles_and_the_image_is_unchanged():
+    from grainflow.synth.specimen import synthesize_specimen
+
+    settings = {
+        "specimens": 1,
+        "sessions_per_specimen": 2,
+        "images_per_session": 2,
+        "image_size_px": 96,
+        "modalities": ["stem_particles"],
+        "area_fraction": [0.1, 0.5],
+        "particle_diameter_px": [14, 56],
+        "nanoparticle_diameter_px": [3, 12],
+    }
+    every, _ = synthesize_specimen("phases", "s00", settings, seed=5)
+    seen, _ = synthesize_specimen(
+        "phases", "s00", {**settings, "nanoparticle_visibility_snr": 5.0}, seed=5
+    )
+    dropped = 0
+    for a, b in zip(every, seen):
+        np.testing.assert_array_equal(a.image, b.image)
+        assert b.params["visibility_snr"] == 5.0 and a.params["visibility_snr"] == 0.0
+        ids_a, ids_b = a.labels["particle_ids"], b.labels["particle_ids"]
+        assert np.all(ids_a[ids_b > 0] > 0)  # a subset of the particles, each kept whole
+        for k in np.unique(ids_b[ids_b > 0]):
+            assert len(np.unique(ids_a[ids_b == k])) == 1
+        np.testing.assert_array_equal(b.labels["phase"], ids_b > 0)
+        dropped += int(ids_a.max()) - int(ids_b.max())
+    assert dropped > 0  # small particles at a low dose: some are not seen

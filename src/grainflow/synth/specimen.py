@@ -17,7 +17,12 @@ from grainflow.io.hdf5 import Sample
 from grainflow.seeds import derive_seed, specimen_index
 from grainflow.synth import imaging
 from grainflow.synth.bicrystal import bicrystal
-from grainflow.synth.nanoparticles import render_stem, supported_particles
+from grainflow.synth.nanoparticles import (
+    particle_snr,
+    render_stem,
+    supported_particles,
+    visible_particles,
+)
 from grainflow.synth.phases import particles, superalloy_phase, tertiary_particles
 from grainflow.synth.tessellation import boundary_mask, polycrystal
 
@@ -73,6 +78,8 @@ def _specimen_params(task: str, index: int, s: Mapping, rng) -> dict:
                 # support lumps from a third of the image to several times it
                 "support_scale_px": _log_uniform(rng, 40.0, 400.0),
                 "cluster_fraction": float(rng.uniform(0.0, 0.5)),
+                # label only the particles an observer can see (Rose's criterion; 0: all)
+                "visibility_snr": float(s.get("nanoparticle_visibility_snr", 0.0)),
             }
         morph = ("cuboid", "blob") if modality == "sem_precipitates" else ("faceted", "blob")
         lo, hi = s["area_fraction"]
@@ -318,13 +325,11 @@ def render(task: str, params: Mapping, *, shape, boundary_width_px: int, seed: i
             rng=rng,
         )
         keys = ("bright_field", "support_signal", "particle_signal", "speckle", "speckle_px")
-        image = render_stem(
-            support,
-            thickness,
-            rng=rng,
-            **{k: p[k] for k in keys},
-            **{k: p[k] for k in ("blur_px", "dose", "read_noise")},
-        )
+        optics = {k: p[k] for k in (*keys, "blur_px", "dose", "read_noise")}
+        image = render_stem(support, thickness, rng=rng, **optics)
+        if p.get("visibility_snr", 0.0) > 0:
+            snr = particle_snr(ids, support, thickness, **optics)
+            ids = visible_particles(ids, snr, p["visibility_snr"])
         return image, {"phase": (ids > 0).astype(np.uint8), "particle_ids": ids}
     if task == "phases":
         ids = particles(
