@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from grainflow.normalize import normalize_image, polarity_view
-from grainflow.stacks.importer import plane_shapes
+from grainflow.stacks.importer import plane_particles_dark, plane_shapes
 from grainflow.tasks import TASKS
 
 __all__ = ["StackPlanes", "read_planes", "level_shape"]
@@ -116,16 +116,11 @@ def read_planes(
     has_truth = with_truth and "labels" in root and "ground_truth" in root["labels"]
     target = TASKS[task].target
     out = {"images": [], "truth": [], "truth_full": [], "dark": []}
+    darks = plane_particles_dark(info, len(shapes), required=polarity == "given", where=str(stack))
     for z, shape in enumerate(shapes):
         rows, cols = level_shape(shape, level)
         image = np.asarray(images[z, :rows, :cols], dtype=np.float32)
-        dark = planes[z].get("particles_dark") if task == "phases" else False
-        if dark is None and polarity == "given":
-            raise ValueError(
-                f"stack {stack}: plane {z} records no particles_dark, but the networks were "
-                "trained with the particles shown bright (training.polarity: given); "
-                "re-import the stack (rule import_stack)"
-            )
+        dark = darks[z]
         out["dark"].append(dark)
         image = normalize_image(image, percentiles=norm_percentiles)
         out["images"].append(polarity_view(image, particles_dark=dark, polarity=polarity))

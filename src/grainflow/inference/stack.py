@@ -30,7 +30,7 @@ from grainflow.io.staging import staged_dir
 from grainflow.logs import Progress
 from grainflow.normalize import apply_limits, plane_limits, polarity_view
 from grainflow.runtime import torch_threads
-from grainflow.stacks.importer import plane_shapes
+from grainflow.stacks.importer import plane_particles_dark, plane_shapes
 from grainflow.tasks import CLASS_NAMES, LABEL_NAMES, TASKS
 
 __all__ = ["WithTrust", "upsample_probabilities", "infer_stack", "open_inference"]
@@ -187,10 +187,11 @@ class _Stack:
             for r, c in plane_shapes(self.info, (n, rows * f, cols * f))
         ]
 
-    def particles_dark(self, z: int) -> bool | None:
-        """Whether plane ``z``'s particles are dark (recorded at import, phases stacks only)."""
-        planes = self.info.get("planes") or []
-        return planes[z].get("particles_dark") if z < len(planes) else None
+    def particles_dark(self, *, required: bool = False) -> list[bool | None]:
+        """Whether each plane's particles are dark (:func:`plane_particles_dark`)."""
+        return plane_particles_dark(
+            self.info, self.shape[0], required=required, where=str(self.path)
+        )
 
     def blocks(self, *, tile: int, overlap: int) -> list:
         """The output blocks of a plane (:func:`~grainflow.inference.tiling.iter_blocks` order)."""
@@ -247,16 +248,7 @@ def load_checked_ensemble(
             f"the checkpoints predict {ensemble.n_classes} classes; task "
             f"{source.task!r} needs {len(CLASS_NAMES[source.task])}"
         )
-    if ensemble.polarity == "given" and source.task == "phases":
-        unknown = [z for z in range(source.shape[0]) if source.particles_dark(z) is None]
-        if unknown:
-            raise ValueError(
-                f"stack {source.name!r}: the {source.task} networks were trained with the "
-                f"particles shown bright (training.polarity: given), but planes {unknown} of "
-                f"{source.path} record no particles_dark; re-import the stack (rule "
-                "import_stack) with this grainflow, which records it from the stacks sheet's "
-                "particles column or estimates it"
-            )
+    source.particles_dark(required=ensemble.polarity == "given")
     multiple = max(getattr(m, "size_multiple", 1) for m in ensemble.models)
     if tile_px % multiple:
         raise ValueError(
@@ -354,6 +346,7 @@ def predict_blocks(
     """
     s0 = source.levels[0]
     shapes = source.plane_shapes
+    polarities = source.particles_dark()
     plan = {  # a padded plane's own blocks
         z: (
             indices
@@ -375,7 +368,7 @@ def predict_blocks(
             low, high = plane_limits(
                 reader, percentiles=ensemble.norm_percentiles, block=source.block
             )
-            dark = source.particles_dark(z) if source.task == "phases" else False
+            dark = polarities[z]
             tiles = predict_plane(
                 reader,
                 ensemble,

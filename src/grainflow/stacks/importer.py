@@ -136,6 +136,36 @@ def plane_shapes(info: Mapping, shape: Sequence[int]) -> list[tuple[int, int]]:
     return out
 
 
+def plane_particles_dark(
+    info: Mapping, n_planes: int, *, required: bool = False, where: str = ""
+) -> list[bool | None]:
+    """Whether each plane's particles are dark, as :func:`import_stack` recorded it.
+
+    ``False`` for every plane of a stack that is not a ``phases`` stack; ``None`` for a
+    phases plane that records nothing (a store imported before polarity was recorded).
+
+    Raises
+    ------
+    ValueError
+        With ``required`` (networks trained with ``training.polarity: given``) when a
+        phases plane records nothing, naming the planes, the store (``where``) and the fix.
+    """
+    if info.get("task") != "phases":
+        return [False] * n_planes
+    planes = info.get("planes") or []
+    dark = [planes[z].get("particles_dark") if z < len(planes) else None for z in range(n_planes)]
+    unknown = [z for z, d in enumerate(dark) if d is None]
+    if required and unknown:
+        raise ValueError(
+            f"stack {info.get('stack')!r}: the phases networks were trained with the "
+            f"particles shown bright (training.polarity: given), but planes {unknown} of "
+            f"{where or 'the store'} record no particles_dark; re-import the stack (rule "
+            "import_stack) with this grainflow, which records it from the stacks sheet's "
+            "particles column or estimates it"
+        )
+    return dark
+
+
 def plane_boxes(info: Mapping) -> list[np.ndarray] | None:
     """Each plane's ground-truth boxes in a stack imported with box labels, else None.
 
