@@ -168,3 +168,28 @@ def test_labels_keep_only_visible_particles_and_the_image_is_unchanged():
         np.testing.assert_array_equal(b.labels["phase"], ids_b > 0)
         dropped += int(ids_a.max()) - int(ids_b.max())
     assert dropped > 0  # small particles at a low dose: some are not seen
+
+
+def test_support_texture_mottles_the_support_at_the_particle_scale():
+    from scipy import ndimage as ndi
+
+    def fine_variation(texture):
+        support, ids, _ = supported_particles(
+            (128, 128),
+            diameter_px=(4.0, 10.0),
+            per_10k_px=10.0,
+            support_coverage=1.0,
+            support_scale_px=200.0,
+            support_texture=texture,
+            support_texture_px=6.0,
+            rng=4,
+        )
+        present = np.unique(ids)
+        np.testing.assert_array_equal(present, np.arange(len(present)))
+        detail = support - ndi.gaussian_filter(support, 12.0)
+        return float(detail[16:-16, 16:-16].std()), float(support.mean())
+
+    smooth, mean_smooth = fine_variation(0.0)
+    mottled, mean_mottled = fine_variation(0.4)
+    assert mottled > 3 * smooth
+    assert mean_mottled == pytest.approx(mean_smooth, rel=0.15)  # the same support, mottled

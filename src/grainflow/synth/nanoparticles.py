@@ -25,9 +25,13 @@ __all__ = ["ROSE_SNR", "supported_particles", "render_stem", "particle_snr", "vi
 ROSE_SNR = 5.0
 
 
-def _support(shape, *, coverage: float, scale_px: float, rng) -> np.ndarray:
+def _support(
+    shape, *, coverage: float, scale_px: float, rng, texture: float = 0.0, texture_px: float = 8.0
+) -> np.ndarray:
     """Projected support thickness in [0, 1]: an agglomerate of rounded lumps (spheres of
-    radius about ``scale_px``) covering about ``coverage`` of the image, vacuum elsewhere."""
+    radius about ``scale_px``) covering about ``coverage`` of the image, vacuum elsewhere,
+    its thickness varying by about ``texture`` (relative) over ``texture_px`` (porous
+    oxides are mottled down to the particles' size)."""
     rows, cols = shape
     thickness = np.zeros(shape)
     y, x = np.mgrid[0:rows, 0:cols]
@@ -48,6 +52,8 @@ def _support(shape, *, coverage: float, scale_px: float, rng) -> np.ndarray:
         thickness /= np.quantile(thickness[thickness > 0], 0.95)
     # a field far wider than the image is flat: keep the relief within the image
     relief = 1 + 0.2 * smooth_field(shape, scale_px=min(scale_px, max(shape)) / 4, rng=rng)
+    if texture > 0:
+        relief = relief * (1 + texture * smooth_field(shape, scale_px=texture_px, rng=rng))
     return np.clip(thickness * relief, 0, 1.5)
 
 
@@ -60,6 +66,8 @@ def supported_particles(
     support_scale_px: float = 40.0,
     cluster_fraction: float = 0.3,
     elongation: float = 0.25,
+    support_texture: float = 0.0,
+    support_texture_px: float = 8.0,
     rng: int | np.random.Generator | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A support with nanoparticles on it.
@@ -80,6 +88,9 @@ def supported_particles(
         overlapping it), as sintered or agglomerated particles are.
     elongation : float
         Largest relative difference of a particle's two axes.
+    support_texture, support_texture_px : float
+        Relative thickness variation of the support (standard deviation; 0: smooth lumps)
+        and its correlation length, pixels.
     rng : int or Generator
 
     Returns
@@ -98,7 +109,14 @@ def supported_particles(
     if not 0 < support_coverage <= 1:
         raise ValueError(f"support_coverage must be in (0, 1], got {support_coverage=}")
     rows, cols = shape
-    support = _support(shape, coverage=support_coverage, scale_px=support_scale_px, rng=rng)
+    support = _support(
+        shape,
+        coverage=support_coverage,
+        scale_px=support_scale_px,
+        rng=rng,
+        texture=support_texture,
+        texture_px=support_texture_px,
+    )
     n = int(rng.poisson(per_10k_px * rows * cols / 1e4))
     ids = np.zeros(shape, np.uint32)
     thickness = np.zeros(shape, float)

@@ -80,6 +80,11 @@ def _specimen_params(task: str, index: int, s: Mapping, rng) -> dict:
                 "cluster_fraction": float(rng.uniform(0.0, 0.5)),
                 # label only the particles an observer can see (Rose's criterion; 0: all)
                 "visibility_snr": float(s.get("nanoparticle_visibility_snr", 0.0)),
+                # porous oxide supports are mottled down to the particles' size
+                "support_texture": float(
+                    rng.uniform(0.0, s.get("nanoparticle_support_texture", 0.0))
+                ),
+                "support_texture_px": float(small * rng.uniform(0.5, 2.0)),
             }
         morph = ("cuboid", "blob") if modality == "sem_precipitates" else ("faceted", "blob")
         lo, hi = s["area_fraction"]
@@ -155,7 +160,8 @@ def _session_params(task: str, index: int, session: int, s: Mapping, rng) -> dic
                 "particles_dark": bright_field,
                 "bright_field": bright_field,
                 "support_signal": float(rng.uniform(0.2, 0.6)),
-                "particle_signal": float(rng.uniform(0.02, 0.1)),
+                # from faint (a light metal, a thin particle) to strong Z-contrast
+                "particle_signal": _log_uniform(rng, 0.01, 0.1),
                 # the phase-contrast speckle of amorphous carbon is strong and coarse in
                 # bright field, faint in HAADF
                 "speckle": float(rng.uniform(0.05, 0.3) if bright_field else rng.uniform(0, 0.08)),
@@ -322,6 +328,8 @@ def render(task: str, params: Mapping, *, shape, boundary_width_px: int, seed: i
             support_coverage=p["support_coverage"],
             support_scale_px=p["support_scale_px"],
             cluster_fraction=p["cluster_fraction"],
+            support_texture=p.get("support_texture", 0.0),
+            support_texture_px=p.get("support_texture_px", 8.0),
             rng=rng,
         )
         keys = ("bright_field", "support_signal", "particle_signal", "speckle", "speckle_px")
