@@ -37,22 +37,35 @@ FULL = dict(batch_size=32, num_workers=4)
 CASES = {
     "smoke": ("unet", dict(depth=2, base_channels=4), 32, 64, dict(batch_size=8, threads=1)),
     "default_unet": ("unet", dict(depth=3, base_channels=8), 128, 1024, dict(batch_size=8)),
-    # the default config on this CPU: eager float32 against torch.compile (the CPU's optimised
-    # path: autocast, channels_last and TF32 are CUDA-only); 6 epochs so that the compiled
-    # run's last epoch is past compilation
+    # the default model on the CPU: eager float32 (NCHW), channels_last, bf16 autocast with
+    # channels_last (training.cpu_amp; native only with AMX or AVX-512 BF16), torch.compile
     "cpu_default_unet_eager": (
         "unet",
         dict(depth=3, base_channels=8),
         128,
         256,
-        dict(batch_size=8, device="cpu", threads=1),
+        dict(batch_size=8, device="cpu", threads=1, channels_last=False, cpu_amp="off"),
+    ),
+    "cpu_default_unet_channels_last": (
+        "unet",
+        dict(depth=3, base_channels=8),
+        128,
+        256,
+        dict(batch_size=8, device="cpu", threads=1, channels_last=True, cpu_amp="off"),
+    ),
+    "cpu_default_unet_bf16": (
+        "unet",
+        dict(depth=3, base_channels=8),
+        128,
+        256,
+        dict(batch_size=8, device="cpu", threads=1, channels_last=True, cpu_amp="bf16"),
     ),
     "cpu_default_unet_compiled": (
         "unet",
         dict(depth=3, base_channels=8),
         128,
         256,
-        dict(batch_size=8, device="cpu", threads=1, compile=True),
+        dict(batch_size=8, device="cpu", threads=1, channels_last=False, compile=True),
     ),
     "default_diffraction_cnn": (
         "diffraction_cnn",
@@ -166,8 +179,8 @@ def run_case(name: str, *, epochs: int = 3, deterministic_check: bool = False) -
             "kwargs": kwargs,
             "size_px": size,
             "batch_size": config.batch_size,
-            "amp": config.amp if cuda else "off",
-            "channels_last": config.channels_last and cuda,
+            "amp": config.amp if cuda else config.cpu_amp,
+            "channels_last": config.channels_last,
             "compile": config.compile,
             "deterministic": config.deterministic,
             "num_workers": config.num_workers,
@@ -177,7 +190,7 @@ def run_case(name: str, *, epochs: int = 3, deterministic_check: bool = False) -
             "peak_memory_mb": round(max(r["peak_memory_mb"] for r in result.history), 1),
             "wall_s": round(wall, 1),
             "gflop_per_image": round(train_flops(model, kwargs, size) / 1e9, 3),
-            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+            "device": torch.cuda.get_device_name() if cuda else cpu_model(),
             "torch": torch.__version__,
         }
         if deterministic_check:
@@ -197,6 +210,17 @@ def run_case(name: str, *, epochs: int = 3, deterministic_check: bool = False) -
                 float((a[k].float() - b[k].float()).abs().max()) for k in a
             )
     return row
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), or "cpu"."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "cpu"
 
 
 def train_flops(model_name: str, kwargs: dict, size: int) -> float:
@@ -263,7 +287,13 @@ def main(argv: list[str]) -> None:
             print(row, flush=True)
             rows.append(row)
             continue
-        check = name in ("smoke", "default_unet", "full_unet", "full_unet_deterministic")
+        check = name in (
+            "smoke",
+            "default_unet",
+            "full_unet",
+            "full_unet_deterministic",
+            "cpu_default_unet_bf16",
+        )
         row = run_case(name, epochs=6 if name.startswith("cpu_") else 3, deterministic_check=check)
         row["achieved_gflop_per_s"] = round(row["gflop_per_image"] * row["images_per_s"], 2)
         print(row, flush=True)
