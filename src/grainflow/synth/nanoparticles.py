@@ -236,11 +236,9 @@ def particle_snr(
 
     Takes :func:`render_stem`'s settings. For particle ``k`` of ``n`` pixels: its mean
     noise-free (blurred) intensity minus that of a ring around it (other particles left
-    out), over the noise of that mean: shot and read noise averaged over ``n`` pixels,
+    out), over the noise of that mean: shot and read noise averaged over ``n`` pixels and
     the support's speckle averaged over a square of ``n`` pixels (measured on a field of
-    the same band and blur), and the clutter of the support itself (the spread, over the
-    ring, of the particle-free image's means over such squares less their trend over twice
-    the particle's size: a particle must stand out from the mottling around it). Returns an array indexed by id (entry 0 is 0).
+    the same band and blur). Returns an array indexed by id (entry 0 is 0).
     """
     clean = _stem_signal(
         support,
@@ -260,18 +258,6 @@ def particle_snr(
         field = ndi.gaussian_filter(field, blur_px) if blur_px > 0 else field
         field *= (1.0 if bright_field else 0.5) * speckle
     speckle_sd: dict[int, float] = {}
-    # the support without particles, as imaged: its mottling is clutter a particle must beat
-    bare = _stem_signal(
-        support,
-        np.zeros_like(particle_thickness),
-        bright_field=bright_field,
-        support_signal=support_signal,
-        particle_signal=particle_signal,
-        saturation=saturation,
-        background=background,
-    )
-    bare = ndi.gaussian_filter(bare, blur_px) if blur_px > 0 else bare
-    bare_means: dict[int, np.ndarray] = {}
     snr = np.zeros(int(ids.max()) + 1)
     particles = ids > 0
     for k, box in enumerate(ndi.find_objects(ids), start=1):
@@ -295,11 +281,7 @@ def particle_snr(
         side = max(1, min(int(round(np.sqrt(n))), field.shape[0] // 2))
         if side not in speckle_sd:
             speckle_sd[side] = float(ndi.uniform_filter(field, side).std())
-            # mottling at the particle's scale: the trend over twice its size taken away
-            means = ndi.uniform_filter(bare, side)
-            bare_means[side] = means - ndi.gaussian_filter(means, 2.0 * side)
-        clutter = float(bare_means[side][grown][ring].std())
-        snr[k] = abs(inside - around) / np.sqrt(shot + speckle_sd[side] ** 2 + clutter**2)
+        snr[k] = abs(inside - around) / np.sqrt(shot + speckle_sd[side] ** 2)
     return snr
 
 
