@@ -31,6 +31,17 @@ __all__ = ["TASKS", "synthesize_specimen", "render"]
 TASKS = ("grains", "phases", "kernels", "diffraction")
 
 
+def _support_texture(rng, largest: float, small_px: float) -> dict:
+    """A specimen's support mottling (porous oxides are mottled down to the particles' size);
+    none when ``largest`` is 0, and then no random number is drawn (the rest stays the same)."""
+    if not largest > 0:
+        return {"support_texture": 0.0, "support_texture_px": 0.0}
+    return {
+        "support_texture": float(rng.uniform(0.0, largest)),
+        "support_texture_px": float(small_px * rng.uniform(0.5, 2.0)),
+    }
+
+
 def _log_uniform(rng, lo, hi) -> float:
     return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
 
@@ -80,11 +91,7 @@ def _specimen_params(task: str, index: int, s: Mapping, rng) -> dict:
                 "cluster_fraction": float(rng.uniform(0.0, 0.5)),
                 # label only the particles an observer can see (Rose's criterion; 0: all)
                 "visibility_snr": float(s.get("nanoparticle_visibility_snr", 0.0)),
-                # porous oxide supports are mottled down to the particles' size
-                "support_texture": float(
-                    rng.uniform(0.0, s.get("nanoparticle_support_texture", 0.0))
-                ),
-                "support_texture_px": float(small * rng.uniform(0.5, 2.0)),
+                **_support_texture(rng, s.get("nanoparticle_support_texture", 0.0), small),
             }
         morph = ("cuboid", "blob") if modality == "sem_precipitates" else ("faceted", "blob")
         lo, hi = s["area_fraction"]
@@ -160,8 +167,7 @@ def _session_params(task: str, index: int, session: int, s: Mapping, rng) -> dic
                 "particles_dark": bright_field,
                 "bright_field": bright_field,
                 "support_signal": float(rng.uniform(0.2, 0.6)),
-                # from faint (a light metal, a thin particle) to strong Z-contrast
-                "particle_signal": _log_uniform(rng, 0.01, 0.1),
+                "particle_signal": float(rng.uniform(0.02, 0.1)),
                 # the phase-contrast speckle of amorphous carbon is strong and coarse in
                 # bright field, faint in HAADF
                 "speckle": float(rng.uniform(0.05, 0.3) if bright_field else rng.uniform(0, 0.08)),
