@@ -193,3 +193,57 @@ def test_support_texture_mottles_the_support_at_the_particle_scale():
     mottled, mean_mottled = fine_variation(0.4)
     assert mottled > 3 * smooth
     assert mean_mottled == pytest.approx(mean_smooth, rel=0.15)  # the same support, mottled
+
+
+def test_touching_particles_are_kept_apart_in_the_phase_label():
+    from skimage.measure import label
+
+    from grainflow.synth.nanoparticles import separated_phase
+
+    ids = np.zeros((20, 30), np.uint32)
+    yy, xx = np.mgrid[:20, :30]
+    ids[(yy - 10) ** 2 + (xx - 9) ** 2 < 36] = 1
+    ids[(yy - 10) ** 2 + (xx - 18) ** 2 < 36] = 2  # overlaps the first, drawn on top
+    ids[2:4, 26:28] = 3  # alone: untouched
+    union = separated_phase(ids, 0)
+    np.testing.assert_array_equal(union, ids > 0)
+    assert label(union, connectivity=1).max() == 2
+    for gap in (1, 2):
+        phase = separated_phase(ids, gap)
+        assert phase.dtype == np.uint8 and np.all(phase <= (ids > 0))
+        assert label(phase, connectivity=1).max() == 3  # the pair is two particles now
+        np.testing.assert_array_equal(phase[ids == 3], 1)
+        # the gap is where the two meet: every removed pixel has the other particle near
+        removed = (ids > 0) & (phase == 0)
+        assert set(np.unique(ids[removed])) == {1, 2}
+        assert np.all(np.abs(np.argwhere(removed)[:, 1] - 12) <= 1 + 2 * gap)
+
+
+def test_the_stem_particles_phase_label_follows_the_contact_gap():
+    from skimage.measure import label
+
+    from grainflow.synth.specimen import synthesize_specimen
+
+    settings = {
+        "specimens": 1,
+        "sessions_per_specimen": 1,
+        "images_per_session": 3,
+        "image_size_px": 96,
+        "modalities": ["stem_particles"],
+        "area_fraction": [0.1, 0.5],
+        "particle_diameter_px": [14, 56],
+        "nanoparticle_diameter_px": [6, 20],
+    }
+    joined, _ = synthesize_specimen("phases", "s00", settings, seed=3)
+    apart, _ = synthesize_specimen(
+        "phases", "s00", {**settings, "nanoparticle_contact_gap_px": 1}, seed=3
+    )
+    for a, b in zip(joined, apart):
+        np.testing.assert_array_equal(a.image, b.image)
+        np.testing.assert_array_equal(a.labels["particle_ids"], b.labels["particle_ids"])
+        assert b.params["contact_gap_px"] == 1
+        assert np.all(b.labels["phase"] <= a.labels["phase"])
+        assert (
+            label(b.labels["phase"], connectivity=1).max()
+            >= label(a.labels["phase"], connectivity=1).max()
+        )

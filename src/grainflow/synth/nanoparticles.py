@@ -18,7 +18,14 @@ from scipy import ndimage as ndi
 from grainflow.seeds import as_rng
 from grainflow.synth.imaging import poisson_gaussian, smooth_field, speckle_field
 
-__all__ = ["ROSE_SNR", "supported_particles", "render_stem", "particle_snr", "visible_particles"]
+__all__ = [
+    "ROSE_SNR",
+    "supported_particles",
+    "render_stem",
+    "particle_snr",
+    "visible_particles",
+    "separated_phase",
+]
 
 #: Rose's criterion: an object of ``n`` pixels is seen when its contrast times ``sqrt(n)``
 #: over the noise per pixel reaches about 5 (Rose 1948)
@@ -292,3 +299,18 @@ def visible_particles(ids: np.ndarray, snr: np.ndarray, min_snr: float = ROSE_SN
     lut = np.zeros(len(keep), np.uint32)
     lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.uint32)
     return lut[ids]
+
+
+def separated_phase(ids: np.ndarray, gap_px: int = 1) -> np.ndarray:
+    """The particle phase with touching particles kept apart, as Ronneberger et al. (2015)
+    kept touching cells apart: a particle pixel with another particle within ``gap_px``
+    (chessboard distance) is left out, so a gap of about ``2 * gap_px`` px of matrix runs
+    where two particles meet. ``gap_px`` 0: the particles' union. uint8, 1 = particle."""
+    particles = ids > 0
+    if gap_px <= 0:
+        return particles.astype(np.uint8)
+    size = 2 * int(gap_px) + 1
+    others_low = ndi.minimum_filter(np.where(particles, ids, np.iinfo(ids.dtype).max), size=size)
+    others_high = ndi.maximum_filter(ids, size=size)
+    contact = particles & ((others_low != ids) | (others_high != ids))
+    return (particles & ~contact).astype(np.uint8)

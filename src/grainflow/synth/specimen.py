@@ -20,6 +20,7 @@ from grainflow.synth.bicrystal import bicrystal
 from grainflow.synth.nanoparticles import (
     particle_snr,
     render_stem,
+    separated_phase,
     supported_particles,
     visible_particles,
 )
@@ -92,6 +93,8 @@ def _specimen_params(task: str, index: int, s: Mapping, rng) -> dict:
                 # label only the particles an observer can see (Rose's criterion; 0: all)
                 "visibility_snr": float(s.get("nanoparticle_visibility_snr", 0.0)),
                 **_support_texture(rng, s.get("nanoparticle_support_texture", 0.0), small),
+                # touching particles kept apart in the phase label by a gap of matrix
+                "contact_gap_px": int(s.get("nanoparticle_contact_gap_px", 0)),
             }
         morph = ("cuboid", "blob") if modality == "sem_precipitates" else ("faceted", "blob")
         lo, hi = s["area_fraction"]
@@ -344,7 +347,8 @@ def render(task: str, params: Mapping, *, shape, boundary_width_px: int, seed: i
         if p.get("visibility_snr", 0.0) > 0:
             snr = particle_snr(ids, support, thickness, **optics)
             ids = visible_particles(ids, snr, p["visibility_snr"])
-        return image, {"phase": (ids > 0).astype(np.uint8), "particle_ids": ids}
+        phase = separated_phase(ids, p.get("contact_gap_px", 0))
+        return image, {"phase": phase, "particle_ids": ids}
     if task == "phases":
         ids = particles(
             shape,
