@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
+from grainflow.report.provenance import hardware
 from grainflow.training.config import TrainConfig
 from grainflow.training.loop import train
 
@@ -190,7 +191,7 @@ def run_case(name: str, *, epochs: int = 3, deterministic_check: bool = False) -
             "peak_memory_mb": round(max(r["peak_memory_mb"] for r in result.history), 1),
             "wall_s": round(wall, 1),
             "gflop_per_image": round(train_flops(model, kwargs, size) / 1e9, 3),
-            "device": torch.cuda.get_device_name() if cuda else cpu_model(),
+            "device": torch.cuda.get_device_name() if cuda else hardware()["cpu"],
             "torch": torch.__version__,
         }
         if deterministic_check:
@@ -210,17 +211,6 @@ def run_case(name: str, *, epochs: int = 3, deterministic_check: bool = False) -
                 float((a[k].float() - b[k].float()).abs().max()) for k in a
             )
     return row
-
-
-def cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo), or "cpu"."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "cpu"
 
 
 def train_flops(model_name: str, kwargs: dict, size: int) -> float:
