@@ -270,17 +270,17 @@ def particle_snr(
     for k, box in enumerate(ndi.find_objects(ids), start=1):
         if box is None:
             continue
-        mask_box = ids[box] == k
-        n = int(mask_box.sum())
+        n = int(np.count_nonzero(ids[box] == k))
         width = max(2, int(np.ceil(0.5 * np.sqrt(n))))  # ring about half a diameter wide
         grown = tuple(
             slice(max(sl.start - width, 0), min(sl.stop + width, size))
             for sl, size in zip(box, ids.shape)
         )
         own = ids[grown] == k
-        ring = ndi.binary_dilation(own, iterations=width) & ~particles[grown]
+        near = ndi.binary_dilation(own, iterations=width)
+        ring = near & ~particles[grown]
         if not ring.any():  # inside a cluster: the neighbours are its surroundings
-            ring = ndi.binary_dilation(own, iterations=width) & ~own
+            ring = near & ~own
         if not ring.any():  # fills the image: nothing to stand out from
             continue
         inside, around = float(clean[grown][own].mean()), float(clean[grown][ring].mean())
