@@ -568,6 +568,28 @@ def test_best_checkpoint_follows_the_injected_score(tmp_path):
     assert best["optimizer_state"] is None
 
 
+def test_select_last_keeps_the_last_epoch_whatever_the_score(tmp_path):
+    """The held-out fold may be scored each epoch, but then nothing is chosen on it."""
+    data = line_data(8, size=16, seed=2)
+    falling = iter([3.0, 2.0, 1.0])
+    result, out = run(
+        tmp_path,
+        "s",
+        (data, data),
+        tiny_config(epochs=3),
+        score_fn=lambda metrics: next(falling),
+        select="last",
+    )
+    scores = [row["score"] for row in result.history]
+    assert scores == [3.0, 2.0, 1.0]  # "best" would keep epoch 1
+    best = ckpt.load_checkpoint(out / "best.pt")
+    assert result.best_epoch == best["epoch"] == 3
+    assert best["extra"]["score"] == scores[-1] and best["extra"]["select"] == "last"
+    assert same_state(best["model_state"], ckpt.load_checkpoint(out / "last.pt")["model_state"])
+    with pytest.raises(ValueError, match="select must be one of"):
+        run(tmp_path, "bad", (data, data), tiny_config(epochs=1), select="first")
+
+
 @pytest.mark.parametrize("cpu_amp", ["off", "bf16"])
 def test_cpu_training_is_bit_for_bit_reproducible(tmp_path, cpu_amp):
     data = (line_data(6, size=16, seed=4), line_data(2, size=16, seed=5))
@@ -776,6 +798,8 @@ def test_resume_after_sigkill_of_a_real_training_process(tmp_path):
         **common,
     )
     assert resumed.resumed_from_epoch == killed_at and whole.resumed_from_epoch == 0
+    # the fold's validation images are its test images: the last epoch is kept, none chosen
+    assert resumed.best_epoch == whole.best_epoch == 25
     assert same_state(
         ckpt.load_checkpoint(out / "best.pt")["model_state"],
         ckpt.load_checkpoint(ref / "best.pt")["model_state"],

@@ -1,4 +1,4 @@
-# Networks: one training job per task x architecture x fold, then each fold's best model
+# Networks: one training job per task x architecture x fold, then each fold's last-epoch model
 # scored on its held-out specimens beside the classical baseline.
 
 from grainflow.figures.training import training_summary

@@ -35,14 +35,14 @@ def read_histories(paths: Sequence[str]) -> pd.DataFrame:
 
 
 def training_summary(paths: Sequence[str]) -> dict:
-    """Numbers for the training caption: epochs, best validation score, speed, memory."""
+    """Numbers for the training caption: epochs, last epoch's validation score, speed, memory."""
     h = read_histories(paths)
-    best = h.loc[h.groupby("fold")["score"].idxmax()]
+    last = h.loc[h.groupby("fold")["epoch"].idxmax()]
     return {
         "folds": int(h["fold"].nunique()),
         "epochs": int(h["epoch"].max()),
-        "best_score_mean": round(float(best["score"].mean()), 3),
-        "best_score_min": round(float(best["score"].min()), 3),
+        "last_score_mean": round(float(last["score"].mean()), 3),
+        "last_score_min": round(float(last["score"].min()), 3),
         "images_per_s": round(float(h["images_per_s"].median()), 1),
         "peak_memory_mb": round(float(h["peak_memory_mb"].max()), 0),
     }
@@ -60,7 +60,7 @@ def training_curves(paths: Sequence[str], *, score_label: str) -> Figure:
         ax_score.plot(df.epoch, df.score, color=c, marker="o", ms=3, label=f"fold {fold}")
         ax_lr.plot(df.epoch, df.lr, color=c)
     ax_loss.set(xlabel="epoch", ylabel="loss (Dice + cross-entropy)", yscale="log", title="loss")
-    ax_score.set(xlabel="epoch", ylabel=score_label, title="validation (held-out specimens)")
+    ax_score.set(xlabel="epoch", ylabel=score_label, title="held-out specimens (curve only)")
     ax_lr.set(xlabel="epoch", ylabel="learning rate at epoch end", yscale="log", title="schedule")
     ax_loss.legend(fontsize=6, ncol=2)
     ax_score.legend(fontsize=7)

@@ -198,8 +198,8 @@ def arch_settings(
 class TrainResult:
     """What :func:`train` returns."""
 
-    best_epoch: int
-    best_score: float
+    best_epoch: int  # the epoch whose weights best.pt keeps (train's select: best or last)
+    best_score: float  # its validation score
     history: list[dict]
-    model: nn.Module  # with the best weights, on the CPU, in eval mode
+    model: nn.Module  # with those weights, on the CPU, in eval mode
     resumed_from_epoch: int  # 0 for a fresh run

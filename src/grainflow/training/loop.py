@@ -54,6 +54,7 @@ __all__ = [
     "primary_score",
     "LOG",
     "TIMING_COLUMNS",
+    "SELECT",
     "last_history",
     "pixel_metrics",
     "default_score",
@@ -68,6 +69,10 @@ LOG = logging.getLogger(__name__)
 
 #: history columns that are wall-clock measurements: in history.tsv, never in last.pt
 TIMING_COLUMNS = ("images_per_s", "peak_memory_mb", "epoch_s")
+
+#: the epoch whose weights best.pt keeps (train's ``select``): the best-scoring on validation
+# images independent of any test, or the last, when the validation images are the test fold.
+SELECT = ("best", "last")
 
 
 def pixel_metrics(target: np.ndarray, pred: np.ndarray) -> dict[str, float]:
@@ -250,6 +255,7 @@ def _fingerprint(
     config: TrainConfig,
     train_set: Dataset,
     val_set: Dataset,
+    select: str,
 ) -> str:
     result_config = {k: v for k, v in config.to_dict().items() if k not in RUN_ONLY_FIELDS}
     if config.pretrained:
@@ -264,6 +270,7 @@ def _fingerprint(
         "model": model_name,
         "kwargs": dict(model_kwargs),
         "config": result_config,
+        "select": select,
         "train": list(getattr(train_set, "ids", [len(train_set)])),
         "val": list(getattr(val_set, "ids", [len(val_set)])),
         # the pixels too: regenerated data under the same ids must not resume an old run
@@ -394,6 +401,7 @@ def train(
     extra: Mapping | None = None,
     on_epoch_end: Callable[[int, dict], None] | None = None,
     world_size: int = 1,
+    select: str = "best",
 ) -> TrainResult:
     """Train ``build_model(model_name, **model_kwargs)``; write best.pt and history.tsv at the end.
 
@@ -415,7 +423,7 @@ def train(
         arg-max predictions, (N, H, W) uint8/int64 arrays or (N,) (e.g.
         boundary F1 from :mod:`grainflow.evaluation.metrics`); default :func:`pixel_metrics`.
     score_fn : callable
-        ``metrics -> float``, higher is better; picks ``best.pt``.
+        ``metrics -> float``, higher is better; picks ``best.pt`` with ``select="best"``.
     resume : bool
         Continue from ``last_path`` when it exists and matches this run.
     extra : mapping
@@ -430,6 +438,12 @@ def train(
         is the global batch and must be a multiple of N, and
         ``config.threads`` is shared among the processes. See
         :func:`world_size_for`.
+    select : {"best", "last"}
+        The weights ``best.pt`` keeps: those of the epoch with the highest score
+        on ``val_set`` ("best"; the validation images must then be independent of
+        any test, e.g. crystals held out of the training folds), or of the last
+        epoch ("last"; ``val_set`` is scored each epoch as a learning curve only,
+        so it may be the test fold itself). See :data:`SELECT`.
 
     Notes
     -----
@@ -470,7 +484,7 @@ def train(
     initialised before (:func:`~grainflow.training.distributed.world_size_for` counts
     GPUs through NVML).
 
-    **Outputs.** ``best.pt`` (weights of the epoch with the highest ``score_fn``) and
+    **Outputs.** ``best.pt`` (weights of the epoch that ``select`` keeps) and
     ``history.tsv`` are written only when training has finished, atomically. History
     columns, one row per epoch: ``epoch, step, lr`` (learning rate of the epoch's
     last step), ``train_loss, val_loss, val_<metric>...`` (metrics of
@@ -488,6 +502,8 @@ def train(
     """
     best_path, history_path, last_path = Path(best_path), Path(history_path), Path(last_path)
     model_kwargs = dict(model_kwargs)
+    if select not in SELECT:
+        raise ValueError(f"select must be one of {SELECT}, got {select=}")
     if not len(train_set) or not len(val_set):
         raise ValueError(
             f"need training and validation images, got {len(train_set)} and {len(val_set)}"
@@ -504,7 +520,7 @@ def train(
             f"{world_size} processes; make it a multiple of {world_size}, got "
             f"batch_size={config.batch_size}"
         )
-    fingerprint = _fingerprint(model_name, model_kwargs, config, train_set, val_set)
+    fingerprint = _fingerprint(model_name, model_kwargs, config, train_set, val_set, select)
     counts = None
     if config.class_weights == "auto":
         counts = _class_counts(train_set, _num_classes(build_model(model_name, **model_kwargs)))
@@ -524,6 +540,7 @@ def train(
         resume=resume,
         extra=extra,
         on_epoch_end=on_epoch_end,
+        select=select,
     )
     if world_size == 1:
         return _fit(**job)
@@ -612,6 +629,7 @@ def _fit(
     resume: bool,
     extra: Mapping | None,
     on_epoch_end: Callable[[int, dict], None] | None,
+    select: str,
     rank: int = 0,
     world_size: int = 1,
 ) -> TrainResult | None:
@@ -747,7 +765,7 @@ def _fit(
                 "epoch_s": time.perf_counter() - started,
             }
             history.append(row)
-            if score > best["score"]:
+            if select == "last" or score > best["score"]:
                 state = unwrap_model(model).state_dict()
                 best = {
                     "epoch": epoch,
@@ -757,7 +775,7 @@ def _fit(
                 }
             epochs.update(
                 detail=f"train loss {fit['loss']:.4f}, val loss {val_loss:.4f}, score "
-                f"{score:.4f} (best {best['score']:.4f} at {best['epoch']}), lr {fit['lr']:.2e}, "
+                f"{score:.4f} ({select} {best['score']:.4f} at {best['epoch']}), lr {fit['lr']:.2e}, "
                 f"{row['images_per_s']:.1f} images/s, {row['peak_memory_mb']:.0f} MB"
             )
             # timings beside last.pt, not in it: equal runs write equal last.pt bytes
@@ -804,6 +822,7 @@ def _fit(
             "metrics": best["metrics"],
             "fingerprint": fingerprint,
             "epochs": config.epochs,
+            "select": select,
         },
     )
     final["model_state"] = best["model_state"]
@@ -811,8 +830,9 @@ def _fit(
     save_checkpoint(best_path, final)
     unwrap_model(model).load_state_dict(best["model_state"])
     LOG.info(
-        "best epoch %d, score %.4f; wrote %s and %s",
+        "kept epoch %d (%s), validation score %.4f; wrote %s and %s",
         best["epoch"],
+        select,
         best["score"],
         best_path,
         history_path,
@@ -845,9 +865,12 @@ def train_fold(
 ) -> TrainResult:
     """Train the model of fold ``fold`` of a split manifest (the ``train`` rule's one call).
 
-    Trains on the rows of the other folds, validates on the original images
-    of ``fold``; see :func:`train` for the outputs and ``world_size`` (one
-    process per GPU) and :func:`fold_datasets` for the data.
+    Trains on the rows of the other folds and keeps the last epoch's weights;
+    the original images of ``fold`` are scored after each epoch as a learning
+    curve. They are the images the cross-validation tests, so no epoch is chosen
+    on them (``select="last"``): a choice there would lift the held-out score it
+    is then measured by. See :func:`train` for the outputs and ``world_size``
+    (one process per GPU) and :func:`fold_datasets` for the data.
     """
     if not isinstance(config, TrainConfig):
         config = TrainConfig.from_mapping(config)
@@ -880,4 +903,5 @@ def train_fold(
         score_fn=score_fn,
         extra={"task": task, "fold": int(fold)},
         world_size=world_size,
+        select="last",
     )
