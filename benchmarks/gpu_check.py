@@ -477,7 +477,8 @@ def part_train(ctx: Context) -> dict:
     from grainflow.seeds import derive_seed
     from grainflow.splits import make_manifest, write_manifest
     from grainflow.training.data import fold_datasets
-    from grainflow.training.loop import last_history, primary_score, segmentation_metrics, train
+    from grainflow.training.loop import last_history, train
+    from grainflow.training.validation import primary_score, segmentation_metrics
 
     config = load_configs()["full"]
     task, fold = "grains", 0

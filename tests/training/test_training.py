@@ -32,8 +32,9 @@ from grainflow.training.data import (
     fold_datasets,
     read_manifest,
 )
-from grainflow.training.loop import last_history, pixel_metrics, train
+from grainflow.training.loop import last_history, train
 from grainflow.training.losses import DiceCELoss, lr_at, make_loss
+from grainflow.training.validation import pixel_metrics
 
 TIMING = ("images_per_s", "peak_memory_mb", "epoch_s")
 

@@ -26,7 +26,7 @@ from grainflow.inference.scale import read_scale
 from grainflow.runtime import resolve_device
 from grainflow.tasks import TASKS
 from grainflow.training.data import fold_datasets
-from grainflow.training.loop import primary_score, segmentation_metrics
+from grainflow.training.validation import primary_score, segmentation_metrics
 
 p = snakemake.params
 task = p.task

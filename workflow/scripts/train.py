@@ -6,7 +6,8 @@ log_to(snakemake.log[0])
 
 from grainflow.training.config import arch_settings
 from grainflow.training.distributed import world_size_for
-from grainflow.training.loop import primary_score, segmentation_metrics, train_fold
+from grainflow.training.loop import train_fold
+from grainflow.training.validation import primary_score, segmentation_metrics
 
 p = snakemake.params
 task = snakemake.wildcards.task
