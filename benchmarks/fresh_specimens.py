@@ -126,7 +126,8 @@ def main() -> None:
         f"{max(m[k] for m in members):.3f})"
         for k in SCORES[args.task]
     ]
-    print(f"| {args.task} | {args.results} | {len(samples)} | {'; '.join(cells)} | {record['machine']} |")
+    row = (args.task, args.results, len(samples), "; ".join(cells), record["machine"])
+    print("| " + " | ".join(map(str, row)) + " |")
 
 
 if __name__ == "__main__":
