@@ -62,8 +62,8 @@ LOG = logging.getLogger(__name__)
 #: history columns that are wall-clock measurements: in history.tsv, never in last.pt
 TIMING_COLUMNS = ("images_per_s", "peak_memory_mb", "epoch_s")
 
-#: the epoch whose weights best.pt keeps (train's ``select``): the best-scoring on validation
-# images independent of any test, or the last, when the validation images are the test fold.
+#: the epochs best.pt may keep (train's ``select``): the best-scoring on validation images
+#: independent of any test, or the last, when the validation images are the test fold
 SELECT = ("best", "last")
 
 
