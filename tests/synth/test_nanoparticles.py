@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from grainflow.synth.nanoparticles import render_stem, supported_particles
+from grainflow.synth.nanoparticles import StemOptics, render_stem, supported_particles
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,8 @@ def test_clusters_make_particles_touch(specimen):
 @pytest.mark.parametrize("bright_field", [False, True])
 def test_haadf_particles_bright_bright_field_particles_dark(specimen, bright_field):
     support, ids, thickness = specimen
-    image = render_stem(support, thickness, rng=0, bright_field=bright_field, blur_px=0.0, dose=1e6)
+    optics = StemOptics(bright_field=bright_field, blur_px=0.0, dose=1e6)
+    image = render_stem(support, thickness, rng=0, optics=optics)
     assert image.dtype == np.float32 and image.min() >= 0 and image.max() <= 1
     big = thickness > 4  # particle centres, away from their blurred edges
     on_support = (support > 0.3) & (ids == 0)
@@ -120,14 +121,16 @@ def test_particle_snr_hand_worked_and_falls_with_the_dose():
 
     contrast, around = tone(0.3 + 0.05 * 4) - tone(0.3), tone(0.3)
     for dose in (20.0, 500.0):
-        snr = particle_snr(ids, support, thickness, **settings, **clean, dose=dose)
+        snr = particle_snr(
+            ids, support, thickness, optics=StemOptics(**settings, **clean, dose=dose)
+        )
         for k, n in ((1, 36), (2, 4)):
             expected = contrast / np.sqrt((around / dose + 0.01**2) / n)
             assert snr[k] == pytest.approx(expected, rel=1e-9)
     assert snr[0] == 0
     # speckle on the support hides a small particle more than a large one
     speckled = particle_snr(
-        ids, support, thickness, **settings, speckle=0.2, blur_px=0.0, dose=500.0
+        ids, support, thickness, optics=StemOptics(**settings, speckle=0.2, blur_px=0.0, dose=500.0)
     )
     assert speckled[2] / snr[2] < speckled[1] / snr[1] < 1
 

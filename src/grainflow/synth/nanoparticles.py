@@ -12,6 +12,8 @@ such an image (Rose's criterion), so that labels can keep only what an observer 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import ndimage as ndi
 
@@ -21,6 +23,7 @@ from grainflow.synth.imaging import poisson_gaussian, smooth_field, speckle_fiel
 __all__ = [
     "ROSE_SNR",
     "supported_particles",
+    "StemOptics",
     "render_stem",
     "particle_snr",
     "visible_particles",
@@ -164,20 +167,44 @@ def supported_particles(
     return support, lut[ids], thickness
 
 
-def _stem_signal(
-    support: np.ndarray,
-    particle_thickness: np.ndarray,
-    *,
-    bright_field: bool,
-    support_signal: float,
-    particle_signal: float,
-    saturation: float,
-    background: float,
-) -> np.ndarray:
-    """The noise-free image before speckle and blur (see :func:`render_stem`)."""
-    mass = support_signal * support + particle_signal * particle_thickness
-    signal = saturation * (1 - np.exp(-mass / saturation))
-    return 1.0 - background - signal if bright_field else background + signal
+@dataclass(frozen=True)
+class StemOptics:
+    """How :func:`render_stem` images a supported specimen, and so how :func:`particle_snr`
+    judges what the image shows (one set of settings for both).
+
+    The HAADF signal is ``support_signal * support + particle_signal * thickness``
+    (Z-contrast: a heavy particle scatters more per pixel of thickness than the light
+    support), compressed towards ``saturation`` as a detector does, on a ``background`` for
+    vacuum. Bright field shows the complement (transmitted electrons). The amorphous
+    support adds band-passed speckle (``speckle`` in amplitude, between Gaussians of
+    ``speckle_px`` sigmas); then blur (``blur_px``), Poisson shot noise at ``dose``
+    electrons per unit signal and ``read_noise``.
+    """
+
+    bright_field: bool = False
+    support_signal: float = 0.35
+    particle_signal: float = 0.06
+    saturation: float = 0.9
+    background: float = 0.03
+    speckle: float = 0.05
+    speckle_px: tuple[float, float] = (0.7, 2.0)
+    blur_px: float = 1.0
+    dose: float = 200.0
+    read_noise: float = 0.01
+
+    def signal(self, support: np.ndarray, particle_thickness: np.ndarray) -> np.ndarray:
+        """The noise-free image before speckle and blur."""
+        mass = self.support_signal * support + self.particle_signal * particle_thickness
+        signal = self.saturation * (1 - np.exp(-mass / self.saturation))
+        return 1.0 - self.background - signal if self.bright_field else self.background + signal
+
+    @property
+    def speckle_gain(self) -> float:
+        """How strongly the support's speckle shows: fully in bright field, half in HAADF."""
+        return 1.0 if self.bright_field else 0.5
+
+    def blur(self, image: np.ndarray) -> np.ndarray:
+        return ndi.gaussian_filter(image, self.blur_px) if self.blur_px > 0 else image
 
 
 def render_stem(
@@ -185,41 +212,20 @@ def render_stem(
     particle_thickness: np.ndarray,
     *,
     rng,
-    bright_field: bool = False,
-    support_signal: float = 0.35,
-    particle_signal: float = 0.06,
-    saturation: float = 0.9,
-    background: float = 0.03,
-    speckle: float = 0.05,
-    speckle_px: tuple[float, float] = (0.7, 2.0),
-    blur_px: float = 1.0,
-    dose: float = 200.0,
-    read_noise: float = 0.01,
+    optics: StemOptics = StemOptics(),
 ) -> np.ndarray:
-    """HAADF-STEM or bright-field TEM image of :func:`supported_particles`.
-
-    The HAADF signal is ``support_signal * support + particle_signal * thickness``
-    (Z-contrast: a heavy particle scatters more per pixel of thickness than the
-    light support), compressed towards ``saturation`` as a detector does, on a
-    ``background`` for vacuum. Bright field shows the complement (transmitted
-    electrons), with the band-passed speckle of an amorphous support (``speckle`` in
-    amplitude, between Gaussians of ``speckle_px`` sigmas). Then blur,
-    Poisson shot noise at ``dose`` electrons per unit signal and read noise.
-    """
+    """HAADF-STEM or bright-field TEM image of :func:`supported_particles` (see
+    :class:`StemOptics`), float32 in [0, 1]."""
     rng = as_rng(rng)
-    image = _stem_signal(
-        support,
-        particle_thickness,
-        bright_field=bright_field,
-        support_signal=support_signal,
-        particle_signal=particle_signal,
-        saturation=saturation,
-        background=background,
+    image = optics.signal(support, particle_thickness)
+    amorphous = optics.speckle * speckle_field(
+        support.shape, sigmas_px=tuple(optics.speckle_px), rng=rng
     )
-    amorphous = speckle * speckle_field(support.shape, sigmas_px=tuple(speckle_px), rng=rng)
-    image = image + (1.0 if bright_field else 0.5) * amorphous * (support > 0)
-    image = ndi.gaussian_filter(image, blur_px) if blur_px > 0 else image
-    image = poisson_gaussian(np.clip(image, 0, 1), dose=dose, read_noise=read_noise, rng=rng)
+    image = image + optics.speckle_gain * amorphous * (support > 0)
+    image = optics.blur(image)
+    image = poisson_gaussian(
+        np.clip(image, 0, 1), dose=optics.dose, read_noise=optics.read_noise, rng=rng
+    )
     return np.clip(image, 0, 1).astype(np.float32)
 
 
@@ -228,42 +234,24 @@ def particle_snr(
     support: np.ndarray,
     particle_thickness: np.ndarray,
     *,
-    bright_field: bool = False,
-    support_signal: float = 0.35,
-    particle_signal: float = 0.06,
-    saturation: float = 0.9,
-    background: float = 0.03,
-    speckle: float = 0.05,
-    speckle_px: tuple[float, float] = (0.7, 2.0),
-    blur_px: float = 1.0,
-    dose: float = 200.0,
-    read_noise: float = 0.01,
+    optics: StemOptics = StemOptics(),
 ) -> np.ndarray:
-    """Rose signal-to-noise ratio of each particle in the image :func:`render_stem` makes.
+    """Rose signal-to-noise ratio of each particle in the image :func:`render_stem` makes
+    with ``optics``.
 
-    Takes :func:`render_stem`'s settings. For particle ``k`` of ``n`` pixels: its mean
-    noise-free (blurred) intensity minus that of a ring around it (other particles left
-    out), over the noise of that mean: shot and read noise averaged over ``n`` pixels and
-    the support's speckle averaged over a square of ``n`` pixels (measured on a field of
-    the same band and blur). Returns an array indexed by id (entry 0 is 0).
+    For particle ``k`` of ``n`` pixels: its mean noise-free (blurred) intensity minus that
+    of a ring around it (other particles left out), over the noise of that mean: shot and
+    read noise averaged over ``n`` pixels and the support's speckle averaged over a square
+    of ``n`` pixels (measured on a field of the same band and blur). Returns an array
+    indexed by id (entry 0 is 0).
     """
-    clean = _stem_signal(
-        support,
-        particle_thickness,
-        bright_field=bright_field,
-        support_signal=support_signal,
-        particle_signal=particle_signal,
-        saturation=saturation,
-        background=background,
-    )
-    clean = ndi.gaussian_filter(clean, blur_px) if blur_px > 0 else clean
+    clean = optics.blur(optics.signal(support, particle_thickness))
     # the speckle as the image has it (blurred), and the spread of its mean over a square
     # of a particle's area: a field of the same band stands in for the image's own
     field = np.zeros((128, 128))
-    if speckle > 0:
-        field = speckle_field(field.shape, sigmas_px=tuple(speckle_px), rng=0)
-        field = ndi.gaussian_filter(field, blur_px) if blur_px > 0 else field
-        field *= (1.0 if bright_field else 0.5) * speckle
+    if optics.speckle > 0:
+        field = optics.blur(speckle_field(field.shape, sigmas_px=tuple(optics.speckle_px), rng=0))
+        field *= optics.speckle_gain * optics.speckle
     speckle_sd: dict[int, float] = {}
     snr = np.zeros(int(ids.max()) + 1)
     particles = ids > 0
@@ -284,7 +272,7 @@ def particle_snr(
         if not ring.any():  # fills the image: nothing to stand out from
             continue
         inside, around = float(clean[grown][own].mean()), float(clean[grown][ring].mean())
-        shot = (max(around, 0.0) / dose + read_noise**2) / n
+        shot = (max(around, 0.0) / optics.dose + optics.read_noise**2) / n
         side = max(1, min(int(round(np.sqrt(n))), field.shape[0] // 2))
         if side not in speckle_sd:
             speckle_sd[side] = float(ndi.uniform_filter(field, side).std())

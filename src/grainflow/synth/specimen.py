@@ -18,6 +18,7 @@ from grainflow.seeds import derive_seed, specimen_index
 from grainflow.synth import imaging
 from grainflow.synth.bicrystal import bicrystal
 from grainflow.synth.nanoparticles import (
+    StemOptics,
     particle_snr,
     render_stem,
     separated_phase,
@@ -342,10 +343,10 @@ def render(task: str, params: Mapping, *, shape, boundary_width_px: int, seed: i
             rng=rng,
         )
         keys = ("bright_field", "support_signal", "particle_signal", "speckle", "speckle_px")
-        optics = {k: p[k] for k in (*keys, "blur_px", "dose", "read_noise")}
-        image = render_stem(support, thickness, rng=rng, **optics)
+        optics = StemOptics(**{k: p[k] for k in (*keys, "blur_px", "dose", "read_noise")})
+        image = render_stem(support, thickness, rng=rng, optics=optics)
         if p.get("visibility_snr", 0.0) > 0:
-            snr = particle_snr(ids, support, thickness, **optics)
+            snr = particle_snr(ids, support, thickness, optics=optics)
             ids = visible_particles(ids, snr, p["visibility_snr"])
         phase = separated_phase(ids, p.get("contact_gap_px", 0))
         return image, {"phase": phase, "particle_ids": ids}
