@@ -119,3 +119,24 @@ def test_tertiary_contrast_darkens_the_fine_gamma_prime_and_keeps_the_labels():
     assert spec["tertiary_contrast"] == 0.5
     for a, b in zip(plain, dark):
         assert all(np.array_equal(a.labels[k], b.labels[k]) for k in a.labels)
+
+
+def test_gamma_prime_fraction_per_field_varies_within_a_specimen():
+    """'material': one γ′ fraction per specimen; 'field': each image its own, within the range."""
+
+    def fractions(per):
+        samples, spec = synthesize_specimen(
+            "phases", "s00", {**SETTINGS, "gamma_prime_fraction": per}, seed=6
+        )
+        drawn = [s.params["area_fraction"] for s in samples]
+        labelled = [float(s.labels["phase"].mean()) for s in samples]
+        return spec, drawn, labelled
+
+    spec, drawn, _ = fractions("material")
+    assert spec["gamma_prime_fraction"] == "material" and len(set(drawn)) == 1
+    spec, drawn, labelled = fractions("field")
+    assert len(set(drawn)) == len(drawn) == 4
+    assert all(0.3 <= f <= 0.5 for f in drawn)
+    # the label follows each image's own fraction, not the specimen's
+    assert np.corrcoef(drawn, labelled)[0, 1] > 0.9
+    assert max(abs(d - t) for d, t in zip(drawn, labelled)) < 0.08

@@ -63,11 +63,14 @@ def _specimen_params(task: str, index: int, s: Mapping, rng) -> dict:
         modality = s["modalities"][index % len(s["modalities"])]
         if modality == "sem_superalloy":
             lo, hi = s["area_fraction"]
+            fractions = [max(lo, 0.3), max(hi, 0.3)]  # γ′ fills 30-70 % of a Ni-base superalloy
             return {
                 "modality": modality,
                 "morphology": "coalesced",
-                # γ′ in a Ni-base superalloy fills 30-70 % of the section
-                "area_fraction": float(rng.uniform(max(lo, 0.3), max(hi, 0.3))),
+                "area_fraction": float(rng.uniform(*fractions)),
+                # "field": each image draws its own fraction from the range (_image_params)
+                "gamma_prime_fraction": s.get("gamma_prime_fraction", "material"),
+                "area_fraction_range": fractions,
                 "particle_diameter_px": _log_uniform(
                     rng, *s.get("gamma_prime_diameter_px", s["particle_diameter_px"])
                 ),
@@ -229,6 +232,8 @@ def _image_params(task: str, k: int, spec: Mapping, rng) -> dict:
             "curvature": float(rng.uniform(0.005, 0.03)) if geometry == "curved" else 0.0,
             "offset_px": float(rng.uniform(-8, 8)),
         }
+    if spec.get("gamma_prime_fraction") == "field":
+        return {"area_fraction": float(rng.uniform(*spec["area_fraction_range"]))}
     return {}
 
 
