@@ -121,6 +121,44 @@ def test_tertiary_contrast_darkens_the_fine_gamma_prime_and_keeps_the_labels():
         assert all(np.array_equal(a.labels[k], b.labels[k]) for k in a.labels)
 
 
+def test_edge_band_darkens_the_gamma_prime_outline_and_keeps_the_labels():
+    phase = superalloy_phase((96, 96), area_fraction=0.45, particle_diameter_px=30, rng=5)
+    tertiary = np.zeros_like(phase)
+    quiet = dict(
+        rng=0,
+        matrix_tone=0.7,
+        precipitate_tone=0.4,
+        rim_gain=0,
+        texture=0,
+        precipitate_speckle=0,
+        matrix_speckle=0,
+        charging=0,
+        blur_px=0,
+        dose=1e12,
+        read_noise=0,
+    )
+    plain = render_sem_superalloy(phase, tertiary, edge_contrast=0.0, **quiet)
+    etched = render_sem_superalloy(phase, tertiary, edge_contrast=1.0, edge_px=2.0, **quiet)
+    inside = ndimage.distance_transform_edt(phase)
+    edge, core = (inside == 1), (inside >= 12)
+    # on the edge pixel the tone moves by the whole difference, 0.4 + (0.4 - 0.7) = 0.1
+    np.testing.assert_allclose(etched[edge], 0.1, atol=1e-3)
+    # e^-(d - 1) / 2 fades it inwards: at 12 px under 0.3 x e^-5.5 = 0.0012
+    np.testing.assert_allclose(etched[core], plain[core], atol=2e-3)
+    np.testing.assert_allclose(etched[~phase], plain[~phase], atol=1e-5)  # the γ unchanged
+    # in a specimen: drawn per session within the range, the labels the same as without
+    off, spec_off = synthesize_specimen("phases", "s00", SETTINGS, seed=4)
+    on, _ = synthesize_specimen(
+        "phases", "s00", {**SETTINGS, "gamma_prime_edge_contrast": [0.5, 1.0]}, seed=4
+    )
+    assert all(s.params["edge_contrast"] == 0.0 for s in off)
+    assert all(0.5 <= s.params["edge_contrast"] <= 1.0 for s in on)
+    assert all(1.0 <= s.params["edge_px"] <= 4.0 for s in on)
+    for a, b in zip(off, on):
+        assert not np.array_equal(a.image, b.image)
+        assert all(np.array_equal(a.labels[k], b.labels[k]) for k in a.labels)
+
+
 def test_gamma_prime_fraction_per_field_varies_within_a_specimen():
     """'material': one γ′ fraction per specimen; 'field': each image its own, within the range."""
 

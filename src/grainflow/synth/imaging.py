@@ -339,6 +339,8 @@ def render_sem_superalloy(
     rim_gain: float = 0.05,
     rim_px: float = 2.0,
     tertiary_contrast: float = 0.0,
+    edge_contrast: float = 0.0,
+    edge_px: float = 2.0,
     texture: float = 0.02,
     texture_px: float = 6.0,
     precipitate_speckle: float = 0.05,
@@ -362,6 +364,11 @@ def render_sem_superalloy(
         Secondary-electron edge effect: the γ next to a precipitate is shifted
         away from the precipitate's tone by ``rim_gain``, falling off over
         ``rim_px`` pixels (bright rims along dark γ′).
+    edge_contrast, edge_px : float
+        Etched edge band inside each precipitate: its tone pushed further from
+        the matrix's by ``edge_contrast`` times their difference at the edge,
+        falling off over ``edge_px`` pixels inwards (large γ′ with dark outlines
+        and a paler interior; 0: none).
     texture, texture_px : float
         Amplitude and correlation length of a smooth field added everywhere
         (etch relief, orientation contrast).
@@ -378,6 +385,10 @@ def render_sem_superalloy(
     outside = ndi.distance_transform_edt(~phase)
     rim = np.exp(-outside / max(rim_px, 1e-3)) * ~phase
     image += rim_gain * np.sign(matrix_tone - precipitate_tone) * rim
+    if edge_contrast > 0:
+        inside = ndi.distance_transform_edt(phase)  # 1 on a precipitate's edge pixels
+        band = np.exp(-(inside - 1) / max(edge_px, 1e-3)) * phase
+        image += edge_contrast * (precipitate_tone - matrix_tone) * band
     image += texture * smooth_field(phase.shape, scale_px=texture_px, rng=rng)
     band = speckle_field(phase.shape, sigmas_px=speckle_px, rng=rng)
     image += np.where(phase | tertiary, precipitate_speckle, matrix_speckle) * band

@@ -7,7 +7,7 @@ A *specimen* is one physical sample, whose images share its microstructure stati
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from skimage.measure import label
@@ -41,6 +41,17 @@ def _support_texture(rng, largest: float, small_px: float) -> dict:
     return {
         "support_texture": float(rng.uniform(0.0, largest)),
         "support_texture_px": float(small_px * rng.uniform(0.5, 2.0)),
+    }
+
+
+def _edge_band(rng, contrast: Sequence[float]) -> dict:
+    """The etched edge band of a superalloy session's γ′ (none unless the range is set)."""
+    lo, hi = contrast
+    if hi <= 0:
+        return {"edge_contrast": 0.0, "edge_px": 0.0}
+    return {
+        "edge_contrast": float(rng.uniform(lo, hi)),
+        "edge_px": float(rng.uniform(1.0, 4.0)),
     }
 
 
@@ -198,6 +209,8 @@ def _session_params(task: str, index: int, session: int, s: Mapping, rng) -> dic
                 "blur_px": float(rng.uniform(0.3, 1.2)),
                 "dose": _log_uniform(rng, 50, 3000),
                 "read_noise": float(rng.uniform(0.005, 0.03)),
+                # drawn last and only when asked, so worlds without it keep their streams
+                **_edge_band(rng, s.get("gamma_prime_edge_contrast", (0.0, 0.0))),
             }
         common = {
             "blur_px": float(rng.uniform(0.3, 1.0)),
@@ -319,6 +332,8 @@ def render(task: str, params: Mapping, *, shape, boundary_width_px: int, seed: i
             matrix_tone=p["matrix_tone"],
             precipitate_tone=p["precipitate_tone"],
             tertiary_contrast=p.get("tertiary_contrast", 0.0),
+            edge_contrast=p.get("edge_contrast", 0.0),
+            edge_px=p.get("edge_px", 2.0),
             rim_gain=p["rim_gain"],
             rim_px=p["rim_px"],
             texture=p["texture"],
