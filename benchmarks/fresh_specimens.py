@@ -93,6 +93,7 @@ def main() -> None:
                 p,
                 split_px=inference["labels_split_px"][args.task],
                 fill_holes=inference["labels_fill_holes"],
+                min_particle_px=inference.get("labels_min_particle_px", 0),
             )
             for p in fg
         ]

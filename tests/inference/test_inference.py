@@ -53,7 +53,7 @@ def _micrograph(shape, seed):
     return (np.clip(image, 0, 1) * 60000).astype(np.uint16)
 
 
-def _stack(path, shape, *, planes=2, seed=0):
+def _stack(path, shape, *, planes=2, seed=0, task="grains"):
     tiff = path.parent / f"{path.name}.tif"
     path.parent.mkdir(parents=True, exist_ok=True)
     tifffile.imwrite(tiff, np.stack([_micrograph(shape, seed + z) for z in range(planes)]))
@@ -61,7 +61,7 @@ def _stack(path, shape, *, planes=2, seed=0):
         tiff,
         path,
         stack=path.name.removesuffix(".ome.zarr"),
-        task="grains",
+        task=task,
         pixel_size_um=0.5,
         chunk=64,
         pyramid_min_px=64,
@@ -75,7 +75,7 @@ def stack(tmp_path_factory):
     return _stack(tmp_path_factory.mktemp("stacks") / "poly.ome.zarr", (150, 170))
 
 
-def random_checkpoint(path, stack, *, seed: int, fold: int = 0):
+def random_checkpoint(path, stack, *, seed: int, fold: int = 0, task: str = "grains"):
     """A light random U-Net whose P(boundary) straddles 0.5 on the stack's first plane."""
     plane = normalize_image(zarr.open_group(str(stack), mode="r")["s0"][0, :128, :128])
     torch.manual_seed(seed)
@@ -90,7 +90,7 @@ def random_checkpoint(path, stack, *, seed: int, fold: int = 0):
         epoch=1,
         step=1,
         config={"norm_percentiles": (1.0, 99.0)},
-        extra={"task": "grains", "fold": fold},
+        extra={"task": task, "fold": fold},
         with_rng=False,
     )
     return save_checkpoint(path, ckpt)

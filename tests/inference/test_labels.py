@@ -151,3 +151,50 @@ def test_block_wise_hole_filling_equals_whole_plane(split_px):
     )
     for n in ("phase", "particle_ids"):
         np.testing.assert_array_equal(out[n], ref[n])
+
+
+def test_specks_below_the_smallest_particle_are_matrix():
+    prob = np.zeros((30, 40), np.float32)
+    prob[5:15, 5:15] = 1.0  # a particle of 100 px
+    prob[20, 30] = prob[20, 31] = prob[21, 30] = 1.0  # a speck of 3 px
+    prob[25:27, 5:8] = 1.0  # 6 px
+    prob[2:4, 30:34] = 1.0  # 8 px
+    kept = labels_from_probability("phases", prob, min_particle_px=7)
+    assert kept["particle_ids"].max() == 2  # the 100 px and the 8 px regions
+    assert kept["phase"].sum() == 108
+    np.testing.assert_array_equal(kept["phase"], kept["particle_ids"] > 0)
+    every = labels_from_probability("phases", prob, min_particle_px=0)
+    assert every["particle_ids"].max() == 4 and every["phase"].sum() == 117
+    # a 6 px pocket of a filled particle is not a speck: holes are filled first
+    prob[8:10, 8:11] = 0.0
+    filled = labels_from_probability("phases", prob, fill_holes=True, min_particle_px=7)
+    assert filled["phase"][8:10, 8:11].all()
+    with pytest.raises(ValueError, match="min_particle_px"):
+        labels_from_probability("phases", prob, min_particle_px=-1)
+
+
+@pytest.mark.parametrize("split_px", [0.0, 1.0])
+def test_block_wise_speck_removal_equals_whole_plane(split_px):
+    rng = np.random.default_rng(7)
+    prob = ndimage.gaussian_filter(rng.normal(size=(150, 170)), 1.2)  # many small regions
+    prob = ((prob - prob.min()) / np.ptp(prob) * 0.85).astype(np.float32)
+    ref = labels_from_probability(
+        "phases", prob, split_px=split_px, fill_holes=True, min_particle_px=12
+    )
+    regions = ndimage.label(prob > 0.5)[0]
+    assert (np.bincount(regions.ravel())[1:] < 12).sum() > 10  # specks there were
+    out = {n: np.zeros(prob.shape, np.uint32) for n in ("phase", "particle_ids")}
+    summary = label_plane(
+        "phases",
+        prob,
+        out,
+        block=48,
+        halo=24,
+        whole_plane_max_px=0,
+        split_px=split_px,
+        fill_holes=True,
+        min_particle_px=12,
+    )
+    assert summary["n_objects"] == int(ref["particle_ids"].max())
+    for n in ("phase", "particle_ids"):
+        np.testing.assert_array_equal(out[n], ref[n])

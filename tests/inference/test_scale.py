@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import zarr
+from scipy import ndimage
 
 from grainflow.inference.scale import feature_length_px, median_feature_length_px, scale_level
 from grainflow.inference.stack import infer_stack, open_inference, upsample_probabilities
@@ -95,6 +96,33 @@ def test_infer_at_a_coarser_level_writes_the_full_grid(tmp_path):
     assert np.allclose(p.sum(axis=0), 1.0, atol=1e-5)
     with pytest.raises(ValueError, match="pyramid level"):
         infer_stack(stack, [ckpt], tmp_path / "x.ome.zarr", level=levels, progress=False, **options)
+
+
+def test_specks_are_dropped_at_the_size_of_the_level_read(tmp_path):
+    """labels_min_particle_px counts pixels of the level read: 4x as many at full resolution."""
+    from test_inference import _stack, random_checkpoint
+
+    stack = _stack(tmp_path / "stacks" / "blobs.ome.zarr", (150, 170), task="phases")
+    ckpt = random_checkpoint(tmp_path / "fold0.pt", stack, seed=0, task="phases")
+    options = dict(tile_px=64, overlap_px=16, margin_px=4, batch_size=4, device="cpu")
+    masks = {}
+    for min_px in (0, 4):
+        out = tmp_path / f"min{min_px}.ome.zarr"
+        summary = infer_stack(
+            stack, [ckpt], out, level=1, labels_min_particle_px=min_px, progress=False, **options
+        )
+        assert summary["labels"]["min_particle_px"] == 4 * min_px
+        _, _, labels = open_inference(out)
+        masks[min_px] = labels["phase"][:] > 0
+        ids = labels["particle_ids"][:]
+        np.testing.assert_array_equal(masks[min_px], ids > 0)
+    for z in range(2):
+        regions, n = ndimage.label(masks[0][z])
+        sizes = np.bincount(regions.ravel())
+        assert (sizes[1:] < 16).any() and (sizes[1:] >= 16).any()  # specks and particles
+        np.testing.assert_array_equal(masks[4][z], (sizes >= 16)[regions] & masks[0][z])
+    with pytest.raises(ValueError, match="labels_min_particle_px"):
+        infer_stack(stack, [ckpt], tmp_path / "x.ome.zarr", labels_min_particle_px=-1, **options)
 
 
 def _checkpoint(tmp_path):

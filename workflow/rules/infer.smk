@@ -29,6 +29,7 @@ INFERENCE_OPTIONS = {
     "labels_halo_px": INFERENCE["labels_halo_px"],
     "labels_split_px": INFERENCE["labels_split_px"],
     "labels_fill_holes": INFERENCE["labels_fill_holes"],
+    "labels_min_particle_px": INFERENCE["labels_min_particle_px"],
     "trust": TRUST["enabled"],
     "uncertain_above": TRUST["uncertain_above"],
 }
@@ -38,6 +39,7 @@ LABEL_OPTIONS = (
     "labels_halo_px",
     "labels_split_px",
     "labels_fill_holes",
+    "labels_min_particle_px",
     "uncertain_above",
 )
 SHARDS = INFERENCE["shards"]

@@ -69,6 +69,7 @@ rule evaluate_model:
         flips=config["evaluation"]["test_time_flips"],
         split_px=lambda wc: config["inference"]["labels_split_px"][wc.task],
         fill_holes=config["inference"]["labels_fill_holes"],
+        min_particle_px=config["inference"]["labels_min_particle_px"],
     script:
         "../scripts/evaluate_model.py"
 
@@ -134,6 +135,7 @@ rule prediction_overlays:
         pixel_size_um=config["evaluation"]["pixel_size_um"],
         split_px=lambda wc: config["inference"]["labels_split_px"][wc.task],
         fill_holes=config["inference"]["labels_fill_holes"],
+        min_particle_px=config["inference"]["labels_min_particle_px"],
     script:
         "../scripts/prediction_overlays.py"
 

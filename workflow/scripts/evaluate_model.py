@@ -23,6 +23,7 @@ per_image, probability, samples = run_model_fold(
     flips=p.flips,
     split_px=p.split_px,
     fill_holes=p.fill_holes,
+    min_particle_px=p.min_particle_px,
 )
 write_probabilities(snakemake.output.probability, probability, [s.image_id for s in samples])
 write_tsv(per_image, snakemake.output.metrics)

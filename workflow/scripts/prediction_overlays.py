@@ -30,7 +30,11 @@ samples = {
 }
 predictions = {
     i: labels_from_probability(
-        task, p, split_px=snakemake.params.split_px, fill_holes=snakemake.params.fill_holes
+        task,
+        p,
+        split_px=snakemake.params.split_px,
+        fill_holes=snakemake.params.fill_holes,
+        min_particle_px=snakemake.params.min_particle_px,
     )
     for i, p in probability.items()
 }

@@ -633,12 +633,15 @@ def run_model_fold(
     flips: bool = False,
     split_px: float = 0.0,
     fill_holes: bool = False,
+    min_particle_px: int = 0,
     device: str = "cpu",
 ) -> tuple[pd.DataFrame, np.ndarray, list[Sample]]:
     """Score fold ``fold``'s trained network on its held-out originals.
 
     With ``flips`` the probabilities are the mean over the four flips of each
     image (test-time augmentation, :data:`grainflow.inference.predict.FLIPS`).
+    ``split_px``, ``fill_holes`` and ``min_particle_px`` label them as
+    :func:`~grainflow.inference.labels.labels_from_probability` does.
 
     Returns
     -------
@@ -670,7 +673,12 @@ def run_model_fold(
         device=device,
     )
     fg = foreground(probs)
-    preds = [labels_from_probability(task, p, split_px=split_px, fill_holes=fill_holes) for p in fg]
+    preds = [
+        labels_from_probability(
+            task, p, split_px=split_px, fill_holes=fill_holes, min_particle_px=min_particle_px
+        )
+        for p in fg
+    ]
     per_image = evaluate_samples(
         task,
         test,

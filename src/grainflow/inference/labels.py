@@ -91,6 +91,7 @@ def labels_from_probability(
     min_grain_px: int = 4,
     split_px: float = 0.0,
     fill_holes: bool = False,
+    min_particle_px: int = 0,
 ) -> dict[str, np.ndarray]:
     """Label maps from the foreground probability of one image.
 
@@ -112,6 +113,11 @@ def labels_from_probability(
         Phases: matrix pockets that the particle phase encloses (not touching the
         image edge) become particle phase: particles have no holes, and a texture
         inside a large particle is not matrix. Grains: not used.
+    min_particle_px : int
+        Phases: regions of the phase mask (4-connected, after ``fill_holes``)
+        smaller than this many pixels are matrix, in the mask and the particles
+        (specks below the smallest particle the networks were trained on). Grains:
+        not used.
 
     Returns
     -------
@@ -133,12 +139,17 @@ def labels_from_probability(
         raise ValueError(f"probability must be 2-D, got {probability.shape=}")
     if not split_px >= 0:
         raise ValueError(f"split_px must be a number >= 0, got {split_px=}")
+    if not (isinstance(min_particle_px, (int, np.integer)) and min_particle_px >= 0):
+        raise ValueError(f"min_particle_px must be an integer >= 0, got {min_particle_px=}")
     fg = probability > threshold
     if task == "phases":
         if fill_holes:
             from scipy import ndimage
 
             fg = ndimage.binary_fill_holes(fg)
+        if min_particle_px > 1:
+            regions = connected_components(fg, connectivity=1)
+            fg = (np.bincount(regions.ravel()) >= min_particle_px)[regions] & fg
         return {"phase": fg.astype(np.uint8), "particle_ids": _flood(probability, fg, split_px)}
     if task != "grains":
         raise ValueError(f"task must be 'grains' or 'phases', got {task=}")
@@ -271,6 +282,7 @@ def label_plane(
     min_grain_px: int = 4,
     split_px: float = 0.0,
     fill_holes: bool = False,
+    min_particle_px: int = 0,
     whole_plane_max_px: int = 2048 * 2048,
     scratch=None,
 ) -> dict:
@@ -288,7 +300,7 @@ def label_plane(
         Block side, in pixels (a multiple of the outputs' chunks).
     halo : int
         Pixels around a block read for the seeds and the watershed.
-    threshold, min_grain_px, split_px, fill_holes
+    threshold, min_grain_px, split_px, fill_holes, min_particle_px
         As in :func:`grainflow.inference.labels.labels_from_probability`.
     whole_plane_max_px : int
         Planes with at most this many pixels are labelled whole.
@@ -314,8 +326,9 @@ def label_plane(
        :func:`scipy.sparse.csgraph.connected_components`); each joined component gets
        its size and its first pixel in raster order;
     2. components are numbered 1..n in raster order of their first pixel, which is
-       skimage's numbering of the whole plane (for grains, seeds smaller than
-       ``min_grain_px`` are dropped first, as in the whole-plane labelling); so a
+       skimage's numbering of the whole plane (seeds of grains smaller than
+       ``min_grain_px`` and particles smaller than ``min_particle_px`` are dropped
+       first, as in the whole-plane labelling, and the mask follows); so a
        particle or a grain seed crossing block edges has one number;
     3. with ``split_px > 0``, the seeds (h-maxima of each region's distance
        transform, found in each block with its halo) are joined and numbered the
@@ -355,6 +368,7 @@ def label_plane(
             min_grain_px=min_grain_px,
             split_px=split_px,
             fill_holes=fill_holes,
+            min_particle_px=min_particle_px,
         )
         out[mask_name][:, :] = labels[mask_name]
         out[ids_name][:, :] = labels[ids_name]
@@ -373,10 +387,11 @@ def label_plane(
         return hr, hc, inner
 
     filled = task == "phases" and fill_holes
+    from_mask = filled  # read the foreground from the mask written (filled, specks dropped)
 
     def foreground(rs, cs):
-        """The mask of a window: P > threshold, or the hole-filled phase written below."""
-        if filled:
+        """The mask of a window: P > threshold, or the phase mask written below."""
+        if from_mask:
             return np.asarray(out[mask_name][rs, cs]) > 0
         return np.asarray(probability[rs, cs], dtype=np.float32) > threshold
 
@@ -414,8 +429,14 @@ def label_plane(
         (rows, cols),
         block=block,
         scratch=scratch,
-        min_size=min_grain_px if task == "grains" else 0,
+        min_size=min_grain_px if task == "grains" else min_particle_px,
     )
+    if task == "phases" and min_particle_px > 1:
+        # the regions dropped are matrix: the mask is written again without them, and the
+        # passes below read it as the foreground (as the whole-plane labelling does)
+        for rs, cs in block_slices(rows, cols, block):
+            out[mask_name][rs, cs] = (lut[np.asarray(scratch[rs, cs])] > 0).astype(np.uint8)
+        from_mask = True
     if split_px > 0 and n > 0:
         # seeds: the regions' h-maxima, found in each block with its halo, joined
         # across block edges; ``scratch`` still holds the regions of blocks not yet

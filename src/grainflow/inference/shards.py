@@ -181,6 +181,7 @@ def merge_shards(
     labels_halo_px: int = 64,
     labels_split_px: float | Mapping[str, float] = 0.0,
     labels_fill_holes: bool = False,
+    labels_min_particle_px: int = 0,
     uncertain_above: float = 0.1,
 ) -> dict:
     """Assemble the shards of :func:`infer_shard` into the store of :func:`infer_stack`.
@@ -202,7 +203,7 @@ def merge_shards(
     out : path-like
         The inference store, e.g. ``results/inference/{stack}/{arch}.ome.zarr``.
     threshold, min_grain_px, whole_plane_max_px, labels_halo_px, labels_split_px,
-    labels_fill_holes
+    labels_fill_holes, labels_min_particle_px
         The labelling, as in :func:`infer_stack`.
     uncertain_above : float
         As in :func:`infer_stack`; used where the shards hold the trust map
@@ -217,7 +218,11 @@ def merge_shards(
     """
     import zarr
 
-    check_integers(labels_halo_px=(labels_halo_px, 0), whole_plane_max_px=(whole_plane_max_px, 0))
+    check_integers(
+        labels_halo_px=(labels_halo_px, 0),
+        whole_plane_max_px=(whole_plane_max_px, 0),
+        labels_min_particle_px=(labels_min_particle_px, 0),
+    )
     check_uncertain_above(uncertain_above)
     if not shards:
         raise ValueError("need at least one shard store, got none")
@@ -315,6 +320,7 @@ def merge_shards(
             labels_halo_px=labels_halo_px,
             labels_split_px=labels_split_px,
             labels_fill_holes=labels_fill_holes,
+            labels_min_particle_px=labels_min_particle_px,
             trust_levels=trust_levels,
             uncertain_above=uncertain_above,
         )

@@ -472,6 +472,7 @@ def finish_store(
     labels_halo_px: int,
     labels_split_px: float | Mapping[str, float] = 0.0,
     labels_fill_holes: bool = False,
+    labels_min_particle_px: int = 0,
     scale: Mapping | None = None,
     trust_levels: list | None = None,
     uncertain_above: float = 0.1,
@@ -483,7 +484,9 @@ def finish_store(
     With ``trust_levels`` (:func:`create_trust`, level 0 filled), each plane's
     record gets its ``disagreement_mean`` and ``uncertain_fraction`` (disagreement
     above ``uncertain_above``; :func:`grainflow.inference.trust.plane_trust`) over its
-    own part, and the disagreement gets its pyramid.
+    own part, and the disagreement gets its pyramid. ``labels_min_particle_px`` counts
+    pixels of the level the networks read (``scale["level"]``): at full resolution
+    it is that times 4 per level.
     Returns the ``grainflow`` attributes written, without the timings.
     """
     fmt, write_multiscales_metadata, write_label_metadata = ngff_writer()
@@ -492,6 +495,8 @@ def finish_store(
     split_px = float(
         labels_split_px.get(task, 0.0) if isinstance(labels_split_px, Mapping) else labels_split_px
     )
+    level = int((scale or {}).get("level", 0))
+    min_particle_px = int(labels_min_particle_px) * 4**level if task == "phases" else 0
     s0 = source.levels[0]
     shapes = source.plane_shapes
     scratch = None
@@ -514,6 +519,7 @@ def finish_store(
             min_grain_px=min_grain_px,
             split_px=split_px,
             fill_holes=labels_fill_holes,
+            min_particle_px=min_particle_px,
             whole_plane_max_px=whole_plane_max_px,
             scratch=None if scratch is None else _Crop(scratch, *own),
         )
@@ -655,10 +661,12 @@ def finish_store(
                 + (f", split at necks {split_px} px deep (gaps closed)" if split_px else "")
                 if task == "grains"
                 else "4-connected components of the phase mask"
+                + (f" of at least {min_particle_px} px" if min_particle_px > 1 else "")
                 + (f", split at necks {split_px} px deep" if split_px else "")
             ),
             "split_px": split_px,
             "fill_holes": bool(labels_fill_holes) and task == "phases",
+            "min_particle_px": min_particle_px,
             "whole_plane_max_px": int(whole_plane_max_px),
             "halo_px": int(labels_halo_px),
         },
@@ -734,6 +742,7 @@ def infer_stack(
     labels_halo_px: int = 64,
     labels_split_px: float | Mapping[str, float] = 0.0,
     labels_fill_holes: bool = False,
+    labels_min_particle_px: int = 0,
     level: int = 0,
     scale: Mapping | None = None,
     trust: bool = False,
@@ -785,6 +794,11 @@ def infer_stack(
     labels_fill_holes : bool
         Phases: fill the matrix pockets the particle phase encloses
         (``fill_holes`` of :func:`~grainflow.inference.labels.labels_from_probability`).
+    labels_min_particle_px : int
+        Phases: particles smaller than this many pixels of the level read are
+        matrix (``min_particle_px`` of
+        :func:`~grainflow.inference.labels.labels_from_probability`, times 4 per
+        level at full resolution).
     level : int
         The pyramid level the networks read (0: full resolution; each level halves
         it), so that the stack's features meet them at the scale they were trained
@@ -872,6 +886,7 @@ def infer_stack(
         overlap_px=(overlap_px, 0),
         margin_px=(margin_px, 0),
         whole_plane_max_px=(whole_plane_max_px, 0),
+        labels_min_particle_px=(labels_min_particle_px, 0),
     )
     check_integers(level=(level, 0))
     check_uncertain_above(uncertain_above)
@@ -960,6 +975,7 @@ def infer_stack(
             labels_halo_px=labels_halo_px,
             labels_split_px=labels_split_px,
             labels_fill_holes=labels_fill_holes,
+            labels_min_particle_px=labels_min_particle_px,
             scale={**dict(scale or {}), "level": int(level), "factor": 2**level},
             trust_levels=trust_levels,
             uncertain_above=uncertain_above,
