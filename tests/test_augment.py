@@ -163,6 +163,7 @@ GEOMETRIC_CASES = [
     ("rotate", {"fill": "reflect"}),
     ("rotate", {"fill": "constant"}),
     ("rotate", {"fill": "nearest"}),
+    ("zoom", {}),
     ("elastic", {}),
     ("scan_jitter", {}),
 ]
@@ -339,3 +340,28 @@ def test_augmentation_figure_shows_the_original_and_its_copies():
     assert "5 augmented copies" in fig.get_suptitle()
     with pytest.raises(ValueError, match="no image"):
         augmentation_figure(samples, original_id="nope")
+
+
+def test_zoom_magnifies_a_window_and_its_labels():
+    yy, xx = np.mgrid[:64, :64]
+    disc = ((yy - 20) ** 2 + (xx - 24) ** 2 <= 6**2).astype(np.uint32)
+    image = np.where(disc > 0, 0.8, 0.2).astype(np.float32)
+    labels = {"phase": disc.astype(np.uint8), "particle_ids": disc}
+    zoom = {"name": "zoom", "params": {"factor": 2.0, "origin_px": [8.0, 12.0]}}
+    out, new = apply_transform(image, labels, {"ops": [zoom]})
+    # the window rows 8-40, cols 12-44 fills the image: the disc's centre (20, 24) moves to
+    # (2 x (20 - 8), 2 x (24 - 12)) = (24, 24) and its area grows 4 times
+    assert new["phase"].sum() == pytest.approx(4 * disc.sum(), rel=0.05)
+    r, c = np.argwhere(new["phase"] > 0).mean(axis=0)
+    assert (r, c) == pytest.approx((24.0, 24.0), abs=0.6)
+    np.testing.assert_array_equal(new["particle_ids"] > 0, new["phase"] > 0)
+    assert new["particle_ids"].max() == 1 and out.dtype == np.float32
+    core = ndi.binary_erosion(new["phase"] > 0, iterations=2)
+    np.testing.assert_allclose(out[core], 0.8, atol=1e-6)  # the interior keeps its tone
+    # drawn factors stay in [1, zoom_max], windows inside the image
+    for seed in range(20):
+        p = sample_transform("zoom", (64, 48), settings=AugmentSettings(zoom_max=3.0), rng=seed)
+        assert 1.0 <= p["factor"] <= 3.0
+        assert all(0 <= o <= n - n / p["factor"] for o, n in zip(p["origin_px"], (64, 48)))
+    with pytest.raises(ValueError, match="zoom_max"):
+        AugmentSettings(zoom_max=0.5)

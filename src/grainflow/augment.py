@@ -37,6 +37,7 @@ __all__ = [
 TRANSFORMS = (
     "dihedral",
     "rotate",
+    "zoom",
     "elastic",
     "gamma",
     "contrast",
@@ -47,7 +48,7 @@ TRANSFORMS = (
     "gaussian_noise",
 )
 #: Transforms that move pixels (and therefore labels).
-GEOMETRIC = frozenset({"dihedral", "rotate", "elastic", "scan_jitter"})
+GEOMETRIC = frozenset({"dihedral", "rotate", "zoom", "elastic", "scan_jitter"})
 FILLS = ("reflect", "constant", "nearest")
 # scipy "constant" (not "grid-constant"): a sample outside the pixel centres gets the fill
 # value outright, for the image and the labels alike, so their edges coincide
@@ -64,6 +65,7 @@ class AugmentSettings:
     fill: str = "reflect"  # pixels from outside the image: reflect | constant | nearest
     fill_value: float = 0.0  # image value for fill="constant" (labels get 0)
     rotate_max_deg: float = 180.0  # rotate: angle uniform in [-max, max] degrees
+    zoom_max: float = 2.0  # zoom: magnification log-uniform in [1, zoom_max]
     elastic_alpha_px: float = 3.0  # elastic: largest displacement, drawn in [alpha/2, alpha] px
     elastic_sigma_px: float = 10.0  # elastic: smoothness (Gaussian sigma of the field) in px
     gamma_max: float = 1.5  # gamma: exponent log-uniform in [1/gamma_max, gamma_max]
@@ -81,6 +83,7 @@ class AugmentSettings:
             raise ValueError(f"fill must be one of {FILLS}, got {self.fill=}")
         checks = {
             "rotate_max_deg": 0 <= self.rotate_max_deg <= 180,
+            "zoom_max": 1 <= self.zoom_max <= 8,
             "elastic_alpha_px": self.elastic_alpha_px >= 0,
             "elastic_sigma_px": self.elastic_sigma_px > 0,
             "gamma_max": self.gamma_max >= 1,
@@ -139,6 +142,13 @@ def sample_transform(name: str, shape: tuple[int, int], *, settings: AugmentSett
     if name == "rotate":
         angle = float(rng.uniform(-s.rotate_max_deg, s.rotate_max_deg))
         return {"angle_deg": angle, "fill": s.fill, "fill_value": float(s.fill_value)}
+    if name == "zoom":
+        factor = float(np.exp(rng.uniform(0.0, np.log(s.zoom_max))))
+        return {
+            "factor": factor,
+            # top left corner of the magnified window, within the image
+            "origin_px": [float(rng.uniform(0.0, n - n / factor)) for n in shape],
+        }
     if name == "elastic":
         return {
             "alpha_px": float(rng.uniform(0.5, 1.0) * s.elastic_alpha_px),
@@ -195,6 +205,13 @@ def _rotation_coords(shape, angle_deg):
     src_r = cr + np.cos(t) * dr + np.sin(t) * dc
     src_c = cc - np.sin(t) * dr + np.cos(t) * dc
     return np.stack([src_r, src_c])
+
+
+def _zoom_coords(shape, *, factor, origin_px):
+    """Source coordinates of a window of ``shape / factor`` pixels from ``origin_px`` (its
+    top left corner), magnified to ``shape`` (pixel centres at ``i + 0.5``)."""
+    axes = [o + (np.arange(n) + 0.5) / factor - 0.5 for n, o in zip(shape, origin_px)]
+    return np.stack(np.meshgrid(*axes, indexing="ij"))
 
 
 def _elastic_coords(shape, *, alpha_px, sigma_px, seed):
@@ -255,6 +272,10 @@ def _apply_one(name, params, image, labels, width):
             return np.ascontiguousarray(a[:, ::-1] if p["flip"] else a)
 
         return f(image), {k: f(v) for k, v in labels.items()}
+    if name == "zoom":
+        coords = _zoom_coords(image.shape, factor=p["factor"], origin_px=p["origin_px"])
+        image, new = _remap(image, labels, coords, fill="nearest", fill_value=0.0)
+        return image, _tidy_labels(new, width)
     if name in ("rotate", "elastic"):
         if name == "rotate":
             coords = _rotation_coords(image.shape, p["angle_deg"])
@@ -320,7 +341,10 @@ def apply_transform(
        non-identity flips/rotations by multiples of 90°; the odd rotations only for
        square images, so the shape never changes), ``rotate`` (an arbitrary angle about
        the image centre: physical for diffraction patterns and for a specimen turned on
-       the stage), ``elastic`` (a smooth random displacement field, Gaussian-filtered
+       the stage), ``zoom`` (a window of 1/``factor`` of the image, magnified to fill it,
+       noise and blur included: the same specimen imaged at a finer pixel than the
+       microscope resolves, as large particles in an oversampled micrograph look; a
+       ``boundaries`` map keeps its width), ``elastic`` (a smooth random displacement field, Gaussian-filtered
        white noise scaled so that its largest component is ``alpha_px`` pixels);
     2. photometric, to the image only: ``gamma``, ``contrast`` (about the image mean),
        ``brightness_drift`` (a linear ramp in a random direction), ``blur`` (Gaussian
@@ -375,6 +399,7 @@ def describe_transform(transform: Mapping) -> str:
     units = {
         "dihedral": lambda p: f"rot {90 * p['quarter_turns']}°" + (" + flip" if p["flip"] else ""),
         "rotate": lambda p: f"rotate {p['angle_deg']:.0f}°",
+        "zoom": lambda p: f"zoom ×{p['factor']:.2f}",
         "elastic": lambda p: f"elastic {p['alpha_px']:.1f} px",
         "gamma": lambda p: f"gamma {p['gamma']:.2f}",
         "contrast": lambda p: f"contrast ×{p['factor']:.2f}",
