@@ -18,6 +18,7 @@ from skimage.segmentation import relabel_sequential, watershed
 from sklearn.model_selection import ParameterGrid
 
 from grainflow.evaluation.metrics import boundary_counts, pixel_counts
+from grainflow.inference.labels import drop_small
 from grainflow.synth.tessellation import boundary_mask
 from grainflow.tasks import TASKS, check_task
 
@@ -107,15 +108,6 @@ def _smooth(image: np.ndarray, sigma_px: float) -> np.ndarray:
     return filters.gaussian(image, sigma=sigma_px, preserve_range=True) if sigma_px > 0 else image
 
 
-def _drop_small(regions: np.ndarray, min_px: int) -> np.ndarray:
-    """Set regions of fewer than ``min_px`` pixels to 0 (background)."""
-    small = np.bincount(regions.ravel()) < min_px
-    small[0] = True
-    out = regions.copy()
-    out[small[regions]] = 0
-    return out
-
-
 def _threshold(values: np.ndarray, method: str, offset_sd: float) -> float:
     if np.ptp(values) == 0:
         return float(values.flat[0])
@@ -178,7 +170,7 @@ def grains_from_strength(
     # seeds: pieces of the field farther than marker_distance_px from any line, so that a
     # gap in a boundary narrower than twice that distance does not merge two grains
     cores = ndi.distance_transform_edt(~lines) > float(p["marker_distance_px"])
-    regions = _drop_small(connected_components(cores, connectivity=1), int(p["min_grain_px"]))
+    regions = drop_small(connected_components(cores, connectivity=1), int(p["min_grain_px"]))
     if regions.max() == 0:  # no closed region: the whole field is one grain
         regions = np.ones_like(regions)
     grains = watershed(strength, markers=regions, connectivity=1)
@@ -291,7 +283,7 @@ def segment_phases(image: np.ndarray, params: Mapping | None = None) -> dict[str
     r = int(p["opening_radius_px"])
     if r > 0:
         mask = morphology.opening(mask, morphology.disk(r))
-    ids = _drop_small(connected_components(mask, connectivity=1), int(p["min_particle_px"]))
+    ids = drop_small(connected_components(mask, connectivity=1), int(p["min_particle_px"]))
     ids = relabel_sequential(ids)[0].astype(np.uint32)
     return {"phase": (ids > 0).astype(np.uint8), "particle_ids": ids}
 

@@ -11,7 +11,17 @@ from skimage.segmentation import relabel_sequential, watershed
 from grainflow.io.ome_zarr import block_slices
 from grainflow.tasks import LABEL_NAMES
 
-__all__ = ["labels_from_probability", "label_plane"]
+__all__ = ["labels_from_probability", "label_plane", "drop_small"]
+
+
+def drop_small(regions: np.ndarray, min_px: int) -> np.ndarray:
+    """A copy of the label image ``regions`` with the regions of fewer than ``min_px``
+    pixels set to 0 (background)."""
+    small = np.bincount(regions.ravel()) < min_px
+    small[0] = True
+    out = regions.copy()
+    out[small[regions]] = 0
+    return out
 
 
 def _markers(regions: np.ndarray, split_px: float) -> np.ndarray:
@@ -148,16 +158,11 @@ def labels_from_probability(
 
             fg = ndimage.binary_fill_holes(fg)
         if min_particle_px > 1:
-            regions = connected_components(fg, connectivity=1)
-            fg = (np.bincount(regions.ravel()) >= min_particle_px)[regions] & fg
+            fg = drop_small(connected_components(fg, connectivity=1), min_particle_px) > 0
         return {"phase": fg.astype(np.uint8), "particle_ids": _flood(probability, fg, split_px)}
     if task != "grains":
         raise ValueError(f"task must be 'grains' or 'phases', got {task=}")
-    interior = connected_components(~fg, connectivity=1)
-    sizes = np.bincount(interior.ravel())
-    small = sizes < min_grain_px
-    small[0] = False
-    interior[small[interior]] = 0
+    interior = drop_small(connected_components(~fg, connectivity=1), min_grain_px)
     seeds = connected_components(_markers(interior > 0, split_px), connectivity=1)
     if seeds.max() == 0:
         grains = np.ones(probability.shape, np.int64)
