@@ -18,6 +18,20 @@ SETTINGS = {
     "particle_diameter_px": [20, 40],
 }
 
+#: a rendering with one tone per phase and no noise, rims or texture: tones can be read off
+QUIET = dict(
+    rng=0,
+    matrix_tone=0.7,
+    precipitate_tone=0.4,
+    rim_gain=0,
+    texture=0,
+    precipitate_speckle=0,
+    matrix_speckle=0,
+    charging=0,
+    dose=1e12,
+    read_noise=0,
+)
+
 
 @pytest.mark.parametrize("order", [0.0, 0.5, 1.0])
 def test_superalloy_phase_meets_the_area_fraction(order):
@@ -92,18 +106,7 @@ def test_tertiary_gamma_prime_is_labelled_as_the_config_says(label_tertiary):
 def test_tertiary_contrast_darkens_the_fine_gamma_prime_and_keeps_the_labels():
     phase = superalloy_phase((96, 96), area_fraction=0.4, particle_diameter_px=24, rng=5)
     tertiary = tertiary_particles(phase, per_10k_px=20, rng=2)
-    quiet = dict(
-        rng=0,
-        matrix_tone=0.7,
-        precipitate_tone=0.4,
-        rim_gain=0,
-        texture=0,
-        precipitate_speckle=0,
-        matrix_speckle=0,
-        charging=0,
-        dose=1e12,
-        read_noise=0,
-    )
+    quiet = QUIET
     same = render_sem_superalloy(phase, tertiary, tertiary_contrast=0.0, **quiet)
     darker = render_sem_superalloy(phase, tertiary, tertiary_contrast=0.5, **quiet)
     core = ndimage.binary_erosion(tertiary, iterations=1)
@@ -124,19 +127,7 @@ def test_tertiary_contrast_darkens_the_fine_gamma_prime_and_keeps_the_labels():
 def test_edge_band_darkens_the_gamma_prime_outline_and_keeps_the_labels():
     phase = superalloy_phase((96, 96), area_fraction=0.45, particle_diameter_px=30, rng=5)
     tertiary = np.zeros_like(phase)
-    quiet = dict(
-        rng=0,
-        matrix_tone=0.7,
-        precipitate_tone=0.4,
-        rim_gain=0,
-        texture=0,
-        precipitate_speckle=0,
-        matrix_speckle=0,
-        charging=0,
-        blur_px=0,
-        dose=1e12,
-        read_noise=0,
-    )
+    quiet = {**QUIET, "blur_px": 0}
     plain = render_sem_superalloy(phase, tertiary, edge_contrast=0.0, **quiet)
     etched = render_sem_superalloy(phase, tertiary, edge_contrast=1.0, edge_px=2.0, **quiet)
     inside = ndimage.distance_transform_edt(phase)
