@@ -89,6 +89,19 @@ def test_touching_particles_are_split_when_asked():
     np.testing.assert_array_equal(split["phase"], discs)
 
 
+def _block_wise_equals_whole_plane(task: str, prob: np.ndarray, **options) -> dict:
+    """Label ``prob`` whole and block by block (blocks of 48 px, halo 24) with the same
+    options, assert that the two agree, and return the whole-plane labels."""
+    ref = labels_from_probability(task, prob, **options)
+    names = ("boundaries", "grain_ids") if task == "grains" else ("phase", "particle_ids")
+    out = {n: np.zeros(prob.shape, np.uint32) for n in names}
+    summary = label_plane(task, prob, out, block=48, halo=24, whole_plane_max_px=0, **options)
+    assert summary == {"mode": "block-wise", "n_objects": int(ref[names[1]].max())}
+    for n in names:
+        np.testing.assert_array_equal(out[n], ref[n])
+    return ref
+
+
 @pytest.mark.parametrize("task", ["grains", "phases"])
 def test_block_wise_splitting_equals_whole_plane_splitting(task):
     g = polycrystal((200, 230), grain_diameter_px=20, rng=1)
@@ -99,13 +112,7 @@ def test_block_wise_splitting_equals_whole_plane_splitting(task):
     if task == "phases":  # touching blobs crossing block edges
         prob = ndimage.gaussian_filter(rng.normal(size=b.shape), 4)
     prob = ((prob - prob.min()) / np.ptp(prob)).astype(np.float32)
-    ref = labels_from_probability(task, prob, split_px=1.0)
-    names = ("boundaries", "grain_ids") if task == "grains" else ("phase", "particle_ids")
-    out = {n: np.zeros(prob.shape, np.uint32) for n in names}
-    summary = label_plane(task, prob, out, block=48, halo=24, whole_plane_max_px=0, split_px=1.0)
-    assert summary == {"mode": "block-wise", "n_objects": int(ref[names[1]].max())}
-    for n in names:
-        np.testing.assert_array_equal(out[n], ref[n])
+    _block_wise_equals_whole_plane(task, prob, split_px=1.0)
 
 
 @pytest.mark.parametrize("split_px", [-1.0, float("nan")])
@@ -136,21 +143,8 @@ def test_block_wise_hole_filling_equals_whole_plane(split_px):
     deep = np.argwhere(prob > 0.75)
     for r, c in deep[rng.choice(len(deep), 30, replace=False)]:  # pockets inside particles
         prob[max(r - 1, 0) : r + 2, max(c - 1, 0) : c + 2] = 0.0
-    ref = labels_from_probability("phases", prob, split_px=split_px, fill_holes=True)
+    ref = _block_wise_equals_whole_plane("phases", prob, split_px=split_px, fill_holes=True)
     assert ref["phase"].sum() > (prob > 0.5).sum()  # some holes were filled
-    out = {n: np.zeros(prob.shape, np.uint32) for n in ("phase", "particle_ids")}
-    label_plane(
-        "phases",
-        prob,
-        out,
-        block=48,
-        halo=24,
-        whole_plane_max_px=0,
-        split_px=split_px,
-        fill_holes=True,
-    )
-    for n in ("phase", "particle_ids"):
-        np.testing.assert_array_equal(out[n], ref[n])
 
 
 def test_specks_below_the_smallest_particle_are_matrix():
@@ -178,23 +172,8 @@ def test_block_wise_speck_removal_equals_whole_plane(split_px):
     rng = np.random.default_rng(7)
     prob = ndimage.gaussian_filter(rng.normal(size=(150, 170)), 1.2)  # many small regions
     prob = ((prob - prob.min()) / np.ptp(prob) * 0.85).astype(np.float32)
-    ref = labels_from_probability(
-        "phases", prob, split_px=split_px, fill_holes=True, min_particle_px=12
-    )
     regions = ndimage.label(prob > 0.5)[0]
     assert (np.bincount(regions.ravel())[1:] < 12).sum() > 10  # specks there were
-    out = {n: np.zeros(prob.shape, np.uint32) for n in ("phase", "particle_ids")}
-    summary = label_plane(
-        "phases",
-        prob,
-        out,
-        block=48,
-        halo=24,
-        whole_plane_max_px=0,
-        split_px=split_px,
-        fill_holes=True,
-        min_particle_px=12,
+    _block_wise_equals_whole_plane(
+        "phases", prob, split_px=split_px, fill_holes=True, min_particle_px=12
     )
-    assert summary["n_objects"] == int(ref["particle_ids"].max())
-    for n in ("phase", "particle_ids"):
-        np.testing.assert_array_equal(out[n], ref[n])
