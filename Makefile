@@ -13,8 +13,10 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --upgrade pip || echo "pip not upgraded; going on"
+	@# a dropped connection while downloading is retried, up to three tries in all
+	for try in 1 2 3; do $(BIN)/python -m pip install --quiet -e '.[test]' && break; \
+	  [ $$try = 3 ] && exit 1; echo "pip install failed (try $$try of 3); retrying in 10 s"; sleep 10; done
 	touch $@
 
 run: $(STAMP)
