@@ -38,6 +38,10 @@ class Task:
         The per-image value the folds balance (StratifiedGroupKFold), when one
         specimen has one value: a phases specimen is one material, imaged in one
         modality, so without it folds could each hold one modality.
+    separate_touching : bool
+        Training may weight the matrix gaps between neighbouring instances
+        (``training.separation_weight``); grains are kept apart by their
+        boundary class already.
     """
 
     name: str
@@ -48,6 +52,7 @@ class Task:
     score_label: str
     objects: str
     stratify_by: str | None = None
+    separate_touching: bool = False
 
     @property
     def object(self) -> str:
@@ -77,6 +82,7 @@ TASKS: dict[str, Task] = {
         score_label="particle-phase IoU",
         objects="particles",
         stratify_by="modality",
+        separate_touching=True,
     ),
     "kernels": Task(**{**_GRAINS.__dict__, "name": "kernels"}),
 }

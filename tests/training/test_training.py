@@ -28,12 +28,14 @@ from grainflow.training.data import (
     EpochSampler,
     MicrographDataset,
     OnlineFlips,
+    SeparationTarget,
     dihedral,
     fold_datasets,
     read_manifest,
+    separation_pixels,
 )
 from grainflow.training.loop import last_history, train
-from grainflow.training.losses import DiceCELoss, lr_at, make_loss
+from grainflow.training.losses import SEPARATION, DiceCELoss, lr_at, make_loss
 from grainflow.training.validation import pixel_metrics
 
 TIMING = ("images_per_s", "peak_memory_mb", "epoch_s")
@@ -258,6 +260,54 @@ def test_dice_ce_loss_hand_worked():
     assert loss.item() == pytest.approx(math.log(2) + 0.4, rel=1e-6)
     weighted = DiceCELoss(class_weights=[1.0, 5.0], dice_weight=0.0)(even, target)
     assert weighted.item() == pytest.approx(math.log(2))  # weighted mean of equal losses
+
+
+def test_separation_weight_hand_worked():
+    # a gap pixel (top right) read as particle 3:1, the others even
+    target = torch.tensor([[[0, SEPARATION], [1, 1]]])
+    logits = torch.zeros(1, 2, 2, 2)
+    logits[0, 1, 0, 1] = math.log(3)  # P(particle) = 0.75 there: its loss is ln 4
+    ce = DiceCELoss(dice_weight=0.0, separation_weight=9.0)(logits, target)
+    assert ce.item() == pytest.approx((3 * math.log(2) + 10 * math.log(4)) / 13, rel=1e-6)
+    # Dice counts the gap as matrix: overlap 1, predicted 2.25, true 2
+    both = DiceCELoss(smooth=0.0, separation_weight=9.0)(logits, target)
+    assert both.item() == pytest.approx(ce.item() + 1 - 2 / 4.25, rel=1e-6)
+    # off: a plain target gives the loss of before, bit for bit
+    plain = torch.tensor([[[0, 0], [1, 1]]])
+    weights = dict(class_weights=[1.0, 2.0])
+    assert torch.equal(
+        DiceCELoss(**weights, separation_weight=9.0)(logits, plain),
+        DiceCELoss(**weights)(logits, plain),
+    )
+    assert make_loss(tiny_config(separation_weight=4.0)).separation_weight == 4.0
+    with pytest.raises(ValueError, match="separation_px must be an integer >= 1"):
+        tiny_config(separation_px=0)
+
+
+def test_separation_pixels_hand_worked():
+    ids = np.zeros((9, 12), np.uint32)
+    ids[2:7, 1:5], ids[2:7, 7:11] = 1, 2  # two particles, two columns of matrix between
+    phase = (ids > 0).astype(np.uint8)
+    gap = np.zeros(ids.shape, bool)
+    gap[2:7, 5:7] = True  # both particles within 2 px; the gap's corners are not (sqrt 5)
+    np.testing.assert_array_equal(separation_pixels(phase, ids, 2), gap)
+    assert not separation_pixels(phase, ids, 1).any()  # one particle within 1 px at most
+    hidden = phase.copy()
+    hidden[ids == 2] = 0  # a particle the label does not show is no neighbour
+    assert not separation_pixels(hidden, ids, 3).any()
+    sample = Sample(
+        image=np.zeros(ids.shape, np.float32),
+        labels={"phase": phase, "particle_ids": ids},
+        image_id="phases/s00/b0/i00",
+        specimen="s00",
+        session="b0",
+        seed=0,
+        modality="stem_particles",
+    )
+    target = SeparationTarget("phase", "particle_ids", 2)(sample)
+    np.testing.assert_array_equal(target, np.where(gap, SEPARATION, phase))
+    with pytest.raises(ValueError, match="no label 'grain_ids'"):
+        SeparationTarget("phase", "grain_ids", 2)(sample)
 
 
 def test_auto_class_weights_from_frequencies():
@@ -510,6 +560,8 @@ def test_manifest_errors(tmp_path):
         fold_datasets(manifest, 5, task="grains", root=tmp_path)
     with pytest.raises(ValueError, match=r"s0[01]\.h5 has no label 'phase'"):
         fold_datasets(manifest, 0, task="phases", root=tmp_path)
+    with pytest.raises(ValueError, match=r"separation_px needs .*'phases'.*, got task 'grains'"):
+        fold_datasets(manifest, 0, task="grains", root=tmp_path, separation_px=2)
     table = read_manifest(manifest)
     write_manifest(table.drop(columns="session"), tmp_path / "short.tsv")
     with pytest.raises(ValueError, match=r"short\.tsv lacks columns \['session'\]"):

@@ -57,6 +57,8 @@ class TrainConfig:
     loss: str = "dice_ce"  # "dice_ce" (segmentation) or "ce" (classification)
     dice_weight: float = 1.0  # weight of (1 - soft Dice) beside cross-entropy
     class_weights: str | tuple[float, ...] = "auto"  # "auto": sqrt(f_0 / f_c); "none"; or a list
+    separation_weight: float = 0.0  # phases: extra weight of matrix gaps between particles (0: off)
+    separation_px: int = 3  # phases: a gap pixel has two particles within this many pixels
     # data
     flips: bool = True  # online random flips and 90° rotations of each training image
     norm_percentiles: tuple[float, float] = (1.0, 99.0)  # per-image percentiles mapped to 0 and 1
@@ -80,7 +82,15 @@ class TrainConfig:
     progress: bool = True  # a line a minute within each epoch: batches, loss, images/s, time left
 
     def __post_init__(self):
-        ints = dict(epochs=1, batch_size=1, threads=1, num_workers=0, finetune_blocks=1, seed=0)
+        ints = dict(
+            epochs=1,
+            batch_size=1,
+            threads=1,
+            num_workers=0,
+            finetune_blocks=1,
+            seed=0,
+            separation_px=1,
+        )
         for name, low in ints.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
@@ -94,6 +104,7 @@ class TrainConfig:
             "weight_decay",
             "grad_clip",
             "dice_weight",
+            "separation_weight",
             "finetune_lr",
         ):
             value = getattr(self, name)

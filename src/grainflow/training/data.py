@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from scipy import ndimage as ndi
+from skimage.morphology import disk
 from torch.utils.data import Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
@@ -24,6 +26,7 @@ from grainflow.normalize import (  # one definition, shared with inference
 from grainflow.seeds import derive_seed
 from grainflow.splits import MANIFEST_COLUMNS
 from grainflow.tasks import TASKS
+from grainflow.training.losses import SEPARATION
 
 __all__ = [
     "EpochSampler",
@@ -31,6 +34,8 @@ __all__ = [
     "OnlineFlips",
     "read_manifest",
     "MicrographDataset",
+    "separation_pixels",
+    "SeparationTarget",
     "fold_datasets",
 ]
 
@@ -145,6 +150,47 @@ def read_manifest(path: str | os.PathLike, *, verify: bool = True) -> pd.DataFra
 
 
 Target = str | Callable[[Sample], np.ndarray | int]
+
+
+def separation_pixels(phase: np.ndarray, ids: np.ndarray, radius_px: int) -> np.ndarray:
+    """Matrix pixels of ``phase`` with two different particles within ``radius_px``.
+
+    ``ids`` numbers the particles (0: none); only their pixels that ``phase``
+    marks as particle count. These are the narrow gaps of matrix between
+    neighbouring particles (with ``nanoparticle_contact_gap_px``, also between
+    touching ones) whose few pixels decide whether two particles are counted
+    apart or as one.
+    """
+    shown = np.where(np.asarray(phase) > 0, np.asarray(ids, dtype=np.int64), 0)
+    if not shown.any():
+        return np.zeros(shown.shape, dtype=bool)
+    footprint = disk(radius_px).astype(bool)
+    highest = ndi.maximum_filter(shown, footprint=footprint, mode="constant", cval=0)
+    none = shown.max() + 1  # stands for "no particle" in the minimum
+    lowest = ndi.minimum_filter(
+        np.where(shown > 0, shown, none), footprint=footprint, mode="constant", cval=none
+    )
+    return (shown == 0) & (highest > 0) & (lowest < highest)
+
+
+class SeparationTarget:
+    """Training target: the ``label`` map with :func:`separation_pixels` set to
+    :data:`~grainflow.training.losses.SEPARATION` (weighted matrix, see
+    :class:`~grainflow.training.losses.DiceCELoss`)."""
+
+    def __init__(self, label: str, ids: str, radius_px: int):
+        self.label, self.ids, self.radius_px = label, ids, radius_px
+
+    def __call__(self, sample: Sample) -> np.ndarray:
+        for name in (self.label, self.ids):
+            if name not in sample.labels:
+                raise ValueError(
+                    f"image {sample.image_id!r} has no label {name!r} (has "
+                    f"{sorted(sample.labels)}); separation_weight needs the particles' ids"
+                )
+        phase = np.asarray(sample.labels[self.label], dtype=np.int64)
+        apart = separation_pixels(phase, sample.labels[self.ids], self.radius_px)
+        return np.where(apart, SEPARATION, phase)
 
 
 class MicrographDataset(Dataset):
@@ -287,11 +333,14 @@ def fold_datasets(
     norm_percentiles: Sequence[float] = (1.0, 99.0),
     polarity: str = "learned",
     cache: bool = True,
+    separation_px: int = 0,
 ) -> tuple[MicrographDataset, MicrographDataset]:
     """Training set (rows of the other folds) and validation set (originals of ``fold``).
 
     ``manifest`` is a path (read and verified with :func:`read_manifest`) or the
-    table itself.
+    table itself. ``separation_px`` > 0 (a task that separates touching
+    instances): the training targets mark the matrix gaps between particles
+    (:class:`SeparationTarget`); the validation targets stay plain labels.
     """
     table = manifest if isinstance(manifest, pd.DataFrame) else read_manifest(manifest)
     if target is None:
@@ -308,7 +357,15 @@ def fold_datasets(
         polarity=polarity,
         cache=cache,
     )
-    train_set = MicrographDataset.from_manifest(table, exclude_folds=[fold], **kwargs)
+    train_kwargs = dict(kwargs)
+    if separation_px:
+        if task not in TASKS or not TASKS[task].separate_touching or not isinstance(target, str):
+            raise ValueError(
+                f"separation_px needs a task whose touching instances are kept apart "
+                f"({[t for t in TASKS if TASKS[t].separate_touching]}), got task {task!r}"
+            )
+        train_kwargs["target"] = SeparationTarget(target, TASKS[task].label_names[1], separation_px)
+    train_set = MicrographDataset.from_manifest(table, exclude_folds=[fold], **train_kwargs)
     val_set = MicrographDataset.from_manifest(table, folds=[fold], originals_only=True, **kwargs)
     if not len(train_set) or not len(val_set):
         raise ValueError(

@@ -39,6 +39,7 @@ from grainflow.models.registry import build_model
 from grainflow.models.resnet import ResNet18, set_transfer_strategy
 from grainflow.runtime import Runtime, resolve_device, runtime
 from grainflow.seeds import derive_seed
+from grainflow.tasks import TASKS
 from grainflow.training.config import RUN_ONLY_FIELDS, TrainConfig, TrainResult
 from grainflow.training.data import EpochSampler, OnlineFlips, Target, fold_datasets, seed_worker
 from grainflow.training.distributed import convert_batchnorm
@@ -808,10 +809,13 @@ def train_fold(
     curve. They are the images the cross-validation tests, so no epoch is chosen
     on them (``select="last"``): a choice there would lift the held-out score it
     is then measured by. See :func:`train` for the outputs and ``world_size``
-    (one process per GPU) and :func:`fold_datasets` for the data.
+    (one process per GPU) and :func:`fold_datasets` for the data. A task that
+    does not keep touching instances apart trains with ``separation_weight`` 0.
     """
     if not isinstance(config, TrainConfig):
         config = TrainConfig.from_mapping(config)
+    if task not in TASKS or not TASKS[task].separate_touching:  # a setting of particle tasks
+        config = dataclasses.replace(config, separation_weight=0.0)
     train_set, val_set = fold_datasets(
         manifest,
         fold,
@@ -820,6 +824,7 @@ def train_fold(
         root=root,
         norm_percentiles=config.norm_percentiles,
         polarity=config.polarity,
+        separation_px=config.separation_px if config.separation_weight else 0,
     )
     LOG.info(
         "task %s, fold %d: %d training images, %d validation images",
