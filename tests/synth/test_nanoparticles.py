@@ -250,3 +250,36 @@ def test_the_stem_particles_phase_label_follows_the_contact_gap():
             label(b.labels["phase"], connectivity=1).max()
             >= label(a.labels["phase"], connectivity=1).max()
         )
+
+
+def test_the_particle_signal_follows_physical_thickness_not_pixels():
+    from grainflow.synth.specimen import _physical_signal, synthesize_specimen
+
+    assert _physical_signal(0.06, 12.0, 6.0) == pytest.approx(0.03)  # twice the pixels: half
+    assert _physical_signal(0.06, 4.0, 6.0) == 0.06  # finer than the reference: as drawn
+    assert _physical_signal(0.06, 12.0, 0.0) == 0.06  # off
+    settings = {
+        "specimens": 1,
+        "sessions_per_specimen": 2,
+        "images_per_session": 1,
+        "image_size_px": 192,
+        "modalities": ["stem_particles"],
+        "area_fraction": [0.1, 0.5],
+        "particle_diameter_px": [14, 56],
+        "nanoparticle_diameter_px": [24, 64],  # the smallest particles are 24 px wide
+    }
+    drawn, spec = synthesize_specimen("phases", "s00", settings, seed=5)
+    physical, _ = synthesize_specimen(
+        "phases", "s00", {**settings, "nanoparticle_signal_reference_px": 6}, seed=5
+    )
+    for a, b in zip(drawn, physical):
+        scale = 6 / spec["diameter_px"][0]
+        assert b.params["particle_signal"] == pytest.approx(a.params["particle_signal"] * scale)
+        assert not np.array_equal(a.image, b.image)
+        # the same particles, fainter: the label keeps those an observer still sees
+        ids_a, ids_b = a.labels["particle_ids"], b.labels["particle_ids"]
+        assert np.all((ids_b > 0) <= (ids_a > 0))
+        assert ids_b.max() > 3
+        inside = ids_a > 0
+        contrast = [x.image[inside].mean() - x.image[~inside].mean() for x in (a, b)]
+        assert abs(contrast[1]) < abs(contrast[0])

@@ -129,6 +129,17 @@ def _specimen_params(task: str, index: int, s: Mapping, rng) -> dict:
     raise ValueError(f"task must be one of {TASKS}, got {task=}")
 
 
+def _physical_signal(per_px: float, smallest_px: float, reference_px: float) -> float:
+    """A nanoparticle's signal per pixel of projected thickness, for a specimen whose
+    smallest particles are ``smallest_px`` wide: ``per_px`` was drawn for particles
+    ``reference_px`` wide; finer pixels (a higher magnification, larger particles in
+    pixels) see less thickness per pixel, so the same particle keeps its contrast
+    instead of saturating. ``reference_px`` 0: ``per_px`` as drawn."""
+    if reference_px <= 0 or smallest_px <= reference_px:
+        return per_px
+    return per_px * reference_px / smallest_px
+
+
 def _session_params(task: str, index: int, session: int, s: Mapping, rng) -> dict:
     if task == "grains":
         modality = s["modalities"][(index + session) % len(s["modalities"])]
@@ -478,6 +489,12 @@ def synthesize_specimen(
         )
         if task == "phases":  # the material decides the modality, not the session
             sess["modality"] = spec["modality"]
+            if spec["modality"] == "stem_particles":
+                sess["particle_signal"] = _physical_signal(
+                    sess["particle_signal"],
+                    spec["diameter_px"][0],
+                    settings.get("nanoparticle_signal_reference_px", 0.0),
+                )
         for k in range(n_images):
             img_seed = derive_seed(seed, "image", b, k)
             extra = _image_params(task, k, spec, np.random.default_rng(derive_seed(img_seed, "p")))
