@@ -6,6 +6,22 @@ import pytest
 from grainflow.synth.nanoparticles import StemOptics, render_stem, supported_particles
 
 
+def stem_settings(*, sessions: int, images: int, size: int, diameter_px=None) -> dict:
+    """``synthesize.phases`` settings of one ``stem_particles`` specimen."""
+    settings = {
+        "specimens": 1,
+        "sessions_per_specimen": sessions,
+        "images_per_session": images,
+        "image_size_px": size,
+        "modalities": ["stem_particles"],
+        "area_fraction": [0.1, 0.5],
+        "particle_diameter_px": [14, 56],
+    }
+    if diameter_px is not None:
+        settings["nanoparticle_diameter_px"] = diameter_px
+    return settings
+
+
 @pytest.fixture(scope="module")
 def specimen():
     return supported_particles(
@@ -60,16 +76,7 @@ def test_same_seed_same_specimen_and_bad_sizes_refused():
 def test_the_stem_particles_modality_records_its_parameters():
     from grainflow.synth.specimen import synthesize_specimen
 
-    settings = {
-        "specimens": 1,
-        "sessions_per_specimen": 4,
-        "images_per_session": 1,
-        "image_size_px": 96,
-        "modalities": ["stem_particles"],
-        "area_fraction": [0.1, 0.5],
-        "particle_diameter_px": [14, 56],
-        "nanoparticle_diameter_px": [3, 30],
-    }
+    settings = stem_settings(sessions=4, images=1, size=96, diameter_px=[3, 30])
     samples, spec = synthesize_specimen("phases", "s00", settings, seed=2)
     lo, hi = spec["diameter_px"]
     assert 3 <= lo <= hi <= 30
@@ -86,15 +93,7 @@ def test_specimen_statistics_read_a_nanoparticle_specimen(tmp_path):
     from grainflow.synth.specimen import synthesize_specimen
     from grainflow.synth.stats import specimen_statistics
 
-    settings = {
-        "specimens": 1,
-        "sessions_per_specimen": 1,
-        "images_per_session": 2,
-        "image_size_px": 64,
-        "modalities": ["stem_particles"],
-        "area_fraction": [0.1, 0.5],
-        "particle_diameter_px": [14, 56],
-    }
+    settings = stem_settings(sessions=1, images=2, size=64)
     samples, spec = synthesize_specimen("phases", "s00", settings, seed=2)
     write_specimen(
         tmp_path / "s00.h5", samples, task="phases", specimen="s00", specimen_params=spec
@@ -146,16 +145,7 @@ def test_visible_particles_drop_the_faint_and_renumber():
 def test_labels_keep_only_visible_particles_and_the_image_is_unchanged():
     from grainflow.synth.specimen import synthesize_specimen
 
-    settings = {
-        "specimens": 1,
-        "sessions_per_specimen": 2,
-        "images_per_session": 2,
-        "image_size_px": 96,
-        "modalities": ["stem_particles"],
-        "area_fraction": [0.1, 0.5],
-        "particle_diameter_px": [14, 56],
-        "nanoparticle_diameter_px": [3, 12],
-    }
+    settings = stem_settings(sessions=2, images=2, size=96, diameter_px=[3, 12])
     every, _ = synthesize_specimen("phases", "s00", settings, seed=5)
     seen, _ = synthesize_specimen(
         "phases", "s00", {**settings, "nanoparticle_visibility_snr": 5.0}, seed=5
@@ -227,16 +217,7 @@ def test_the_stem_particles_phase_label_follows_the_contact_gap():
 
     from grainflow.synth.specimen import synthesize_specimen
 
-    settings = {
-        "specimens": 1,
-        "sessions_per_specimen": 1,
-        "images_per_session": 3,
-        "image_size_px": 96,
-        "modalities": ["stem_particles"],
-        "area_fraction": [0.1, 0.5],
-        "particle_diameter_px": [14, 56],
-        "nanoparticle_diameter_px": [6, 20],
-    }
+    settings = stem_settings(sessions=1, images=3, size=96, diameter_px=[6, 20])
     joined, _ = synthesize_specimen("phases", "s00", settings, seed=3)
     apart, _ = synthesize_specimen(
         "phases", "s00", {**settings, "nanoparticle_contact_gap_px": 1}, seed=3
@@ -258,16 +239,8 @@ def test_the_particle_signal_follows_physical_thickness_not_pixels():
     assert _physical_signal(0.06, 12.0, 6.0) == pytest.approx(0.03)  # twice the pixels: half
     assert _physical_signal(0.06, 4.0, 6.0) == 0.06  # finer than the reference: as drawn
     assert _physical_signal(0.06, 12.0, 0.0) == 0.06  # off
-    settings = {
-        "specimens": 1,
-        "sessions_per_specimen": 2,
-        "images_per_session": 1,
-        "image_size_px": 192,
-        "modalities": ["stem_particles"],
-        "area_fraction": [0.1, 0.5],
-        "particle_diameter_px": [14, 56],
-        "nanoparticle_diameter_px": [24, 64],  # the smallest particles are 24 px wide
-    }
+    # the smallest particles are 24 px wide
+    settings = stem_settings(sessions=2, images=1, size=192, diameter_px=[24, 64])
     drawn, spec = synthesize_specimen("phases", "s00", settings, seed=5)
     physical, _ = synthesize_specimen(
         "phases", "s00", {**settings, "nanoparticle_signal_reference_px": 6}, seed=5
