@@ -512,3 +512,13 @@ def test_python_m_grainflow_config_checks_merged_files(tmp_path):
         mp.chdir(workdir)
         assert config_main(["config/config.yaml"]) == 0
         assert config_main(["config/config.yaml", "bad.yaml"]) == 1
+
+
+def test_the_diffraction_task_needs_its_crystals():
+    config = tiny_config()
+    config["diffraction"]["enabled"] = True
+    del config["synthesize"]["diffraction"]
+    with pytest.raises(ConfigError, match="synthesize.diffraction is missing, but diffraction"):
+        validate_config(config)
+    config["diffraction"]["enabled"] = False
+    validate_config(config)

@@ -313,8 +313,17 @@ def _cross_key_problems(config: Mapping) -> list[tuple[tuple, str]]:
             )
         from grainflow.diffraction.representation import MODEL_FORMS
 
-        modalities = config["synthesize"]["diffraction"]["modalities"]
-        for name, arch in diffraction["archs"].items():
+        if "diffraction" not in config["synthesize"]:
+            problems.append(
+                (
+                    ("synthesize", "diffraction"),
+                    "synthesize.diffraction is missing, but diffraction.enabled is true: add "
+                    "the crystals' settings (config/config.yaml has them) or set "
+                    "diffraction.enabled: false",
+                )
+            )
+        modalities = config["synthesize"].get("diffraction", {}).get("modalities", [])
+        for name, arch in diffraction["archs"].items() if modalities else ():
             kinds = sorted(MODEL_FORMS.get(arch["model"], modalities))
             if not set(kinds) & set(modalities):
                 problems.append(
