@@ -323,9 +323,9 @@ def _cross_key_problems(config: Mapping) -> list[tuple[tuple, str]]:
                 )
             )
         modalities = config["synthesize"].get("diffraction", {}).get("modalities", [])
-        for name, arch in diffraction["archs"].items() if modalities else ():
+        for name, arch in diffraction["archs"].items():
             kinds = sorted(MODEL_FORMS.get(arch["model"], modalities))
-            if not set(kinds) & set(modalities):
+            if modalities and not set(kinds) & set(modalities):
                 problems.append(
                     (
                         ("diffraction", "archs", name, "model"),
