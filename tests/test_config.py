@@ -8,14 +8,10 @@ import pytest
 import yaml
 
 from conftest import ROOT, make_workdir, snakemake, tiny_config
-from grainflow.config import (
-    SCHEMA_DIR,
-    ConfigError,
-    load_config_file,
-    read_stacks,
-    validate_config,
-)
+from grainflow.config import load_config_file, validate_config
 from grainflow.config import main as config_main
+from grainflow.schema import SCHEMA_DIR, ConfigError
+from grainflow.stacks.sheet import read_stacks
 
 
 def test_shipped_configs_are_valid():

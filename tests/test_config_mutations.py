@@ -18,7 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import ROOT, tiny_config
-from grainflow.config import ConfigError, load_config_file, read_stacks, validate_config
+from grainflow.config import ConfigError, load_config_file, validate_config
+from grainflow.stacks.sheet import read_stacks
 
 SETTINGS = settings(
     max_examples=120,

@@ -1,47 +1,39 @@
-"""Validation of the run configuration and the stacks sheet.
+"""Validation of the run configuration.
 
-Both are checked before any job starts. Every problem is reported at once,
-each naming the file, the key (as a dotted path) or the sheet's line and
-column, what is wrong and how to fix it, so a user can fix them all in one
-edit. ``python -m grainflow.config FILE...`` runs the same checks without
-Snakemake.
+It is checked before any job starts. Every problem is reported at once, each
+naming the file, the key (as a dotted path), what is wrong and how to fix it,
+so a user can fix them all in one edit. ``python -m grainflow.config FILE...``
+checks the config files and their stacks sheet
+(:func:`grainflow.stacks.sheet.read_stacks`) without Snakemake.
 """
 
 from __future__ import annotations
 
 import ast
 import dataclasses
-import functools
 import json
 import math
 import os
-import re
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import jsonschema
-import pandas as pd
 import yaml
+
+from grainflow.schema import SCHEMA_DIR, ConfigError, dotted_path, load_schema
+from grainflow.stacks.sheet import read_stacks
 
 __all__ = [
     "ConfigError",
     "load_config_file",
     "check_config_files",
     "validate_config",
-    "read_stacks",
     "stack_tasks",
     "SCHEMA_DIR",
 ]
 
-#: the JSON Schemas of the config and the stacks sheet, shipped inside the package
-SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
-
 _README = "See config/README.md for every key, its type and its allowed values."
-
-
-class ConfigError(ValueError):
-    """A configuration or stacks sheet that grainflow cannot run with."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,26 +166,10 @@ def check_config_files(*paths: str | os.PathLike) -> None:
 # the configuration
 
 
-@functools.lru_cache(maxsize=8)
-def _load_schema(name: str, schema_dir: Path | None) -> dict:
-    """The parsed schema (cached: callers only read it)."""
-    path = Path(schema_dir or SCHEMA_DIR) / name
-    with open(path) as f:
-        return yaml.safe_load(f)
-
-
-def _dotted(parts: Iterable) -> str:
-    """``a.b[0].c`` from the path parts ``("a", "b", 0, "c")``."""
-    out = ""
-    for part in parts:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}" if out else str(part)
-    return out
-
-
 def _message(error: jsonschema.ValidationError) -> tuple[tuple, str]:
     """The key path that ``error`` is about and its message, which starts with that path."""
     parts = tuple(error.absolute_path)
-    where = _dotted(parts) or "(top level)"
+    where = dotted_path(parts) or "(top level)"
     if "propertyNames" in error.schema_path:
         rule = error.schema.get("description") or f"matching {error.validator_value!r}"
         return (
@@ -210,7 +186,7 @@ def _message(error: jsonschema.ValidationError) -> tuple[tuple, str]:
     if error.validator == "required":
         missing = ast.literal_eval(error.message.removesuffix(" is a required property"))
         return parts, (
-            f"{_dotted((*parts, missing))}: missing; this key is required (add it, as in "
+            f"{dotted_path((*parts, missing))}: missing; this key is required (add it, as in "
             "config/config.yaml)"
         )
     if error.validator == "enum":
@@ -243,7 +219,7 @@ def _walk_problems(config, path: tuple = ()) -> list[tuple[tuple, str]]:
                 problems.append(
                     (
                         (*path, key),
-                        f"{_dotted(path) or '(top level)'}: key {key!r} is not text (YAML reads "
+                        f"{dotted_path(path) or '(top level)'}: key {key!r} is not text (YAML reads "
                         "yes/no/on/off, numbers and dates as such); write it in quotes",
                     )
                 )
@@ -254,7 +230,7 @@ def _walk_problems(config, path: tuple = ()) -> list[tuple[tuple, str]]:
     for key, value in items:
         here = (*path, key)
         if isinstance(value, float) and not math.isfinite(value):
-            problems.append((here, f"{_dotted(here)}: {value} is not a finite number"))
+            problems.append((here, f"{dotted_path(here)}: {value} is not a finite number"))
         else:
             problems += _walk_problems(value, here)
     return problems
@@ -273,7 +249,7 @@ def _check_ranges(config: Mapping, path: tuple = ()) -> list[tuple[tuple, str]]:
             and value[0] > value[1]
         ):
             problems.append(
-                (here, f"{_dotted(here)}: range {value} has low > high; write [low, high]")
+                (here, f"{dotted_path(here)}: range {value} has low > high; write [low, high]")
             )
     return problems
 
@@ -428,7 +404,7 @@ def _training_problems(config: Mapping) -> list[tuple[tuple, str]]:
             field = message.split(" ", 1)[0]
             if field in fields and field not in arch and field not in shared:
                 message += f" ({field} is not set, so its default applies)"
-            problems.append((parts, f"{_dotted(parts)}: {message}"))
+            problems.append((parts, f"{dotted_path(parts)}: {message}"))
     return problems
 
 
@@ -502,7 +478,7 @@ def validate_config(
     """
     if not isinstance(config, Mapping):
         raise ConfigError(f"{source}: the configuration is not a mapping of keys to values")
-    validator = jsonschema.Draft202012Validator(_load_schema("config.schema.yaml", schema_dir))
+    validator = jsonschema.Draft202012Validator(load_schema("config.schema.yaml", schema_dir))
     errors = sorted(
         validator.iter_errors(dict(config)), key=lambda e: [str(p) for p in e.absolute_path]
     )
@@ -518,232 +494,13 @@ def validate_config(
 
 
 # ---------------------------------------------------------------------------------------------
-# the stacks sheet
-
-
-def _sheet_lines(path: Path) -> list[str]:
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")  # a spreadsheet's UTF-8 export starts with a BOM
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise ConfigError(
-            f"stacks sheet {path}, line {line}: not UTF-8 text (byte {data[exc.start]:#04x}); "
-            "save it as UTF-8 tab-separated text"
-        ) from None
-    return [line.removesuffix("\r") for line in text.split("\n")]
-
-
-def _skipped(line: str) -> bool:
-    """Blank lines, lines of only spaces and tabs, and comments (# first) are not rows."""
-    return not line.strip() or line.lstrip().startswith("#")
-
-
-def _header_problems(header: list[str], line: int, known: Sequence, required: Sequence) -> list:
-    problems = []
-    if len(header) == 1 and any(sep in header[0] for sep in (",", ";", " ")):
-        return [
-            f"line {line} (the header) has no tabs: the sheet is tab-separated (TSV); separate "
-            f"its columns ({', '.join(known)}) with tabs, not commas, semicolons or spaces"
-        ]
-    for i, name in enumerate(header, start=1):
-        if not name:
-            problems.append(
-                f"line {line} (the header), field {i}: empty column name (a tab too many?)"
-            )
-    repeated = sorted({n for n in header if n and header.count(n) > 1})
-    if repeated:
-        problems.append(f"line {line} (the header): column(s) {repeated} appear twice")
-    unknown = [c for c in header if c and c not in known]
-    if unknown:
-        problems.append(f"unknown column(s) {unknown}; allowed: {list(known)}")
-    for col in required:
-        if col not in header:
-            problems.append(f"missing required column {col!r}")
-    return problems
+# the runs' stacks
 
 
 def stack_tasks(config: Mapping) -> list[str]:
     """The tasks whose real stacks a run processes: the config's ``tasks``, and
     ``diffraction`` when ``diffraction.enabled``."""
     return [*config["tasks"], *(["diffraction"] if config["diffraction"]["enabled"] else [])]
-
-
-def _unrun(task: str, tasks: Sequence[str]) -> str:
-    if task == "diffraction":
-        return "'diffraction' stacks are not run while diffraction.enabled is false"
-    listed = ", ".join(t for t in tasks if t != "diffraction")
-    return f"{task!r} is not one of the config's tasks ({listed}), so nothing would run on it"
-
-
-def _particles_problem(row: Mapping) -> str | None:
-    """What is wrong with a row's ``particles`` cell (its form the schema checks), or None."""
-    value = row.get("particles")
-    if value is None:
-        return None
-    if row["task"] != "phases":
-        return (
-            f"{value!r} given for a {row['task']!r} stack; only phases stacks have particles "
-            "whose polarity matters: leave the cell empty"
-        )
-    _, _, pattern = value.partition(":")
-    if pattern:
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            return (
-                f"{pattern!r} is not a regular expression ({exc}); write e.g. dark:^PtC for "
-                "dark particles in the planes whose file names start with PtC"
-            )
-    return None
-
-
-def read_stacks(
-    path: str | os.PathLike,
-    *,
-    tasks: Sequence[str] | None = None,
-    skip_unrun_tasks: bool = False,
-    warn: Callable[[str], None] | None = None,
-    schema_dir=None,
-    check_paths: bool = True,
-) -> pd.DataFrame:
-    """Read and validate the stacks sheet (TSV), one row per real image stack.
-
-    Parameters
-    ----------
-    path : path
-        The sheet: tab-separated UTF-8 text, the header first. Blank lines,
-        lines of only spaces and tabs, and lines whose first character other
-        than a space is ``#`` are skipped; every other line is a row with
-        exactly the header's number of fields (no quoting: a quote is text).
-    tasks : sequence of str, optional
-        The config's ``tasks``: a row of another task (or of ``diffraction``,
-        which has no stage for real stacks) is refused, or skipped with
-        ``skip_unrun_tasks``. None accepts every task of the schema.
-    skip_unrun_tasks : bool
-        Skip such rows instead, passing one message per row to ``warn``.
-    warn : callable, optional
-        Receives the message of each skipped row (Snakemake's logger in the
-        workflow); by default it goes to standard error.
-    check_paths : bool
-        Refuse rows whose ``path`` or ``ground_truth`` does not exist.
-
-    Raises
-    ------
-    ConfigError
-        Naming the file, and the line and column of each problem. Relative
-        paths are read relative to the current directory (the workflow's
-        working directory).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(
-            f"stacks sheet {path} does not exist; create it (see config/README.md) or set "
-            "'stacks' in the config to its path"
-        )
-    schema = _load_schema("stacks.schema.yaml", schema_dir)
-    known, required = list(schema["properties"]), list(schema["required"])
-    lines = _sheet_lines(path)
-    numbered = [(n, line) for n, line in enumerate(lines, start=1) if not _skipped(line)]
-    if not numbered:
-        raise ConfigError(
-            f"stacks sheet {path} is empty; its first line is the header, the column names "
-            f"separated by tabs (at least {', '.join(required)}); see config/README.md"
-        )
-    (head_line, head), *body = numbered
-    header = [name.strip() for name in head.split("\t")]
-    problems = _header_problems(header, head_line, known, required)
-    if problems:
-        raise ConfigError(f"stacks sheet {path}: " + "; ".join(problems))
-
-    validator = jsonschema.Draft202012Validator(schema)
-    rows, names = [], {}
-    for i, line in body:
-        cells = line.split("\t")
-        first = cells[0].strip()
-        where = f"line {i} ({first})" if first else f"line {i}"
-        if len(cells) != len(header):
-            n = abs(len(cells) - len(header))
-            tabs = f"{n} tab{'s' * (n > 1)}"
-            if len(cells) < len(header):
-                fix = f"{tabs} missing: every column needs its tab, an empty cell too"
-            elif not cells[-1].strip():
-                fix = f"{tabs} too many: remove the tab(s) at the end of the line"
-            else:
-                fix = f"{tabs} too many: a cell holds a tab, or two tabs stand where one should"
-            problems.append(
-                f"{where}: {len(cells)} fields, but the header (line {head_line}) has "
-                f"{len(header)}: {', '.join(header)}; {fix}"
-            )
-            continue
-        row = {k: (v.strip() or None) for k, v in zip(header, cells, strict=True)}
-        row_problems = []
-        for col in required:
-            if row.get(col) is None:
-                row_problems.append(f"{where}, column {col!r}: empty, but every row needs it")
-        if row.get("pixel_size_um") is not None:
-            raw = row["pixel_size_um"]
-            try:
-                row["pixel_size_um"] = float(raw)
-            except ValueError:
-                row_problems.append(f"{where}, column 'pixel_size_um': {raw!r} is not a number")
-                row["pixel_size_um"] = None
-            else:
-                if not math.isfinite(row["pixel_size_um"]):
-                    row_problems.append(
-                        f"{where}, column 'pixel_size_um': {raw!r} is not a finite number; give "
-                        "the size of a pixel in micrometres, or leave the field empty if it is "
-                        "unknown"
-                    )
-                    row["pixel_size_um"] = None
-        for error in validator.iter_errors(row):
-            col = _dotted(error.absolute_path) or "row"
-            if not (col in required and error.instance is None):
-                row_problems.append(f"{where}, column {col!r}: {error.message}")
-        problems += row_problems
-        if row_problems:
-            continue
-        names.setdefault(row["stack"], []).append(i)
-        if tasks is not None and row["task"] not in tasks:
-            why = _unrun(row["task"], tasks)
-            if skip_unrun_tasks:
-                message = f"stacks sheet {path}, {where}: skipped: {why} (stacks_skip_unrun_tasks)"
-                (warn or (lambda m: print(m, file=sys.stderr)))(message)
-                continue
-            fix = "remove the row or comment it out with '#'"
-            if row["task"] != "diffraction":
-                fix = f"add {row['task']} to tasks, or {fix}"
-            else:
-                fix = f"set diffraction.enabled: true, or {fix}"
-            problems.append(
-                f"{where}, column 'task': {why}; {fix}, or set stacks_skip_unrun_tasks: true in "
-                "the config to skip such rows with a warning"
-            )
-            continue
-        if row["task"] == "diffraction" and row.get("ground_truth"):
-            problems.append(
-                f"{where}, column 'ground_truth': a diffraction stack takes no ground truth "
-                "(its frames are classified, not scored); leave the cell empty"
-            )
-            continue
-        particles = _particles_problem(row)
-        if particles:
-            problems.append(f"{where}, column 'particles': {particles}")
-            continue
-        if check_paths:
-            for col in ("path", "ground_truth"):
-                p = row.get(col)
-                if p and not Path(p).exists():
-                    problems.append(f"{where}, column {col!r}: {p} does not exist")
-        rows.append(row)
-    dupes = {n: at for n, at in names.items() if len(at) > 1}
-    if dupes:
-        at = "; ".join(f"{n!r} on lines {', '.join(map(str, at))}" for n, at in dupes.items())
-        problems.append(f"stack names must be unique; repeated: {sorted(dupes)} ({at})")
-    if problems:
-        listed = "\n  - ".join(problems)
-        raise ConfigError(f"stacks sheet {path} has problems:\n  - {listed}")
-    return pd.DataFrame(rows, columns=known).set_index("stack", drop=False)
 
 
 # ---------------------------------------------------------------------------------------------

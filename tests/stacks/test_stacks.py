@@ -365,8 +365,7 @@ def test_rerun_after_a_killed_import_removes_its_leftovers(tmp_path):
 
 def test_sheet_rows_and_inputs_for_the_workflow(tmp_path):
     from conftest import make_workdir
-    from grainflow.config import read_stacks
-    from grainflow.stacks.sheet import sheet_inputs, sheet_row
+    from grainflow.stacks.sheet import read_stacks, sheet_inputs, sheet_row
 
     table = read_stacks(make_workdir(tmp_path) / "config" / "stacks.tsv")
     steel = sheet_row(table, "nist_steel")

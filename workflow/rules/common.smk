@@ -2,7 +2,8 @@
 
 from snakemake.logging import logger
 
-from grainflow.config import read_stacks, stack_tasks, validate_config
+from grainflow.config import stack_tasks, validate_config
+from grainflow.stacks.sheet import read_stacks
 from grainflow.seeds import derive_seed
 from grainflow.tasks import task_info
 
