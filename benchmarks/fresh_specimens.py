@@ -37,6 +37,7 @@ from grainflow.synth.specimen import synthesize_specimen
 SCORES = {
     "grains": ("boundary_f1", "ari", "grain_f1"),
     "phases": ("iou", "object_f1"),
+    "nanoparticles": ("iou", "object_f1"),
 }
 
 #: seeds of the fresh specimens (the workflow's are hashes: seeds.derive_seed)

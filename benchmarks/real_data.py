@@ -35,7 +35,7 @@ from grainflow.inference.scale import read_scale
 from grainflow.normalize import normalize_image
 from grainflow.report.provenance import hardware
 from grainflow.stacks.importer import plane_shapes
-from grainflow.tasks import LABEL_NAMES
+from grainflow.tasks import LABEL_NAMES, segments_particles
 
 #: the numbers reported per task and kind of ground truth
 HEADLINES = {
@@ -59,7 +59,7 @@ def classical_store(stack: Path, params: dict, level: int, out: Path) -> Path:
     """Segment every plane of ``stack`` with the classical pipeline at pyramid ``level`` and
     write its labels, back at full resolution, as an inference-like store.
 
-    A phases plane whose import recorded ``particles_dark`` tells the pipeline which side of
+    A particle plane whose import recorded ``particles_dark`` tells the pipeline which side of
     its threshold is the particles, as the networks are told."""
     root = zarr.open_group(str(stack), mode="r")
     info = dict(root.attrs)["grainflow"]
@@ -75,13 +75,15 @@ def classical_store(stack: Path, params: dict, level: int, out: Path) -> Path:
         image = np.clip(normalize_image(own), 0, 1)
         dark = (info.get("planes") or [{}] * len(shapes))[z].get("particles_dark")
         told = (
-            {} if task != "phases" or dark is None else {"polarity": "dark" if dark else "bright"}
+            {}
+            if not segments_particles(task) or dark is None
+            else {"polarity": "dark" if dark else "bright"}
         )
         seg = apply_baseline(task, image, {**params, **told})
         for name in (mask_name, ids_name):
             full = np.kron(seg[name], np.ones((f, f), seg[name].dtype))[:rows, :cols]
             labels[name][z, :rows, :cols] = full
-        if task == "phases" and f > 1:  # particles renumbered at full resolution
+        if segments_particles(task) and f > 1:  # particles renumbered at full resolution
             labels[ids_name][z, :rows, :cols] = connected_components(
                 labels[mask_name][z, :rows, :cols] > 0, connectivity=1
             )

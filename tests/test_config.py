@@ -135,7 +135,10 @@ def test_shipped_stacks_sheet_is_valid(tmp_path):
         (lambda rows: rows[2].__setitem__(0, "nist_steel"), "repeated: ['nist_steel']"),
         (lambda rows: rows[1].__setitem__(0, "steel sample"), "does not match"),
         # rows[1] is nist_steel (grains), rows[2] nasa_superalloy (phases); column 6: particles
-        (lambda rows: rows[1].__setitem__(6, "dark"), "only phases stacks have particles"),
+        (
+            lambda rows: rows[1].__setitem__(6, "dark"),
+            "only phases and nanoparticles stacks have particles",
+        ),
         (lambda rows: rows[2].__setitem__(6, "grey"), "column 'particles': 'grey' does not match"),
         (lambda rows: rows[2].__setitem__(6, "dark:(spot"), "not a regular expression"),
     ],

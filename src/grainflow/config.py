@@ -275,6 +275,23 @@ def _cross_key_problems(config: Mapping) -> list[tuple[tuple, str]]:
             )
         )
     problems += _pattern_size_problems(config)
+    for task in config["tasks"]:
+        for where in (
+            ("synthesize",),
+            ("evaluation", "baseline"),
+            ("inference", "labels_split_px"),
+        ):
+            block = config
+            for key in where:
+                block = block[key]
+            if task not in block:
+                problems.append(
+                    (
+                        (*where, task),
+                        f"{dotted_path((*where, task))} is missing, but tasks names {task}: add "
+                        "it (config/config.yaml has it) or drop the task",
+                    )
+                )
     diffraction = config["diffraction"]
     if diffraction["enabled"]:
         classifiers = set(diffraction["archs"])

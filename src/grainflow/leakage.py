@@ -95,10 +95,12 @@ def specimen_property(samples: Sequence[Sample], task: str) -> float:
             ids = s.labels["grain_ids"]
             n = len(np.unique(ids[ids > 0]))
             values.append(np.sqrt(4 * ids.size / (np.pi * max(n, 1))))
-    elif task == "phases":
+    elif task in ("phases", "nanoparticles"):
         values = [float(s.labels["phase"].mean()) for s in samples]
     else:
-        raise ValueError(f"the leakage experiment needs task 'grains' or 'phases', got {task=}")
+        raise ValueError(
+            f"the leakage experiment needs task 'grains', 'phases' or 'nanoparticles', got {task=}"
+        )
     return float(np.median(values))
 
 

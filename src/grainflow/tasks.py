@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Task", "TASKS", "SEGMENTATION", "CLASS_NAMES", "LABEL_NAMES", "task_info", "check_task"]
+__all__ = [
+    "Task",
+    "TASKS",
+    "SEGMENTATION",
+    "CLASS_NAMES",
+    "LABEL_NAMES",
+    "task_info",
+    "check_task",
+    "segments_particles",
+]
 
 
 @dataclass(frozen=True)
@@ -42,6 +51,10 @@ class Task:
         Training may weight the matrix gaps between neighbouring instances
         (``training.separation_weight``); grains are kept apart by their
         boundary class already.
+    particles : bool
+        Particles in a matrix: a phase mask and particle ids, labelled,
+        measured and scored alike whatever the particles are (precipitates,
+        nanoparticles), with a polarity (which phase is darker).
     """
 
     name: str
@@ -53,6 +66,7 @@ class Task:
     objects: str
     stratify_by: str | None = None
     separate_touching: bool = False
+    particles: bool = False
 
     @property
     def object(self) -> str:
@@ -70,25 +84,31 @@ _GRAINS = Task(
     objects="grains",
 )
 
-#: every segmentation task; ``kernels`` (bicrystals of the teaching figures) is labelled like grains
+_PHASES = Task(
+    name="phases",
+    classes=("matrix", "particle"),
+    label_names=("phase", "particle_ids"),
+    target="phase",
+    score="iou",
+    score_label="particle-phase IoU",
+    objects="particles",
+    stratify_by="modality",
+    separate_touching=True,
+    particles=True,
+)
+
+#: every segmentation task; ``kernels`` (bicrystals of the teaching figures) is labelled like
+#: grains; ``nanoparticles`` (on a support, STEM and TEM) like phases, its matrix the support
+#: and the vacuum
 TASKS: dict[str, Task] = {
     "grains": _GRAINS,
-    "phases": Task(
-        name="phases",
-        classes=("matrix", "particle"),
-        label_names=("phase", "particle_ids"),
-        target="phase",
-        score="iou",
-        score_label="particle-phase IoU",
-        objects="particles",
-        stratify_by="modality",
-        separate_touching=True,
-    ),
+    "phases": _PHASES,
+    "nanoparticles": Task(**{**_PHASES.__dict__, "name": "nanoparticles", "stratify_by": None}),
     "kernels": Task(**{**_GRAINS.__dict__, "name": "kernels"}),
 }
 
 #: the tasks whose networks are trained, evaluated and run on real stacks
-SEGMENTATION = ("grains", "phases")
+SEGMENTATION = ("grains", "phases", "nanoparticles")
 
 #: names of the probability channels of each task
 CLASS_NAMES = {name: TASKS[name].classes for name in SEGMENTATION}
@@ -100,6 +120,11 @@ def check_task(task: str, *, allowed=SEGMENTATION) -> None:
     """Raise ValueError unless ``task`` is one of ``allowed``."""
     if task not in allowed:
         raise ValueError(f"task must be one of {tuple(allowed)}, got {task=}")
+
+
+def segments_particles(task: str) -> bool:
+    """Whether ``task`` segments particles in a matrix (:attr:`Task.particles`)."""
+    return task in TASKS and TASKS[task].particles
 
 
 def task_info(task: str, *, allowed=SEGMENTATION) -> Task:

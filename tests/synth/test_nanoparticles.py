@@ -6,20 +6,15 @@ import pytest
 from grainflow.synth.nanoparticles import StemOptics, render_stem, supported_particles
 
 
-def stem_settings(*, sessions: int, images: int, size: int, diameter_px=None) -> dict:
-    """``synthesize.phases`` settings of one ``stem_particles`` specimen."""
-    settings = {
+def stem_settings(*, sessions: int, images: int, size: int, diameter_px=(3, 64)) -> dict:
+    """``synthesize.nanoparticles`` settings of one specimen."""
+    return {
         "specimens": 1,
         "sessions_per_specimen": sessions,
         "images_per_session": images,
         "image_size_px": size,
-        "modalities": ["stem_particles"],
-        "area_fraction": [0.1, 0.5],
-        "particle_diameter_px": [14, 56],
+        "particle_diameter_px": list(diameter_px),
     }
-    if diameter_px is not None:
-        settings["nanoparticle_diameter_px"] = diameter_px
-    return settings
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +72,7 @@ def test_the_stem_particles_modality_records_its_parameters():
     from grainflow.synth.specimen import synthesize_specimen
 
     settings = stem_settings(sessions=4, images=1, size=96, diameter_px=[3, 30])
-    samples, spec = synthesize_specimen("phases", "s00", settings, seed=2)
+    samples, spec = synthesize_specimen("nanoparticles", "s00", settings, seed=2)
     lo, hi = spec["diameter_px"]
     assert 3 <= lo <= hi <= 30
     modes = set()
@@ -94,9 +89,9 @@ def test_specimen_statistics_read_a_nanoparticle_specimen(tmp_path):
     from grainflow.synth.stats import specimen_statistics
 
     settings = stem_settings(sessions=1, images=2, size=64)
-    samples, spec = synthesize_specimen("phases", "s00", settings, seed=2)
+    samples, spec = synthesize_specimen("nanoparticles", "s00", settings, seed=2)
     write_specimen(
-        tmp_path / "s00.h5", samples, task="phases", specimen="s00", specimen_params=spec
+        tmp_path / "s00.h5", samples, task="nanoparticles", specimen="s00", specimen_params=spec
     )
     row = specimen_statistics([tmp_path / "s00.h5"]).iloc[0]
     assert row["morphology"] == "supported" and np.isnan(row["requested_area_fraction"])
@@ -146,9 +141,9 @@ def test_labels_keep_only_visible_particles_and_the_image_is_unchanged():
     from grainflow.synth.specimen import synthesize_specimen
 
     settings = stem_settings(sessions=2, images=2, size=96, diameter_px=[3, 12])
-    every, _ = synthesize_specimen("phases", "s00", settings, seed=5)
+    every, _ = synthesize_specimen("nanoparticles", "s00", settings, seed=5)
     seen, _ = synthesize_specimen(
-        "phases", "s00", {**settings, "nanoparticle_visibility_snr": 5.0}, seed=5
+        "nanoparticles", "s00", {**settings, "visibility_snr": 5.0}, seed=5
     )
     dropped = 0
     for a, b in zip(every, seen):
@@ -218,9 +213,9 @@ def test_the_stem_particles_phase_label_follows_the_contact_gap():
     from grainflow.synth.specimen import synthesize_specimen
 
     settings = stem_settings(sessions=1, images=3, size=96, diameter_px=[6, 20])
-    joined, _ = synthesize_specimen("phases", "s00", settings, seed=3)
+    joined, _ = synthesize_specimen("nanoparticles", "s00", settings, seed=3)
     apart, _ = synthesize_specimen(
-        "phases", "s00", {**settings, "nanoparticle_contact_gap_px": 1}, seed=3
+        "nanoparticles", "s00", {**settings, "contact_gap_px": 1}, seed=3
     )
     for a, b in zip(joined, apart):
         np.testing.assert_array_equal(a.image, b.image)
@@ -241,9 +236,9 @@ def test_the_particle_signal_follows_physical_thickness_not_pixels():
     assert _physical_signal(0.06, 12.0, 0.0) == 0.06  # off
     # the smallest particles are 24 px wide
     settings = stem_settings(sessions=2, images=1, size=192, diameter_px=[24, 64])
-    drawn, spec = synthesize_specimen("phases", "s00", settings, seed=5)
+    drawn, spec = synthesize_specimen("nanoparticles", "s00", settings, seed=5)
     physical, _ = synthesize_specimen(
-        "phases", "s00", {**settings, "nanoparticle_signal_reference_px": 6}, seed=5
+        "nanoparticles", "s00", {**settings, "signal_reference_px": 6}, seed=5
     )
     for a, b in zip(drawn, physical):
         scale = 6 / spec["diameter_px"][0]

@@ -229,11 +229,13 @@ def test_specimen_name_must_be_well_formed():
         synthesize_specimen("grain", "s00", tiny_config()["synthesize"]["grains"], seed=1)
 
 
-@pytest.mark.parametrize("index", [0, 1, 2])  # sem_precipitates, sem_superalloy, stem_particles
-def test_phases_images_record_whether_their_particles_are_dark(index):
-    settings = {**tiny_config()["synthesize"]["phases"], "image_size_px": 96}
+@pytest.mark.parametrize(  # sem_precipitates, sem_superalloy; nanoparticles on a support
+    "task, index", [("phases", 0), ("phases", 1), ("nanoparticles", 0)]
+)
+def test_particle_images_record_whether_their_particles_are_dark(task, index):
+    settings = {**tiny_config()["synthesize"][task], "image_size_px": 96}
     settings["sessions_per_specimen"] = 8  # both polarities (bright field: one session in four)
-    samples, _ = synthesize_specimen("phases", f"s{index:02d}", settings, seed=6)
+    samples, _ = synthesize_specimen(task, f"s{index:02d}", settings, seed=6)
     seen = set()
     for s in samples:
         particle = s.labels["phase"].astype(bool)

@@ -310,6 +310,31 @@ def test_separation_pixels_hand_worked():
         SeparationTarget("phase", "grain_ids", 2)(sample)
 
 
+def test_class_counts_count_the_gaps_as_matrix(tmp_path):
+    ids = np.zeros((9, 12), np.uint32)
+    ids[2:7, 1:5], ids[2:7, 7:11] = 1, 2  # 40 particle pixels, a gap of 10 between them
+    sample = Sample(
+        image=np.random.default_rng(0).random(ids.shape).astype(np.float32),
+        labels={"phase": (ids > 0).astype(np.uint8), "particle_ids": ids},
+        image_id="phases/s00/b0/i00",
+        specimen="s00",
+        session="b0",
+        seed=0,
+        modality="sem_precipitates",
+    )
+    file = Path("results/synthetic/phases/s00.h5")
+    write_specimen(tmp_path / file, [sample], task="phases", specimen="s00")
+    rows = pd.DataFrame(
+        [["phases/s00/b0/i00", "phases/s00/b0/i00", "s00", "b0", 0, str(file), 0]],
+        columns=MANIFEST_COLUMNS,
+    )
+    data = MicrographDataset(
+        rows, target=SeparationTarget("phase", "particle_ids", 2), root=tmp_path
+    )
+    assert (data[0][1] == SEPARATION).sum() == 10  # the target marks the gap...
+    assert data.class_counts(2).tolist() == [9 * 12 - 40, 40]  # ...which is matrix
+
+
 def test_auto_class_weights_from_frequencies():
     config = tiny_config()
     loss = make_loss(config, np.array([96, 4]))

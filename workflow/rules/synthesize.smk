@@ -27,6 +27,9 @@ rule synthetic_examples:
     input:
         grains=lambda wc: synthetic_files("grains")[:2] if "grains" in TASKS else [],
         phases=lambda wc: synthetic_files("phases")[:2] if "phases" in TASKS else [],
+        nanoparticles=lambda wc: (
+            synthetic_files("nanoparticles")[:2] if "nanoparticles" in TASKS else []
+        ),
         kernels=lambda wc: synthetic_files("kernels")[:1],
     output:
         fig=report(

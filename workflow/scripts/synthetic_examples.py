@@ -10,7 +10,7 @@ from grainflow.io.hdf5 import read_specimen
 
 n = snakemake.params.per_task
 samples = {}
-for task in ("grains", "phases", "kernels"):
+for task in ("grains", "phases", "nanoparticles", "kernels"):
     chosen = []
     for path in snakemake.input[task]:
         f = read_specimen(path)

@@ -20,7 +20,7 @@ from sklearn.model_selection import ParameterGrid
 from grainflow.evaluation.metrics import boundary_counts, pixel_counts
 from grainflow.inference.labels import drop_small
 from grainflow.synth.tessellation import boundary_mask
-from grainflow.tasks import TASKS, check_task
+from grainflow.tasks import TASKS, check_task, segments_particles
 
 __all__ = [
     "DEFAULTS",
@@ -68,6 +68,7 @@ DEFAULTS: dict[str, dict] = {
         "min_particle_px": 4,  # smaller particles are dropped
     },
 }
+DEFAULTS["nanoparticles"] = DEFAULTS["phases"]  # the same pipeline for particles on a support
 
 
 def _check_task(task: str) -> None:
@@ -99,7 +100,7 @@ def _params(task: str, params: Mapping | None) -> dict:
         raise ValueError(f"sigma_px must be >= 0, got {out['sigma_px']=}")
     if task == "grains" and out["edge"] not in EDGES:
         raise ValueError(f"edge must be one of {EDGES}, got {out['edge']!r}")
-    if task == "phases" and out["polarity"] not in POLARITIES:
+    if segments_particles(task) and out["polarity"] not in POLARITIES:
         raise ValueError(f"polarity must be one of {POLARITIES}, got {out['polarity']!r}")
     return out
 

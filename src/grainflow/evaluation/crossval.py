@@ -74,6 +74,7 @@ COUNTS = {
     "grains": (*_BOUNDARY, *_PIXEL, *_OBJECTS, *_SPLITS),
     "phases": (*_PIXEL, *_OBJECTS),
 }
+COUNTS["nanoparticles"] = COUNTS["phases"]
 
 #: scores computed from (summed) counts
 COUNT_SCORES = {
@@ -99,6 +100,7 @@ COUNT_SCORES = {
         "object_f1",
     ),
 }
+COUNT_SCORES["nanoparticles"] = COUNT_SCORES["phases"]
 
 #: per-image scores that are averaged over images
 MEAN_SCORES = {
@@ -119,6 +121,7 @@ MEAN_SCORES = {
         "area_fraction_abs_error",
     ),
 }
+MEAN_SCORES["nanoparticles"] = MEAN_SCORES["phases"]
 
 #: all score columns of each task, in table order
 SCORES = {t: (*COUNT_SCORES[t], *MEAN_SCORES[t]) for t in SEGMENTATION}

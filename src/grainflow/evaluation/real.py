@@ -43,7 +43,7 @@ from grainflow.evaluation.metrology import (
 from grainflow.inference.stack import open_inference
 from grainflow.inference.trust import beyond_reference, read_reference, trust_warning
 from grainflow.stacks.importer import plane_boxes, plane_shapes
-from grainflow.tasks import LABEL_NAMES
+from grainflow.tasks import LABEL_NAMES, segments_particles
 
 __all__ = [
     "META",
@@ -81,6 +81,7 @@ METROLOGY = {
     ),
     "phases": ("area_fraction", "n_particles", "n_particles_measured", "ecd_mean", "ecd_median"),
 }
+METROLOGY["nanoparticles"] = METROLOGY["phases"]
 #: trust columns (where the inference stores hold the trust map)
 TRUST = (
     "disagreement_mean",
@@ -132,14 +133,14 @@ def truth_labels(task: str, labels: np.ndarray) -> dict[str, np.ndarray]:
     labels = np.asarray(labels)
     if labels.ndim != 2:
         raise ValueError(f"ground truth must be 2-D (rows, cols), got shape {labels.shape}")
-    if task == "phases":
+    if segments_particles(task):
         phase = labels > 0
         return {
             "phase": phase.astype(np.uint8),
             "particle_ids": label(phase, connectivity=1).astype(np.uint32),
         }
     if task != "grains":
-        raise ValueError(f"task must be 'grains' or 'phases', got {task=}")
+        raise ValueError(f"task must be 'grains', 'phases' or 'nanoparticles', got {task=}")
     if labels.max(initial=0) <= 1:  # a boundary mask
         boundaries = labels > 0
         return {
@@ -194,7 +195,7 @@ def measure_plane(
         "ecd_mean": float(ecd.mean()) if ecd.size else math.nan,
         "ecd_median": float(np.median(ecd)) if ecd.size else math.nan,
     }
-    if task == "phases":
+    if segments_particles(task):
         return {
             "area_fraction": area_fraction(labels[mask_name]),
             "n_particles": int(len(sizes)),
@@ -257,7 +258,7 @@ def _pool(task: str, rows: pd.DataFrame, sizes: pd.DataFrame, known: bool) -> di
         "ecd_mean": float(measured.mean()) if measured.size else math.nan,
         "ecd_median": float(np.median(measured)) if measured.size else math.nan,
     }
-    if task == "phases":
+    if segments_particles(task):
         return {
             "area_fraction": float(rows["area_fraction"].mean()),
             "n_particles": int(rows["n_particles"].sum()),
@@ -394,10 +395,10 @@ def measure_stack(
     if "labels" in root and "ground_truth" in root["labels"]:
         truth_store = root["labels"]["ground_truth"]["s0"]
     truth_boxes = plane_boxes(info)
-    if truth_boxes is not None and task != "phases":
+    if truth_boxes is not None and not segments_particles(task):
         raise ValueError(
             f"stack {name!r} has box labels, which score particles; its task is {task!r}, "
-            "not 'phases'"
+            "not 'phases' or 'nanoparticles'"
         )
     n_planes = int(images.shape[0])
     shapes = plane_shapes(info, images.shape)
@@ -446,7 +447,11 @@ def measure_stack(
                 "pixel_size_um": pixel if known else math.nan,
                 "length_unit": unit,
                 # the polarity the plane was imported with (shown inverted to given networks)
-                **({"particles_dark": planes[z].get("particles_dark")} if task == "phases" else {}),
+                **(
+                    {"particles_dark": planes[z].get("particles_dark")}
+                    if segments_particles(task)
+                    else {}
+                ),
             }
             if truth_store is not None:
                 if z not in truths:
@@ -516,7 +521,7 @@ def measure_stack(
             pooled.update({**counts.as_dict(), **counts.scores()})
         rows.extend(model_rows)
         rows.append(pooled)
-    columns = [*META, *(["particles_dark"] if task == "phases" else []), *METROLOGY[task]]
+    columns = [*META, *(["particles_dark"] if segments_particles(task) else []), *METROLOGY[task]]
     if truth_store is not None:
         columns += [*COUNTS[task], *SCORES[task]]
     if truth_boxes is not None:

@@ -17,6 +17,7 @@ __all__ = ["FIGURE_METRICS", "plot_metric_distributions"]
 FIGURE_METRICS = {
     "grains": ("boundary_f1", "pixel_iou", "ari", "vi_split", "vi_merge", "grain_size_error_G"),
     "phases": ("iou", "object_f1", "object_recall", "area_fraction_error"),
+    "nanoparticles": ("iou", "object_f1", "object_recall", "area_fraction_error"),
 }
 
 

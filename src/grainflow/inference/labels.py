@@ -9,7 +9,7 @@ from skimage.measure import label as connected_components
 from skimage.segmentation import relabel_sequential, watershed
 
 from grainflow.io.ome_zarr import block_slices
-from grainflow.tasks import LABEL_NAMES
+from grainflow.tasks import LABEL_NAMES, segments_particles
 
 __all__ = ["labels_from_probability", "label_plane", "drop_small"]
 
@@ -152,7 +152,7 @@ def labels_from_probability(
     if not (isinstance(min_particle_px, (int, np.integer)) and min_particle_px >= 0):
         raise ValueError(f"min_particle_px must be an integer >= 0, got {min_particle_px=}")
     fg = probability > threshold
-    if task == "phases":
+    if segments_particles(task):
         if fill_holes:
             from scipy import ndimage
 
@@ -161,7 +161,7 @@ def labels_from_probability(
             fg = drop_small(connected_components(fg, connectivity=1), min_particle_px) > 0
         return {"phase": fg.astype(np.uint8), "particle_ids": _flood(probability, fg, split_px)}
     if task != "grains":
-        raise ValueError(f"task must be 'grains' or 'phases', got {task=}")
+        raise ValueError(f"task must be 'grains', 'phases' or 'nanoparticles', got {task=}")
     interior = drop_small(connected_components(~fg, connectivity=1), min_grain_px)
     seeds = connected_components(_markers(interior > 0, split_px), connectivity=1)
     if seeds.max() == 0:
@@ -391,7 +391,7 @@ def label_plane(
         )
         return hr, hc, inner
 
-    filled = task == "phases" and fill_holes
+    filled = segments_particles(task) and fill_holes
     from_mask = filled  # read the foreground from the mask written (filled, specks dropped)
 
     def foreground(rs, cs):
@@ -436,7 +436,7 @@ def label_plane(
         scratch=scratch,
         min_size=min_grain_px if task == "grains" else min_particle_px,
     )
-    if task == "phases" and min_particle_px > 1:
+    if segments_particles(task) and min_particle_px > 1:
         # the regions dropped are matrix: the mask is written again without them, and the
         # passes below read it as the foreground (as the whole-plane labelling does)
         for rs, cs in block_slices(rows, cols, block):
@@ -458,7 +458,7 @@ def label_plane(
     radius = np.zeros(n + 1) if split_px > 0 else None
     pairs, widths = [], []
     for rs, cs in block_slices(rows, cols, block):
-        if task == "phases" and split_px <= 0:
+        if segments_particles(task) and split_px <= 0:
             out[ids_name][rs, cs] = lut[np.asarray(scratch[rs, cs])]
             continue
         if n == 0:  # no seed in the plane: one grain, as for a whole plane
@@ -468,10 +468,10 @@ def label_plane(
         hr, hc, inner = window(rs, cs)
         seeds = lut[np.asarray(scratch[hr, hc])].astype(np.int64)
         p = np.asarray(probability[hr, hc], dtype=np.float32)
-        regions = foreground(hr, hc) if task == "phases" else p <= threshold
-        if task == "phases" or split_px > 0:
+        regions = foreground(hr, hc) if segments_particles(task) else p <= threshold
+        if segments_particles(task) or split_px > 0:
             dist = ndimage.distance_transform_edt(regions)
-        if task == "phases":
+        if segments_particles(task):
             ids = watershed(-dist, markers=seeds, mask=regions, connectivity=1)
         elif split_px > 0:
             ids = watershed(_elevation(p, regions, dist), markers=seeds, connectivity=1)

@@ -31,7 +31,7 @@ from grainflow.logs import Progress
 from grainflow.normalize import apply_limits, plane_limits, polarity_view
 from grainflow.runtime import torch_threads
 from grainflow.stacks.importer import plane_particles_dark, plane_shapes
-from grainflow.tasks import CLASS_NAMES, LABEL_NAMES, TASKS
+from grainflow.tasks import CLASS_NAMES, LABEL_NAMES, TASKS, segments_particles
 
 __all__ = ["WithTrust", "upsample_probabilities", "infer_stack", "open_inference"]
 
@@ -496,7 +496,7 @@ def finish_store(
         labels_split_px.get(task, 0.0) if isinstance(labels_split_px, Mapping) else labels_split_px
     )
     level = int((scale or {}).get("level", 0))
-    min_particle_px = int(labels_min_particle_px) * 4**level if task == "phases" else 0
+    min_particle_px = int(labels_min_particle_px) * 4**level if segments_particles(task) else 0
     s0 = source.levels[0]
     shapes = source.plane_shapes
     scratch = None
@@ -665,7 +665,7 @@ def finish_store(
                 + (f", split at necks {split_px} px deep" if split_px else "")
             ),
             "split_px": split_px,
-            "fill_holes": bool(labels_fill_holes) and task == "phases",
+            "fill_holes": bool(labels_fill_holes) and segments_particles(task),
             "min_particle_px": min_particle_px,
             "whole_plane_max_px": int(whole_plane_max_px),
             "halo_px": int(labels_halo_px),

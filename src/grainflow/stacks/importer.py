@@ -26,6 +26,7 @@ from grainflow.normalize import normalize_image
 from grainflow.stacks.boxes import is_box_folder, pair_box_files, read_yolo_boxes
 from grainflow.stacks.calibration import REL_TOLERANCE
 from grainflow.stacks.reader import StackError, open_stack
+from grainflow.tasks import segments_particles
 
 __all__ = [
     "LABEL_NAME",
@@ -141,23 +142,24 @@ def plane_particles_dark(
 ) -> list[bool | None]:
     """Whether each plane's particles are dark, as :func:`import_stack` recorded it.
 
-    ``False`` for every plane of a stack that is not a ``phases`` stack; ``None`` for a
-    phases plane that records nothing (a store imported before polarity was recorded).
+    ``False`` for every plane of a stack whose task has no particles (grains); ``None``
+    for a particle plane that records nothing (a store imported before polarity was
+    recorded).
 
     Raises
     ------
     ValueError
         With ``required`` (networks trained with ``training.polarity: given``) when a
-        phases plane records nothing, naming the planes, the store (``where``) and the fix.
+        particle plane records nothing, naming the planes, the store (``where``) and the fix.
     """
-    if info.get("task") != "phases":
+    if not segments_particles(str(info.get("task"))):
         return [False] * n_planes
     planes = info.get("planes") or []
     dark = [planes[z].get("particles_dark") if z < len(planes) else None for z in range(n_planes)]
     unknown = [z for z, d in enumerate(dark) if d is None]
     if required and unknown:
         raise ValueError(
-            f"stack {info.get('stack')!r}: the phases networks were trained with the "
+            f"stack {info.get('stack')!r}: the {info.get('task')} networks were trained with the "
             f"particles shown bright (training.polarity: given), but planes {unknown} of "
             f"{where or 'the store'} record no particles_dark; re-import the stack (rule "
             "import_stack) with this grainflow, which records it from the stacks sheet's "
@@ -500,7 +502,11 @@ def import_stack(
                         f"(rows, cols) but its image {image.files[z]} has {own}"
                     )
         groups = plane_groups(image.files, group, name=stack)
-        dark = plane_particles(image.files, particles, name=stack) if task == "phases" else None
+        dark = (
+            plane_particles(image.files, particles, name=stack)
+            if segments_particles(task)
+            else None
+        )
         if image.dtype.kind not in "biuf":
             raise StackError(
                 f"stack {stack!r}: {path} holds {image.dtype} values; grainflow "

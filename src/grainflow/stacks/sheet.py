@@ -14,6 +14,7 @@ import pandas as pd
 
 from grainflow.schema import ConfigError, dotted_path, load_schema
 from grainflow.stacks.reader import StackError, source_files
+from grainflow.tasks import segments_particles
 
 __all__ = ["read_stacks", "sheet_row", "sheet_inputs"]
 
@@ -83,10 +84,10 @@ def _particles_problem(row: Mapping) -> str | None:
     value = row.get("particles")
     if value is None:
         return None
-    if row["task"] != "phases":
+    if not segments_particles(row["task"]):
         return (
-            f"{value!r} given for a {row['task']!r} stack; only phases stacks have particles "
-            "whose polarity matters: leave the cell empty"
+            f"{value!r} given for a {row['task']!r} stack; only phases and nanoparticles "
+            "stacks have particles whose polarity matters: leave the cell empty"
         )
     _, _, pattern = value.partition(":")
     if pattern:

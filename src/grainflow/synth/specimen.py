@@ -30,7 +30,7 @@ from grainflow.synth.tessellation import boundary_mask, polycrystal
 
 __all__ = ["TASKS", "synthesize_specimen", "render"]
 
-TASKS = ("grains", "phases", "kernels", "diffraction")
+TASKS = ("grains", "phases", "nanoparticles", "kernels", "diffraction")
 
 
 def _support_texture(rng, largest: float, small_px: float) -> dict:
@@ -70,6 +70,24 @@ def _specimen_params(task: str, index: int, s: Mapping, rng) -> dict:
             "elongation": float(rng.uniform(*s["elongation"])) if elongated else 1.0,
             "angle_deg": float(rng.uniform(0, 180)),
         }
+    if task == "nanoparticles":
+        lo, hi = s["particle_diameter_px"]
+        small = _log_uniform(rng, lo, max(lo, hi / 4))
+        return {
+            "modality": "stem_particles",
+            "diameter_px": [small, float(min(hi, small * rng.uniform(1.5, 4.0)))],
+            # fewer particles the larger they are: about 2-30 % of the support covered
+            "per_10k_px": float(rng.uniform(2.0, 30.0) * (6.0 / small) ** 1.5),
+            "support_coverage": float(rng.uniform(0.4, 1.0)),
+            # support lumps from a third of the image to several times it
+            "support_scale_px": _log_uniform(rng, 40.0, 400.0),
+            "cluster_fraction": float(rng.uniform(0.0, 0.5)),
+            # label only the particles an observer can see (Rose's criterion; 0: all)
+            "visibility_snr": float(s.get("visibility_snr", 0.0)),
+            **_support_texture(rng, s.get("support_texture", 0.0), small),
+            # touching particles kept apart in the phase label by a gap of matrix
+            "contact_gap_px": int(s.get("contact_gap_px", 0)),
+        }
     if task == "phases":
         modality = s["modalities"][index % len(s["modalities"])]
         if modality == "sem_superalloy":
@@ -92,24 +110,6 @@ def _specimen_params(task: str, index: int, s: Mapping, rng) -> dict:
                 "tertiary_gap_px": 2.0,
                 "label_tertiary": bool(s.get("label_tertiary", False)),
                 "tertiary_contrast": float(s.get("tertiary_contrast", 0.0)),
-            }
-        if modality == "stem_particles":
-            lo, hi = s.get("nanoparticle_diameter_px", (3.0, 64.0))
-            small = _log_uniform(rng, lo, max(lo, hi / 4))
-            return {
-                "modality": modality,
-                "diameter_px": [small, float(min(hi, small * rng.uniform(1.5, 4.0)))],
-                # fewer particles the larger they are: about 2-30 % of the support covered
-                "per_10k_px": float(rng.uniform(2.0, 30.0) * (6.0 / small) ** 1.5),
-                "support_coverage": float(rng.uniform(0.4, 1.0)),
-                # support lumps from a third of the image to several times it
-                "support_scale_px": _log_uniform(rng, 40.0, 400.0),
-                "cluster_fraction": float(rng.uniform(0.0, 0.5)),
-                # label only the particles an observer can see (Rose's criterion; 0: all)
-                "visibility_snr": float(s.get("nanoparticle_visibility_snr", 0.0)),
-                **_support_texture(rng, s.get("nanoparticle_support_texture", 0.0), small),
-                # touching particles kept apart in the phase label by a gap of matrix
-                "contact_gap_px": int(s.get("nanoparticle_contact_gap_px", 0)),
             }
         morph = ("cuboid", "blob") if modality == "sem_precipitates" else ("faceted", "blob")
         lo, hi = s["area_fraction"]
@@ -176,6 +176,23 @@ def _session_params(task: str, index: int, session: int, s: Mapping, rng) -> dic
             "dose": _log_uniform(rng, 60, 400),
             "read_noise": float(rng.uniform(0.005, 0.02)),
         }
+    if task == "nanoparticles":
+        # HAADF-STEM (particles bright, vacuum black) or, one session in four, bright-field
+        # TEM of the same specimen (particles dark, vacuum bright)
+        bright_field = bool(rng.random() < 0.25)
+        return {
+            "particles_dark": bright_field,
+            "bright_field": bright_field,
+            "support_signal": float(rng.uniform(0.2, 0.6)),
+            "particle_signal": float(rng.uniform(0.02, 0.1)),
+            # the phase-contrast speckle of amorphous carbon is strong and coarse in
+            # bright field, faint in HAADF
+            "speckle": float(rng.uniform(0.05, 0.3) if bright_field else rng.uniform(0, 0.08)),
+            "speckle_px": [float(rng.uniform(0.7, 1.5)), float(rng.uniform(2.0, 4.0))],
+            "blur_px": float(rng.uniform(0.5, 3.0)),
+            "dose": _log_uniform(rng, 30, 500),
+            "read_noise": float(rng.uniform(0.005, 0.02)),
+        }
     if task == "phases":
         a, b = sorted(rng.uniform(0.2, 0.85, 2))
         if b - a < 0.25:
@@ -188,23 +205,6 @@ def _session_params(task: str, index: int, session: int, s: Mapping, rng) -> dic
             "precipitate_tone": a if dark_precipitates else b,
             "matrix_tone": b if dark_precipitates else a,
         }
-        if s["modalities"][index % len(s["modalities"])] == "stem_particles":
-            # HAADF-STEM (particles bright, vacuum black) or, one session in four, bright-field
-            # TEM of the same specimen (particles dark, vacuum bright)
-            bright_field = bool(rng.random() < 0.25)
-            return {
-                "particles_dark": bright_field,
-                "bright_field": bright_field,
-                "support_signal": float(rng.uniform(0.2, 0.6)),
-                "particle_signal": float(rng.uniform(0.02, 0.1)),
-                # the phase-contrast speckle of amorphous carbon is strong and coarse in
-                # bright field, faint in HAADF
-                "speckle": float(rng.uniform(0.05, 0.3) if bright_field else rng.uniform(0, 0.08)),
-                "speckle_px": [float(rng.uniform(0.7, 1.5)), float(rng.uniform(2.0, 4.0))],
-                "blur_px": float(rng.uniform(0.5, 3.0)),
-                "dose": _log_uniform(rng, 30, 500),
-                "read_noise": float(rng.uniform(0.005, 0.02)),
-            }
         if s["modalities"][index % len(s["modalities"])] == "sem_superalloy":
             # etched γ/γ′: secondary-electron rims, relief, a rough γ′ surface, noisy to smooth
             return {
@@ -361,7 +361,7 @@ def render(task: str, params: Mapping, *, shape, boundary_width_px: int, seed: i
             phase = phase | tertiary
         ids = label(phase, connectivity=1).astype(np.uint32)
         return image, {"phase": phase.astype(np.uint8), "particle_ids": ids}
-    if task == "phases" and p["modality"] == "stem_particles":
+    if task == "nanoparticles":
         support, ids, thickness = supported_particles(
             shape,
             diameter_px=tuple(p["diameter_px"]),
@@ -438,7 +438,7 @@ def synthesize_specimen(
 
     Parameters
     ----------
-    task : {"grains", "phases", "kernels", "diffraction"}
+    task : {"grains", "phases", "nanoparticles", "kernels", "diffraction"}
         "diffraction" is :func:`grainflow.diffraction.simulate.synthesize_diffraction_specimen`.
     specimen : str
         Specimen name, ``"s00"``, ``"s01"``, ...
@@ -489,12 +489,12 @@ def synthesize_specimen(
         )
         if task == "phases":  # the material decides the modality, not the session
             sess["modality"] = spec["modality"]
-            if spec["modality"] == "stem_particles":
-                sess["particle_signal"] = _physical_signal(
-                    sess["particle_signal"],
-                    spec["diameter_px"][0],
-                    settings.get("nanoparticle_signal_reference_px", 0.0),
-                )
+        if task == "nanoparticles":
+            sess["particle_signal"] = _physical_signal(
+                sess["particle_signal"],
+                spec["diameter_px"][0],
+                settings.get("signal_reference_px", 0.0),
+            )
         for k in range(n_images):
             img_seed = derive_seed(seed, "image", b, k)
             extra = _image_params(task, k, spec, np.random.default_rng(derive_seed(img_seed, "p")))

@@ -49,7 +49,7 @@ def specimen_statistics(paths: Iterable[str]) -> pd.DataFrame:
                     np.mean([s.labels["boundaries"].mean() for s in f.samples])
                 ),
             )
-        elif f.task == "phases":
+        elif f.task in ("phases", "nanoparticles"):
             # nanoparticles on a support request a size range and a density, not an area fraction
             diameter = p.get("particle_diameter_px") or float(np.sqrt(np.prod(p["diameter_px"])))
             row.update(

@@ -315,10 +315,12 @@ class MicrographDataset(Dataset):
         return digest.hexdigest()
 
     def class_counts(self, num_classes: int) -> np.ndarray:
-        """Pixels (or images, for class targets) of each class, shape (num_classes,)."""
+        """Pixels (or images, for class targets) of each class, shape (num_classes,); the
+        matrix gaps that :class:`SeparationTarget` marks count as the matrix they are."""
         counts = np.zeros(num_classes, dtype=np.int64)
         for i in range(len(self)):
-            target = self._load(i)[1]
+            target = np.asarray(self._load(i)[1])
+            target = np.where(target == SEPARATION, 0, target)
             counts += np.bincount(target.ravel(), minlength=num_classes)[:num_classes]
         return counts
 
