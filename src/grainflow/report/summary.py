@@ -467,7 +467,7 @@ def run_summary(
     lines : list of str
         ``report: ...``; the held-out scores of the best network of each task
         (mean ± std across folds, the classical baseline's mean beside it); the real
-        stacks (grains: ASTM E112 G, planimetric and lineal intercept; phases:
+        stacks (grains: ASTM E112 G, planimetric and lineal intercept; particles:
         IoU or detection F1 where there is ground truth, else the area
         fraction; a stack out of the training distribution by the trust map gets
         its warning); the crystal-system accuracy; and, only when needed, a last
