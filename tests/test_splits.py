@@ -331,5 +331,5 @@ def test_leakage_experiment_reads_the_manifest_files(augmented_files):
     assert set(t["split"]) == {"random", "grouped"}
     assert (t["specimens"] == 4).all()
     assert t.loc[t["fold"] == "all", "n_val"].tolist() == [len(m), len(m)]
-    with pytest.raises(ValueError, match="needs task 'grains' or 'phases'"):
+    with pytest.raises(ValueError, match="needs task 'grains', 'phases' or 'nanoparticles'"):
         leakage_experiment(m, task="kernels", rng=0)

@@ -17,6 +17,7 @@ from sklearn.model_selection import KFold
 
 from grainflow.io.hdf5 import Sample, read_specimen
 from grainflow.seeds import as_rng
+from grainflow.tasks import segments_particles
 
 __all__ = [
     "FEATURE_NAMES",
@@ -78,7 +79,7 @@ def specimen_property(samples: Sequence[Sample], task: str) -> float:
     ----------
     samples : sequence of Sample
         Images of one specimen (originals).
-    task : {"grains", "phases"}
+    task : {"grains", "phases", "nanoparticles"}
         ``grains``: the median equivalent-circle grain diameter in pixels,
         ``sqrt(4 * H * W / (pi * n_grains))`` per image; ``phases``: the median area
         fraction of the second phase (``phase == 1``).
@@ -95,7 +96,7 @@ def specimen_property(samples: Sequence[Sample], task: str) -> float:
             ids = s.labels["grain_ids"]
             n = len(np.unique(ids[ids > 0]))
             values.append(np.sqrt(4 * ids.size / (np.pi * max(n, 1))))
-    elif task in ("phases", "nanoparticles"):
+    elif segments_particles(task):
         values = [float(s.labels["phase"].mean()) for s in samples]
     else:
         raise ValueError(
@@ -206,7 +207,7 @@ def leakage_experiment(
     manifest : DataFrame
         A split manifest (:func:`grainflow.splits.read_manifest`), whose ``file`` and
         ``index`` point at the images.
-    task : {"grains", "phases"}
+    task : {"grains", "phases", "nanoparticles"}
     rng : int or Generator
     n_estimators : int
 

@@ -299,7 +299,7 @@ def apply_baseline(
 
     Parameters
     ----------
-    task : {"grains", "phases"}
+    task : {"grains", "phases", "nanoparticles"}
     image : ndarray of shape (M, N), float in [0, 1]
     params : mapping, optional
         Pipeline parameters (see :data:`DEFAULTS`), e.g. from :func:`fit_baseline`.
@@ -351,7 +351,7 @@ def grid_scores(
 
     Parameters
     ----------
-    task : {"grains", "phases"}
+    task : {"grains", "phases", "nanoparticles"}
     images : sequence of ndarray of shape (M, N)
         Training images only.
     labels : sequence of dict

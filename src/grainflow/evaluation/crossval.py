@@ -154,7 +154,7 @@ def scores_from_counts(task: str, counts: Mapping[str, float]) -> dict[str, floa
 
     Parameters
     ----------
-    task : {"grains", "phases"}
+    task : {"grains", "phases", "nanoparticles"}
     counts : mapping
         At least the columns :data:`COUNTS` ``[task]``.
 
@@ -207,7 +207,7 @@ def evaluate_segmentation(
 
     Parameters
     ----------
-    task : {"grains", "phases"}
+    task : {"grains", "phases", "nanoparticles"}
     true, pred : mapping of str -> ndarray of shape (M, N)
         Label dicts with the synthetic labels' keys: grains -> ``boundaries``
         (0/1) and ``grain_ids`` (1..n); phases -> ``phase`` (0/1) and
@@ -285,7 +285,7 @@ def evaluate_samples(
 
     Parameters
     ----------
-    task : {"grains", "phases"}
+    task : {"grains", "phases", "nanoparticles"}
     samples : sequence of Sample
         Held-out images with their true labels.
     predictions : sequence of dict
@@ -333,7 +333,7 @@ def summarize(per_image: pd.DataFrame, *, task: str, by: Sequence[str]) -> pd.Da
     ----------
     per_image : DataFrame
         Per-image rows as written by :func:`evaluate_samples`.
-    task : {"grains", "phases"}
+    task : {"grains", "phases", "nanoparticles"}
     by : sequence of str
         Grouping columns, e.g. ``["task", "model", "specimen"]``.
 
@@ -362,7 +362,7 @@ def cross_validation_table(per_image: pd.DataFrame, *, task: str) -> pd.DataFram
     ----------
     per_image : DataFrame
         Per-image rows of all folds of one model (:func:`evaluate_samples`).
-    task : {"grains", "phases"}
+    task : {"grains", "phases", "nanoparticles"}
 
     Returns
     -------
@@ -530,7 +530,7 @@ def run_baseline_fold(
 
     Parameters
     ----------
-    task : {"grains", "phases"}
+    task : {"grains", "phases", "nanoparticles"}
     manifest_path : path
         Split manifest ``results/splits/{task}.tsv`` (checked against its SHA-256).
     specimen_files : sequence of path

@@ -110,7 +110,7 @@ def truth_labels(task: str, labels: np.ndarray) -> dict[str, np.ndarray]:
 
     Parameters
     ----------
-    task : {"grains", "phases"}
+    task : {"grains", "phases", "nanoparticles"}
     labels : ndarray of shape (M, N), integer or bool
         phases: a mask (> 0 = particle phase); grains: a boundary mask (values
         0 and 1 only) or grain ids (0 = boundary, no grain).
@@ -170,7 +170,7 @@ def measure_plane(
 
     Parameters
     ----------
-    task : {"grains", "phases"}
+    task : {"grains", "phases", "nanoparticles"}
     labels : mapping
         grains -> ``boundaries``, ``grain_ids``; phases -> ``phase``, ``particle_ids``.
     pixel_size_um : float or None

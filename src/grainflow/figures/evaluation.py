@@ -17,8 +17,8 @@ __all__ = ["FIGURE_METRICS", "plot_metric_distributions"]
 FIGURE_METRICS = {
     "grains": ("boundary_f1", "pixel_iou", "ari", "vi_split", "vi_merge", "grain_size_error_G"),
     "phases": ("iou", "object_f1", "object_recall", "area_fraction_error"),
-    "nanoparticles": ("iou", "object_f1", "object_recall", "area_fraction_error"),
 }
+FIGURE_METRICS["nanoparticles"] = FIGURE_METRICS["phases"]
 
 
 def plot_metric_distributions(
@@ -30,7 +30,7 @@ def plot_metric_distributions(
     ----------
     per_image : DataFrame
         Per-image rows (:func:`evaluate_samples`) of one task, any models and folds.
-    task : {"grains", "phases"}
+    task : {"grains", "phases", "nanoparticles"}
     metrics : sequence of str, optional
         Score columns to show (default: the main ones of the task).
 

@@ -322,7 +322,7 @@ def real_size_histogram(sizes: pd.DataFrame, *, task: str) -> Figure:
     ----------
     sizes : DataFrame
         The stack's sizes table (:func:`grainflow.evaluation.real.measure_stack`).
-    task : {"grains", "phases"}
+    task : {"grains", "phases", "nanoparticles"}
     """
     what = TASKS[task].object
     unit = "µm" if (sizes["length_unit"] == "um").all() else "px"

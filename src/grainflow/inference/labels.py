@@ -107,7 +107,7 @@ def labels_from_probability(
 
     Parameters
     ----------
-    task : {"grains", "phases"}
+    task : {"grains", "phases", "nanoparticles"}
     probability : ndarray of shape (M, N)
         P(boundary) for grains, P(particle phase) for phases.
     threshold : float
@@ -295,7 +295,7 @@ def label_plane(
 
     Parameters
     ----------
-    task : {"grains", "phases"}
+    task : {"grains", "phases", "nanoparticles"}
     probability : array-like of shape (Y, X)
         P(boundary) for grains, P(particle) for phases; read in blocks (a Zarr
         array, a :class:`~grainflow.inference.tiling.PlaneView`, an ndarray).

@@ -45,7 +45,7 @@ def trust_reference(
 
     Parameters
     ----------
-    task : {"grains", "phases"}
+    task : {"grains", "phases", "nanoparticles"}
     settings : mapping
         The task's block of the config's ``synthesize`` section.
     checkpoints : sequence of path-like

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from grainflow.io.hdf5 import read_specimen
+from grainflow.tasks import segments_particles
 
 __all__ = ["grain_count_density", "specimen_statistics", "summarize_statistics"]
 
@@ -49,7 +50,7 @@ def specimen_statistics(paths: Iterable[str]) -> pd.DataFrame:
                     np.mean([s.labels["boundaries"].mean() for s in f.samples])
                 ),
             )
-        elif f.task in ("phases", "nanoparticles"):
+        elif segments_particles(f.task):
             # nanoparticles on a support request a size range and a density, not an area fraction
             diameter = p.get("particle_diameter_px") or float(np.sqrt(np.prod(p["diameter_px"])))
             row.update(
