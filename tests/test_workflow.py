@@ -21,7 +21,9 @@ def test_dry_run_of_the_whole_dag(workdir):
         assert rule in out
     # one synthesize job per specimen of every task
     cfg = tiny_config()["synthesize"]
-    n = sum(cfg[t]["specimens"] for t in ("grains", "phases", "kernels", "diffraction"))
+    tasks = (*tiny_config()["tasks"], "kernels", "diffraction")
+    assert "nanoparticles" in tasks
+    n = sum(cfg[t]["specimens"] for t in tasks)
     table = out[out.index("Job stats:") :]
     assert any(line.split()[:2] == ["synthesize", str(n)] for line in table.splitlines())
 
@@ -79,13 +81,15 @@ def test_tiny_run_of_everything(tiny_run):
     """The whole default DAG on the tiny config, then the report (the shared run of conftest)."""
     tiny_run.check()
     workdir = tiny_run.workdir
-    for task in ("grains", "phases"):
+    tasks = tiny_config()["tasks"]
+    assert tasks == ["grains", "phases", "nanoparticles"]
+    for task in tasks:
         manifest = pd.read_csv(workdir / f"results/splits/{task}.tsv", sep="\t")
         assert sorted(manifest.fold.unique()) == [0, 1, 2]
         # no specimen in two folds, copies with their originals
         assert manifest.groupby("specimen").fold.nunique().max() == 1
         assert (workdir / f"results/splits/{task}.tsv.sha256").exists()
-    for task in ("grains", "phases"):
+    for task in tasks:
         score = "boundary_f1" if task == "grains" else "iou"
         for model in ("classical", "unet"):
             cv = pd.read_csv(workdir / f"results/metrics/{task}/{model}/cv.tsv", sep="\t")
@@ -147,7 +151,7 @@ def test_one_hyperparameter_reruns_only_the_jobs_it_affects(tiny_run, tmp_path):
     jobs = _planned_jobs(result)
     rules = {rule for rule, _ in jobs}
     # every fold of every task retrains, and what reads the models follows
-    assert [rule for rule, _ in jobs].count("train") == 6
+    assert [rule for rule, _ in jobs].count("train") == 3 * len(config["tasks"]) == 9
     assert {
         "train",
         "evaluate_model",

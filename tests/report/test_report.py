@@ -472,7 +472,7 @@ def test_report_renders_in_a_browser_with_every_section_and_image(tiny_run, chro
     assert on_disk <= set(images), sorted(on_disk - set(images))
     # the summary and the provenance pages
     summary = seen["html"]["results/tables/summary.html"]
-    assert summary["iframe"] and summary["rows"] == 3  # grains, phases, diffraction
+    assert summary["iframe"] and summary["rows"] == 4  # grains, phases, nanoparticles, diffraction
     for text in (
         "boundary F1",
         "particle-phase IoU",
