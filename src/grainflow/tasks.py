@@ -7,7 +7,7 @@ its own table of classes in :mod:`grainflow.diffraction.crystal`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 __all__ = [
     "Task",
@@ -103,8 +103,8 @@ _PHASES = Task(
 TASKS: dict[str, Task] = {
     "grains": _GRAINS,
     "phases": _PHASES,
-    "nanoparticles": Task(**{**_PHASES.__dict__, "name": "nanoparticles", "stratify_by": None}),
-    "kernels": Task(**{**_GRAINS.__dict__, "name": "kernels"}),
+    "nanoparticles": replace(_PHASES, name="nanoparticles", stratify_by=None),
+    "kernels": replace(_GRAINS, name="kernels"),
 }
 
 #: the tasks whose networks are trained, evaluated and run on real stacks
