@@ -114,7 +114,7 @@ rule diffraction_pretrain:
         "benchmarks/rules/diffraction_pretrain.tsv"
     conda:
         "../../environment.yml"
-    threads: 2
+    threads: 1  # small CNNs keep one core busy: two jobs side by side beat one on two threads
     resources:
         gpu=1,
         mem_mb=4000,
@@ -148,7 +148,7 @@ rule diffraction_train:
         "benchmarks/rules/diffraction_train/{classifier}/fold{fold}.tsv"
     conda:
         "../../environment.yml"
-    threads: 2
+    threads: 1  # small CNNs keep one core busy: two jobs side by side beat one on two threads
     resources:
         gpu=1,
         mem_mb=4000,
@@ -402,7 +402,7 @@ rule diffraction_transfer:
         "benchmarks/rules/diffraction_transfer/{strategy}/n{n}/fold{fold}.tsv"
     conda:
         "../../environment.yml"
-    threads: 2
+    threads: 1  # small CNNs keep one core busy: two jobs side by side beat one on two threads
     resources:
         gpu=1,
         mem_mb=4000,
