@@ -14,6 +14,10 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip || echo "pip not upgraded; going on"
+	@# a first install (torch with its CUDA libraries) fills about 6 GiB: say so before pip runs out
+	@$(BIN)/python -c "import torch" 2>/dev/null || { free=$$(df -Pk . | awk 'NR==2 {print $$4}'); \
+	  [ "$$free" -ge 7340032 ] 2>/dev/null || echo "warning: $$((free / 1048576)) GiB free on this disk;" \
+	  "the first set-up needs about 7 GiB (free some space if pip fails)"; }
 	@# a dropped connection while downloading is retried, up to three tries in all
 	for try in 1 2 3; do $(BIN)/python -m pip install --quiet -e '.[test]' && break; \
 	  [ $$try = 3 ] && exit 1; echo "pip install failed (try $$try of 3); retrying in 10 s"; sleep 10; done
