@@ -5,6 +5,8 @@
 # diffraction stacks (sheet rows with task diffraction) prepared, classified and mapped.
 # The patterns come from the synthesize rule, their folds from the split rule
 # (task "diffraction").
+# Every rule here runs on one thread, the trainings too: their small CNNs keep one
+# core busy, so two jobs side by side beat one job on two threads.
 
 from grainflow.diffraction.evaluate import (
     abstention_headline,
@@ -114,7 +116,7 @@ rule diffraction_pretrain:
         "benchmarks/rules/diffraction_pretrain.tsv"
     conda:
         "../../environment.yml"
-    threads: 1  # small CNNs keep one core busy: two jobs side by side beat one on two threads
+    threads: 1
     resources:
         gpu=1,
         mem_mb=4000,
@@ -148,7 +150,7 @@ rule diffraction_train:
         "benchmarks/rules/diffraction_train/{classifier}/fold{fold}.tsv"
     conda:
         "../../environment.yml"
-    threads: 1  # small CNNs keep one core busy: two jobs side by side beat one on two threads
+    threads: 1
     resources:
         gpu=1,
         mem_mb=4000,
@@ -402,7 +404,7 @@ rule diffraction_transfer:
         "benchmarks/rules/diffraction_transfer/{strategy}/n{n}/fold{fold}.tsv"
     conda:
         "../../environment.yml"
-    threads: 1  # small CNNs keep one core busy: two jobs side by side beat one on two threads
+    threads: 1
     resources:
         gpu=1,
         mem_mb=4000,
